@@ -1,0 +1,40 @@
+# hwloop — two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-full bench traces lint clean venv
+
+venv: $(STAMP)
+
+# The CPU build of torch is pinned in pyproject.toml: a bare `torch` would pull a CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/hwloop doctor
+	$(BIN)/hwloop sim systolic --workload resnet50 --first 3
+
+test: $(STAMP)
+	$(BIN)/ruff check hwloop hdl sim learn search tests benchmarks
+	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
+
+test-full: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "" tests
+	$(BIN)/hwloop regress --full
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
+traces: $(STAMP)
+	$(BIN)/hwloop trace recipes --all -o traces
+
+lint: $(STAMP)
+	$(BIN)/ruff check hwloop hdl sim learn search tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

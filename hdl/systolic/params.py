@@ -1,0 +1,82 @@
+"""The parameters of the systolic-array accelerator generator, validated on construction."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from hwloop.errors import ParameterError
+
+DATAFLOWS = ("os", "ws")
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ParameterError(f"{name} must be an integer in {lo}..{hi}, not {value!r}")
+
+
+def _check_pow2(name: str, value: Any, lo: int, hi: int) -> None:
+    _check_int(name, value, lo, hi)
+    if value & (value - 1):
+        raise ParameterError(f"{name} must be a power of two in {lo}..{hi}, not {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SystolicParams:
+    """A systolic-array accelerator: PE mesh, controller, scratchpads and DMA.
+
+    ``rows`` x ``cols`` PEs; ``dataflow`` ``"os"`` (output-stationary) or ``"ws"``
+    (weight-stationary); signed ``in_bits`` inputs and weights; two's-complement accumulators
+    that wrap at ``acc_bits``; scratchpads of ``ifmap_kib``, ``weight_kib`` and ``acc_kib``
+    KiB; an external memory bus of ``bus_bytes`` bytes per cycle whose reads return after
+    ``mem_latency`` cycles.
+    """
+
+    rows: int = 8
+    cols: int = 8
+    dataflow: str = "os"
+    in_bits: int = 8
+    acc_bits: int = 32
+    ifmap_kib: int = 64
+    weight_kib: int = 64
+    acc_kib: int = 64
+    bus_bytes: int = 16
+    mem_latency: int = 20
+
+    def __post_init__(self) -> None:
+        _check_int("rows", self.rows, 1, 64)
+        _check_int("cols", self.cols, 1, 64)
+        if self.dataflow not in DATAFLOWS:
+            raise ParameterError(
+                f"dataflow must be one of {', '.join(DATAFLOWS)}, not {self.dataflow!r}")
+        _check_int("in_bits", self.in_bits, 2, 16)
+        _check_int("acc_bits", self.acc_bits, 2 * self.in_bits, 64)
+        _check_int("ifmap_kib", self.ifmap_kib, 1, 65536)
+        _check_int("weight_kib", self.weight_kib, 1, 65536)
+        _check_int("acc_kib", self.acc_kib, 1, 65536)
+        _check_pow2("bus_bytes", self.bus_bytes, 1, 128)
+        _check_int("mem_latency", self.mem_latency, 0, 1000)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SystolicParams:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ParameterError(f"unknown systolic parameter {unknown[0]!r}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def name(self) -> str:
+        """A Verilog-safe module name that says what the design is."""
+        return f"systolic_{self.rows}x{self.cols}_{self.dataflow}_i{self.in_bits}a{self.acc_bits}"
+
+    @property
+    def params_hash(self) -> str:
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]

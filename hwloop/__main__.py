@@ -1,0 +1,3 @@
+from hwloop.cli import main
+
+raise SystemExit(main())

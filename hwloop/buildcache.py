@@ -1,0 +1,97 @@
+"""A content-addressed cache of builds (Verilator models, compiled helpers).
+
+A build is keyed by the SHA-256 of everything that can change its output: the source texts,
+the tool flags and the tool versions. A finished build lives in ``<cache>/builds/<key>/`` and is
+never rebuilt. Builds are made in a private temporary folder and published with an atomic
+``rename``, so several processes can build at once and none ever sees half a build; a per-key
+file lock keeps them from doing the same costly work twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from hwloop.paths import cache_dir
+
+_COMPLETE = ".complete"
+
+
+def build_key(
+    *,
+    sources: Mapping[str, str | bytes],
+    flags: Sequence[str] = (),
+    tools: Mapping[str, str] | None = None,
+    extra: Mapping[str, object] | None = None,
+) -> str:
+    """The content hash of a build: source names and texts, flags, tool versions, extras."""
+    digest = hashlib.sha256()
+
+    def feed(tag: str, data: bytes) -> None:
+        digest.update(tag.encode())
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+
+    for name in sorted(sources):
+        text = sources[name]
+        feed("src:" + name, text.encode() if isinstance(text, str) else text)
+    feed("flags", json.dumps(list(flags)).encode())
+    feed("tools", json.dumps(dict(sorted((tools or {}).items()))).encode())
+    feed("extra", json.dumps(extra or {}, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:32]
+
+
+class BuildCache:
+    """Finished builds by key under ``root`` (default ``$HWLOOP_CACHE/builds``)."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root is not None else cache_dir() / "builds"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        return self.root / key
+
+    def has(self, key: str) -> bool:
+        return (self.path(key) / _COMPLETE).exists()
+
+    @contextmanager
+    def _lock(self, key: str) -> Iterator[None]:
+        lock_path = self.root / f".{key}.lock"
+        with open(lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def get_or_build(self, key: str, build: Callable[[Path], None]) -> tuple[Path, bool]:
+        """Return ``(path, built)``: the finished build for ``key``, making it if needed.
+
+        ``build(folder)`` must write the whole build into ``folder`` (which exists and is
+        empty). If it raises, nothing is published and the error propagates.
+        """
+        final = self.path(key)
+        if (final / _COMPLETE).exists():
+            return final, False
+        with self._lock(key):
+            if (final / _COMPLETE).exists():  # another process finished while we waited
+                return final, False
+            staging = self.root / f".staging-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            staging.mkdir(parents=True)
+            try:
+                build(staging)
+                (staging / _COMPLETE).write_text(key)
+                if final.exists():  # a stale, incomplete folder from a killed process
+                    shutil.rmtree(final, ignore_errors=True)
+                os.rename(staging, final)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        return final, True

@@ -1,0 +1,78 @@
+"""The ``hwloop`` command line.
+
+Each area owns one module that adds its commands to the shared parser:
+
+- ``hwloop.cli.systolic``  — ``generate systolic``, ``sim systolic``
+- ``hwloop.cli.cache``     — ``generate cache``, ``generate prefetcher``, ``sim cache``
+- ``hwloop.cli.trace``     — ``trace capture|import|export|info``
+- ``hwloop.cli.search``    — ``sweep``, ``db``, ``report``, ``best``
+- ``hwloop.cli.tools``     — ``doctor``, ``regress``
+
+A module defines any of ``register_generate(sub)``, ``register_sim(sub)`` (targets under the
+``generate`` and ``sim`` groups) and ``register(sub)`` (top-level commands). Every parser it adds
+sets ``func``: a callable taking the parsed ``argparse.Namespace`` and returning an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from hwloop import __version__
+from hwloop.errors import HwloopError
+
+COMMAND_MODULES = (
+    "hwloop.cli.systolic",
+    "hwloop.cli.cache",
+    "hwloop.cli.trace",
+    "hwloop.cli.search",
+    "hwloop.cli.tools",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad arguments as one line and exit code 2 (argparse's own code)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hwloop", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"hwloop {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    generate = commands.add_parser("generate", help="emit Verilog for a generator")
+    generate_targets = generate.add_subparsers(dest="target", metavar="GENERATOR",
+                                               parser_class=_Parser)
+    generate_targets.required = True
+    sim = commands.add_parser("sim", help="co-simulate a design (RTL) or evaluate its model")
+    sim_targets = sim.add_subparsers(dest="target", metavar="DESIGN", parser_class=_Parser)
+    sim_targets.required = True
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(name)
+        if hasattr(module, "register_generate"):
+            module.register_generate(generate_targets)
+        if hasattr(module, "register_sim"):
+            module.register_sim(sim_targets)
+        if hasattr(module, "register"):
+            module.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except HwloopError as exc:
+        print(f"hwloop: error: {exc}", file=sys.stderr)
+        log_path = getattr(exc, "log_path", None)
+        if log_path:
+            print(f"hwloop: log: {log_path}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("hwloop: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""CLI commands of this area (see hwloop.cli for the registration protocol)."""

@@ -1,0 +1,72 @@
+import multiprocessing
+import os
+import time
+
+import pytest
+
+from hwloop.buildcache import BuildCache, build_key
+
+
+def test_key_depends_on_sources_flags_and_tools():
+    base = build_key(sources={"a.v": "module a; endmodule"}, flags=["-O3"], tools={"v": "5"})
+    assert base == build_key(sources={"a.v": "module a; endmodule"}, flags=["-O3"],
+                             tools={"v": "5"})
+    assert base != build_key(sources={"a.v": "module b; endmodule"}, flags=["-O3"],
+                             tools={"v": "5"})
+    assert base != build_key(sources={"a.v": "module a; endmodule"}, flags=["-O2"],
+                             tools={"v": "5"})
+    assert base != build_key(sources={"a.v": "module a; endmodule"}, flags=["-O3"],
+                             tools={"v": "6"})
+
+
+def test_built_once_then_reused(tmp_path):
+    cache = BuildCache(tmp_path)
+    calls = []
+
+    def build(folder):
+        calls.append(folder)
+        (folder / "out.txt").write_text("hello")
+
+    path, built = cache.get_or_build("k1", build)
+    assert built and (path / "out.txt").read_text() == "hello"
+    path2, built2 = cache.get_or_build("k1", build)
+    assert path2 == path and not built2
+    assert len(calls) == 1
+
+
+def test_failed_build_publishes_nothing(tmp_path):
+    cache = BuildCache(tmp_path)
+
+    def build(folder):
+        (folder / "half.txt").write_text("x")
+        raise RuntimeError("compiler died")
+
+    with pytest.raises(RuntimeError):
+        cache.get_or_build("k2", build)
+    assert not cache.has("k2")
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == []
+
+
+def _build_in_process(root, counter):
+    cache = BuildCache(root)
+
+    def build(folder):
+        with open(counter, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        time.sleep(0.3)
+        (folder / "out.txt").write_text("same")
+
+    path, _ = cache.get_or_build("shared", build)
+    assert (path / "out.txt").read_text() == "same"
+
+
+def test_concurrent_processes_build_once(tmp_path):
+    counter = tmp_path / "counter"
+    procs = [multiprocessing.Process(target=_build_in_process, args=(tmp_path / "c", counter))
+             for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0
+    assert len(counter.read_text().splitlines()) == 1
