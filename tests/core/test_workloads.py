@@ -1,0 +1,222 @@
+import sys
+import textwrap
+
+import pytest
+
+from hwloop.errors import ConfigError, InputError, WorkloadError
+from hwloop.networks import BUILTINS
+from hwloop.workloads import (
+    Layer,
+    Workload,
+    dedupe,
+    load_topology_csv,
+    load_workload,
+    write_topology_csv,
+)
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def test_conv_csv_with_trailing_commas_lowers_by_im2col(tmp_path):
+    path = write(tmp_path, "net.csv", """
+        Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, Num Filter, Strides,
+        Conv1, 230, 230, 7, 7, 3, 64, 2,
+        Conv2, 58, 58, 3, 3, 64, 64, 1,
+        """)  # noqa: E501
+    w = load_workload(str(path))
+    assert w.name == "net"
+    c1, c2 = w.layers
+    assert (c1.kind, c1.m, c1.n, c1.k) == ("conv", 112 * 112, 64, 7 * 7 * 3)
+    assert (c2.m, c2.n, c2.k) == (56 * 56, 64, 9 * 64)
+    assert c1.stride == 2 and c1.ifmap_h == 230
+
+
+def test_gemm_csv_without_trailing_comma(tmp_path):
+    path = write(tmp_path, "g.csv", """
+        Layer Name, M, N, K
+        a, 64, 32, 16
+        b, 7, 5, 3
+        """)
+    w = load_topology_csv(path)
+    assert [(x.name, x.kind, x.m, x.n, x.k) for x in w.layers] == [
+        ("a", "gemm", 64, 32, 16), ("b", "gemm", 7, 5, 3)]
+
+
+def test_csv_with_five_fields_names_the_line(tmp_path):
+    path = write(tmp_path, "bad.csv", """
+        Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, Num Filter, Strides,
+        Conv1, 230, 230, 7, 7, 3, 64, 2,
+        Conv2, 58, 58, 3, 3,
+        """)  # noqa: E501
+    with pytest.raises(ConfigError) as info:
+        load_workload(str(path))
+    assert str(info.value) == (
+        f"{path}:3: expected 8 fields (Layer name, IFMAP Height, IFMAP Width, Filter Height, "
+        "Filter Width, Channels, Num Filter, Strides), got 5")
+    assert info.value.exit_code == 2
+
+
+def test_csv_negative_stride(tmp_path):
+    path = write(tmp_path, "neg.csv", """
+        Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, Num Filter, Strides,
+        Conv1, 230, 230, 7, 7, 3, 64, 2,
+        Conv2, 58, 58, 3, 3, 64, 64, 1,
+        Conv3, 58, 58, 3, 3, 64, 64, -1,
+        """)  # noqa: E501
+    with pytest.raises(ConfigError) as info:
+        load_workload(str(path))
+    assert str(info.value) == f"{path}:4: Strides must be a positive integer, not -1"
+
+
+def test_csv_not_a_number_and_filter_too_big(tmp_path):
+    path = write(tmp_path, "x.csv", "Layer Name, M, N, K,\na, 4, x, 2,\n")
+    with pytest.raises(ConfigError, match=r"x.csv:2: N must be a positive integer, not 'x'$"):
+        load_workload(str(path))
+    path = write(tmp_path, "y.csv", "Layer name, IFMAP Height, IFMAP Width, Filter Height, "
+                 "Filter Width, Channels, Num Filter, Strides,\nc, 5, 5, 7, 3, 1, 1, 1,\n")
+    with pytest.raises(ConfigError, match=r"y.csv:2: Filter Height 7 is larger than IFMAP "
+                                          r"Height 5$"):
+        load_workload(str(path))
+
+
+def test_csv_bad_header_and_missing_file(tmp_path):
+    path = write(tmp_path, "h.csv", "name, rows, cols\n")
+    with pytest.raises(ConfigError, match=r"h.csv:1: unrecognized header"):
+        load_workload(str(path))
+    with pytest.raises(WorkloadError, match="does not exist"):
+        load_workload(str(tmp_path / "missing.csv"))
+
+
+def test_csv_round_trip(tmp_path):
+    w = load_workload("dqn").select(first=3)
+    path = tmp_path / "dqn.csv"
+    write_topology_csv(w, path, form="conv")
+    assert [x.shape for x in load_workload(str(path)).layers] == [x.shape for x in w.layers]
+    write_topology_csv(w, path, form="gemm")
+    assert [x.shape for x in load_workload(str(path)).layers] == [x.shape for x in w.layers]
+
+
+def test_unknown_workload_lists_the_known_ones():
+    with pytest.raises(WorkloadError) as info:
+        load_workload("resnet51")
+    message = str(info.value)
+    assert message.startswith("unknown workload 'resnet51' (known: ")
+    for name in ("resnet50", "bert-base", "dqn", "mlp"):
+        assert name in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_builtins_load(name):
+    w = load_workload(name)
+    assert w.layers and all(layer.macs > 0 for layer in w.layers)
+
+
+def test_builtin_shapes_are_the_real_ones():
+    r = load_workload("resnet50")
+    assert len(r.layers) == 54  # 53 convolutions + fc
+    assert 4.0e9 < r.macs < 4.2e9  # ResNet-50 is ~4.1 GMACs
+    assert r.layers[0].shape == (112 * 112, 64, 147)
+    assert r.layers[-1].shape == (1, 1000, 2048)
+    d = load_workload("dqn")
+    assert [x.m for x in d.layers[:3]] == [400, 81, 49]
+    assert d.layers[3].k == 3136
+    b = load_workload("bert-base")
+    assert b.layers[3].shape == (128, 128, 64) and b.layers[3].repeat == 12
+
+
+def test_select_and_dedupe():
+    w = load_workload("tiny")
+    assert [x.name for x in w.select(first=2).layers] == ["g1", "g2"]
+    assert [x.name for x in w.select(layers=["g3"]).layers] == ["g3"]
+    with pytest.raises(WorkloadError, match="has no layer 'nope'"):
+        w.select(layers=["nope"])
+    groups = dedupe(w.layers)
+    assert [(layer.name, count) for layer, count in groups] == [("g1", 2), ("g2", 1)]
+
+
+def test_layer_validation():
+    with pytest.raises(WorkloadError, match="m must be a positive integer, not 0"):
+        Layer(name="x", m=0, n=1, k=1)
+    with pytest.raises(WorkloadError, match="has no layers"):
+        Workload("empty", ())
+
+
+TINY_NET = '''
+import torch
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    input_shape = (1, 3, 16, 16)
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, stride=1, padding=1)
+        self.dw = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8)
+        self.fc = nn.Linear(8 * 8 * 8, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        x = self.dw(x)
+        return self.fc(x.flatten(1))
+
+
+def make_mlp():
+    return nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 5))
+
+
+instance = make_mlp()
+not_a_model = 42
+
+
+class Broken(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        raise RuntimeError("boom")
+'''
+
+
+@pytest.fixture
+def tiny_module(tmp_path, monkeypatch):
+    (tmp_path / "tinynet_mod.py").write_text(TINY_NET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "tinynet_mod"
+    sys.modules.pop("tinynet_mod", None)
+
+
+def test_torch_class_is_traced_on_meta(tiny_module):
+    w = load_workload(f"{tiny_module}:TinyNet")
+    assert [(x.name, x.kind, x.m, x.n, x.k, x.repeat) for x in w.layers] == [
+        ("conv", "conv", 16 * 16, 8, 27, 1),
+        ("dw", "conv", 8 * 8, 1, 9, 8),
+        ("fc", "gemm", 1, 10, 512, 1),
+    ]
+    assert w.layers[0].ifmap_h == 18  # padded, as SCALE-Sim expects
+
+
+def test_torch_factory_and_instance(tiny_module):
+    for attr in ("make_mlp", "instance"):
+        w = load_workload(f"{tiny_module}:{attr}")
+        assert [x.shape for x in w.layers] == [(1, 30, 20), (1, 5, 30)]
+
+
+def test_torch_bad_specs(tiny_module):
+    with pytest.raises(WorkloadError, match=r"cannot import module 'no_such_mod_xyz'"):
+        load_workload("no_such_mod_xyz:Net")
+    with pytest.raises(WorkloadError, match=r"has no attribute 'Nope'"):
+        load_workload(f"{tiny_module}:Nope")
+    with pytest.raises(WorkloadError, match=r"is not a torch.nn.Module"):
+        load_workload(f"{tiny_module}:not_a_model")
+    with pytest.raises(WorkloadError, match=r"forward pass .* failed: RuntimeError: boom"):
+        load_workload(f"{tiny_module}:Broken")
+    for spec in ("no_such_mod_xyz:Net", f"{tiny_module}:Nope"):
+        with pytest.raises(InputError):
+            load_workload(spec)
