@@ -1,0 +1,387 @@
+"""The results database of design-space sweeps (SQLite in WAL mode).
+
+One database holds the evaluations of one design space (its name and hash are stamped in
+``meta`` when the database is made; a database from another space is refused). Two tables:
+
+- ``evaluations``: one row per evaluated configuration and fidelity (``params_hash`` +
+  ``fidelity`` is unique): parameters, metrics, objective, feasibility, status, log path, wall
+  time, tool versions, seed. Evaluating a configuration that is already there reuses its row.
+- ``trials``: the order in which each sweep (method, seed, fidelity) was told its results; it
+  makes ``--resume`` and the per-method convergence plots exact even when sweeps share rows.
+
+The sweep driver is the only writer; every result is one committed transaction, so a driver
+killed at any moment (even ``kill -9``) leaves only whole rows behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hwloop import __version__
+from hwloop.errors import InputError
+
+SCHEMA_VERSION = 1
+
+STATUSES = ("ok", "infeasible", "failed", "timeout")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sweeps (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    method      TEXT NOT NULL,
+    seed        INTEGER NOT NULL,
+    fidelity    TEXT NOT NULL,
+    budget      INTEGER NOT NULL,
+    started_at  REAL NOT NULL,
+    options     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evaluations (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    space_name      TEXT NOT NULL,
+    space_hash      TEXT NOT NULL,
+    method          TEXT NOT NULL,
+    params          TEXT NOT NULL,
+    params_hash     TEXT NOT NULL,
+    fidelity        TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    feasible        INTEGER NOT NULL,
+    infeasible_kind TEXT,
+    objective       REAL,
+    metrics         TEXT NOT NULL,
+    result          TEXT NOT NULL,
+    error           TEXT,
+    log_path        TEXT,
+    wall_s          REAL,
+    queued_s        REAL,
+    started_at      REAL,
+    finished_at     REAL NOT NULL,
+    tool_versions   TEXT NOT NULL,
+    hwloop_version  TEXT NOT NULL,
+    seed            INTEGER NOT NULL,
+    UNIQUE (params_hash, fidelity)
+);
+CREATE TABLE IF NOT EXISTS trials (
+    sweep_id      INTEGER NOT NULL REFERENCES sweeps(id),
+    seq           INTEGER NOT NULL,
+    evaluation_id INTEGER NOT NULL REFERENCES evaluations(id),
+    reused        INTEGER NOT NULL,
+    told_at       REAL NOT NULL,
+    PRIMARY KEY (sweep_id, seq)
+);
+"""
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and other number-likes as plain JSON values."""
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    raise TypeError(f"cannot store {type(value).__name__} {value!r} in the results DB")
+
+
+def canonical_params(point: Mapping[str, Any]) -> str:
+    """A point as canonical JSON (sorted keys, plain values): what ``params_hash`` hashes."""
+    return json.dumps(dict(point), sort_keys=True, default=_plain, separators=(",", ":"))
+
+
+def params_hash(point: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_params(point).encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One stored evaluation."""
+
+    id: int
+    method: str
+    params: dict[str, Any]
+    params_hash: str
+    fidelity: str
+    status: str
+    feasible: bool
+    infeasible_kind: str | None
+    objective: float | None
+    metrics: dict[str, float]
+    result: dict[str, Any]
+    error: str | None
+    log_path: str | None
+    wall_s: float | None
+    finished_at: float
+    seed: int
+    tool_versions: dict[str, str]
+
+    @classmethod
+    def from_sql(cls, row: sqlite3.Row) -> Row:
+        return cls(
+            id=row["id"], method=row["method"], params=json.loads(row["params"]),
+            params_hash=row["params_hash"], fidelity=row["fidelity"], status=row["status"],
+            feasible=bool(row["feasible"]), infeasible_kind=row["infeasible_kind"],
+            objective=row["objective"], metrics=json.loads(row["metrics"]),
+            result=json.loads(row["result"]), error=row["error"], log_path=row["log_path"],
+            wall_s=row["wall_s"], finished_at=row["finished_at"], seed=row["seed"],
+            tool_versions=json.loads(row["tool_versions"]),
+        )
+
+
+@dataclass(frozen=True)
+class Sweep:
+    id: int
+    method: str
+    seed: int
+    fidelity: str
+    budget: int
+
+
+class ResultsDB:
+    """A sweep results database bound to one design space.
+
+    ``ResultsDB.open(path, space_name=, space_hash=)`` creates the file if needed and refuses
+    (one-line :class:`InputError`, nothing written) a database stamped with another space.
+    ``ResultsDB.open_existing(path)`` opens a database of any space for reading.
+    """
+
+    def __init__(self, path: Path, connection: sqlite3.Connection):
+        self.path = path
+        self._db = connection
+
+    # -- opening -------------------------------------------------------------------------
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout = 30000")
+        return db
+
+    @classmethod
+    def _check_is_db(cls, path: Path) -> sqlite3.Connection:
+        try:
+            db = cls._connect(path)
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.DatabaseError as exc:
+            raise InputError(f"{path}: not a hwloop results database ({exc})") from None
+        if "meta" not in tables or "evaluations" not in tables:
+            db.close()
+            raise InputError(f"{path}: not a hwloop results database (no hwloop tables)")
+        return db
+
+    @classmethod
+    def open(cls, path: str | Path, *, space_name: str, space_hash: str) -> ResultsDB:
+        path = Path(path)
+        if path.exists() and path.stat().st_size > 0:
+            db = cls._check_is_db(path)
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            if meta.get("space_hash") != space_hash:
+                db.close()
+                raise InputError(
+                    f"{path}: results of space {meta.get('space_name')!r} "
+                    f"(hash {meta.get('space_hash')}), not of {space_name!r} (hash {space_hash}); "
+                    f"use another --db"
+                )
+            cls._enable_wal(db)
+            return cls(path, db)
+        if not path.parent.exists():
+            raise InputError(f"{path}: folder {path.parent} does not exist")
+        db = cls._connect(path)
+        cls._enable_wal(db)
+        db.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        now = str(time.time())
+        for key, value in (("schema_version", str(SCHEMA_VERSION)), ("space_name", space_name),
+                           ("space_hash", space_hash), ("created_at", now),
+                           ("hwloop_version", __version__)):
+            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        db.execute("COMMIT")
+        return cls(path, db)
+
+    @classmethod
+    def open_existing(cls, path: str | Path) -> ResultsDB:
+        path = Path(path)
+        if not path.exists():
+            raise InputError(f"{path}: no such results database")
+        return cls(path, cls._check_is_db(path))
+
+    @staticmethod
+    def _enable_wal(db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> ResultsDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- meta ----------------------------------------------------------------------------
+    @property
+    def meta(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+
+    @property
+    def space_name(self) -> str:
+        return self.meta.get("space_name", "")
+
+    @property
+    def space_hash(self) -> str:
+        return self.meta.get("space_hash", "")
+
+    # -- sweeps --------------------------------------------------------------------------
+    def new_sweep(self, *, method: str, seed: int, fidelity: str, budget: int,
+                  options: Mapping[str, Any] | None = None) -> Sweep:
+        cur = self._db.execute(
+            "INSERT INTO sweeps (method, seed, fidelity, budget, started_at, options) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (method, seed, fidelity, budget, time.time(), json.dumps(dict(options or {}))),
+        )
+        return Sweep(int(cur.lastrowid or 0), method, seed, fidelity, budget)
+
+    def find_sweep(self, *, method: str, seed: int, fidelity: str) -> Sweep | None:
+        """The latest sweep with these settings (what ``--resume`` continues)."""
+        row = self._db.execute(
+            "SELECT * FROM sweeps WHERE method = ? AND seed = ? AND fidelity = ? "
+            "ORDER BY id DESC LIMIT 1", (method, seed, fidelity)).fetchone()
+        if row is None:
+            return None
+        return Sweep(row["id"], row["method"], row["seed"], row["fidelity"], row["budget"])
+
+    def set_budget(self, sweep: Sweep, budget: int) -> Sweep:
+        self._db.execute("UPDATE sweeps SET budget = ? WHERE id = ?", (budget, sweep.id))
+        return Sweep(sweep.id, sweep.method, sweep.seed, sweep.fidelity, budget)
+
+    def sweeps(self) -> list[Sweep]:
+        return [Sweep(r["id"], r["method"], r["seed"], r["fidelity"], r["budget"])
+                for r in self._db.execute("SELECT * FROM sweeps ORDER BY id")]
+
+    # -- evaluations ---------------------------------------------------------------------
+    def lookup(self, params_hash_: str, fidelity: str) -> Row | None:
+        row = self._db.execute(
+            "SELECT * FROM evaluations WHERE params_hash = ? AND fidelity = ?",
+            (params_hash_, fidelity)).fetchone()
+        return Row.from_sql(row) if row is not None else None
+
+    def record(
+        self,
+        sweep: Sweep,
+        *,
+        point: Mapping[str, Any],
+        result: Mapping[str, Any],
+        method: str,
+        seed: int,
+        error: str | None = None,
+        log_path: str | None = None,
+        wall_s: float | None = None,
+        queued_s: float | None = None,
+        started_at: float | None = None,
+        tool_versions: Mapping[str, str] | None = None,
+    ) -> Row:
+        """Store one result (a ``PointResult.to_dict()``) and tell it to ``sweep``: one commit.
+
+        If the configuration is already stored at this fidelity, its row is kept (reused).
+        """
+        status = str(result.get("status", "failed"))
+        if status not in STATUSES:
+            raise ValueError(f"unknown evaluation status {status!r}")
+        objective = result.get("objective")
+        objective = float(objective) if objective is not None else None
+        metrics = {k: float(v) for k, v in dict(result.get("metrics") or {}).items()}
+        feasible = bool(result.get("feasible", status == "ok"))
+        fidelity = sweep.fidelity
+        h = params_hash(point)
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "INSERT OR IGNORE INTO evaluations (space_name, space_hash, method, params, "
+                "params_hash, fidelity, status, feasible, infeasible_kind, objective, metrics, "
+                "result, error, log_path, wall_s, queued_s, started_at, finished_at, "
+                "tool_versions, hwloop_version, seed) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (self.space_name, self.space_hash, method, canonical_params(point), h, fidelity,
+                 status, int(feasible), result.get("infeasible_kind"), objective,
+                 json.dumps(metrics), json.dumps(dict(result), default=_plain),
+                 error if error is not None else result.get("error"),
+                 log_path if log_path is not None else result.get("log_path"),
+                 wall_s, queued_s, started_at, time.time(),
+                 json.dumps(dict(tool_versions or {})), __version__, seed),
+            )
+            stored = db.execute(
+                "SELECT * FROM evaluations WHERE params_hash = ? AND fidelity = ?",
+                (h, fidelity)).fetchone()
+            self._tell(sweep, stored["id"], reused=False)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return Row.from_sql(stored)
+
+    def reuse(self, sweep: Sweep, row: Row) -> None:
+        """Tell ``sweep`` an already stored row (no evaluation was run): one commit."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._tell(sweep, row.id, reused=True)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _tell(self, sweep: Sweep, evaluation_id: int, *, reused: bool) -> None:
+        seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM trials WHERE sweep_id = ?",
+                               (sweep.id,)).fetchone()[0]
+        self._db.execute(
+            "INSERT INTO trials (sweep_id, seq, evaluation_id, reused, told_at) "
+            "VALUES (?, ?, ?, ?, ?)", (sweep.id, seq, evaluation_id, int(reused), time.time()))
+
+    def trials(self, sweep: Sweep | int) -> list[Row]:
+        """The rows told to a sweep, in the order they were told."""
+        sweep_id = sweep.id if isinstance(sweep, Sweep) else sweep
+        return [Row.from_sql(r) for r in self._db.execute(
+            "SELECT e.* FROM trials t JOIN evaluations e ON e.id = t.evaluation_id "
+            "WHERE t.sweep_id = ? ORDER BY t.seq", (sweep_id,))]
+
+    def rows(self, *, fidelity: str | None = None) -> list[Row]:
+        if fidelity is None:
+            cursor = self._db.execute("SELECT * FROM evaluations ORDER BY id")
+        else:
+            cursor = self._db.execute(
+                "SELECT * FROM evaluations WHERE fidelity = ? ORDER BY id", (fidelity,))
+        return [Row.from_sql(r) for r in cursor]
+
+    def iter_flat(self) -> Iterator[dict[str, Any]]:
+        """Every evaluation as one flat record (parameters and metrics as columns)."""
+        for row in self.rows():
+            record: dict[str, Any] = {
+                "id": row.id, "method": row.method, "fidelity": row.fidelity,
+                "status": row.status, "feasible": row.feasible,
+                "infeasible_kind": row.infeasible_kind, "objective": row.objective,
+                "params_hash": row.params_hash, "seed": row.seed, "wall_s": row.wall_s,
+                "finished_at": row.finished_at, "log_path": row.log_path, "error": row.error,
+            }
+            for key, value in row.params.items():
+                record[f"param.{key}"] = value
+            for key, value in row.metrics.items():
+                record[f"metric.{key}"] = value
+            yield record
+
+    def best(self, *, fidelity: str | None = None) -> Row | None:
+        """The feasible row with the lowest objective (ties: the earliest)."""
+        query = ("SELECT * FROM evaluations WHERE feasible = 1 AND status = 'ok' "
+                 "AND objective IS NOT NULL")
+        args: tuple[Any, ...] = ()
+        if fidelity is not None:
+            query += " AND fidelity = ?"
+            args = (fidelity,)
+        row = self._db.execute(query + " ORDER BY objective, id LIMIT 1", args).fetchone()
+        return Row.from_sql(row) if row is not None else None

@@ -1,0 +1,72 @@
+import os
+import time
+
+import pytest
+from hwloop.search.engine import LocalEngine
+
+from tests.search.sweep_fakes import fake_evaluate
+
+
+def _drain(engine, n, limit=60.0):
+    outcomes = []
+    end = time.time() + limit
+    while len(outcomes) < n and time.time() < end:
+        outcomes += engine.poll(wait=0.5)
+    return {o.key: o for o in outcomes}
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead too
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_failures_timeouts_and_crashes_are_recorded_and_the_pool_goes_on(tmp_path):
+    pidfile = tmp_path / "child.pid"
+    with LocalEngine(evaluator=fake_evaluate, space=None, fidelity="model", seed=7,
+                     workers=2, timeout=4.0) as engine:
+        engine.submit("hang", {"mode": "hang", "pidfile": str(pidfile)})
+        engine.submit("fail", {"mode": "fail"})
+        engine.submit("crash", {"mode": "crash"})
+        engine.submit("noisy", {"mode": "noisy", "x": 3})
+        for i in range(4):
+            engine.submit(f"ok{i}", {"x": i})
+        got = _drain(engine, 8)
+        assert engine.pending == 0
+    assert set(got) == {"hang", "fail", "crash", "noisy", "ok0", "ok1", "ok2", "ok3"}
+    assert got["hang"].status == "timeout" and "4 s" in got["hang"].error
+    assert not _alive(int(pidfile.read_text()))  # the hung simulator child was killed too
+    assert got["fail"].status == "failed"
+    assert "BuildError: Verilator build failed (fake)" in got["fail"].error
+    assert got["fail"].log_path and got["fail"].log_path.endswith(".log")
+    assert got["crash"].status == "failed" and "exited with code 3" in got["crash"].error
+    assert got["noisy"].status == "done" and got["noisy"].result["objective"] == 1.0
+    for i in range(4):
+        outcome = got[f"ok{i}"]
+        assert outcome.status == "done"
+        assert outcome.result["objective"] == (i - 3) ** 2 + 1 and outcome.result["seed"] == 7
+
+
+def test_results_arrive_as_they_finish_not_in_submit_order():
+    with LocalEngine(evaluator=fake_evaluate, space=None, fidelity="model", seed=0,
+                     workers=2) as engine:
+        engine.submit("slow", {"x": 1, "sleep": 2.0})
+        engine.submit("fast", {"x": 2})
+        first = []
+        while not first:
+            first = engine.poll(wait=0.2)
+        assert [o.key for o in first] == ["fast"]
+        assert engine.pending == 1
+        rest = _drain(engine, 1)
+        assert list(rest) == ["slow"]
+
+
+def test_bad_worker_count_is_an_input_error():
+    with pytest.raises(ValueError, match=r"^--workers must be at least 1, not 0$"):
+        LocalEngine(evaluator=fake_evaluate, space=None, fidelity="model", seed=0, workers=0)
