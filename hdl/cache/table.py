@@ -1,0 +1,182 @@
+"""Table files: the contents of a table-driven replacement policy or delta prefetcher.
+
+A table file is a NumPy ``.npz`` archive (read with ``allow_pickle=False``) holding:
+
+- ``meta``: a 0-d text array with JSON ``{"format": "hwloop-table", "version": 1, "kind":
+  "replacement"|"prefetch", "entries": E, "entry_bits": k, "history": H}``
+- ``values``: E integers. Replacement: unsigned k-bit entries (insertion priority, see
+  docs/caches.md). Prefetch: signed k-bit line deltas (0 = no prediction).
+- ``confidence`` (prefetch only): E unsigned 2-bit confidences.
+
+The table carries its geometry, so a table made for another geometry or use is rejected with a
+one-line error naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hwloop.errors import ConfigError
+
+FORMAT = "hwloop-table"
+KINDS = ("replacement", "prefetch")
+#: Bits of the confidence counter of a prefetch table entry.
+CONFIDENCE_BITS = 2
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Table:
+    """A loaded, validated table. ``entries`` is a power of two; the index hashes the PC."""
+
+    kind: str
+    entries: int
+    entry_bits: int
+    history: int
+    values: np.ndarray
+    confidence: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @property
+    def index_bits(self) -> int:
+        return self.entries.bit_length() - 1
+
+    def geometry(self) -> str:
+        return (f"{self.kind} table of {self.entries} entries x {self.entry_bits} bits, "
+                f"history {self.history}")
+
+
+def _entry_range(kind: str, bits: int) -> tuple[int, int]:
+    if kind == "replacement":
+        return 0, (1 << bits) - 1
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def check_geometry(kind: str, entries: int, entry_bits: int, history: int) -> str | None:
+    """Why this geometry is illegal, or None."""
+    if kind not in KINDS:
+        return f"kind must be one of {', '.join(KINDS)}, not {kind!r}"
+    if not isinstance(entries, int) or entries < 1 or entries > 1 << 16 or entries & (entries - 1):
+        return f"entries must be a power of two in 1..65536, not {entries!r}"
+    lo_bits = 3 if kind == "replacement" else 2
+    if not isinstance(entry_bits, int) or not lo_bits <= entry_bits <= 16:
+        return f"entry_bits must be an integer in {lo_bits}..16, not {entry_bits!r}"
+    if not isinstance(history, int) or not 0 <= history <= 4:
+        return f"history must be an integer in 0..4, not {history!r}"
+    return None
+
+
+def make_table(*, kind: str, entry_bits: int, history: int, values: np.ndarray,
+               confidence: np.ndarray | None = None) -> Table:
+    """A table from arrays (validated; raises ValueError on bad contents)."""
+    values = np.asarray(values, dtype=np.int64).ravel()
+    problem = check_geometry(kind, int(values.size), entry_bits, history)
+    if problem:
+        raise ValueError(problem)
+    lo, hi = _entry_range(kind, entry_bits)
+    if values.size and (values.min() < lo or values.max() > hi):
+        raise ValueError(f"values must be in {lo}..{hi} for {entry_bits}-bit {kind} entries")
+    if kind == "prefetch":
+        if confidence is None:
+            raise ValueError("a prefetch table needs a confidence array")
+        confidence = np.asarray(confidence, dtype=np.int64).ravel()
+        if confidence.size != values.size:
+            raise ValueError(f"confidence has {confidence.size} entries, values {values.size}")
+        if confidence.size and (confidence.min() < 0
+                                or confidence.max() >= 1 << CONFIDENCE_BITS):
+            raise ValueError(f"confidence must be in 0..{(1 << CONFIDENCE_BITS) - 1}")
+    else:
+        confidence = np.zeros(0, np.int64)
+    return Table(kind=kind, entries=int(values.size), entry_bits=entry_bits, history=history,
+                 values=values, confidence=confidence)
+
+
+def save_table(path: str | Path, table: Table) -> None:
+    """Write ``table`` to ``path`` (.npz) atomically."""
+    path = Path(path)
+    meta = {"format": FORMAT, "version": 1, "kind": table.kind, "entries": table.entries,
+            "entry_bits": table.entry_bits, "history": table.history}
+    arrays = {"meta": np.array(json.dumps(meta)), "values": table.values.astype(np.int64)}
+    if table.kind == "prefetch":
+        arrays["confidence"] = table.confidence.astype(np.int64)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_table(path: str | Path, *, kind: str, entries: int | None = None,
+               entry_bits: int | None = None, history: int | None = None) -> Table:
+    """Load and validate a table file; the geometry arguments, when given, must match."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "meta" not in archive or "values" not in archive:
+                raise ConfigError.at(path, None, "not an hwloop table (needs 'meta' and 'values')")
+            meta = json.loads(str(archive["meta"][()]))
+            values = archive["values"]
+            confidence = archive["confidence"] if "confidence" in archive else None
+    except FileNotFoundError as exc:
+        raise ConfigError.at(path, None, "no such table file") from exc
+    except ConfigError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, json.JSONDecodeError, KeyError,
+            EOFError) as exc:
+        raise ConfigError.at(path, None, f"not a readable table file ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ConfigError.at(path, None, "not an hwloop table (bad 'meta')")
+    if meta.get("kind") != kind:
+        raise ConfigError.at(path, None, f"is a {meta.get('kind')} table, need a {kind} table")
+    if values.dtype.kind not in "iu":
+        raise ConfigError.at(path, None, f"values must be integers, not {values.dtype}")
+    if values.ndim != 1 or values.size != meta.get("entries"):
+        raise ConfigError.at(path, None, f"meta says {meta.get('entries')} entries but values "
+                             f"has shape {values.shape}")
+    try:
+        table = make_table(kind=kind, entry_bits=meta.get("entry_bits"),
+                           history=meta.get("history"), values=values, confidence=confidence)
+    except ValueError as exc:
+        raise ConfigError.at(path, None, str(exc)) from exc
+    wanted = {"entries": entries, "entry_bits": entry_bits, "history": history}
+    for name, value in wanted.items():
+        if value is not None and getattr(table, name) != value:
+            raise ConfigError.at(path, None, f"{table.geometry()}; this design needs "
+                                 f"{name}={value}")
+    return table
+
+
+def table_index(table: Table, pcs: list[int]) -> int:
+    """The entry index for the current PC ``pcs[0]`` and the previous ones ``pcs[1:]``.
+
+    fold(x): XOR of the ``index_bits``-bit chunks of ``x >> 2`` (64 bits). The index is
+    fold(pc) XOR rotl(fold(pc_-1), 1) XOR ... XOR rotl(fold(pc_-H), H), rotations within
+    ``index_bits`` bits. (Reference implementation; the C model and the RTL do the same.)
+    """
+    n = table.index_bits
+    if n == 0:
+        return 0
+    mask = (1 << n) - 1
+
+    def fold(x: int) -> int:
+        x = (x & ((1 << 64) - 1)) >> 2
+        out = 0
+        while x:
+            out ^= x & mask
+            x >>= n
+        return out
+
+    index = 0
+    for j, pc in enumerate(pcs[: table.history + 1]):
+        f = fold(pc)
+        r = j % n
+        index ^= ((f << r) | (f >> (n - r))) & mask if r else f
+    return index
