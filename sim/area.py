@@ -1,0 +1,225 @@
+"""Area proxy: Yosys cell counts weighted by ``constraints/area.toml``, plus SRAM bits.
+
+The generated Verilog is synthesized by YoWASP Yosys to generic gates *without flattening*
+(``synth -noabc``, stopping before ``memory_map``): each module is synthesized once (a PE, not
+rows x cols PEs), and memories stay memories, counted as bits (``memory_unpack`` turns them back
+into RTLIL memories so that ``stat`` reports their bits) instead of being blown up into flops.
+``stat -json`` gives hierarchical totals per cell type.
+
+Results are cached on disk (``$HWLOOP_CACHE/area/``) by the hash of the Verilog and the Yosys
+version, and by the hash of the parameters and the generator source, so that model-fidelity
+evaluations never run Yosys twice for the same design.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hwloop.hdl.systolic.params import SystolicParams
+from hwloop.sim.energy import CONSTRAINTS, read_toml
+
+from hwloop import toolchain
+from hwloop.errors import ConfigError, ToolchainError
+from hwloop.paths import cache_dir
+
+DEFAULT_TABLE = CONSTRAINTS / "area.toml"
+SYNTH_TIMEOUT_S = 1800
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    """What Yosys counted: leaf cells by type (hierarchical totals) and memory bits."""
+
+    cell_counts: dict[str, int]
+    memory_bits: int
+    synth_s: float
+
+
+@dataclass(frozen=True)
+class AreaResult:
+    area: float  # um^2 (see constraints/area.toml)
+    area_cells: int  # leaf logic cells (gates + flops), memories excluded
+    sram_bits: int
+    cell_counts: dict[str, int]
+    synth_s: float  # Yosys wall time (0.0 when cached)
+    cached: bool
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AreaTable:
+    cells: tuple[tuple[str, float], ...]
+    sram_um2_per_bit: float
+
+    def cell_area(self, cell_type: str) -> float:
+        for pattern, weight in self.cells:
+            if fnmatch.fnmatchcase(cell_type, pattern):
+                return weight
+        return 0.0
+
+
+@functools.cache
+def _load_table(path: str) -> AreaTable:
+    file = Path(path)
+    data = read_toml(file)
+    cells = data.get("cells")
+    if not isinstance(cells, dict) or not cells:
+        raise ConfigError.at(file, None, "missing table [cells]")
+    pairs = []
+    for pattern, weight in cells.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise ConfigError.at(file, None,
+                                 f"cells.{pattern} must be a non-negative number, not {weight!r}")
+        pairs.append((pattern, float(weight)))
+    sram = data.get("sram", {})
+    per_bit = sram.get("um2_per_bit") if isinstance(sram, dict) else None
+    if isinstance(per_bit, bool) or not isinstance(per_bit, (int, float)) or per_bit < 0:
+        raise ConfigError.at(file, None,
+                             f"sram.um2_per_bit must be a non-negative number, not {per_bit!r}")
+    return AreaTable(tuple(pairs), float(per_bit))
+
+
+def load_area_table(path: str | Path | None = None) -> AreaTable:
+    return _load_table(str(Path(path) if path is not None else DEFAULT_TABLE))
+
+
+def synthesize(verilog: str, top: str) -> Synthesis:
+    """Run Yosys on ``verilog`` (top module ``top``) and count cells and memory bits."""
+    script = (
+        "read_verilog -sv design.v; "
+        f"synth -top {top} -noabc -run begin:fine; "
+        "opt -fast -full; memory_unpack; techmap; opt -fast; "
+        "tee -q -o stat.json stat -json"
+    )
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="hwloop-yosys-") as tmp:
+        folder = Path(tmp)
+        (folder / "design.v").write_text(verilog)
+        try:
+            proc = subprocess.run([*toolchain.yosys_command(), "-q", "-p", script], cwd=folder,
+                                  capture_output=True, text=True, timeout=SYNTH_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise ToolchainError(f"Yosys synthesis of {top} took over {SYNTH_TIMEOUT_S} s"
+                                 ) from None
+        stat_path = folder / "stat.json"
+        if proc.returncode != 0 or not stat_path.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise ToolchainError(f"Yosys synthesis of {top} failed: {tail[0]}")
+        stat = json.loads(stat_path.read_text())
+    design = stat["design"]
+    counts = {t: int(n) for t, n in design.get("num_cells_by_type", {}).items()
+              if t.startswith("$")}  # others are submodule instances, counted inside
+    return Synthesis(counts, int(design.get("num_memory_bits", 0)),
+                     time.perf_counter() - start)
+
+
+def area_from_synthesis(synthesis: Synthesis, table: AreaTable | None = None, *,
+                        cached: bool = False) -> AreaResult:
+    table = table or load_area_table()
+    logic = sum(table.cell_area(t) * n for t, n in synthesis.cell_counts.items())
+    cells = sum(n for t, n in synthesis.cell_counts.items() if not t.startswith("$mem"))
+    return AreaResult(
+        area=logic + synthesis.memory_bits * table.sram_um2_per_bit,
+        area_cells=cells,
+        sram_bits=synthesis.memory_bits,
+        cell_counts=dict(sorted(synthesis.cell_counts.items())),
+        synth_s=0.0 if cached else synthesis.synth_s,
+        cached=cached,
+    )
+
+
+def _cache_file(kind: str, key: str) -> Path:
+    folder = cache_dir() / "area"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{kind}-{key}.json"
+
+
+def _read_cached(path: Path) -> Synthesis | None:
+    try:
+        data = json.loads(path.read_text())
+        return Synthesis({k: int(v) for k, v in data["cell_counts"].items()},
+                         int(data["memory_bits"]), float(data["synth_s"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_cached(path: Path, synthesis: Synthesis) -> None:
+    # atomic: a concurrent reader never sees half a file
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(asdict(synthesis), handle)
+    os.replace(tmp, path)
+
+
+def synthesize_cached(verilog: str, top: str) -> tuple[Synthesis, bool]:
+    """``synthesize`` through the on-disk cache keyed by Verilog text and Yosys version."""
+    key = hashlib.sha256(
+        f"{toolchain.yosys_version()}\0{top}\0{verilog}".encode()).hexdigest()[:32]
+    path = _cache_file("v", key)
+    found = _read_cached(path)
+    if found is not None:
+        return found, True
+    synthesis = synthesize(verilog, top)
+    _write_cached(path, synthesis)
+    return synthesis, False
+
+
+@functools.cache
+def generator_fingerprint() -> str:
+    """Hash of the systolic generator's source: a changed generator invalidates params keys."""
+    digest = hashlib.sha256()
+    folder = Path(__file__).resolve().parent.parent / "hdl" / "systolic"
+    for path in sorted(folder.rglob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+_MEMO: dict[str, AreaResult] = {}
+
+
+def systolic_area(params: SystolicParams, *, table: AreaTable | None = None,
+                  verilog: str | None = None) -> AreaResult:
+    """The area proxy of the systolic accelerator ``params`` (cached in memory and on disk)."""
+    table = table or load_area_table()
+    key = hashlib.sha256(json.dumps(
+        [params.params_hash, generator_fingerprint(), toolchain.yosys_version()]
+    ).encode()).hexdigest()[:32]
+    if key in _MEMO:
+        return _as_cached(_MEMO[key], table)
+    path = _cache_file("p", key)
+    found = _read_cached(path)
+    if found is not None:
+        result = area_from_synthesis(found, table, cached=True)
+    else:
+        if verilog is None:
+            from hwloop.hdl.systolic import generate_verilog
+
+            verilog = generate_verilog(params)
+        synthesis, cached = synthesize_cached(verilog, params.name)
+        _write_cached(path, synthesis)
+        result = area_from_synthesis(synthesis, table, cached=cached)
+    _MEMO[key] = result
+    return result
+
+
+def _as_cached(result: AreaResult, table: AreaTable) -> AreaResult:
+    synthesis = Synthesis(result.cell_counts, result.sram_bits, 0.0)
+    return area_from_synthesis(synthesis, table, cached=True)
+
+
+def weighted(cell_counts: Mapping[str, int], table: AreaTable | None = None) -> float:
+    table = table or load_area_table()
+    return sum(table.cell_area(t) * n for t, n in cell_counts.items())

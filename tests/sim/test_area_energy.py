@@ -1,0 +1,124 @@
+import pytest
+from hwloop.hdl.systolic.params import SystolicParams
+from hwloop.sim.area import (
+    area_from_synthesis,
+    load_area_table,
+    synthesize,
+    synthesize_cached,
+)
+from hwloop.sim.energy import COMPONENTS, energy, load_energy_table
+
+from hwloop.errors import ConfigError
+
+# Two instances of one PE and a 1024 x 8-bit memory: the PE must be synthesized once and counted
+# twice, the memory counted as bits, not flops.
+VERILOG = """
+module pe(input clk, input [7:0] a, input [7:0] b, output reg [31:0] acc);
+  always @(posedge clk) acc <= acc + $signed(a) * $signed(b);
+endmodule
+module top(input clk, input [7:0] a, input [7:0] b, input [9:0] addr, input we,
+           output [31:0] o0, output [31:0] o1, output reg [7:0] q);
+  reg [7:0] mem [0:1023];
+  always @(posedge clk) begin if (we) mem[addr] <= a; q <= mem[addr]; end
+  pe p0(.clk(clk), .a(a), .b(b), .acc(o0));
+  pe p1(.clk(clk), .a(q), .b(b), .acc(o1));
+endmodule
+"""
+
+ONE_PE = """
+module pe(input clk, input [7:0] a, input [7:0] b, output reg [31:0] acc);
+  always @(posedge clk) acc <= acc + $signed(a) * $signed(b);
+endmodule
+"""
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HWLOOP_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_synthesis_keeps_hierarchy_and_counts_memory_as_bits(cache):
+    both = synthesize(VERILOG, "top")
+    pe = synthesize(ONE_PE, "pe")
+    assert both.memory_bits == 1024 * 8
+    assert pe.cell_counts["$_DFF_P_"] == 32  # the accumulator
+    # every gate type of the PE appears exactly twice over in the top's totals
+    for cell, count in pe.cell_counts.items():
+        assert both.cell_counts[cell] >= 2 * count
+    assert pe.memory_bits == 0
+    result = area_from_synthesis(both)
+    table = load_area_table()
+    assert result.sram_bits == 8192
+    logic = sum(table.cell_area(t) * n for t, n in both.cell_counts.items())
+    assert result.area == pytest.approx(logic + 8192 * table.sram_um2_per_bit)
+    assert result.area_cells == sum(n for t, n in both.cell_counts.items()
+                                    if not t.startswith("$mem"))
+
+
+def test_synthesis_cache_hit(cache):
+    first, cached = synthesize_cached(ONE_PE, "pe")
+    assert not cached
+    second, cached = synthesize_cached(ONE_PE, "pe")
+    assert cached and second.cell_counts == first.cell_counts
+    assert list((cache / "area").glob("v-*.json"))
+
+
+def test_area_table_patterns_first_match_wins():
+    table = load_area_table()
+    assert table.cell_area("$_NAND_") == pytest.approx(0.798)
+    assert table.cell_area("$_DFF_P_") == pytest.approx(4.522)
+    assert table.cell_area("$_DFF_PP0_") == pytest.approx(5.320)
+    assert table.cell_area("$_DFFE_PP_") == pytest.approx(6.384)
+    assert table.cell_area("$memrd_v2") == 0.0
+    assert table.cell_area("$_WEIRD_") == pytest.approx(1.064)
+
+
+def test_bad_area_table(tmp_path):
+    path = tmp_path / "area.toml"
+    path.write_text('[cells]\n"$_AND_" = -1\n[sram]\num2_per_bit = 0.5\n')
+    with pytest.raises(ConfigError, match=r"area.toml: cells.\$_AND_ must be a non-negative "):
+        load_area_table(path)
+
+
+def test_energy_scales_with_width_and_sram_size():
+    table = load_energy_table()
+    p8 = SystolicParams(in_bits=8, acc_bits=32)
+    p16 = SystolicParams(in_bits=16, acc_bits=32)
+    # Horowitz 45 nm: 8-bit multiply 0.2 pJ + 32-bit add 0.1 pJ
+    assert table.mac_pj(p8) == pytest.approx(0.3)
+    assert table.mac_pj(p16) == pytest.approx(0.2 * 4 + 0.1)
+    # 64-bit read from 8 KiB = 10 pJ; 32 KiB = 20 pJ
+    assert table.sram_read_pj(word_bits=64, kib=8) == pytest.approx(10.0)
+    assert table.sram_read_pj(word_bits=64, kib=32) == pytest.approx(20.0)
+    assert table.sram_read_pj(word_bits=8, kib=8) == pytest.approx(1.25)
+
+
+def test_energy_breakdown_sums_to_total_and_ignores_unknown_actions():
+    params = SystolicParams(ifmap_kib=8, weight_kib=32)
+    actions = {"mac": 1000, "ifmap_sram_read": 64, "weight_sram_write": 8,
+               "acc_sram_read": 2, "dram_read_bytes": 10, "dram_write_bytes": 6,
+               "pe_reg_write": 100, "something_new": 5}
+    total, parts = energy(params, actions)
+    assert set(parts) == set(COMPONENTS)
+    assert total == pytest.approx(sum(parts.values()))
+    assert parts["mac"] == pytest.approx(300.0)
+    assert parts["ifmap_sram"] == pytest.approx(64 * 1.25)
+    assert parts["weight_sram"] == pytest.approx(8 * 2.5)
+    assert parts["acc_sram"] == pytest.approx(2 * 10.0 * 32 / 64 * (64 / 8) ** 0.5)
+    assert parts["dram"] == pytest.approx(16 * 244.0)
+    assert parts["pe_reg"] == pytest.approx(100 * 8 * 0.01)
+    assert energy(params, {})[0] == 0.0
+
+
+def test_bad_energy_table_names_file_and_line(tmp_path):
+    path = tmp_path / "e.toml"
+    path.write_text("[mac]\nmultiply_pj = = 3\n")
+    with pytest.raises(ConfigError, match=r"e.toml:2: "):
+        load_energy_table(path)
+    path = tmp_path / "f.toml"
+    default = open(load_energy_table().source).read()
+    path.write_text(default.replace("pj_per_byte = 244.0", "pj_per_byte = -1"))
+    with pytest.raises(ConfigError, match=r"f.toml: dram.pj_per_byte must be a non-negative "
+                                          r"number, not -1$"):
+        load_energy_table(path)
