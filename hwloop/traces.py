@@ -324,3 +324,407 @@ def read_trace(path: str | Path) -> np.ndarray:
     if not parts:
         return empty_trace()
     return np.concatenate(parts)
+
+
+# -- valgrind lackey text -------------------------------------------------------------------
+
+_NIBBLE = np.full(256, 255, dtype=np.uint8)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _NIBBLE[_c] = _i
+for _i, _c in enumerate(b"ABCDEF"):
+    _NIBBLE[_c] = 10 + _i
+_KIND_I, _KIND_L, _KIND_S, _KIND_M = 1, 2, 3, 4
+
+
+class LackeyParser:
+    """Turns ``valgrind --tool=lackey --trace-mem=yes`` output into trace records.
+
+    Lackey prints ``I  addr,size`` for every instruction and `` L``/`` S``/`` M addr,size``
+    for data loads, stores and modifies (load then store); data lines carry no PC, so each
+    access gets the address of the last ``I`` line before it. ``M`` becomes two records.
+    Valgrind's own ``==pid==`` lines and blank lines are ignored; any other line is an error
+    naming ``source:line``.
+
+    Feed the text in pieces of any size (:meth:`feed`, then :meth:`finish`); parsing is
+    vectorised with numpy, a whole piece at a time, so memory is bounded by the piece size.
+
+    ``start_pc``: drop everything before the first instruction at this address (e.g. ``main``).
+    ``skip``: then drop this many data accesses. ``limit``: stop after this many records
+    (:attr:`done` turns true).
+    """
+
+    def __init__(self, *, source: str = "<lackey>", start_pc: int | None = None,
+                 skip: int = 0, limit: int | None = None):
+        self.source = source
+        self.start_pc = start_pc
+        self.started = start_pc is None
+        self.skip_left = skip
+        self.limit = limit
+        self.emitted = 0
+        self.lines = 0           # complete lines consumed so far
+        self.instructions = 0    # I lines seen (before skipping)
+        self.data_accesses = 0   # records parsed (before skipping/limit)
+        self._pc = 0
+        self._rest = b""
+
+    @property
+    def done(self) -> bool:
+        return self.limit is not None and self.emitted >= self.limit
+
+    def feed(self, data: bytes) -> np.ndarray:
+        """Parse the complete lines in ``self``'s buffer plus ``data``; keep the rest."""
+        if self.done:
+            return empty_trace()
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self._rest += data
+            return empty_trace()
+        text = self._rest + data[: cut + 1] if self._rest else data[: cut + 1]
+        self._rest = data[cut + 1:]
+        return self._parse(text)
+
+    def finish(self) -> np.ndarray:
+        """Parse a last line without a newline, if any."""
+        rest, self._rest = self._rest, b""
+        if not rest.strip() or self.done:
+            return empty_trace()
+        return self._parse(rest + b"\n")
+
+    def _error(self, line_index: int, text: bytes, reason: str) -> TraceError:
+        starts = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 10)
+        begin = 0 if line_index == 0 else int(starts[line_index - 1]) + 1
+        end = int(starts[line_index])
+        shown = text[begin:end].decode("utf-8", "replace")
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        return TraceError(f"{self.source}:{self.lines + line_index + 1}: {reason} {shown!r}")
+
+    def _parse(self, text: bytes) -> np.ndarray:
+        buf = np.frombuffer(text, dtype=np.uint8)
+        ends = np.flatnonzero(buf == 10)
+        starts = np.empty_like(ends)
+        starts[0] = 0
+        starts[1:] = ends[:-1] + 1
+        lengths = ends - starts
+        padded = np.concatenate((buf, np.zeros(2, dtype=np.uint8)))
+        c0 = padded[starts]
+        c1 = padded[starts + 1]
+        c2 = padded[starts + 2]
+        kind = np.zeros(len(starts), dtype=np.uint8)
+        kind[(c0 == ord("I")) & (c1 == ord(" ")) & (c2 == ord(" "))] = _KIND_I
+        data_line = (c0 == ord(" ")) & (c2 == ord(" "))
+        kind[data_line & (c1 == ord("L"))] = _KIND_L
+        kind[data_line & (c1 == ord("S"))] = _KIND_S
+        kind[data_line & (c1 == ord("M"))] = _KIND_M
+        ignorable = (lengths == 0) | ((c0 == ord("=")) & (c1 == ord("=")))
+        if lengths.size and np.any(~ignorable & (kind == 0)):
+            bad = int(np.flatnonzero(~ignorable & (kind == 0))[0])
+            raise self._error(bad, text, "not a lackey line")
+        kind[ignorable] = 0
+        lines = np.flatnonzero(kind)
+        kind = kind[lines]
+        first = starts[lines] + 3
+        commas = np.flatnonzero(buf == ord(","))
+        where = np.searchsorted(commas, first)
+        comma = np.concatenate((commas, [len(buf)]))[where]
+        digits = comma - first
+        bad_line = (comma >= ends[lines]) | (digits < 1) | (digits > 16)
+        if np.any(bad_line):
+            raise self._error(int(lines[np.flatnonzero(bad_line)[0]]), text,
+                              "bad lackey address in")
+        width = int(digits.max()) if len(digits) else 0
+        values = np.zeros(len(lines), dtype=np.uint64)
+        for column in range(width):
+            position = comma - width + column
+            used = position >= first
+            nibble = _NIBBLE[buf[np.where(used, position, 0)]]
+            invalid = used & (nibble == 255)
+            if np.any(invalid):
+                raise self._error(int(lines[np.flatnonzero(invalid)[0]]), text,
+                                  "bad hex address in")
+            values = (values << np.uint64(4)) | np.where(used, nibble, 0).astype(np.uint64)
+        self.lines += len(ends)
+        return self._records(kind, values)
+
+    def _records(self, kind: np.ndarray, values: np.ndarray) -> np.ndarray:
+        is_instr = kind == _KIND_I
+        self.instructions += int(is_instr.sum())
+        if not self.started:
+            hits = np.flatnonzero(is_instr & (values == np.uint64(self.start_pc)))
+            if not len(hits):
+                if np.any(is_instr):
+                    self._pc = int(values[np.flatnonzero(is_instr)[-1]])
+                return empty_trace()
+            self.started = True
+            kind = kind[hits[0]:]
+            values = values[hits[0]:]
+            is_instr = is_instr[hits[0]:]
+        index = np.where(is_instr, np.arange(len(kind)), -1)
+        last = np.maximum.accumulate(index) if len(index) else index
+        data = np.flatnonzero(~is_instr)
+        last_instr = last[data]
+        pcs = np.where(last_instr >= 0, values[np.maximum(last_instr, 0)], np.uint64(self._pc))
+        if np.any(is_instr):
+            self._pc = int(values[np.flatnonzero(is_instr)[-1]])
+        data_kind = kind[data]
+        counts = np.where(data_kind == _KIND_M, 2, 1)
+        total = int(counts.sum())
+        self.data_accesses += total
+        owner = np.repeat(np.arange(len(data)), counts)
+        second = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+        out = empty_trace(total)
+        out["pc"] = pcs[owner]
+        out["addr"] = values[data][owner]
+        out["write"] = (data_kind[owner] == _KIND_S) | (second == 1)
+        if self.skip_left:
+            dropped = min(self.skip_left, total)
+            self.skip_left -= dropped
+            out = out[dropped:]
+        if self.limit is not None:
+            out = out[: self.limit - self.emitted]
+        self.emitted += len(out)
+        return out
+
+
+def iter_lackey(path: str | Path, *, block: int = 1 << 20, **options: object
+                ) -> Iterator[np.ndarray]:
+    """Parse a lackey text file in bounded memory; ``options`` go to :class:`LackeyParser`."""
+    parser = LackeyParser(source=str(path), **options)  # type: ignore[arg-type]
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read: {exc.strerror}") from None
+    with handle:
+        while not parser.done:
+            data = handle.read(block)
+            if not data:
+                break
+            records = parser.feed(data)
+            if len(records):
+                yield records
+    records = parser.finish()
+    if len(records):
+        yield records
+
+
+# -- Parrot csv -----------------------------------------------------------------------------
+
+_CSV_WRITE_FLAGS = {"w": 1, "W": 1, "1": 1, "r": 0, "R": 0, "0": 0}
+
+
+def _parse_hex(text: str, path: str | Path, line: int, what: str) -> int:
+    token = text.strip()
+    digits = token[2:] if token[:2] in ("0x", "0X") else token
+    if not digits or len(digits) > 16 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+        raise TraceError(f"{path}:{line}: bad hex {what} {token!r}")
+    return int(digits, 16)
+
+
+def iter_csv(path: str | Path, *, block: int = CHUNK_RECORDS) -> Iterator[np.ndarray]:
+    """Parse a Parrot-style csv trace (``pc,address`` in hex, one access per line).
+
+    An optional third column marks writes (``w``/``W``/``1``) or reads (``r``/``R``/``0``);
+    without it every access is a read. A first line ``pc,address[,...]`` is a header.
+    Blank lines and lines starting with ``#`` are skipped.
+    """
+    try:
+        handle = open(path, encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read: {exc.strerror}") from None
+    with handle:
+        pcs: list[int] = []
+        addrs: list[int] = []
+        writes: list[int] = []
+        for number, line in enumerate(handle, 1):
+            stripped = line.strip()
+            if not stripped or stripped.startswith("#"):
+                continue
+            fields = stripped.split(",")
+            if number == 1 and fields[0].strip().lower() == "pc":
+                continue
+            if len(fields) not in (2, 3):
+                raise TraceError(f"{path}:{number}: expected 'pc,address' or "
+                                 f"'pc,address,r|w', got {len(fields)} fields")
+            pcs.append(_parse_hex(fields[0], path, number, "pc"))
+            addrs.append(_parse_hex(fields[1], path, number, "address"))
+            if len(fields) == 3:
+                flag = _CSV_WRITE_FLAGS.get(fields[2].strip())
+                if flag is None:
+                    raise TraceError(f"{path}:{number}: bad access kind "
+                                     f"{fields[2].strip()!r} (want r or w)")
+                writes.append(flag)
+            else:
+                writes.append(0)
+            if len(pcs) >= block:
+                yield _records_from_lists(pcs, addrs, writes)
+                pcs, addrs, writes = [], [], []
+        if pcs:
+            yield _records_from_lists(pcs, addrs, writes)
+
+
+def _records_from_lists(pcs: list[int], addrs: list[int], writes: list[int]) -> np.ndarray:
+    out = empty_trace(len(pcs))
+    out["pc"] = np.array(pcs, dtype=np.uint64)
+    out["addr"] = np.array(addrs, dtype=np.uint64)
+    out["write"] = np.array(writes, dtype=np.uint8)
+    return out
+
+
+def write_csv(path: str | Path, chunks: Iterable[np.ndarray], *, with_kind: bool = False
+              ) -> int:
+    """Write records as Parrot csv (``0xPC,0xADDRESS`` per line), atomically.
+
+    Parrot's format has no read/write column, so writes are lost unless ``with_kind`` adds a
+    third column ``r``/``w`` (which :func:`iter_csv` reads back). Returns the records written.
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise TraceError(f"{path}: directory {directory} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            for records in chunks:
+                pcs = records["pc"].tolist()
+                addrs = records["addr"].tolist()
+                if with_kind:
+                    kinds = np.where(records["write"] != 0, "w", "r").tolist()
+                    lines = [f"0x{p:x},0x{a:x},{k}\n" for p, a, k in zip(pcs, addrs, kinds,
+                                                                         strict=True)]
+                else:
+                    lines = [f"0x{p:x},0x{a:x}\n" for p, a in zip(pcs, addrs, strict=True)]
+                handle.write("".join(lines))
+                count += len(records)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+# -- statistics -----------------------------------------------------------------------------
+
+def trace_info(path: str | Path, *, line_bytes: int = 64) -> dict[str, int]:
+    """Counts of a trace file: accesses, reads, writes, unique lines and PCs, bytes on disk."""
+    if line_bytes <= 0 or line_bytes & (line_bytes - 1):
+        raise ValueError(f"line_bytes must be a power of two, not {line_bytes}")
+    shift = np.uint64(line_bytes.bit_length() - 1)
+    accesses = writes = 0
+    lines = np.empty(0, dtype=np.uint64)
+    pcs = np.empty(0, dtype=np.uint64)
+    for records in iter_trace_chunks(path, 1 << 20):
+        accesses += len(records)
+        writes += int(np.count_nonzero(records["write"]))
+        lines = np.union1d(lines, records["addr"] >> shift)
+        pcs = np.union1d(pcs, records["pc"])
+    return {
+        "accesses": accesses,
+        "reads": accesses - writes,
+        "writes": writes,
+        "unique_lines": len(lines),
+        "unique_pcs": len(pcs),
+        "line_bytes": line_bytes,
+        "file_bytes": os.path.getsize(path),
+    }
+
+
+# -- L1 filtering ---------------------------------------------------------------------------
+
+_SIZE_SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """``32768``, ``32K``, ``32KiB``, ``2M`` → bytes; ValueError if malformed."""
+    token = text.strip().upper().removesuffix("IB").removesuffix("B")
+    suffix = token[-1:] if token[-1:] in ("K", "M", "G") else ""
+    number = token[: len(token) - len(suffix)]
+    if not number.isdigit():
+        raise ValueError(text)
+    return int(number) * _SIZE_SUFFIX[suffix]
+
+
+def parse_cache_spec(text: str, *, option: str = "--l1") -> tuple[int, int, int]:
+    """``SIZE:WAYS:LINE`` (e.g. ``32K:8:64``) → (size bytes, ways, line bytes), validated."""
+    from hwloop.errors import ParameterError
+
+    parts = text.split(":")
+    try:
+        if len(parts) != 3:
+            raise ValueError(text)
+        size, ways, line = parse_size(parts[0]), int(parts[1]), parse_size(parts[2])
+    except ValueError:
+        raise ParameterError(f"{option} must be SIZE:WAYS:LINE like 32K:8:64, "
+                             f"not {text!r}") from None
+    if line <= 0 or line & (line - 1):
+        raise ParameterError(f"{option} line size must be a power of two, not {line}")
+    if ways <= 0 or size <= 0 or size % (ways * line):
+        raise ParameterError(f"{option} size {size} is not a multiple of ways x line "
+                             f"({ways} x {line})")
+    sets = size // (ways * line)
+    if sets & (sets - 1):
+        raise ParameterError(f"{option} gives {sets} sets, which is not a power of two")
+    return size, ways, line
+
+
+class L1Filter:
+    """Passes on the accesses that miss in an LRU cache: an L1-filtered (L2-like) stream.
+
+    It uses the LRU golden model of :mod:`hwloop.sim.cache.model` one block of records at a
+    time. Between blocks it keeps the exact LRU state — the ``ways`` most recently used
+    distinct lines of every set — and replays it as a warm-up prefix into the next block,
+    so filtering in blocks gives exactly the misses of filtering the whole trace at once.
+    Writebacks of dirty L1 lines are not added to the stream.
+    """
+
+    def __init__(self, *, size: int, ways: int, line_bytes: int):
+        from hwloop.sim.cache.model import CacheConfig
+
+        self.size, self.ways, self.line_bytes = size, ways, line_bytes
+        self.sets = size // (ways * line_bytes)
+        self.config = CacheConfig(sets=self.sets, ways=ways, line_bytes=line_bytes,
+                                  addr_bits=64, policy="lru")
+        self._shift = np.uint64(line_bytes.bit_length() - 1)
+        self._warm = empty_trace()
+        self.accesses = 0
+        self.misses = 0
+
+    @classmethod
+    def from_spec(cls, text: str, *, option: str = "--l1") -> L1Filter:
+        size, ways, line = parse_cache_spec(text, option=option)
+        return cls(size=size, ways=ways, line_bytes=line)
+
+    @property
+    def spec(self) -> str:
+        return f"{self.size}:{self.ways}:{self.line_bytes}"
+
+    def __call__(self, records: np.ndarray) -> np.ndarray:
+        from hwloop.sim.cache.model import simulate
+
+        if len(records) == 0:
+            return records
+        warm = len(self._warm)
+        combined = np.concatenate((self._warm, as_trace(records)))
+        hit = np.asarray(simulate(self.config, combined).hit, dtype=bool)[warm:]
+        self._warm = self._lru_state(combined["addr"] >> self._shift)
+        self.accesses += len(records)
+        missed = records[~hit]
+        self.misses += len(missed)
+        return missed
+
+    def _lru_state(self, lines: np.ndarray) -> np.ndarray:
+        """Records that rebuild the LRU state after ``lines`` in an empty cache."""
+        newest_first = lines[::-1]
+        distinct, age = np.unique(newest_first, return_index=True)  # age 0 = most recent
+        sets = distinct & np.uint64(self.sets - 1)
+        order = np.lexsort((age, sets))
+        sets, distinct, age = sets[order], distinct[order], age[order]
+        group_start = np.flatnonzero(np.r_[True, sets[1:] != sets[:-1]])
+        rank = np.arange(len(sets)) - np.repeat(group_start, np.diff(np.r_[group_start,
+                                                                           len(sets)]))
+        keep = rank < self.ways
+        distinct, age = distinct[keep], age[keep]
+        oldest_first = np.argsort(-age, kind="stable")
+        warm = empty_trace(len(distinct))
+        warm["addr"] = distinct[oldest_first] << self._shift
+        return warm
