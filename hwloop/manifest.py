@@ -1,0 +1,116 @@
+"""What ``hwloop generate`` writes next to the Verilog: ``manifest.json`` and a FuseSoC core.
+
+The output folder is built in a temporary sibling folder and renamed into place, so a failed
+generation never leaves a half-written folder behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hwloop import __version__
+from hwloop.errors import InputError
+
+
+def manifest(*, generator: str, name: str, params: dict[str, Any], ports: list[dict[str, Any]],
+             verilog: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest of one generated design: parameters, ports and the Verilog's content hash."""
+    from hwloop.toolchain import _package_version
+
+    data: dict[str, Any] = {
+        "generator": generator,
+        "name": name,
+        "top": name,
+        "params": params,
+        "ports": ports,
+        "files": [{"path": f"{name}.v", "type": "verilogSource",
+                   "sha256": hashlib.sha256(verilog.encode()).hexdigest()}],
+        "content_hash": hashlib.sha256(verilog.encode()).hexdigest()[:16],
+        "hwloop_version": __version__,
+        "amaranth_version": _package_version("amaranth") or "unknown",
+    }
+    if extra:
+        data.update(extra)
+    return data
+
+
+def fusesoc_core(*, generator: str, name: str, description: str) -> str:
+    """A FuseSoC CAPI2 core file for ``<name>.v`` (top ``name``), with a Verilator lint target."""
+    return "\n".join([
+        "CAPI=2:",
+        f"name: hwloop:{generator}:{name}:{__version__}",
+        f"description: {json.dumps(description)}",
+        "",
+        "filesets:",
+        "  rtl:",
+        "    files:",
+        f"      - {name}.v",
+        "    file_type: verilogSource",
+        "",
+        "targets:",
+        "  default:",
+        "    filesets: [rtl]",
+        f"    toplevel: {name}",
+        "  lint:",
+        "    default_tool: verilator",
+        "    filesets: [rtl]",
+        "    tools:",
+        "      verilator:",
+        "        mode: lint-only",
+        "        verilator_options: [-Wno-fatal]",
+        f"    toplevel: {name}",
+        "",
+    ])
+
+
+def write_folder_atomically(out: Path, fill: Callable[[Path], None], *,
+                            overwrite: bool = True) -> None:
+    """Make ``out`` by ``fill(tmp)`` on a temporary sibling folder, then rename it into place.
+
+    If ``fill`` raises, ``out`` is untouched (an existing folder stays as it was).
+    """
+    out = Path(out)
+    parent = out.resolve().parent
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output {str(out)!r} exists and is not a folder")
+    if out.exists() and not overwrite:
+        raise InputError(f"output folder {str(out)!r} already exists")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create {str(parent)!r}: {exc.strerror or exc}") from None
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    try:
+        fill(tmp)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
+            os.rename(out, old / "x")
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_design(out: Path, *, generator: str, name: str, params: dict[str, Any],
+                 ports: list[dict[str, Any]], verilog: str, description: str) -> dict[str, Any]:
+    """Write ``out/<name>.v``, ``out/manifest.json``, ``out/<name>.core``; return the manifest."""
+    data = manifest(generator=generator, name=name, params=params, ports=ports, verilog=verilog)
+
+    def fill(folder: Path) -> None:
+        (folder / f"{name}.v").write_text(verilog)
+        (folder / "manifest.json").write_text(json.dumps(data, indent=2) + "\n")
+        (folder / f"{name}.core").write_text(
+            fusesoc_core(generator=generator, name=name, description=description))
+
+    write_folder_atomically(out, fill)
+    return data

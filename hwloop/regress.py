@@ -1,0 +1,161 @@
+"""``hwloop regress``: randomized regression matrices of every generator, run in parallel.
+
+A generator takes part by providing a module with
+
+- ``sample_configs(rng: numpy.random.Generator, level: str) -> list[dict]`` (level ``"quick"``
+  or ``"full"``; each config JSON-able), and
+- ``run_config(config, *, seed, waves, workdir) -> dict`` returning at least ``{"passed": bool,
+  "detail": str}`` and optionally ``cycles``, ``model_cycles``, ``waves`` (an FST path).
+
+:data:`REGISTRY` maps generator names to those modules. A module that does not import (yet) is
+skipped with a note. Each config runs with its own seed, derived from the matrix seed and its
+index and printed with any failure, so a failure reproduces with
+``hwloop regress --generator NAME --config 'JSON' --seed SEED``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwloop.errors import ParameterError
+from hwloop.paths import cache_dir
+
+REGISTRY: dict[str, str] = {
+    "systolic": "hwloop.sim.systolic.regress",
+    "cache": "hwloop.sim.cache.regress",
+    "prefetcher": "hwloop.sim.cache.regress_prefetch",
+}
+
+LEVELS = ("quick", "full")
+
+
+@dataclass
+class CaseResult:
+    generator: str
+    index: int
+    config: dict[str, Any]
+    seed: int
+    passed: bool
+    detail: str
+    cycles: int | None = None
+    model_cycles: int | None = None
+    waves: str | None = None
+    wall_s: float = 0.0
+
+
+@dataclass
+class RegressReport:
+    results: list[CaseResult] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # generator → why
+
+    @property
+    def failed(self) -> list[CaseResult]:
+        return [r for r in self.results if not r.passed]
+
+
+def config_seed(seed: int, index: int) -> int:
+    """The seed of config ``index`` of a matrix drawn with ``seed``."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def load_generator(name: str) -> Any:
+    """The regression module of generator ``name`` (ImportError if it does not import)."""
+    if name not in REGISTRY:
+        raise ParameterError(f"unknown generator {name!r} (known: {', '.join(REGISTRY)})")
+    module = importlib.import_module(REGISTRY[name])
+    for attr in ("sample_configs", "run_config"):
+        if not callable(getattr(module, attr, None)):
+            raise ImportError(f"{REGISTRY[name]} has no {attr}()")
+    return module
+
+
+def _run_case(module_name: str, config: dict[str, Any], seed: int, waves: bool,
+              workdir: str) -> dict[str, Any]:
+    """Run one config in a worker process; any exception is a failure with its message."""
+    start = time.perf_counter()
+    try:
+        module = importlib.import_module(module_name)
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        out = dict(module.run_config(config, seed=seed, waves=waves, workdir=Path(workdir)))
+        out.setdefault("detail", "")
+        out["passed"] = bool(out.get("passed"))
+    except Exception as exc:  # noqa: BLE001 — a crash is a failed case, not a crashed matrix
+        last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        out = {"passed": False, "detail": last.splitlines()[0] if last else repr(exc)}
+    out["wall_s"] = time.perf_counter() - start
+    return out
+
+
+def run_regress(*, level: str = "quick", generators: list[str] | None = None, seed: int = 0,
+                waves: bool = False, jobs: int = 2, max_configs: int | None = None,
+                config: dict[str, Any] | None = None, workdir: Path | None = None,
+                progress: Any = None) -> RegressReport:
+    """Draw each generator's matrix, run every config in a process pool, collect the results."""
+    if level not in LEVELS:
+        raise ParameterError(f"level must be one of {', '.join(LEVELS)}, not {level!r}")
+    if jobs < 1:
+        raise ParameterError(f"jobs must be a positive integer, not {jobs}")
+    if max_configs is not None and max_configs < 1:
+        raise ParameterError(f"max-configs must be a positive integer, not {max_configs}")
+    names = list(generators) if generators else list(REGISTRY)
+    if config is not None and len(names) != 1:
+        raise ParameterError("--config needs exactly one --generator")
+    report = RegressReport()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    root = Path(workdir) if workdir is not None else cache_dir() / "regress" / stamp
+    cases: list[tuple[str, str, int, dict[str, Any], int]] = []
+    for name in names:
+        try:
+            module = load_generator(name)
+        except ImportError as exc:
+            report.skipped[name] = f"{REGISTRY[name]} does not import: {exc}".splitlines()[0]
+            continue
+        if config is not None:
+            configs = [config]
+            seeds = [seed]
+        else:
+            configs = list(module.sample_configs(np.random.default_rng(seed), level))
+            if max_configs is not None:
+                configs = configs[:max_configs]
+            seeds = [config_seed(seed, i) for i in range(len(configs))]
+        for index, (cfg, case_seed) in enumerate(zip(configs, seeds, strict=True)):
+            cases.append((name, REGISTRY[name], index, cfg, case_seed))
+    if not cases:
+        return report
+    with concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(cases))) as pool:
+        futures = {
+            pool.submit(_run_case, module_name, cfg, case_seed, waves,
+                        str(root / f"{name}-{index:03d}")): (name, index, cfg, case_seed)
+            for name, module_name, index, cfg, case_seed in cases
+        }
+        for future in concurrent.futures.as_completed(futures):
+            name, index, cfg, case_seed = futures[future]
+            try:
+                out = future.result()
+            except Exception as exc:  # noqa: BLE001 — e.g. a worker killed by the OS
+                out = {"passed": False, "detail": f"worker died: {exc}", "wall_s": 0.0}
+            result = CaseResult(
+                generator=name, index=index, config=cfg, seed=case_seed,
+                passed=out["passed"], detail=str(out.get("detail", "")),
+                cycles=out.get("cycles"), model_cycles=out.get("model_cycles"),
+                waves=out.get("waves"), wall_s=float(out.get("wall_s", 0.0)))
+            report.results.append(result)
+            if progress is not None:
+                progress(result)
+    report.results.sort(key=lambda r: (names.index(r.generator), r.index))
+    return report
+
+
+def describe(config: dict[str, Any], limit: int = 60) -> str:
+    """A short one-line summary of a config for the table."""
+    text = json.dumps(config, separators=(",", ":"), sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

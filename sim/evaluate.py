@@ -1,0 +1,239 @@
+"""evaluate(): one design on one workload → an :class:`~hwloop.evaluation.Evaluation`.
+
+Two fidelities: ``"rtl"`` co-simulates the generated Verilog in Verilator (one simulator
+process runs every layer) and checks every result bit-exact against the golden GEMM; ``"model"``
+uses the closed-form model (microseconds per layer, nothing simulated). Both add the area proxy
+(Yosys, cached per design) and the energy proxy (actions x energy per action).
+
+Identical GEMM shapes are evaluated once and counted ``repeat`` times: each
+:class:`~hwloop.evaluation.LayerResult` holds the numbers of *one* copy and its ``repeat``;
+totals are sums of value x repeat.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hwloop.hdl.systolic.params import SystolicParams
+from hwloop.sim.area import systolic_area
+from hwloop.sim.energy import COMPONENTS, EnergyTable, energy, load_energy_table
+
+from hwloop import toolchain
+from hwloop.errors import ParameterError, SimulationError
+from hwloop.evaluation import Evaluation, LayerResult
+from hwloop.workloads import Layer, Workload, dedupe, load_workload
+
+FIDELITIES = ("rtl", "model")
+
+MappingSpec = Any  # None | Mapping | dict | Callable[[SystolicParams, Gemm], Mapping]
+
+
+def _as_params(params: SystolicParams | dict[str, Any]) -> SystolicParams:
+    if isinstance(params, SystolicParams):
+        return params
+    if isinstance(params, dict):
+        return SystolicParams.from_dict(params)
+    raise ParameterError(f"params must be SystolicParams or a dict, not {type(params).__name__}")
+
+
+@functools.lru_cache(maxsize=65536)
+def _default_mapping(params: SystolicParams, gemm: Any) -> Any:
+    from hwloop.sim.systolic.mapping import default_mapping
+
+    return default_mapping(params, gemm)
+
+
+def resolve_mapping(params: SystolicParams, gemm: Any, mapping: MappingSpec) -> Any:
+    """The mapping of one GEMM: the default chooser's, a fixed one fit to the layer, or a rule's."""
+    from hwloop.sim.systolic.mapping import Mapping
+
+    if mapping is None:
+        return _default_mapping(params, gemm)
+    if isinstance(mapping, dict):
+        mapping = Mapping.from_dict(mapping)
+    if isinstance(mapping, Mapping):
+        return mapping.fit_to(params, gemm)
+    if callable(mapping):
+        chosen = mapping(params, gemm)
+        if not isinstance(chosen, Mapping):
+            raise ParameterError(f"the mapping rule returned {type(chosen).__name__}, "
+                                 "not a Mapping")
+        return chosen
+    raise ParameterError(f"mapping must be None, a Mapping, a dict or a callable, "
+                         f"not {type(mapping).__name__}")
+
+
+def _layer_plan(params: SystolicParams, workload: Workload, mapping: MappingSpec
+                ) -> list[tuple[Layer, int, Any, Any]]:
+    """(first layer of the shape, total repeat, Gemm, Mapping) per distinct shape, checked."""
+    from hwloop.sim.systolic.mapping import Gemm, check_mapping
+
+    plan = []
+    for layer, repeat in dedupe(workload.layers):
+        gemm = Gemm(m=layer.m, n=layer.n, k=layer.k)
+        try:
+            chosen = resolve_mapping(params, gemm, mapping)
+            check_mapping(params, gemm, chosen)
+        except ParameterError as exc:
+            raise ParameterError(f"layer {layer.name!r} ({layer.m}x{layer.n}x{layer.k}): {exc}"
+                                 ) from None
+        plan.append((layer, repeat, gemm, chosen))
+    return plan
+
+
+def _select(workload: Workload | str, layers: Iterable[str] | None, first: int | None
+            ) -> Workload:
+    loaded = load_workload(workload)
+    if layers is not None or first is not None:
+        loaded = loaded.select(layers=layers, first=first)
+    return loaded
+
+
+def check_design(params: SystolicParams | dict[str, Any], workload: Workload | str,
+                 mapping: MappingSpec = None, *, layers: Iterable[str] | None = None,
+                 first: int | None = None) -> None:
+    """Raise :class:`ParameterError` if the design cannot run the workload (before simulating).
+
+    Catches mappings that do not fit the scratchpads and scratchpads too small for any tile.
+    """
+    _layer_plan(_as_params(params), _select(workload, layers, first), mapping)
+
+
+def evaluate(
+    params: SystolicParams | dict[str, Any],
+    workload: Workload | str,
+    mapping: MappingSpec = None,
+    fidelity: str = "rtl",
+    *,
+    layers: Iterable[str] | None = None,
+    first: int | None = None,
+    seed: int = 0,
+    waves: bool = False,
+    workdir: Path | None = None,
+    energy_table: EnergyTable | str | Path | None = None,
+) -> Evaluation:
+    """Evaluate ``params`` on ``workload`` at ``fidelity`` ("rtl" or "model").
+
+    ``mapping``: None (the default chooser per layer), a Mapping fit to every layer, or a
+    callable ``(params, gemm) -> Mapping``. ``layers``/``first`` pick layers by name / the first
+    N. At RTL fidelity every result is compared with the golden model; a mismatch raises
+    :class:`SimulationError` naming the layer and the seed.
+    """
+    start = time.perf_counter()
+    if fidelity not in FIDELITIES:
+        raise ParameterError(f"fidelity must be one of {', '.join(FIDELITIES)}, not {fidelity!r}")
+    params = _as_params(params)
+    selected = _select(workload, layers, first)
+    table = energy_table if isinstance(energy_table, EnergyTable) else load_energy_table(
+        energy_table)
+    plan = _layer_plan(params, selected, mapping)
+
+    wall = {"build_s": 0.0, "simulate_s": 0.0, "synthesize_s": 0.0}
+    if fidelity == "model":
+        runs, exact = _run_model(params, plan)
+    else:
+        runs, exact, build_s, simulate_s = _run_rtl(params, plan, seed=seed, waves=waves,
+                                                    workdir=workdir)
+        wall["build_s"], wall["simulate_s"] = build_s, simulate_s
+
+    area = systolic_area(params)
+    wall["synthesize_s"] = area.synth_s
+
+    results: list[LayerResult] = []
+    breakdown = dict.fromkeys(COMPONENTS, 0.0)
+    total_cycles = total_macs = 0
+    total_energy = 0.0
+    for (layer, repeat, gemm, chosen), run, ok in zip(plan, runs, exact, strict=True):
+        layer_energy, parts = energy(params, run.actions, table)
+        macs = gemm.m * gemm.n * gemm.k
+        results.append(LayerResult(
+            name=layer.name, m=gemm.m, n=gemm.n, k=gemm.k, cycles=int(run.cycles), macs=macs,
+            utilization=macs / (params.rows * params.cols * max(int(run.cycles), 1)),
+            energy_pj=layer_energy, bit_exact=ok, mapping=chosen.to_dict(),
+            actions={k: int(v) for k, v in run.actions.items()}, repeat=repeat))
+        total_cycles += int(run.cycles) * repeat
+        total_macs += macs * repeat
+        total_energy += layer_energy * repeat
+        for part, value in parts.items():
+            breakdown[part] += value * repeat
+    wall["total_s"] = time.perf_counter() - start
+    return Evaluation(
+        params=params.to_dict(),
+        workload=selected.name,
+        fidelity=fidelity,
+        layers=results,
+        cycles=total_cycles,
+        macs=total_macs,
+        utilization=total_macs / (params.rows * params.cols * max(total_cycles, 1)),
+        area=area.area,
+        area_cells=area.area_cells,
+        sram_bits=area.sram_bits,
+        energy_pj=total_energy,
+        energy_breakdown=breakdown,
+        edp=total_energy * total_cycles,
+        bit_exact=None if fidelity == "model" else all(exact),
+        wall=wall,
+        tool_versions=dict(toolchain.tool_versions()),
+        cell_counts=dict(area.cell_counts),
+    )
+
+
+def _run_model(params: SystolicParams, plan: list[tuple[Layer, int, Any, Any]]
+               ) -> tuple[list[Any], list[bool | None]]:
+    from hwloop.sim.systolic.model import model_gemm
+
+    runs = [model_gemm(params, gemm, chosen) for _, _, gemm, chosen in plan]
+    return runs, [None] * len(runs)
+
+
+def _run_rtl(params: SystolicParams, plan: list[tuple[Layer, int, Any, Any]], *, seed: int,
+             waves: bool, workdir: Path | None
+             ) -> tuple[list[Any], list[bool | None], float, float]:
+    from hwloop.sim.systolic.golden import gemm_golden, random_operands
+    from hwloop.sim.systolic.rtl import RtlSimulator
+
+    rng = np.random.default_rng(seed)
+    jobs = []
+    for _, _, gemm, chosen in plan:
+        a, b = random_operands(gemm, in_bits=params.in_bits, rng=rng)
+        jobs.append((gemm, chosen, a, b))
+    simulator = RtlSimulator(params, waves=waves, workdir=workdir)
+    build_s = float(simulator.build())
+    sim_start = time.perf_counter()
+    runs = simulator.run(jobs)
+    simulate_s = time.perf_counter() - sim_start
+    exact: list[bool | None] = []
+    failures = []
+    for (layer, _, gemm, _), (_, _, a, b), run in zip(plan, jobs, runs, strict=True):
+        expected = gemm_golden(a, b, acc_bits=params.acc_bits)
+        got = None if run.c is None else np.asarray(run.c)
+        ok = got is not None and got.shape == expected.shape and bool(
+            np.array_equal(got.astype(np.int64), expected))
+        exact.append(ok)
+        if not ok:
+            failures.append(_mismatch(layer, gemm, got, expected))
+    if failures:
+        raise SimulationError(f"RTL result differs from the golden model (seed {seed}, "
+                              f"{params.name}): {failures[0]}"
+                              + (f"; and {len(failures) - 1} more layers" if failures[1:] else ""))
+    return runs, exact, build_s, simulate_s
+
+
+def _mismatch(layer: Layer, gemm: Any, got: np.ndarray | None, expected: np.ndarray) -> str:
+    where = f"layer {layer.name!r} ({gemm.m}x{gemm.n}x{gemm.k})"
+    if got is None:
+        return f"{where}: no result read back"
+    if got.shape != expected.shape:
+        return f"{where}: result shape {got.shape}, expected {expected.shape}"
+    bad = np.argwhere(got.astype(np.int64) != expected)
+    i, j = (int(x) for x in bad[0])
+    return (f"{where}: {len(bad)} of {expected.size} elements differ, first C[{i},{j}] = "
+            f"{int(got[i, j])}, expected {int(expected[i, j])}")
+
+
+MappingRule = Callable[[SystolicParams, Any], Any]

@@ -1,0 +1,111 @@
+import json
+import sys
+
+import pytest
+
+from hwloop import regress
+from hwloop.cli import main
+
+FAKE = '''
+def sample_configs(rng, level):
+    n = 3 if level == "quick" else 6
+    return [{"x": int(rng.integers(0, 100)), "i": i} for i in range(n)]
+
+
+def run_config(config, *, seed, waves, workdir):
+    if config["i"] == 1:
+        return {"passed": False, "detail": f"mismatch at i=1 (seed {seed})",
+                "waves": str(workdir / "dump.fst") if waves else None}
+    if config["i"] == 2 and config.get("crash", True):
+        raise RuntimeError("simulator crashed")
+    return {"passed": True, "detail": "ok", "cycles": 10 + config["i"], "model_cycles": 10}
+'''
+
+GOOD = '''
+def sample_configs(rng, level):
+    return [{"i": i} for i in range(2)]
+
+
+def run_config(config, *, seed, waves, workdir):
+    return {"passed": True, "detail": "ok", "cycles": 1, "model_cycles": 1}
+'''
+
+
+@pytest.fixture
+def fake_generators(tmp_path, monkeypatch):
+    (tmp_path / "fake_regress_mod.py").write_text(FAKE)
+    (tmp_path / "good_regress_mod.py").write_text(GOOD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(regress.REGISTRY, "fake", "fake_regress_mod")
+    monkeypatch.setitem(regress.REGISTRY, "good", "good_regress_mod")
+    monkeypatch.setitem(regress.REGISTRY, "missing", "no_such_regress_module_xyz")
+    yield
+    for name in ("fake_regress_mod", "good_regress_mod"):
+        sys.modules.pop(name, None)
+
+
+def test_failures_are_reported_with_seed_config_and_waves(fake_generators, tmp_path, capsys):
+    code = main(["regress", "--quick", "--generator", "fake", "--seed", "7", "--jobs", "2",
+                 "--waves", "--workdir", str(tmp_path / "runs")])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "1 passed, 2 failed" in out
+    seed1 = regress.config_seed(7, 1)
+    assert f"FAILED fake #1 seed {seed1}: mismatch at i=1 (seed {seed1})" in out
+    assert "FAILED fake #2" in out and "RuntimeError: simulator crashed" in out
+    assert "waves: " + str(tmp_path / "runs" / "fake-001" / "dump.fst") in out
+    assert '"i": 1' in out  # the configuration is printed
+
+
+def test_matrix_is_reproducible_and_seeds_differ(fake_generators, tmp_path):
+    a = regress.run_regress(generators=["fake"], seed=3, jobs=1, workdir=tmp_path / "a")
+    b = regress.run_regress(generators=["fake"], seed=3, jobs=1, workdir=tmp_path / "b")
+    assert [r.config for r in a.results] == [r.config for r in b.results]
+    assert [r.seed for r in a.results] == [r.seed for r in b.results]
+    assert len({r.seed for r in a.results}) == 3
+    full = regress.run_regress(generators=["fake"], level="full", seed=3, jobs=1,
+                               max_configs=4, workdir=tmp_path / "c")
+    assert len(full.results) == 4
+
+
+def test_one_config_reruns_with_its_seed(fake_generators, tmp_path, capsys):
+    config = {"i": 2, "x": 5, "crash": False}
+    code = main(["regress", "--generator", "fake", "--seed", "11", "--config",
+                 json.dumps(config), "--workdir", str(tmp_path)])
+    assert code == 0
+    assert "1 passed, 0 failed" in capsys.readouterr().out
+
+
+def test_unimportable_generator_is_skipped_with_a_note(fake_generators, tmp_path, capsys):
+    code = main(["regress", "--generator", "good", "--generator", "missing",
+                 "--workdir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "skipped missing: no_such_regress_module_xyz does not import" in out
+    assert "2 passed, 0 failed, 1 generators skipped" in out
+    assert main(["regress", "--generator", "missing", "--workdir", str(tmp_path)]) == 1
+
+
+def test_bad_arguments_exit_2(fake_generators, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["regress", "--generator", "nonesuch"])
+    assert info.value.code == 2
+    assert main(["regress", "--generator", "good", "--jobs", "0"]) == 2
+    assert main(["regress", "--generator", "good", "--config", "{nope"]) == 2
+    err = capsys.readouterr().err
+    assert "hwloop: error: jobs must be a positive integer, not 0" in err
+    assert "hwloop: error: --config is not valid JSON" in err
+
+
+@pytest.mark.rtl
+@pytest.mark.xdist_group("regress_systolic")
+def test_quick_systolic_matrix_passes(tmp_path):
+    pytest.importorskip("hwloop.sim.systolic.regress")
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "hwloop", "regress", "--quick", "--generator", "systolic",
+         "--max-configs", "3", "--jobs", "2", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "3 passed, 0 failed" in proc.stdout
