@@ -174,7 +174,8 @@ class ResultsDB:
         return db
 
     @classmethod
-    def open(cls, path: str | Path, *, space_name: str, space_hash: str) -> ResultsDB:
+    def open(cls, path: str | Path, *, space_name: str, space_hash: str,
+             objective: str = "") -> ResultsDB:
         path = Path(path)
         if path.exists() and path.stat().st_size > 0:
             db = cls._check_is_db(path)
@@ -198,7 +199,8 @@ class ResultsDB:
                 db.execute(statement)
         now = str(time.time())
         for key, value in (("schema_version", str(SCHEMA_VERSION)), ("space_name", space_name),
-                           ("space_hash", space_hash), ("created_at", now),
+                           ("space_hash", space_hash), ("objective", objective),
+                           ("created_at", now),
                            ("hwloop_version", __version__)):
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
         db.execute("COMMIT")

@@ -1,1 +1,201 @@
-"""CLI commands of this area (see hwloop.cli for the registration protocol)."""
+"""CLI commands of the search area: ``sweep``, ``db export``, ``report``, ``best``.
+
+(See hwloop.cli for the registration protocol.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from hwloop.errors import InputError
+
+
+def register(commands: Any) -> None:
+    sweep = commands.add_parser(
+        "sweep", help="search a design space with RTL (or the model) in the loop",
+        description="Search a design space: ask a method for points, evaluate them in parallel "
+                    "(local workers or a Dask cluster), record every result in a SQLite DB.")
+    sweep.add_argument("--space", required=True, type=Path, help="design space TOML file")
+    sweep.add_argument("--method", default="random",
+                       help="random | bo | cbo | apollo | optuna-tpe (default: random)")
+    sweep.add_argument("--budget", required=True, type=int, help="number of evaluations")
+    sweep.add_argument("--workers", type=int, default=None,
+                       help="local worker processes (default: one per core)")
+    sweep.add_argument("--scheduler", default=None, metavar="URL",
+                       help="Dask scheduler address, e.g. tcp://127.0.0.1:8786")
+    sweep.add_argument("--db", type=Path, default=Path("runs.db"), help="results DB (runs.db)")
+    sweep.add_argument("--resume", action="store_true",
+                       help="continue the sweep of this method/seed/fidelity in --db")
+    sweep.add_argument("--warm-start", type=Path, default=None, metavar="OTHER_DB",
+                       help="seed the method with the results in another sweep's DB")
+    sweep.add_argument("--fidelity", default=None, help="rtl | model (default: the space's)")
+    sweep.add_argument("--seed", type=int, default=0)
+    sweep.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                       help="per-evaluation time limit; a hung one is killed and recorded")
+    sweep.add_argument("--log-dir", type=Path, default=None,
+                       help="folder for the worker processes' output (default: stderr)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress display")
+    sweep.set_defaults(func=cmd_sweep)
+
+    db = commands.add_parser("db", help="results DB tools")
+    db_commands = db.add_subparsers(dest="db_command", metavar="ACTION",
+                                    parser_class=commands._parser_class)
+    db_commands.required = True
+    export = db_commands.add_parser("export", help="export evaluations as CSV or Parquet")
+    export.add_argument("--db", type=Path, default=Path("runs.db"))
+    export.add_argument("--format", choices=("csv", "parquet"), default=None,
+                        help="default: from the output file's extension")
+    export.add_argument("-o", "--output", type=Path, required=True)
+    export.set_defaults(func=cmd_db_export)
+
+    report = commands.add_parser("report", help="plots and an HTML report of a results DB")
+    report.add_argument("--db", type=Path, default=Path("runs.db"))
+    report.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
+    report.set_defaults(func=cmd_report)
+
+    best = commands.add_parser("best", help="the best feasible design in a results DB")
+    best.add_argument("--db", type=Path, default=Path("runs.db"))
+    best.add_argument("--fidelity", default=None, help="only rows of this fidelity")
+    best.add_argument("--json", action="store_true", help="print JSON")
+    best.set_defaults(func=cmd_best)
+
+
+# -- sweep --------------------------------------------------------------------------------
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from hwloop.search.space import load_space
+    from hwloop.search.sweep import check_options, run_sweep
+
+    # Cheap checks first: nothing is loaded, started or written on bad input.
+    check_options(budget=args.budget, workers=args.workers, timeout=args.timeout,
+                  fidelity=args.fidelity)
+    if args.scheduler is not None and not args.scheduler.startswith(("tcp://", "tls://",
+                                                                       "inproc://", "ucx://")):
+        raise InputError(f"--scheduler {args.scheduler}: not a Dask address "
+                         f"(like tcp://127.0.0.1:8786)")
+    space = load_space(args.space)
+    if args.log_dir is not None:
+        args.log_dir.mkdir(parents=True, exist_ok=True)
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
+        console=console, disable=args.quiet, transient=False)
+    task = progress.add_task(f"{args.method} on {space.name}", total=args.budget,
+                             status="starting")
+
+    best_so_far: list[Any] = [None]
+
+    def on_result(summary: Any, row: Any) -> None:
+        best = best_so_far[0] = _better(best_so_far[0], row)
+        best_text = f"best {best.objective:.4g}" if best is not None else "best -"
+        progress.update(task, completed=summary.told, status=(
+            f"feasible {summary.feasible}  failed {summary.failed}  "
+            f"timeout {summary.timeouts}  {best_text}"))
+
+    def on_start(summary: Any) -> None:
+        progress.start()  # only once the engine is up and the DB accepted: errors stay 1 line
+        progress.update(task, completed=summary.told, status=f"resumed {summary.resumed}"
+                        if summary.resumed else "running")
+
+    try:
+        summary = run_sweep(
+            space, method=args.method, budget=args.budget, db_path=args.db,
+            workers=args.workers, scheduler=args.scheduler, resume=args.resume,
+            warm_start=args.warm_start, fidelity=args.fidelity, seed=args.seed,
+            timeout=args.timeout, on_result=on_result, on_start=on_start,
+            log_dir=args.log_dir)
+    finally:
+        progress.stop()
+    print(f"sweep {summary.sweep.method} seed {summary.sweep.seed} on {space.name} "
+          f"({summary.sweep.fidelity}): {summary.told}/{args.budget} told "
+          f"({summary.evaluated} evaluated, {summary.reused} reused, {summary.resumed} resumed), "
+          f"{summary.feasible} feasible, {summary.failed} failed, {summary.timeouts} timeout, "
+          f"{summary.wall_s:.1f} s")
+    if summary.exhausted:
+        print(f"the method ran out of new points of {space.name} before the budget")
+    if summary.best is not None:
+        print(f"best {space.objective} = {summary.best.objective:.6g}: "
+              f"{json.dumps(summary.best.params)}")
+    else:
+        print("no feasible design found")
+    print(f"results in {summary.db_path}")
+    return 0
+
+
+def _better(best: Any, row: Any) -> Any:
+    if not (row.feasible and row.status == "ok" and row.objective is not None):
+        return best
+    if best is None or row.objective < best.objective:
+        return row
+    return best
+
+
+# -- db export ----------------------------------------------------------------------------
+
+def cmd_db_export(args: argparse.Namespace) -> int:
+    from hwloop.search.report import export_rows
+
+    fmt = args.format
+    if fmt is None:
+        suffix = args.output.suffix.lower()
+        fmt = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(suffix)
+        if fmt is None:
+            raise InputError(f"-o {args.output}: cannot tell the format from the extension; "
+                             f"pass --format csv|parquet")
+    count = export_rows(args.db, args.output, fmt=fmt)
+    print(f"wrote {count} evaluations to {args.output}")
+    return 0
+
+
+# -- report -------------------------------------------------------------------------------
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from hwloop.search.report import write_report
+
+    index = write_report(args.db, args.output)
+    print(f"report: {index}")
+    return 0
+
+
+# -- best ---------------------------------------------------------------------------------
+
+def cmd_best(args: argparse.Namespace) -> int:
+    from hwloop.search.db import ResultsDB
+
+    with ResultsDB.open_existing(args.db) as db:
+        row = db.best(fidelity=args.fidelity)
+        space_name = db.space_name
+        objective_name = db.meta.get("objective", "objective")
+    if row is None:
+        raise InputError(f"{args.db}: no feasible design in it")
+    record = {
+        "space": space_name, "params": row.params, "objective": row.objective,
+        "metrics": row.metrics, "fidelity": row.fidelity, "method": row.method,
+        "params_hash": row.params_hash, "id": row.id,
+    }
+    if args.json:
+        json.dump(record, sys.stdout, indent=2, sort_keys=True)
+        print()
+        return 0
+    print(f"best feasible design in {args.db} (space {space_name}, {row.fidelity} fidelity, "
+          f"found by {row.method}):")
+    print(f"  {objective_name} = {row.objective:.6g}")
+    for key, value in row.params.items():
+        print(f"  {key:<14} {value}")
+    for key, value in sorted(row.metrics.items()):
+        print(f"  {key:<14} {value:.6g}")
+    return 0

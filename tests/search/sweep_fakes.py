@@ -52,3 +52,12 @@ def slow_evaluate(space: Any, point: dict[str, Any], *, fidelity: str, seed: int
     """A real-space point evaluated by a cheap synthetic formula, slowly (for kill -9 tests)."""
     time.sleep(float(os.environ.get("HWLOOP_FAKE_SLEEP", "0.3")))
     return result_for(point, fidelity=fidelity, seed=seed)
+
+
+def flaky_evaluate(space: Any, point: dict[str, Any], *, fidelity: str, seed: int) -> dict:
+    """A real-space point: a failed build for 4x8 arrays, a hung simulation for 4x2 ones."""
+    if point.get("rows") == 4 and point.get("cols") == 8:
+        raise BuildError("Verilator build failed (fake)", log_path=Path("/tmp/fake-build.log"))
+    if point.get("rows") == 4 and point.get("cols") == 2:
+        time.sleep(3600)
+    return result_for(point, fidelity=fidelity, seed=seed)

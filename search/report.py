@@ -1,0 +1,265 @@
+"""Reports of a results DB: Pareto fronts, convergence per method, the best designs (HTML).
+
+Also the flat export (CSV / Parquet) behind ``hwloop db export``. Every file is written to a
+temporary name first and renamed into place, so an interrupted report leaves no half files.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from hwloop.search.db import ResultsDB, Row
+
+from hwloop.errors import InputError
+
+METHOD_COLORS = {"random": "#7f7f7f", "bo": "#1f77b4", "cbo": "#d62728", "apollo": "#2ca02c",
+                 "optuna-tpe": "#9467bd"}
+
+
+# -- export -------------------------------------------------------------------------------
+
+def export_rows(db_path: str | Path, output: str | Path, *, fmt: str) -> int:
+    """Write every evaluation as one flat record (``param.*``, ``metric.*`` columns)."""
+    output = Path(output)
+    if fmt not in ("csv", "parquet"):
+        raise InputError(f"--format must be csv or parquet, not {fmt!r}")
+    if not output.parent.exists():
+        raise InputError(f"-o {output}: folder {output.parent} does not exist")
+    with ResultsDB.open_existing(db_path) as db:
+        records = list(db.iter_flat())
+    columns: list[str] = []
+    for record in records:
+        columns += [k for k in record if k not in columns]
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if fmt == "csv":
+            with open(tmp, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(records)
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in records])
+            pq.write_table(table, tmp)
+        os.replace(tmp, output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return len(records)
+
+
+# -- analysis -----------------------------------------------------------------------------
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points not dominated in (x, y), both minimized, sorted by x."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points):
+        if not front or y < front[-1][1]:
+            if front and front[-1][0] == x:
+                front[-1] = (x, y)
+            else:
+                front.append((x, y))
+    return front
+
+
+def best_so_far(rows: list[Row]) -> list[float]:
+    """The best feasible objective after each evaluation (nan until one is feasible)."""
+    curve, best = [], math.inf
+    for row in rows:
+        if row.feasible and row.status == "ok" and row.objective is not None:
+            best = min(best, row.objective)
+        curve.append(best if math.isfinite(best) else math.nan)
+    return curve
+
+
+# -- plots --------------------------------------------------------------------------------
+
+def _plot_pareto(rows: list[Row], path: Path, objective: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, metric in zip(axes, ("cycles", "edp"), strict=True):
+        feasible = [(r.metrics["area"], r.metrics[metric]) for r in rows
+                    if r.feasible and r.status == "ok" and "area" in r.metrics
+                    and metric in r.metrics]
+        over = [(r.metrics["area"], r.metrics[metric]) for r in rows
+                if not r.feasible and "area" in r.metrics and metric in r.metrics]
+        if over:
+            ax.scatter(*zip(*over, strict=True), marker="x", color="#ff7f0e", alpha=0.7,
+                       label=f"over budget ({len(over)})")
+        if feasible:
+            ax.scatter(*zip(*feasible, strict=True), color="#1f77b4", alpha=0.6, s=22,
+                       label=f"feasible ({len(feasible)})")
+            front = pareto_front(feasible)
+            ax.step(*zip(*front, strict=True), where="post", color="#d62728", linewidth=1.8,
+                    label=f"Pareto front ({len(front)})")
+            ax.scatter(*zip(*front, strict=True), color="#d62728", s=30, zorder=3)
+        values = feasible + over
+        if values:
+            for axis, pick in (("x", 0), ("y", 1)):
+                vals = [v[pick] for v in values if v[pick] > 0]
+                if vals and max(vals) / min(vals) > 30:
+                    getattr(ax, f"set_{axis}scale")("log")
+        else:
+            ax.text(0.5, 0.5, "no measured designs", ha="center", va="center",
+                    transform=ax.transAxes)
+        ax.set_xlabel("area proxy (lower is better)")
+        ax.set_ylabel(f"{metric} (lower is better)")
+        ax.set_title(f"area vs {metric}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Designs measured (objective: {objective})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_convergence(curves: dict[str, list[list[float]]], path: Path, objective: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    positive = True
+    for method, runs in sorted(curves.items()):
+        color = METHOD_COLORS.get(method)
+        for i, curve in enumerate(runs):
+            xs = list(range(1, len(curve) + 1))
+            ax.plot(xs, curve, color=color, alpha=0.9 if len(runs) == 1 else 0.6,
+                    drawstyle="steps-post", label=method if i == 0 else None)
+            positive &= all(v > 0 for v in curve if not math.isnan(v))
+    finite = [v for runs in curves.values() for c in runs for v in c if not math.isnan(v)]
+    if finite and positive and max(finite) / min(finite) > 30:
+        ax.set_yscale("log")
+    ax.set_xlabel("evaluations")
+    ax.set_ylabel(f"best feasible {objective} so far")
+    ax.set_title("Convergence per method (one line per sweep)")
+    ax.grid(True, alpha=0.3)
+    if curves:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- HTML ---------------------------------------------------------------------------------
+
+def _table(headers: list[str], body: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>"
+                   for row in body)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return "" if value is None else str(value)
+
+
+def _last_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+_CSS = """body{font-family:sans-serif;margin:2em;max-width:1200px}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}
+th{background:#eee}img{max-width:100%;border:1px solid #ddd;margin:.5em 0}"""
+
+
+def write_report(db_path: str | Path, out_dir: str | Path, *, top: int = 10) -> Path:
+    """Write pareto.png, convergence.png, best.csv and index.html into ``out_dir``."""
+    out_dir = Path(out_dir)
+    with ResultsDB.open_existing(db_path) as db:
+        meta = db.meta
+        rows = db.rows()
+        sweeps = db.sweeps()
+        trials = {s.id: db.trials(s) for s in sweeps}
+    if not rows:
+        raise InputError(f"{db_path}: no evaluations to report")
+    objective = meta.get("objective") or "objective"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"-o {out_dir}: exists and is not a folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        _plot_pareto(rows, staging / "pareto.png", objective)
+        curves: dict[str, list[list[float]]] = defaultdict(list)
+        for sweep in sweeps:
+            if trials[sweep.id]:
+                curves[sweep.method].append(best_so_far(trials[sweep.id]))
+        _plot_convergence(curves, staging / "convergence.png", objective)
+
+        feasible = sorted((r for r in rows if r.feasible and r.status == "ok"
+                           and r.objective is not None), key=lambda r: (r.objective, r.id))
+        metric_names = sorted({k for r in feasible[:top] for k in r.metrics})
+        best_rows = [[i + 1, r.objective, r.method, r.fidelity, r.params,
+                      *[r.metrics.get(m) for m in metric_names]]
+                     for i, r in enumerate(feasible[:top])]
+        best_headers = ["rank", objective, "method", "fidelity", "parameters", *metric_names]
+        with open(staging / "best.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(best_headers)
+            for r in best_rows:
+                writer.writerow([json.dumps(c) if isinstance(c, dict) else c for c in r])
+
+        statuses = ("ok", "infeasible", "failed", "timeout")
+        per_sweep = []
+        for sweep in sweeps:
+            told = trials[sweep.id]
+            counts = {s: sum(1 for r in told if r.status == s) for s in statuses}
+            curve = best_so_far(told)
+            final = curve[-1] if curve and not math.isnan(curve[-1]) else None
+            per_sweep.append([sweep.id, sweep.method, sweep.seed, sweep.fidelity,
+                              f"{len(told)}/{sweep.budget}",
+                              *[counts[s] for s in statuses], final])
+        failures = [[r.id, r.status, r.params, _last_line(r.error), r.log_path]
+                    for r in rows if r.status in ("failed", "timeout")][:20]
+        page = [
+            "<!doctype html><html><head><meta charset='utf-8'>",
+            f"<title>hwloop sweep report: {html.escape(meta.get('space_name', ''))}</title>",
+            f"<style>{_CSS}</style></head><body>",
+            f"<h1>Sweep report: space <code>{html.escape(meta.get('space_name', ''))}</code></h1>",
+            f"<p>Results DB <code>{html.escape(str(db_path))}</code>, space hash "
+            f"<code>{html.escape(meta.get('space_hash', ''))}</code>, objective "
+            f"<b>{html.escape(objective)}</b> (lower is better). {len(rows)} evaluations, "
+            f"{len(feasible)} feasible.</p>",
+            "<h2>Sweeps</h2>",
+            _table(["sweep", "method", "seed", "fidelity", "told/budget", *statuses,
+                    f"best {objective}"], per_sweep),
+            "<h2>Best designs</h2>",
+            _table(best_headers, best_rows) if best_rows else "<p>No feasible design.</p>",
+            "<p><a href='best.csv'>best.csv</a></p>",
+            "<h2>Pareto fronts</h2><img src='pareto.png' alt='area vs cycles and EDP'>",
+            "<h2>Convergence</h2><img src='convergence.png' alt='best so far per method'>",
+        ]
+        if failures:
+            page += ["<h2>Failed and timed-out evaluations</h2>",
+                     _table(["id", "status", "parameters", "reason", "log"], failures)]
+        page.append("</body></html>")
+        (staging / "index.html").write_text("\n".join(page))
+        out_dir.mkdir(exist_ok=True)
+        for item in staging.iterdir():
+            os.replace(item, out_dir / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir / "index.html"

@@ -1,0 +1,264 @@
+"""The sweep driver: the ask/tell loop between a search method and the evaluation engine.
+
+It keeps the engine busy (asks for as many points as there are free workers), records each
+result in the results DB in its own committed transaction the moment it arrives, and tells the
+optimizer. A configuration already in the DB at this fidelity is not evaluated again: its row
+is reused. ``resume=True`` continues the latest sweep with the same method, seed and fidelity:
+the optimizer is re-told that sweep's rows in their order and the budget counts them, so a
+driver killed at any moment (even ``kill -9``) loses at most the evaluations that were still
+running and repeats none that finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hwloop.search.db import ResultsDB, Row, Sweep, params_hash
+from hwloop.search.engine import DaskEngine, LocalEngine, Outcome, make_engine
+from hwloop.search.objective import PointResult, rescore
+from hwloop.search.space import Space
+
+from hwloop.errors import InputError, ParameterError
+
+FIDELITIES = ("rtl", "model")
+
+#: Test hook: ``module:function`` of an evaluator to use instead of ``evaluate_point`` (same
+#: signature). Lets tests inject slow, failing or hanging evaluations into a real CLI sweep.
+EVALUATOR_ENV = "HWLOOP_SWEEP_EVALUATOR"
+
+_RESULT_FIELDS = {f.name for f in dataclasses.fields(PointResult)}
+
+
+@dataclass
+class SweepSummary:
+    db_path: Path
+    sweep: Sweep
+    told: int = 0  # rows told to this sweep in total (its budget when it completes)
+    resumed: int = 0  # rows re-told from an earlier run of this sweep
+    evaluated: int = 0  # evaluations run now
+    reused: int = 0  # configurations found in the DB and not run again
+    failed: int = 0
+    timeouts: int = 0
+    feasible: int = 0
+    exhausted: bool = False  # the method ran out of new points before the budget
+    wall_s: float = 0.0
+    best: Row | None = None
+    rows: list[Row] = field(default_factory=list, repr=False)
+
+
+def evaluator_from_env() -> Callable[..., Any]:
+    spec = os.environ.get(EVALUATOR_ENV)
+    if not spec:
+        from hwloop.search.objective import evaluate_point
+
+        return evaluate_point
+    module_name, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as exc:
+        raise InputError(f"{EVALUATOR_ENV}={spec}: cannot load the evaluator ({exc})") from None
+
+
+def to_point_result(data: dict[str, Any]) -> PointResult:
+    """A PointResult from a stored or returned dict (unknown keys go to ``extra``)."""
+    known = {k: v for k, v in data.items() if k in _RESULT_FIELDS}
+    extra = dict(known.get("extra") or {})
+    extra.update({k: v for k, v in data.items() if k not in _RESULT_FIELDS})
+    known["extra"] = extra
+    known.setdefault("point", {})
+    known.setdefault("status", "failed")
+    return PointResult(**known)
+
+
+def outcome_result(outcome: Outcome, *, fidelity: str, seed: int) -> dict[str, Any]:
+    """The result dict to store and tell for one engine outcome."""
+    if outcome.status == "done" and outcome.result is not None:
+        result = dict(outcome.result)
+        result.setdefault("point", outcome.point)
+        if result.get("status") not in ("ok", "infeasible", "failed", "timeout"):
+            result = {"point": outcome.point, "status": "failed", "fidelity": fidelity,
+                      "seed": seed, "error": f"evaluator returned status {result.get('status')!r}"}
+        return result
+    return {
+        "point": outcome.point, "status": outcome.status, "feasible": False, "objective": None,
+        "metrics": {}, "error": outcome.error, "fidelity": fidelity, "seed": seed,
+        "wall_s": outcome.wall_s, "extra": {"log_path": outcome.log_path},
+    }
+
+
+def load_warm_start(path: str | Path, space: Space) -> list[tuple[dict[str, Any], PointResult]]:
+    """(point, result) pairs of another sweep's DB that are points of ``space``, rescored
+    under this space's objective and budgets."""
+    pairs = []
+    with ResultsDB.open_existing(path) as other:
+        for row in other.rows():
+            try:
+                point = space.normalize(row.params)
+            except ParameterError:
+                continue  # not a point of this space
+            result = to_point_result(row.result)
+            try:
+                result = rescore(space, result)
+            except KeyError:  # the other sweep did not measure a metric this space budgets
+                continue
+            pairs.append((point, result))
+    if not pairs:
+        raise InputError(f"--warm-start {path}: no evaluations of points of space "
+                         f"{space.name!r} in it")
+    return pairs
+
+
+def check_options(*, budget: int, workers: int | None, timeout: float | None,
+                  fidelity: str | None) -> None:
+    if budget < 1:
+        raise ParameterError(f"--budget must be at least 1, not {budget}")
+    if workers is not None and workers < 1:
+        raise ParameterError(f"--workers must be at least 1, not {workers}")
+    if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
+        raise ParameterError(f"--timeout must be a positive number of seconds, not {timeout}")
+    if fidelity is not None and fidelity not in FIDELITIES:
+        raise ParameterError(f"--fidelity must be one of {', '.join(FIDELITIES)}, not "
+                             f"{fidelity!r}")
+
+
+def run_sweep(
+    space: Space,
+    *,
+    method: str,
+    budget: int,
+    db_path: str | Path,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    resume: bool = False,
+    warm_start: str | Path | None = None,
+    fidelity: str | None = None,
+    seed: int = 0,
+    timeout: float | None = None,
+    evaluator: Callable[..., Any] | None = None,
+    on_result: Callable[[SweepSummary, Row], None] | None = None,
+    on_start: Callable[[SweepSummary], None] | None = None,
+    log_dir: Path | None = None,
+) -> SweepSummary:
+    """Run (or resume) one sweep; returns what it did. Bad input raises before any write."""
+    from hwloop.search.methods.base import make_optimizer
+
+    started = time.time()
+    check_options(budget=budget, workers=workers, timeout=timeout, fidelity=fidelity)
+    fidelity = fidelity or space.fidelity
+    db_path = Path(db_path)
+    evaluator = evaluator or evaluator_from_env()
+    pairs = load_warm_start(warm_start, space) if warm_start else None
+    optimizer = make_optimizer(method, space, seed=seed, warm_start=pairs)
+    if resume and not db_path.exists():
+        raise InputError(f"--resume: {db_path} does not exist")
+    engine: LocalEngine | DaskEngine = make_engine(
+        evaluator=evaluator, space=space, fidelity=fidelity, seed=seed, workers=workers,
+        scheduler=scheduler, timeout=timeout, log_dir=log_dir)
+    try:
+        db = ResultsDB.open(db_path, space_name=space.name, space_hash=space.hash,
+                            objective=space.objective)
+    except BaseException:
+        engine.close()
+        raise
+    with engine, db:
+        sweep = None
+        if resume:
+            sweep = db.find_sweep(method=method, seed=seed, fidelity=fidelity)
+            if sweep is None:
+                raise InputError(f"--resume: {db_path} has no {method} sweep with seed {seed} "
+                                 f"at fidelity {fidelity}")
+            sweep = db.set_budget(sweep, budget)
+        else:
+            sweep = db.new_sweep(method=method, seed=seed, fidelity=fidelity, budget=budget,
+                                 options={"workers": workers, "scheduler": scheduler,
+                                          "timeout": timeout, "warm_start": str(warm_start or "")})
+        summary = SweepSummary(db_path=db_path, sweep=sweep)
+        earlier = db.trials(sweep)
+        if earlier:
+            optimizer.tell([space.normalize(r.params) for r in earlier],
+                           [to_point_result(r.result) for r in earlier])
+        summary.resumed = len(earlier)
+        summary.rows = list(earlier)
+        _count(summary, earlier)
+        if on_start is not None:
+            on_start(summary)
+        _loop(space, optimizer, engine, db, sweep, summary, budget=budget, seed=seed,
+              method=method, on_result=on_result)
+        summary.best = _best(summary.rows)
+    summary.wall_s = time.time() - started
+    return summary
+
+
+def _count(summary: SweepSummary, rows: list[Row]) -> None:
+    for row in rows:
+        summary.told += 1
+        summary.feasible += int(row.feasible and row.status == "ok")
+
+
+def _best(rows: list[Row]) -> Row | None:
+    feasible = [r for r in rows if r.feasible and r.status == "ok" and r.objective is not None]
+    return min(feasible, key=lambda r: (r.objective, r.id)) if feasible else None
+
+
+def _loop(space: Space, optimizer: Any, engine: LocalEngine | DaskEngine, db: ResultsDB,
+          sweep: Sweep, summary: SweepSummary, *, budget: int, seed: int, method: str,
+          on_result: Callable[[SweepSummary, Row], None] | None) -> None:
+    from hwloop.toolchain import tool_versions
+
+    versions = tool_versions()
+    inflight: dict[str, dict[str, Any]] = {}
+    capacity = engine.capacity
+
+    def told(point: dict[str, Any], row: Row) -> None:
+        optimizer.tell([point], [to_point_result(row.result)])
+        summary.rows.append(row)
+        _count(summary, [row])
+        if on_result is not None:
+            on_result(summary, row)
+
+    while summary.told < budget:
+        want = min(capacity - len(inflight), budget - summary.told - len(inflight))
+        if want > 0:
+            points = optimizer.ask(want)
+            if not points and not inflight:
+                summary.exhausted = True
+                return
+            reused_any = False
+            for raw in points:
+                point = space.normalize(raw)
+                key = params_hash(point)
+                row = db.lookup(key, sweep.fidelity)
+                if row is not None:
+                    db.reuse(sweep, row)
+                    summary.reused += 1
+                    reused_any = True
+                    told(point, row)
+                elif key not in inflight:
+                    inflight[key] = point
+                    engine.submit(key, point)
+            if reused_any:
+                continue  # ask again for the workers those reused points left free
+        for outcome in engine.poll(wait=0.5):
+            point = inflight.pop(outcome.key, outcome.point)
+            result = outcome_result(outcome, fidelity=sweep.fidelity, seed=seed)
+            extra = result.get("extra") or {}
+            row = db.record(
+                sweep, point=point, result=result, method=method, seed=seed,
+                error=result.get("error"),
+                log_path=outcome.log_path or extra.get("log_path"),
+                wall_s=outcome.wall_s, queued_s=outcome.queued_s,
+                started_at=outcome.started_at or None,
+                tool_versions=extra.get("tool_versions") or versions,
+            )
+            summary.evaluated += 1
+            summary.failed += int(row.status == "failed")
+            summary.timeouts += int(row.status == "timeout")
+            told(point, row)

@@ -1,0 +1,181 @@
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hwloop.search.db import ResultsDB
+from hwloop.search.space import load_space
+from hwloop.search.sweep import run_sweep
+
+from tests.search.sweep_fakes import flaky_evaluate, slow_evaluate
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "constraints" / "tiny.toml"
+HWLOOP = [sys.executable, "-m", "hwloop"]
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    env.update(extra)
+    return env
+
+
+def _run(args, **env):
+    return subprocess.run([*HWLOOP, *args], capture_output=True, text=True, cwd=ROOT,
+                          env=_env(**env), timeout=300)
+
+
+def test_failed_builds_and_hung_simulations_are_recorded_and_the_sweep_goes_on(tmp_path):
+    space = load_space(TINY)
+    summary = run_sweep(space, method="random", budget=24, db_path=tmp_path / "runs.db",
+                        workers=2, timeout=2.0, evaluator=flaky_evaluate, seed=3)
+    assert summary.told == 24 and summary.evaluated == 24  # the whole 24-point space
+    with ResultsDB.open_existing(tmp_path / "runs.db") as db:
+        rows = db.rows()
+    by_status = {s: [r for r in rows if r.status == s] for s in ("ok", "failed", "timeout")}
+    assert len(by_status["failed"]) == 4 and len(by_status["timeout"]) == 4
+    assert all(r.params["rows"] == 4 and r.params["cols"] == 8 for r in by_status["failed"])
+    assert all("BuildError" in r.error and r.log_path == "/tmp/fake-build.log"
+               for r in by_status["failed"])
+    assert all(r.params["rows"] == 4 and r.params["cols"] == 2 for r in by_status["timeout"])
+    assert len(by_status["ok"]) == 16 and summary.failed == 4 and summary.timeouts == 4
+    assert summary.best is not None and summary.best.objective == min(
+        r.objective for r in by_status["ok"])
+
+
+def test_a_second_sweep_reuses_rows_instead_of_evaluating_again(tmp_path):
+    space = load_space(TINY)
+    first = run_sweep(space, method="random", budget=8, db_path=tmp_path / "runs.db",
+                      workers=2, evaluator=slow_evaluate, seed=1)
+    again = run_sweep(space, method="random", budget=8, db_path=tmp_path / "runs.db",
+                      workers=2, evaluator=slow_evaluate, seed=1)
+    assert first.evaluated == 8 and again.evaluated == 0 and again.reused == 8
+    more = run_sweep(space, method="random", budget=12, db_path=tmp_path / "runs.db",
+                     workers=2, evaluator=slow_evaluate, seed=1, resume=True)
+    assert more.resumed == 8 and more.told == 12 and more.evaluated == 4
+    with ResultsDB.open_existing(tmp_path / "runs.db") as db:
+        assert len(db.rows()) == 12
+
+
+def test_kill_9_mid_sweep_then_resume_loses_and_repeats_nothing(tmp_path):
+    db_path = tmp_path / "runs.db"
+    budget = 18
+    args = ["sweep", "--space", str(TINY), "--budget", str(budget), "--workers", "2",
+            "--db", str(db_path), "--seed", "5", "--quiet"]
+    env = _env(HWLOOP_SWEEP_EVALUATOR="tests.search.sweep_fakes:slow_evaluate",
+               HWLOOP_FAKE_SLEEP="0.4")
+    proc = subprocess.Popen([*HWLOOP, *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    done = 0
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+        if db_path.exists():
+            try:
+                with sqlite3.connect(db_path) as raw:
+                    done = raw.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+            except sqlite3.OperationalError:
+                continue
+            if done >= 6:
+                break
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with sqlite3.connect(db_path) as raw:
+        killed_at = raw.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
+    assert 6 <= killed_at < budget
+    resumed = _run([*args, "--resume"], HWLOOP_SWEEP_EVALUATOR=env["HWLOOP_SWEEP_EVALUATOR"],
+                   HWLOOP_FAKE_SLEEP="0.05")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{budget}/{budget} told ({budget - killed_at} evaluated, 0 reused, " \
+           f"{killed_at} resumed)" in resumed.stdout
+    with sqlite3.connect(db_path) as raw:
+        hashes = [h for (h,) in raw.execute("SELECT params_hash FROM evaluations")]
+        trials = raw.execute("SELECT COUNT(*), COUNT(DISTINCT evaluation_id) FROM trials "
+                             "WHERE sweep_id = 1").fetchone()
+        sweeps = raw.execute("SELECT COUNT(*) FROM sweeps").fetchone()[0]
+    assert len(hashes) == budget and len(set(hashes)) == budget
+    assert trials == (budget, budget) and sweeps == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget", "0"], "hwloop: error: --budget must be at least 1, not 0"),
+    (["--budget", "3", "--workers", "0"], "hwloop: error: --workers must be at least 1, not 0"),
+    (["--budget", "3", "--timeout", "-1"],
+     "hwloop: error: --timeout must be a positive number of seconds, not -1.0"),
+    (["--budget", "3", "--fidelity", "gates"],
+     "hwloop: error: --fidelity must be one of rtl, model, not 'gates'"),
+    (["--budget", "3", "--scheduler", "localhost:8786"],
+     "hwloop: error: --scheduler localhost:8786: not a Dask address (like tcp://127.0.0.1:8786)"),
+    (["--budget", "3", "--method", "annealing"],
+     "hwloop: error: unknown search method 'annealing' (known: random, bo, cbo, apollo, "
+     "optuna-tpe)"),
+])
+def test_bad_sweep_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
+    db_path = tmp_path / "runs.db"
+    proc = _run(["sweep", "--space", str(TINY), "--db", str(db_path), "--quiet", *args])
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == message
+    assert not db_path.exists()
+
+
+def test_an_unreachable_scheduler_is_one_line_exit_2(tmp_path):
+    db_path = tmp_path / "runs.db"
+    proc = _run(["sweep", "--space", str(TINY), "--db", str(db_path), "--budget", "2",
+                 "--scheduler", "tcp://127.0.0.1:9"])
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "hwloop: error: --scheduler tcp://127.0.0.1:9: cannot connect (")
+    assert not db_path.exists()
+
+
+def test_a_db_of_another_space_is_refused_untouched(tmp_path):
+    db_path = tmp_path / "runs.db"
+    with ResultsDB.open(db_path, space_name="edge", space_hash="0123"):
+        pass
+    before = db_path.read_bytes()
+    proc = _run(["sweep", "--space", str(TINY), "--db", str(db_path), "--budget", "2"])
+    assert proc.returncode == 2
+    space = load_space(TINY)
+    assert proc.stderr.strip() == (
+        f"hwloop: error: {db_path}: results of space 'edge' (hash 0123), not of 'tiny' "
+        f"(hash {space.hash}); use another --db")
+    assert db_path.read_bytes() == before
+
+
+def test_a_bad_space_file_is_one_line_exit_2(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\nobjective = "edp"\n[hardware\nrows = 4\n')
+    proc = _run(["sweep", "--space", str(bad), "--db", str(tmp_path / "runs.db"),
+                 "--budget", "2"])
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"hwloop: error: {bad}:3")
+    assert not (tmp_path / "runs.db").exists()
+
+
+def test_warm_start_and_best(tmp_path):
+    space = load_space(TINY)
+    run_sweep(space, method="random", budget=6, db_path=tmp_path / "other.db", workers=1,
+              evaluator=slow_evaluate, seed=2)
+    summary = run_sweep(space, method="random", budget=4, db_path=tmp_path / "runs.db",
+                        workers=1, evaluator=slow_evaluate, seed=9,
+                        warm_start=tmp_path / "other.db")
+    assert summary.told == 4
+    proc = _run(["best", "--db", str(tmp_path / "runs.db"), "--json"])
+    assert proc.returncode == 0
+    import json
+    best = json.loads(proc.stdout)
+    assert best["objective"] == summary.best.objective and best["params"] == summary.best.params
+    empty = tmp_path / "empty.db"
+    with ResultsDB.open(empty, space_name="tiny", space_hash=space.hash):
+        pass
+    proc = _run(["best", "--db", str(empty)])
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"hwloop: error: {empty}: no feasible design in it")
