@@ -427,7 +427,7 @@ class DaskEngine:
 
         if not self._futures:
             return []
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(TimeoutError), self.client.as_current():
             dask_wait(list(self._futures), timeout=max(wait, 0.01), return_when="FIRST_COMPLETED")
         outcomes = []
         for future in [f for f in self._futures if f.done()]:

@@ -60,4 +60,5 @@ def flaky_evaluate(space: Any, point: dict[str, Any], *, fidelity: str, seed: in
         raise BuildError("Verilator build failed (fake)", log_path=Path("/tmp/fake-build.log"))
     if point.get("rows") == 4 and point.get("cols") == 2:
         time.sleep(3600)
+    time.sleep(float(os.environ.get("HWLOOP_FAKE_SLEEP", "0")))
     return result_for(point, fidelity=fidelity, seed=seed)

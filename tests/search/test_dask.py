@@ -1,0 +1,63 @@
+"""The sweep on a real Dask cluster on loopback, with a worker killed mid-sweep."""
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from hwloop.search.db import ResultsDB
+from hwloop.search.space import load_space
+from hwloop.search.sweep import run_sweep
+
+from tests.search.sweep_fakes import flaky_evaluate
+
+distributed = pytest.importorskip("distributed")
+
+TINY = Path(__file__).resolve().parents[2] / "constraints" / "tiny.toml"
+
+
+@pytest.mark.xdist_group("dask")
+def test_a_lost_worker_loses_no_evaluation_and_hung_ones_time_out(tmp_path, monkeypatch):
+    monkeypatch.setenv("HWLOOP_FAKE_SLEEP", "0.5")
+    space = load_space(TINY)
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       host="127.0.0.1", dashboard_address=None)
+    try:
+        address = cluster.scheduler_address
+        assert address.startswith("tcp://127.0.0.1:")
+        with distributed.Client(address) as client:
+            pids = client.run(os.getpid)
+        summary: dict = {}
+
+        def sweep() -> None:
+            summary["result"] = run_sweep(
+                space, method="random", budget=24, db_path=tmp_path / "runs.db",
+                scheduler=address, timeout=2.0, evaluator=flaky_evaluate, seed=4)
+
+        thread = threading.Thread(target=sweep)
+        thread.start()
+        db_path = tmp_path / "runs.db"
+        deadline = time.time() + 60
+        while time.time() < deadline:  # let a few results arrive, then kill a busy worker
+            if db_path.exists():
+                with ResultsDB.open_existing(db_path) as db:
+                    if len(db.rows()) >= 4:
+                        break
+            time.sleep(0.2)
+        victim = sorted(pids.values())[0]
+        os.kill(victim, signal.SIGKILL)
+        thread.join(timeout=240)
+        assert not thread.is_alive()
+    finally:
+        cluster.close()
+    result = summary["result"]
+    assert result.told == 24 and result.evaluated == 24
+    with ResultsDB.open_existing(tmp_path / "runs.db") as db:
+        rows = db.rows()
+    assert len(rows) == 24 and len({r.params_hash for r in rows}) == 24
+    statuses = sorted(r.status for r in rows)
+    assert statuses.count("timeout") == 4  # the hung 4x2 simulations, killed after 2 s
+    assert statuses.count("failed") == 4  # the failed 4x8 builds
+    assert statuses.count("ok") == 16  # nothing lost with the killed worker
