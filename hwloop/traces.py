@@ -132,6 +132,11 @@ class TraceWriter:
         self._file: BinaryIO | None = os.fdopen(fd, "wb")
         self._file.write(_HEADER.pack(MAGIC, VERSION, 0, chunk_records, 0))
 
+    @property
+    def records(self) -> int:
+        """Records appended so far (written or still buffered)."""
+        return self.count + self._pending_count
+
     def append(self, records: np.ndarray) -> None:
         """Add records (any array with fields pc, addr, write)."""
         if self._file is None:
@@ -334,6 +339,9 @@ for _i, _c in enumerate(b"0123456789abcdef"):
 for _i, _c in enumerate(b"ABCDEF"):
     _NIBBLE[_c] = 10 + _i
 _KIND_I, _KIND_L, _KIND_S, _KIND_M = 1, 2, 3, 4
+_KIND_OF_PREFIX = np.zeros(1 << 16, dtype=np.uint8)  # first two bytes of a line -> kind
+for _prefix, _kind in ((b"I ", _KIND_I), (b" L", _KIND_L), (b" S", _KIND_S), (b" M", _KIND_M)):
+    _KIND_OF_PREFIX[_prefix[0] << 8 | _prefix[1]] = _kind
 
 
 class LackeyParser:
@@ -363,7 +371,9 @@ class LackeyParser:
         self.emitted = 0
         self.lines = 0           # complete lines consumed so far
         self.instructions = 0    # I lines seen (before skipping)
-        self.data_accesses = 0   # records parsed (before skipping/limit)
+        self.before_start = 0    # data accesses dropped before start_pc
+        self.skipped = 0         # data accesses dropped by skip
+        self.data_accesses = 0   # data accesses parsed (M counts twice), all of them
         self._pc = 0
         self._rest = b""
 
@@ -406,43 +416,45 @@ class LackeyParser:
         starts[0] = 0
         starts[1:] = ends[:-1] + 1
         lengths = ends - starts
-        padded = np.concatenate((buf, np.zeros(2, dtype=np.uint8)))
-        c0 = padded[starts]
-        c1 = padded[starts + 1]
-        c2 = padded[starts + 2]
-        kind = np.zeros(len(starts), dtype=np.uint8)
-        kind[(c0 == ord("I")) & (c1 == ord(" ")) & (c2 == ord(" "))] = _KIND_I
-        data_line = (c0 == ord(" ")) & (c2 == ord(" "))
-        kind[data_line & (c1 == ord("L"))] = _KIND_L
-        kind[data_line & (c1 == ord("S"))] = _KIND_S
-        kind[data_line & (c1 == ord("M"))] = _KIND_M
-        ignorable = (lengths == 0) | ((c0 == ord("=")) & (c1 == ord("=")))
-        if lengths.size and np.any(~ignorable & (kind == 0)):
-            bad = int(np.flatnonzero(~ignorable & (kind == 0))[0])
-            raise self._error(bad, text, "not a lackey line")
-        kind[ignorable] = 0
+        padded = np.concatenate((np.full(4, 10, dtype=np.uint8), buf, np.zeros(2, np.uint8)))
+        starts4 = starts + 4
+        c0 = padded[starts4].astype(np.uint16)
+        kind = _KIND_OF_PREFIX[(c0 << 8) | padded[starts4 + 1]]
+        kind[padded[starts4 + 2] != ord(" ")] = 0
+        ignorable = (lengths == 0) | (c0 == ord("="))
+        unknown = ~ignorable & (kind == 0)
+        if np.any(unknown):
+            raise self._error(int(np.flatnonzero(unknown)[0]), text, "not a lackey line")
         lines = np.flatnonzero(kind)
         kind = kind[lines]
         first = starts[lines] + 3
-        commas = np.flatnonzero(buf == ord(","))
-        where = np.searchsorted(commas, first)
-        comma = np.concatenate((commas, [len(buf)]))[where]
+        line_end = ends[lines] + 4
+        # "addr,size": the size has 1 to 3 digits, so the comma is 2 to 4 bytes before the end
+        comma = np.where(padded[line_end - 2] == ord(","), line_end - 2,
+                         np.where(padded[line_end - 3] == ord(","), line_end - 3, line_end - 4))
+        comma -= 4
         digits = comma - first
-        bad_line = (comma >= ends[lines]) | (digits < 1) | (digits > 16)
+        bad_line = (buf[np.maximum(comma, 0)] != ord(",")) | (digits < 1) | (digits > 16)
         if np.any(bad_line):
             raise self._error(int(lines[np.flatnonzero(bad_line)[0]]), text,
                               "bad lackey address in")
-        width = int(digits.max()) if len(digits) else 0
         values = np.zeros(len(lines), dtype=np.uint64)
+        seen = np.zeros(len(lines), dtype=np.uint8)  # OR of all nibbles: > 15 if a bad digit
+        width = int(digits.max()) if len(digits) else 0
+        always = int(digits.min()) if len(digits) else 0  # columns every line has
         for column in range(width):
             position = comma - width + column
-            used = position >= first
-            nibble = _NIBBLE[buf[np.where(used, position, 0)]]
-            invalid = used & (nibble == 255)
-            if np.any(invalid):
-                raise self._error(int(lines[np.flatnonzero(invalid)[0]]), text,
-                                  "bad hex address in")
-            values = (values << np.uint64(4)) | np.where(used, nibble, 0).astype(np.uint64)
+            if column >= width - always:
+                nibble = _NIBBLE[buf[position]]
+            else:
+                used = position >= first
+                nibble = np.where(used, _NIBBLE[buf[np.where(used, position, 0)]], 0)
+            seen |= nibble
+            values <<= np.uint64(4)
+            values |= nibble
+        if np.any(seen > 15):
+            raise self._error(int(lines[np.flatnonzero(seen > 15)[0]]), text,
+                              "bad hex address in")
         self.lines += len(ends)
         return self._records(kind, values)
 
@@ -451,6 +463,11 @@ class LackeyParser:
         self.instructions += int(is_instr.sum())
         if not self.started:
             hits = np.flatnonzero(is_instr & (values == np.uint64(self.start_pc)))
+            before = kind[: hits[0]] if len(hits) else kind
+            dropped = int(np.count_nonzero(before != _KIND_I) + np.count_nonzero(
+                before == _KIND_M))
+            self.before_start += dropped
+            self.data_accesses += dropped
             if not len(hits):
                 if np.any(is_instr):
                     self._pc = int(values[np.flatnonzero(is_instr)[-1]])
@@ -479,6 +496,7 @@ class LackeyParser:
         if self.skip_left:
             dropped = min(self.skip_left, total)
             self.skip_left -= dropped
+            self.skipped += dropped
             out = out[dropped:]
         if self.limit is not None:
             out = out[: self.limit - self.emitted]
@@ -486,7 +504,7 @@ class LackeyParser:
         return out
 
 
-def iter_lackey(path: str | Path, *, block: int = 1 << 20, **options: object
+def iter_lackey(path: str | Path, *, block: int = 1 << 17, **options: object
                 ) -> Iterator[np.ndarray]:
     """Parse a lackey text file in bounded memory; ``options`` go to :class:`LackeyParser`."""
     parser = LackeyParser(source=str(path), **options)  # type: ignore[arg-type]
