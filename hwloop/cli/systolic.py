@@ -66,10 +66,10 @@ def register_generate(sub: argparse._SubParsersAction) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    params = params_from_args(args)  # bad parameters fail before anything is generated
     from hwloop.hdl.systolic import generate_verilog, ports
     from hwloop.manifest import write_design
 
-    params = params_from_args(args)
     verilog = generate_verilog(params)
     data = write_design(
         args.output, generator="systolic", name=params.name, params=params.to_dict(),

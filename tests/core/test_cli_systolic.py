@@ -1,0 +1,145 @@
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from hwloop.cli import main
+
+CONV_HEADER = ("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
+               "Num Filter, Strides,")
+
+
+def run_main(capsys, argv):
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(("hwloop: error:", "hwloop generate systolic: error:",
+                                "hwloop sim systolic: error:")), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def assert_nothing_written(folder):
+    assert not folder.exists()
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}")]
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--rows", "0"], "rows must be an integer in 1..64, not 0"),
+    (["--dataflow", "xy"], "dataflow must be one of os, ws, not 'xy'"),
+    (["--in-bits", "1"], "in_bits must be an integer in 2..16, not 1"),
+    (["--bus-bytes", "3"], "bus_bytes must be a power of two in 1..128, not 3"),
+    (["--rows", "four"], "invalid integer 'four'"),
+])
+def test_generate_bad_parameters(tmp_path, capsys, args, fragment):
+    out = tmp_path / "out"
+    code, _, err = run_main(capsys, ["generate", "systolic", *args, "-o", str(out)])
+    assert_one_line_error(code, err, fragment)
+    assert_nothing_written(out)
+
+
+def _csv(tmp_path, name, rows):
+    path = tmp_path / name
+    path.write_text(CONV_HEADER + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(("case", "fragment"), [
+    ("five_fields", "five.csv:3: expected 8 fields"),
+    ("negative_stride", "neg.csv:4: Strides must be a positive integer, not -1"),
+    ("unknown", "unknown workload 'resnet5' (known: "),
+    ("bad_module", "cannot import module 'no_such_module_xyz'"),
+    ("bad_attr", "module 'json' has no attribute 'NoSuchNet'"),
+    ("too_small", "no mapping of gemm m=64 n=256 k=784 fits the scratchpads"),
+    ("bad_layer", "has no layer 'nope'"),
+    ("bad_mapping", "--mapping: expected key=value, not 'x'"),
+    ("fidelity", "argument --fidelity: invalid choice: 'fast'"),
+])
+def test_sim_bad_inputs(tmp_path, capsys, case, fragment):
+    five = _csv(tmp_path, "five.csv", ["c1, 10, 10, 3, 3, 2, 4, 1,", "c2, 10, 10, 3, 3,"])
+    neg = _csv(tmp_path, "neg.csv", ["c1, 10, 10, 3, 3, 2, 4, 1,", "c2, 10, 10, 3, 3, 2, 4, 1,",
+                                     "c3, 10, 10, 3, 3, 2, 4, -1,"])
+    argv = {
+        "five_fields": ["--workload", str(five)],
+        "negative_stride": ["--workload", str(neg)],
+        "unknown": ["--workload", "resnet5"],
+        "bad_module": ["--workload", "no_such_module_xyz:Net"],
+        "bad_attr": ["--workload", "json:NoSuchNet"],
+        "too_small": ["--workload", "mlp", "--rows", "64", "--cols", "64", "--ifmap-kib", "1",
+                      "--weight-kib", "1", "--acc-kib", "1"],
+        "bad_layer": ["--workload", "tiny", "--layer", "nope"],
+        "bad_mapping": ["--workload", "tiny", "--mapping", "x"],
+        "fidelity": ["--workload", "tiny", "--fidelity", "fast"],
+    }[case]
+    code, out, err = run_main(capsys, ["sim", "systolic", *argv, "--fidelity", "model",
+                                       "--json"] if case != "fidelity" else
+                              ["sim", "systolic", *argv])
+    assert_one_line_error(code, err, fragment)
+    assert out == ""
+
+
+def test_sim_model_json_is_exactly_one_object(tmp_path):
+    csv = tmp_path / "g.csv"
+    csv.write_text(textwrap.dedent("""\
+        Layer Name, M, N, K,
+        first, 12, 10, 9,
+        second, 7, 5, 13,
+        """))
+    proc = subprocess.run(
+        [sys.executable, "-m", "hwloop", "sim", "systolic", "--rows", "4", "--cols", "4",
+         "--ifmap-kib", "4", "--weight-kib", "4", "--acc-kib", "4", "--workload", str(csv),
+         "--fidelity", "model", "--json"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)  # the whole stdout is one JSON document
+    assert [x["name"] for x in data["layers"]] == ["first", "second"]
+    for key in ("name", "cycles", "macs", "utilization", "bit_exact"):
+        assert key in data["layers"][0]
+    total = data["total"]
+    for key in ("cycles", "macs", "utilization", "area_cells", "sram_bits", "energy_pj", "edp"):
+        assert key in total
+    assert total["macs"] == 12 * 10 * 9 + 7 * 5 * 13
+    assert total["cycles"] == sum(x["cycles"] for x in data["layers"])
+    assert total["area_cells"] > 0 and total["sram_bits"] > 0
+
+
+def test_generate_writes_verilog_manifest_and_core(tmp_path, capsys):
+    out = tmp_path / "gen"
+    code, stdout, err = run_main(capsys, ["generate", "systolic", "--rows", "2", "--cols", "3",
+                                          "--dataflow", "ws", "-o", str(out)])
+    assert code == 0, err
+    name = "systolic_2x3_ws_i8a32"
+    verilog = (out / f"{name}.v").read_text()
+    assert f"module {name}" in verilog
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["name"] == name and manifest["params"]["cols"] == 3
+    assert manifest["ports"] and {"name", "direction", "width"} <= set(manifest["ports"][0])
+    import hashlib
+
+    assert manifest["files"][0]["sha256"] == hashlib.sha256(verilog.encode()).hexdigest()
+    core = (out / f"{name}.core").read_text()
+    assert core.startswith("CAPI=2:") and f"toplevel: {name}" in core
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gen"]  # no temp leftovers
+    # regenerating replaces the folder as a whole
+    code, _, _ = run_main(capsys, ["generate", "systolic", "--rows", "2", "--cols", "3",
+                                   "--dataflow", "ws", "-o", str(out)])
+    assert code == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["gen"]
+
+
+def test_generate_failure_keeps_an_existing_folder(tmp_path, capsys):
+    out = tmp_path / "keep"
+    out.mkdir()
+    (out / "old.txt").write_text("x")
+    code, _, err = run_main(capsys, ["generate", "systolic", "--rows", "0", "-o", str(out)])
+    assert code == 2
+    assert (out / "old.txt").read_text() == "x"
