@@ -77,7 +77,7 @@ def resolve_program(program: str) -> str:
             raise InputError(f"program not found: {program}")
         if not os.access(path, os.X_OK):
             raise InputError(f"program is not executable: {program}")
-        return str(path)
+        return str(path.resolve())
     found = shutil.which(program)
     if not found:
         raise InputError(f"program not found: {program}")
@@ -278,12 +278,12 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 def _nothing_captured(program: str, parser: LackeyParser, start_pc: int | None,
                       exit_status: int | None, stderr_log: tempfile._TemporaryFileWrapper[bytes]
                       ) -> str:
-    if not parser.started and start_pc is not None:
-        return (f"{program} never reached its start address 0x{start_pc:x} "
-                f"(exit status {exit_status}); try --skip 0")
     if parser.instructions == 0:
         stderr_log.seek(0)
         lines = stderr_log.read().decode("utf-8", "replace").strip().splitlines()
         reason = lines[-1] if lines else f"exit status {exit_status}"
         return f"valgrind produced no trace for {program}: {reason}"
+    if not parser.started and start_pc is not None:
+        return (f"{program} never reached its start address 0x{start_pc:x} "
+                f"(exit status {exit_status}); try --skip 0")
     return f"captured no accesses from {program} (exit status {exit_status})"

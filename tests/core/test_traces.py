@@ -1,0 +1,428 @@
+"""The .trace format, the lackey and csv text formats, trace info and the L1 filter."""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hwloop.cli import main
+from hwloop.errors import ParameterError, TraceError
+from hwloop.traces import (
+    TRACE_DTYPE,
+    L1Filter,
+    LackeyParser,
+    TraceWriter,
+    empty_trace,
+    iter_csv,
+    iter_lackey,
+    iter_trace_chunks,
+    parse_cache_spec,
+    read_header,
+    read_trace,
+    trace_info,
+    write_csv,
+    write_trace,
+)
+
+SEED = 20261121
+
+
+def random_trace(n: int, seed: int = SEED) -> np.ndarray:
+    print(f"random_trace seed={seed} n={n}")
+    rng = np.random.default_rng(seed)
+    records = empty_trace(n)
+    records["pc"] = 0x400000 + rng.integers(0, 300, n) * 4
+    walk = np.cumsum(rng.integers(-4096, 4096, n))
+    records["addr"] = (0x7FF000000000 + walk).astype(np.uint64)
+    records["addr"][::7] = rng.integers(0, 2**64 - 1, len(records[::7]), dtype=np.uint64)
+    records["write"] = rng.random(n) < 0.3
+    return records
+
+
+# -- format ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [0, 1, 65535, 65536, 65537, 200_003])
+def test_round_trip(tmp_path: Path, n: int) -> None:
+    records = random_trace(n)
+    path = tmp_path / "t.trace"
+    assert write_trace(path, records) == n
+    back = read_trace(path)
+    assert back.dtype == TRACE_DTYPE
+    assert np.array_equal(back, records)
+    assert read_header(path) == n
+
+
+def test_chunked_reading_and_writing_agree(tmp_path: Path) -> None:
+    records = random_trace(150_000)
+    path = tmp_path / "t.trace"
+    with TraceWriter(path, chunk_records=1000) as writer:
+        for start in range(0, len(records), 777):
+            writer.append(records[start: start + 777])
+    chunks = list(iter_trace_chunks(path, 4096))
+    assert all(len(c) == 4096 for c in chunks[:-1])
+    assert np.array_equal(np.concatenate(chunks), records)
+
+
+def test_writer_accepts_any_array_with_the_fields(tmp_path: Path) -> None:
+    other = np.zeros(3, dtype=[("write", "?"), ("addr", "<i8"), ("pc", "<u4")])
+    other["addr"] = [1, 2, 3]
+    other["write"] = [True, False, True]
+    write_trace(tmp_path / "t.trace", other)
+    back = read_trace(tmp_path / "t.trace")
+    assert back["addr"].tolist() == [1, 2, 3] and back["write"].tolist() == [1, 0, 1]
+
+
+def test_writing_is_atomic(tmp_path: Path) -> None:
+    path = tmp_path / "t.trace"
+    write_trace(path, random_trace(10))
+    before = path.read_bytes()
+    with pytest.raises(RuntimeError), TraceWriter(path) as writer:
+        writer.append(random_trace(100_000))
+        raise RuntimeError("interrupted")
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["t.trace"]
+
+
+def test_compact(tmp_path: Path) -> None:
+    records = empty_trace(100_000)
+    records["pc"] = 0x401000 + (np.arange(100_000) % 5) * 4
+    records["addr"] = 0x10000000 + np.arange(100_000) * 8
+    write_trace(tmp_path / "t.trace", records)
+    assert os.path.getsize(tmp_path / "t.trace") < 100_000  # < 1 byte per access
+
+
+def _damaged(tmp_path: Path, edit) -> Path:  # type: ignore[no-untyped-def]
+    path = tmp_path / "t.trace"
+    write_trace(path, random_trace(100_000))
+    data = bytearray(path.read_bytes())
+    path.write_bytes(bytes(edit(data)))
+    return path
+
+
+def test_truncated_file_is_detected(tmp_path: Path) -> None:
+    path = _damaged(tmp_path, lambda d: d[:-100])
+    with pytest.raises(TraceError) as info:
+        read_trace(path)
+    assert str(info.value) == (f"{path}: truncated: header promises 100000 accesses, "
+                               f"file ends after 65536")
+
+
+def test_missing_footer_is_detected(tmp_path: Path) -> None:
+    path = _damaged(tmp_path, lambda d: d[:-10])
+    with pytest.raises(TraceError) as info:
+        read_trace(path)
+    assert str(info.value) == f"{path}: truncated: footer is 6 of 16 bytes"
+
+
+def test_flipped_byte_is_detected(tmp_path: Path) -> None:
+    def flip(data: bytearray) -> bytearray:
+        data[200] ^= 0x40
+        return data
+
+    path = _damaged(tmp_path, flip)
+    with pytest.raises(TraceError) as info:
+        read_trace(path)
+    assert str(info.value) == f"{path}: corrupt: chunk 0 at byte 24 fails its checksum"
+
+
+def test_wrong_count_in_header_is_detected(tmp_path: Path) -> None:
+    def recount(data: bytearray) -> bytearray:
+        data[16:24] = struct.pack("<Q", 90_000)
+        return data
+
+    path = _damaged(tmp_path, recount)
+    with pytest.raises(TraceError, match=r"corrupt: chunk 1 at byte \d+ claims 34464 "
+                                         r"accesses \(65536 of 90000 read before it\)$"):
+        read_trace(path)
+
+
+def test_not_a_trace(tmp_path: Path) -> None:
+    path = tmp_path / "x.trace"
+    path.write_text("pc,address\n0x1,0x2\n")
+    with pytest.raises(TraceError) as info:
+        read_trace(path)
+    assert str(info.value) == f"{path}: not an hwloop trace (bad magic)"
+    with pytest.raises(TraceError) as info:
+        read_trace(tmp_path / "nope.trace")
+    assert str(info.value) == f"{tmp_path / 'nope.trace'}: no such trace file"
+
+
+def test_future_version_is_rejected(tmp_path: Path) -> None:
+    def bump(data: bytearray) -> bytearray:
+        data[8:10] = struct.pack("<H", 7)
+        return data
+
+    path = _damaged(tmp_path, bump)
+    with pytest.raises(TraceError) as info:
+        read_trace(path)
+    assert str(info.value) == (f"{path}: unsupported trace version 7 "
+                               f"(this hwloop reads version 1)")
+
+
+# -- lackey ---------------------------------------------------------------------------------
+
+LACKEY = b"""==123== Lackey, an example Valgrind tool
+==123== Copyright (C) 2002-2017, and GNU GPL'd, by Nicholas Nethercote.
+==123==
+ S 1ffefffd58,8
+I  0401ab70,3
+ L 04223f0,8
+I  0401ab73,5
+ S 1fff000768,8
+ M 0422418,4
+I  00109159,2
+I  0010915b,1
+ L 7ff0001000,16
+I  0010915c,1
+I  0010915d,3
+ M 1FFF000650,4
+ S 0422420,1
+==123==
+==123== Counted 1 call to main()
+"""
+
+EXPECTED = [  # (pc, addr, write); the S before any I line has pc 0
+    (0, 0x1FFEFFFD58, 1),
+    (0x401AB70, 0x4223F0, 0),
+    (0x401AB73, 0x1FFF000768, 1),
+    (0x401AB73, 0x422418, 0),
+    (0x401AB73, 0x422418, 1),
+    (0x10915B, 0x7FF0001000, 0),
+    (0x10915D, 0x1FFF000650, 0),
+    (0x10915D, 0x1FFF000650, 1),
+    (0x10915D, 0x422420, 1),
+]
+
+
+def as_tuples(records: np.ndarray) -> list[tuple[int, int, int]]:
+    return [(int(r["pc"]), int(r["addr"]), int(r["write"])) for r in records]
+
+
+@pytest.mark.parametrize("piece", [1, 7, 64, len(LACKEY)])
+def test_lackey_parser_attributes_pcs(piece: int) -> None:
+    parser = LackeyParser()
+    parts = [parser.feed(LACKEY[i: i + piece]) for i in range(0, len(LACKEY), piece)]
+    parts.append(parser.finish())
+    assert as_tuples(np.concatenate(parts)) == EXPECTED
+    assert parser.instructions == 6
+    assert parser.data_accesses == len(EXPECTED)
+
+
+def test_lackey_start_skip_and_limit() -> None:
+    parser = LackeyParser(start_pc=0x109159)
+    records = np.concatenate([parser.feed(LACKEY), parser.finish()])
+    assert as_tuples(records) == EXPECTED[5:]
+    assert parser.before_start == 5
+    parser = LackeyParser(start_pc=0x109159, skip=1, limit=2)
+    records = np.concatenate([parser.feed(LACKEY), parser.finish()])
+    assert as_tuples(records) == EXPECTED[6:8]
+    assert parser.done and parser.skipped == 1
+
+
+def test_lackey_last_line_without_newline(tmp_path: Path) -> None:
+    path = tmp_path / "l.txt"
+    path.write_bytes(b"I  0400000,3\n L 0500000,8")
+    assert as_tuples(np.concatenate(list(iter_lackey(path)))) == [(0x400000, 0x500000, 0)]
+
+
+def test_lackey_matches_a_line_by_line_reference(tmp_path: Path) -> None:
+    rng = np.random.default_rng(SEED)
+    print(f"seed={SEED}")
+    lines, expected, pc = [], [], 0
+    for _ in range(20_000):
+        addr = int(rng.integers(0, 2**47))
+        kind = "ILSM"[int(rng.integers(0, 4))]
+        if kind == "I":
+            pc = addr
+            lines.append(f"I  {addr:08x},{int(rng.integers(1, 16))}")
+        else:
+            lines.append(f" {kind} {addr:08x},{int(rng.choice([1, 2, 4, 8, 16, 32, 64]))}")
+            if kind in "LM":
+                expected.append((pc, addr, 0))
+            if kind in "SM":
+                expected.append((pc, addr, 1))
+    path = tmp_path / "l.txt"
+    path.write_text("\n".join(lines) + "\n")
+    records = np.concatenate(list(iter_lackey(path, block=4099)))
+    assert as_tuples(records) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    (b"I  0400000,3\nhello world\n", "l.txt:2: not a lackey line 'hello world'"),
+    (b"I  0400000,3\n L 04zz000,8\n", "l.txt:2: bad hex address in ' L 04zz000,8'"),
+    (b"I  0400000,3\n\n S 0400000\n", "l.txt:3: bad lackey address in ' S 0400000'"),
+])
+def test_lackey_bad_lines(tmp_path: Path, text: bytes, message: str) -> None:
+    path = tmp_path / "l.txt"
+    path.write_bytes(text)
+    with pytest.raises(TraceError) as info:
+        list(iter_lackey(path))
+    assert str(info.value) == f"{tmp_path}/{message}"
+
+
+def test_lackey_bad_line_number_counts_earlier_blocks(tmp_path: Path) -> None:
+    path = tmp_path / "l.txt"
+    path.write_bytes(b"I  0400000,3\n L 0400000,8\n" * 1000 + b"oops\n")
+    with pytest.raises(TraceError, match=r"l\.txt:2001: not a lackey line 'oops'$"):
+        list(iter_lackey(path, block=100))
+
+
+# -- csv ------------------------------------------------------------------------------------
+
+def test_csv_round_trip(tmp_path: Path) -> None:
+    records = random_trace(70_000)
+    count = write_csv(tmp_path / "t.csv", iter_trace_chunks_of(records), with_kind=True)
+    assert count == len(records)
+    back = np.concatenate(list(iter_csv(tmp_path / "t.csv")))
+    assert np.array_equal(back, records)
+    write_csv(tmp_path / "p.csv", [records[:3]])
+    first = (tmp_path / "p.csv").read_text().splitlines()[0]
+    assert first == f"0x{int(records[0]['pc']):x},0x{int(records[0]['addr']):x}"
+    parrot = np.concatenate(list(iter_csv(tmp_path / "p.csv")))
+    assert np.array_equal(parrot["addr"], records["addr"][:3]) and not parrot["write"].any()
+
+
+def iter_trace_chunks_of(records: np.ndarray, size: int = 30_000):  # type: ignore[no-untyped-def]
+    for start in range(0, len(records), size):
+        yield records[start: start + size]
+
+
+def test_csv_accepts_header_and_bare_hex(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("pc,address\n4005d8,7ffd5d5c2c70\n# comment\n\n0x1, 0X2 ,W\n")
+    assert as_tuples(np.concatenate(list(iter_csv(path)))) == [
+        (0x4005D8, 0x7FFD5D5C2C70, 0), (1, 2, 1)]
+
+
+@pytest.mark.parametrize("line, message", [
+    ("0x1,zz", "bad hex address 'zz'"),
+    ("q1,0x2", "bad hex pc 'q1'"),
+    ("0x1", "expected 'pc,address' or 'pc,address,r|w', got 1 fields"),
+    ("0x1,0x2,x", "bad access kind 'x' (want r or w)"),
+    ("0x1,0x11112222333344445", "bad hex address '0x11112222333344445'"),
+])
+def test_csv_bad_lines(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("pc,address\n" + "0x1,0x2\n" * 5 + line + "\n")
+    with pytest.raises(TraceError) as info:
+        list(iter_csv(path))
+    assert str(info.value) == f"{path}:7: {message}"
+
+
+def test_cli_import_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    records = random_trace(1000)
+    trace = tmp_path / "t.trace"
+    write_trace(trace, records)
+    assert main(["trace", "export", str(trace), "--format", "csv", "-o",
+                 str(tmp_path / "t.csv"), "--with-kind"]) == 0
+    assert main(["trace", "import", str(tmp_path / "t.csv"), "--format", "csv", "-o",
+                 str(tmp_path / "u.trace")]) == 0
+    assert np.array_equal(read_trace(tmp_path / "u.trace"), records)
+    assert main(["trace", "import", str(tmp_path / "t.csv"), "--format", "csv", "--max", "10",
+                 "-o", str(tmp_path / "v.trace")]) == 0
+    assert np.array_equal(read_trace(tmp_path / "v.trace"), records[:10])
+    lackey = tmp_path / "l.txt"
+    lackey.write_bytes(LACKEY)
+    assert main(["trace", "import", str(lackey), "--format", "lackey", "-o",
+                 str(tmp_path / "l.trace")]) == 0
+    assert as_tuples(read_trace(tmp_path / "l.trace")) == EXPECTED
+
+
+def test_cli_bad_csv_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("0x1,0x2\n" * 100_000 + "0x3,0xgg\n")
+    out = tmp_path / "out.trace"
+    assert main(["trace", "import", str(bad), "--format", "csv", "-o", str(out)]) == 2
+    assert capsys.readouterr().err == f"hwloop: error: {bad}:100001: bad hex address '0xgg'\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]
+
+
+def test_cli_corrupt_trace_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                     ) -> None:
+    path = _damaged(tmp_path, lambda d: d[:100])
+    assert main(["trace", "info", str(path)]) == 2
+    assert capsys.readouterr().err == (f"hwloop: error: {path}: truncated: header promises "
+                                       f"100000 accesses, file ends after 0\n")
+    assert main(["trace", "export", str(path), "--format", "csv", "-o",
+                 str(tmp_path / "x.csv")]) == 2
+    assert not (tmp_path / "x.csv").exists()
+
+
+# -- info -----------------------------------------------------------------------------------
+
+def test_info_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    records = empty_trace(6)
+    records["pc"] = [1, 1, 2, 3, 3, 3]
+    records["addr"] = [0, 63, 64, 128, 130, 4096]
+    records["write"] = [0, 1, 0, 0, 1, 1]
+    path = tmp_path / "t.trace"
+    write_trace(path, records)
+    info = trace_info(path)
+    assert {k: info[k] for k in ("accesses", "reads", "writes", "unique_lines", "unique_pcs")} \
+        == {"accesses": 6, "reads": 3, "writes": 3, "unique_lines": 4, "unique_pcs": 3}
+    assert trace_info(path, line_bytes=4096)["unique_lines"] == 2
+    assert main(["trace", "info", str(path), "--json", "--line-bytes", "128"]) == 0
+    assert '"unique_lines": 3' in capsys.readouterr().out
+    assert main(["trace", "info", str(path), "--line-bytes", "48"]) == 2
+    assert "--line-bytes must be a power of two, not 48" in capsys.readouterr().err
+
+
+# -- L1 filter ------------------------------------------------------------------------------
+
+def reference_lru_misses(records: np.ndarray, *, sets: int, ways: int, line: int) -> list[int]:
+    """Indices of the accesses that miss in a plain-Python LRU cache."""
+    cache = [OrderedDict() for _ in range(sets)]  # type: ignore[var-annotated]
+    misses = []
+    for i, addr in enumerate(records["addr"].tolist()):
+        tag = addr // line
+        lines = cache[tag % sets]
+        if tag in lines:
+            lines.move_to_end(tag)
+        else:
+            misses.append(i)
+            lines[tag] = True
+            if len(lines) > ways:
+                lines.popitem(last=False)
+    return misses
+
+
+@pytest.mark.parametrize("block", [1, 333, 5000, 100_000])
+def test_l1_filter_in_blocks_is_exact(block: int) -> None:
+    rng = np.random.default_rng(SEED + block)
+    print(f"seed={SEED + block}")
+    n = 3_000 if block == 1 else 60_000
+    records = empty_trace(n)
+    hot = rng.integers(0, 96, n) * 64
+    cold = rng.integers(0, 1 << 24, n) * 8
+    records["addr"] = np.where(rng.random(n) < 0.8, hot, cold).astype(np.uint64)
+    records["pc"] = np.arange(n)
+    expected = reference_lru_misses(records, sets=16, ways=4, line=64)
+    l1 = L1Filter.from_spec("4K:4:64")
+    out = np.concatenate([l1(records[i: i + block]) for i in range(0, n, block)])
+    assert out["pc"].tolist() == expected
+    assert 0.1 < len(expected) / n < 0.9  # the test exercises both hits and misses
+    assert l1.accesses == n and l1.misses == len(expected)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("32K:8", "--l1 must be SIZE:WAYS:LINE like 32K:8:64, not '32K:8'"),
+    ("32K:x:64", "--l1 must be SIZE:WAYS:LINE like 32K:8:64, not '32K:x:64'"),
+    ("32K:8:48", "--l1 line size must be a power of two, not 48"),
+    ("33K:8:64", "--l1 gives 66 sets, which is not a power of two"),
+    ("1000:8:64", "--l1 size 1000 is not a multiple of ways x line (8 x 64)"),
+])
+def test_l1_spec_errors(spec: str, message: str) -> None:
+    with pytest.raises(ParameterError) as info:
+        parse_cache_spec(spec)
+    assert str(info.value) == message
+
+
+def test_l1_spec_sizes() -> None:
+    assert parse_cache_spec("32K:8:64") == (32768, 8, 64)
+    assert parse_cache_spec("1MiB:16:64") == (1 << 20, 16, 64)
+    assert parse_cache_spec("4096:1:32") == (4096, 1, 32)
