@@ -10,17 +10,16 @@ of accesses per second. ``policy="opt"`` is Belady's optimal replacement (model 
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import functools
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from hwloop.hdl.cache.params import POLICIES, CacheConfig
+from hwloop.hdl.cache.prefetcher import PREFETCHERS, PrefetcherConfig
 from hwloop.hdl.cache.table import Table, load_table
 
 from hwloop.buildcache import BuildCache, build_key
@@ -30,7 +29,6 @@ __all__ = ["CacheConfig", "PrefetcherConfig", "CacheResult", "simulate", "next_u
            "POLICIES", "PREFETCHERS"]
 
 TRACE_DTYPE = np.dtype([("pc", "<u8"), ("addr", "<u8"), ("write", "u1")])
-PREFETCHERS = ("nextline", "stride", "table")
 _POLICY_CODE = {name: i for i, name in enumerate(POLICIES)}
 _PREFETCH_CODE = {"nextline": 1, "stride": 2, "table": 3}
 _COUNTERS = ("hits", "misses", "evictions", "writebacks", "prefetch_requests",
@@ -38,52 +36,6 @@ _COUNTERS = ("hits", "misses", "evictions", "writebacks", "prefetch_requests",
              "prefetch_dropped")
 _SOURCE = Path(__file__).with_name("cachemodel.c")
 NEVER = np.iinfo(np.int64).max
-
-
-@dataclass(frozen=True, kw_only=True)
-class PrefetcherConfig:
-    """A prefetcher attached to the cache (semantics in docs/caches.md).
-
-    ``kind``: ``nextline`` (on a miss or a first hit on a prefetched line, lines +1..+degree),
-    ``stride`` (PC-indexed table of ``entries`` with 2-bit confidence), ``table`` (delta table
-    from the file ``table`` indexed by a hash of the PC and the last deltas). Requests wait in a
-    queue of ``queue`` entries and fill the cache ``latency`` accesses after the one that made
-    them.
-    """
-
-    kind: str
-    degree: int = 1
-    latency: int = 4
-    queue: int = 8
-    entries: int = 256
-    table: str | Path | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in PREFETCHERS:
-            raise ParameterError(
-                f"unknown prefetcher {self.kind!r} (have {', '.join(PREFETCHERS)})")
-        for name, lo, hi in (("degree", 1, 4), ("latency", 1, 255), ("queue", 1, 16)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-                raise ParameterError(f"{name} must be an integer in {lo}..{hi}, not {value!r}")
-        e = self.entries
-        if isinstance(e, bool) or not isinstance(e, int) or e < 1 or e > 65536 or e & (e - 1):
-            raise ParameterError(f"entries must be a power of two in 1..65536, not {e!r}")
-        if self.kind == "table" and self.table is None:
-            raise ParameterError("prefetcher 'table' needs a table file (--prefetch-table FILE)")
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> PrefetcherConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ParameterError(f"unknown prefetcher parameter {unknown[0]!r}")
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        values = dataclasses.asdict(self)
-        values["table"] = None if self.table is None else str(self.table)
-        return values
 
 
 @dataclass(kw_only=True, eq=False)

@@ -1,0 +1,53 @@
+"""Emit Verilog for a cache (optionally with a prefetcher) or a prefetcher alone."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from amaranth.back import verilog
+
+from hwloop.toolchain import yosys_command
+
+from .cache import Cache
+from .params import CacheConfig
+from .prefetcher import Prefetcher, PrefetcherConfig
+from .table import Table, load_table
+
+
+def _use_yowasp() -> None:
+    # Amaranth runs "yosys" from PATH or $YOSYS; ours is YoWASP's from PyPI.
+    os.environ.setdefault("YOSYS", yosys_command()[0])
+
+
+def load_tables(config: CacheConfig,
+                prefetch: PrefetcherConfig | None) -> tuple[Table | None, Table | None]:
+    """The replacement and prefetch tables named by the configs (validated, or ConfigError)."""
+    rtable = ptable = None
+    if config.policy == "table":
+        rtable = load_table(config.table, kind="replacement")  # type: ignore[arg-type]
+    if prefetch is not None and prefetch.kind == "table":
+        ptable = load_table(prefetch.table, kind="prefetch")  # type: ignore[arg-type]
+    return rtable, ptable
+
+
+def cache_verilog(config: CacheConfig, *, prefetch: PrefetcherConfig | None = None,
+                  name: str | None = None) -> str:
+    rtable, ptable = load_tables(config, prefetch)
+    _use_yowasp()
+    top = Cache(config=config, table=rtable, prefetch=prefetch, prefetch_table=ptable)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return verilog.convert(top, name=name or config.name, emit_src=False)
+
+
+def prefetcher_verilog(prefetch: PrefetcherConfig, *, line_bits: int,
+                       name: str | None = None) -> str:
+    ptable = None
+    if prefetch.kind == "table":
+        ptable = load_table(prefetch.table, kind="prefetch")  # type: ignore[arg-type]
+    _use_yowasp()
+    top = Prefetcher(config=prefetch, line_bits=line_bits, table=ptable)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return verilog.convert(top, name=name or f"prefetcher_{prefetch.kind}", emit_src=False)

@@ -1,0 +1,112 @@
+"""The cocotb side of the cache trace player (run by :func:`hwloop.sim.cache.player.run_player`).
+
+Reads the job (``$HWLOOP_PLAYER_JOB``), then per chunk: writes ``trace_chunk.hex``, pulses
+``load`` and ``run``, waits for ``done`` (the clock runs in the simulator meanwhile), pulses
+``dump`` and parses ``result_chunk.hex``. ``mode="direct"`` drives each access from Python.
+Writes ``rtl.npz`` with the per-access log and the counters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, with_timeout
+
+COUNTERS = ("hits", "misses", "evictions", "writebacks")
+PF_COUNTERS = ("pf_requests", "pf_issued", "pf_useful", "pf_late", "pf_evicted_unused",
+               "pf_dropped")
+
+
+def _hex_lines(addr: np.ndarray, pc: np.ndarray, write: np.ndarray, gap: np.ndarray,
+               digits: int) -> str:
+    fmt = "{:x}{:x}{:016x}{:0" + str(digits) + "x}\n"
+    return "".join(fmt.format(g, w, p, a) for g, w, p, a in
+                   zip(gap.tolist(), write.tolist(), pc.tolist(), addr.tolist(), strict=True))
+
+
+async def _pulse(dut, name: str) -> None:
+    getattr(dut, name).value = 1
+    await RisingEdge(dut.clk)
+    getattr(dut, name).value = 0
+
+
+@cocotb.test()
+async def play(dut):
+    job = json.loads(Path(os.environ["HWLOOP_PLAYER_JOB"]).read_text())
+    with np.load(job["trace"], allow_pickle=False) as data:
+        addr = data["addr"] & np.uint64((1 << job["addr_bits"]) - 1) \
+            if job["addr_bits"] < 64 else data["addr"]
+        pc, write, gap = data["pc"], data["write"], data["gap"]
+    n = int(addr.size)
+    chunk = int(job["chunk"])
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    for name in ("load", "run", "dump", "direct", "drv_valid", "drv_write"):
+        getattr(dut, name).value = 0
+    dut.drv_addr.value = 0
+    dut.drv_pc.value = 0
+    dut.count.value = 0
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 2)
+    dut.rst.value = 0
+    await RisingEdge(dut.clk)
+    hit = np.zeros(n, np.uint8)
+    way = np.zeros(n, np.int16)
+    evict = np.zeros(n, np.uint8)
+    wb = np.zeros(n, np.uint8)
+    cycles = 0
+    if job["mode"] == "direct":
+        dut.direct.value = 1
+        issued = done = 0
+        while done < n:
+            await FallingEdge(dut.clk)
+            cycles += 1
+            if dut.resp_valid.value:
+                hit[done] = int(dut.resp_hit.value)
+                way[done] = int(dut.resp_way.value)
+                evict[done] = int(dut.resp_evict.value)
+                wb[done] = int(dut.resp_writeback.value)
+                done += 1
+            if issued < n and dut.drv_ready.value:
+                dut.drv_addr.value = int(addr[issued])
+                dut.drv_pc.value = int(pc[issued])
+                dut.drv_write.value = int(write[issued])
+                dut.drv_valid.value = 1
+                issued += 1
+            else:
+                dut.drv_valid.value = 0
+    else:
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            m = stop - start
+            Path("trace_chunk.hex").write_text(
+                _hex_lines(addr[start:stop], pc[start:stop], write[start:stop],
+                           gap[start:stop], int(job["addr_digits"])))
+            dut.count.value = m
+            await _pulse(dut, "load")
+            await _pulse(dut, "run")
+            if not dut.done.value:
+                # generous bound: gaps, prefetch fills (2 cycles each) and the pipeline
+                bound = 10 * (m * (16 + 8 * 4) + 100)
+                await with_timeout(RisingEdge(dut.done), bound, "ns")
+            await _pulse(dut, "dump")
+            await RisingEdge(dut.clk)
+            lines = Path("result_chunk.hex").read_text().split()
+            words = np.array([int(x, 16) for x in lines[:m]], dtype=np.uint32) \
+                if m else np.zeros(0, np.uint32)
+            way[start:stop] = words & 0xFF
+            hit[start:stop] = (words >> 8) & 1
+            evict[start:stop] = (words >> 12) & 1
+            wb[start:stop] = (words >> 16) & 1
+    counters = {name: int(getattr(dut, name).value) for name in COUNTERS}
+    if job["prefetch"]:
+        counters.update({name: int(getattr(dut, name).value) for name in PF_COUNTERS})
+    counters["cycles"] = cycles
+    tmp = Path(job["out"] + ".tmp.npz")
+    np.savez(tmp, hit=hit, way=way, evict=evict, writeback=wb,
+             counters=np.array(json.dumps(counters)))
+    os.replace(tmp, job["out"])

@@ -1,0 +1,280 @@
+"""The trace player: co-simulate a generated cache in Verilator, bit-exact against the model.
+
+The harness (``tb_top``, generated Verilog) holds a chunk of the trace in a simulated memory
+loaded in bulk with ``$readmemh`` and streams it into the cache in hardware, one access per
+cycle (or after an idle gap of 0..15 cycles per access), while the cache's per-access response
+(hit, way, evict, writeback) is written into a result memory dumped with ``$writememh``. Python
+(the cocotb test in :mod:`hwloop.sim.cache.cocotb_player`) only loads chunks, starts the
+player, waits for ``done`` and reads counters: the clock runs without entering Python.
+
+``mode="direct"`` instead drives every access from Python (the per-access cocotb baseline).
+Builds go through :class:`hwloop.buildcache.BuildCache`, so a design is compiled once.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from hwloop.hdl.cache.generate import cache_verilog
+from hwloop.hdl.cache.params import CacheConfig
+from hwloop.hdl.cache.prefetcher import PrefetcherConfig
+
+from hwloop.buildcache import BuildCache, build_key
+from hwloop.errors import BuildError, SimulationError
+from hwloop.toolchain import VERILATOR_LINT_FLAGS, setup_verilator, tool_versions
+
+from .model import CacheResult, simulate
+
+CHUNK = 1 << 16
+PF_COUNTERS = ("pf_requests", "pf_issued", "pf_useful", "pf_late", "pf_evicted_unused",
+               "pf_dropped")
+_MODEL_NAMES = {"pf_requests": "prefetch_requests", "pf_issued": "prefetch_issued",
+                "pf_useful": "prefetch_useful", "pf_late": "prefetch_late",
+                "pf_evicted_unused": "prefetch_evicted_unused",
+                "pf_dropped": "prefetch_dropped"}
+
+
+def addr_digits(config: CacheConfig) -> int:
+    return (config.addr_bits + 3) // 4
+
+
+def harness_verilog(config: CacheConfig, *, way_bits: int, prefetch: bool,
+                    chunk: int = CHUNK) -> str:
+    """The ``tb_top`` trace-player harness around the cache module ``cache``."""
+    a = config.addr_bits
+    ap = addr_digits(config) * 4
+    tw = ap + 64 + 8  # {gap nibble, write nibble, pc, addr padded to whole nibbles}
+    cw = chunk.bit_length()
+    counters = ["hits", "misses", "evictions", "writebacks"]
+    if prefetch:
+        counters += list(PF_COUNTERS)
+    counter_ports = "".join(f"  output wire [31:0] {c},\n" for c in counters)
+    counter_conns = "".join(f"    .{c}({c}),\n" for c in counters)
+    return f"""// hwloop cache trace player (generated)
+`timescale 1ns/1ps
+module tb_top (
+  input  wire clk,
+  input  wire rst,
+  input  wire load,
+  input  wire run,
+  input  wire dump,
+  input  wire [{cw - 1}:0] count,
+  input  wire direct,
+  input  wire drv_valid,
+  input  wire [{a - 1}:0] drv_addr,
+  input  wire [63:0] drv_pc,
+  input  wire drv_write,
+  output wire drv_ready,
+  output reg  done,
+  output wire resp_valid,
+  output wire resp_hit,
+  output wire [{way_bits - 1}:0] resp_way,
+  output wire resp_evict,
+  output wire resp_writeback,
+{counter_ports}  output reg  [{cw - 1}:0] issued
+);
+  reg [{tw - 1}:0] trace_mem [0:{chunk - 1}];
+  reg [19:0] result_mem [0:{chunk - 1}];
+  reg [{cw - 1}:0] rd_ptr;
+  reg [{cw - 1}:0] wr_ptr;
+  reg running;
+  reg [3:0] gap_cnt;
+  wire [{tw - 1}:0] word = trace_mem[rd_ptr[{cw - 2}:0]];
+  wire [3:0] gap = word[{tw - 1}:{tw - 4}];
+  wire p_write = word[{tw - 8}];
+  wire [63:0] p_pc = word[{ap + 63}:{ap}];
+  wire [{a - 1}:0] p_addr = word[{a - 1}:0];
+  wire pending = running && (rd_ptr != count);
+  wire p_valid = pending && (gap_cnt == gap);
+  wire req_ready;
+  cache dut (
+    .clk(clk), .rst(rst),
+    .req_valid(direct ? drv_valid : p_valid),
+    .req_addr(direct ? drv_addr : p_addr),
+    .req_pc(direct ? drv_pc : p_pc),
+    .req_write(direct ? drv_write : p_write),
+    .req_ready(req_ready),
+{counter_conns}    .resp_valid(resp_valid), .resp_hit(resp_hit), .resp_way(resp_way),
+    .resp_evict(resp_evict), .resp_writeback(resp_writeback)
+  );
+  assign drv_ready = req_ready;
+  integer i;
+  initial begin
+    for (i = 0; i < {chunk}; i = i + 1) result_mem[i] = 20'd0;
+    done = 1'b0; running = 1'b0; rd_ptr = 0; wr_ptr = 0; gap_cnt = 4'd0; issued = 0;
+  end
+  always @(posedge clk) begin
+    if (load) $readmemh("trace_chunk.hex", trace_mem);
+    if (dump) $writememh("result_chunk.hex", result_mem);
+    if (run) begin
+      running <= 1'b1; rd_ptr <= 0; wr_ptr <= 0; gap_cnt <= 4'd0; done <= 1'b0; issued <= 0;
+    end else if (running) begin
+      if (p_valid && req_ready) begin
+        rd_ptr <= rd_ptr + 1'b1;
+        gap_cnt <= 4'd0;
+        issued <= issued + 1'b1;
+      end else if (pending && gap_cnt != gap) begin
+        gap_cnt <= gap_cnt + 4'd1;
+      end
+      if (resp_valid) begin
+        result_mem[wr_ptr[{cw - 2}:0]] <= {{3'b000, resp_writeback, 3'b000, resp_evict,
+                                          3'b000, resp_hit, {8 - way_bits}'d0, resp_way}};
+        wr_ptr <= wr_ptr + 1'b1;
+        if (wr_ptr + 1'b1 == count) begin
+          done <= 1'b1;
+          running <= 1'b0;
+        end
+      end
+    end
+  end
+endmodule
+"""
+
+
+@dataclass(frozen=True)
+class PlayerBuild:
+    path: Path
+    built: bool
+    seconds: float
+
+
+def build_player(config: CacheConfig, *, prefetch: PrefetcherConfig | None = None,
+                 waves: bool = False, chunk: int = CHUNK) -> PlayerBuild:
+    """The Verilator build of cache + harness (cached by content)."""
+    cache_v = cache_verilog(config, prefetch=prefetch, name="cache")
+    way_bits = max(1, (config.ways - 1).bit_length())
+    top_v = harness_verilog(config, way_bits=way_bits, prefetch=prefetch is not None,
+                            chunk=chunk)
+    flags = [*VERILATOR_LINT_FLAGS, "-O2", "--x-assign", "fast", "--x-initial", "fast"]
+    key = build_key(sources={"cache.v": cache_v, "tb_top.v": top_v}, flags=flags,
+                    tools=tool_versions(), extra={"what": "cache-player", "waves": waves})
+    start = time.monotonic()
+
+    def build(folder: Path) -> None:
+        from cocotb_tools.runner import get_runner
+
+        setup_verilator()
+        (folder / "cache.v").write_text(cache_v)
+        (folder / "tb_top.v").write_text(top_v)
+        log = folder / "build.log"
+        runner = get_runner("verilator")
+        try:
+            runner.build(verilog_sources=[folder / "cache.v", folder / "tb_top.v"],
+                         hdl_toplevel="tb_top", build_dir=folder / "obj", build_args=flags,
+                         timescale=("1ns", "1ps"), waves=waves, log_file=log)
+        except (SystemExit, Exception) as exc:
+            kept = Path(tempfile.mkdtemp(prefix="hwloop-cache-build-")) / "build.log"
+            if log.exists():
+                shutil.copy(log, kept)
+            raise BuildError(f"Verilator build of {config.name} failed ({exc})",
+                             log_path=kept) from None
+
+    path, built = BuildCache().get_or_build(key, build)
+    return PlayerBuild(path=path, built=built, seconds=time.monotonic() - start)
+
+
+@dataclass(kw_only=True, eq=False)
+class PlayerResult:
+    """What the RTL did: counters and the per-access log (as :class:`CacheResult`)."""
+
+    result: CacheResult
+    cycles: int
+    sim_seconds: float
+    build: PlayerBuild
+    extra: dict = field(default_factory=dict)
+
+
+def run_player(config: CacheConfig, trace: np.ndarray, *,
+               prefetch: PrefetcherConfig | None = None, gaps: np.ndarray | None = None,
+               mode: str = "player", workdir: Path | None = None, waves: bool = False,
+               chunk: int = CHUNK, timeout_s: float | None = None) -> PlayerResult:
+    """Co-simulate ``trace`` through the RTL; returns its counters and per-access log."""
+    build = build_player(config, prefetch=prefetch, waves=waves, chunk=chunk)
+    own = workdir is None
+    work = Path(tempfile.mkdtemp(prefix="hwloop-cache-")) if own else Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    n = int(trace.size)
+    gap = np.zeros(n, np.uint8) if gaps is None else np.asarray(gaps, np.uint8)
+    np.savez(work / "trace.npz", addr=np.asarray(trace["addr"], np.uint64),
+             pc=np.asarray(trace["pc"], np.uint64), write=np.asarray(trace["write"], np.uint8),
+             gap=gap)
+    job = {"trace": str(work / "trace.npz"), "out": str(work / "rtl.npz"), "chunk": chunk,
+           "mode": mode, "addr_digits": addr_digits(config), "addr_bits": config.addr_bits,
+           "prefetch": prefetch is not None, "timeout_s": timeout_s}
+    (work / "job.json").write_text(json.dumps(job))
+    (work / "rtl.npz").unlink(missing_ok=True)
+    from cocotb_tools.runner import get_runner
+
+    setup_verilator()
+    runner = get_runner("verilator")
+    log = work / "sim.log"
+    start = time.monotonic()
+    try:
+        runner.test(test_module="hwloop.sim.cache.cocotb_player", hdl_toplevel="tb_top",
+                    hdl_toplevel_lang="verilog",
+                    build_dir=build.path / "obj", test_dir=work, waves=waves,
+                    extra_env={"HWLOOP_PLAYER_JOB": str(work / "job.json"),
+                               "PYTHONPATH": ":".join(p for p in sys.path if p)},
+                    log_file=log, timescale=("1ns", "1ps"))
+    except SystemExit:
+        pass
+    seconds = time.monotonic() - start
+    if not (work / "rtl.npz").exists():
+        raise SimulationError(f"the cache co-simulation of {config.name} produced no result",
+                              log_path=log)
+    with np.load(work / "rtl.npz", allow_pickle=False) as out:
+        counters = json.loads(str(out["counters"][()]))
+        hit = out["hit"].astype(bool)
+        way = out["way"].astype(np.int16)
+        evict = out["evict"].astype(bool)
+        wb = out["writeback"].astype(bool)
+    if hit.size != n:
+        raise SimulationError(f"the co-simulation answered {hit.size} of {n} accesses",
+                              log_path=log)
+    values = {"hits": counters["hits"], "misses": counters["misses"],
+              "evictions": counters["evictions"], "writebacks": counters["writebacks"]}
+    if prefetch is not None:
+        values.update({_MODEL_NAMES[k]: counters[k] for k in PF_COUNTERS})
+    result = CacheResult(accesses=n, hit=hit, way=way, victim=np.where(evict, way, -1),
+                         writeback=wb, **values)
+    if own and not waves:
+        shutil.rmtree(work, ignore_errors=True)
+    return PlayerResult(result=result, cycles=int(counters.get("cycles", 0)),
+                        sim_seconds=seconds, build=build)
+
+
+def compare(model: CacheResult, rtl: CacheResult) -> str | None:
+    """The first difference between model and RTL, or None if they agree bit-exactly."""
+    names = ["accesses", "hits", "misses", "evictions", "writebacks", "prefetch_requests",
+             "prefetch_issued", "prefetch_useful", "prefetch_late", "prefetch_evicted_unused",
+             "prefetch_dropped"]
+    for field_name in ("hit", "way", "victim", "writeback"):
+        a, b = getattr(model, field_name), getattr(rtl, field_name)
+        if a.shape != b.shape:
+            return f"{field_name}: model has {a.shape}, RTL {b.shape}"
+        bad = np.flatnonzero(a != b)
+        if bad.size:
+            i = int(bad[0])
+            return (f"access {i}: {field_name} model={a[i]} rtl={b[i]} "
+                    f"({bad.size} accesses differ)")
+    for name in names:
+        if getattr(model, name) != getattr(rtl, name):
+            return f"{name}: model={getattr(model, name)} rtl={getattr(rtl, name)}"
+    return None
+
+
+def check(config: CacheConfig, trace: np.ndarray, *, prefetch: PrefetcherConfig | None = None,
+          gaps: np.ndarray | None = None, workdir: Path | None = None,
+          waves: bool = False) -> tuple[CacheResult, PlayerResult, str | None]:
+    """Run model and RTL on ``trace``; returns both and the first difference (None = equal)."""
+    model = simulate(config, trace, prefetcher=prefetch)
+    rtl = run_player(config, trace, prefetch=prefetch, gaps=gaps, workdir=workdir,
+                     waves=waves)
+    return model, rtl, compare(model, rtl.result)
