@@ -22,6 +22,8 @@ import copy
 import csv
 import importlib
 import math
+import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,6 +276,9 @@ def load_torch_module(spec: str) -> Workload:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise WorkloadError(f"workload {spec!r}: expected module:attr")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:  # the `hwloop` script: import from cwd too
+        sys.path.append(cwd)
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 — any import failure is the user's module

@@ -13,6 +13,10 @@ totals are sums of value x repeat.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,8 +28,9 @@ from hwloop.sim.area import systolic_area
 from hwloop.sim.energy import COMPONENTS, EnergyTable, energy, load_energy_table
 
 from hwloop import toolchain
-from hwloop.errors import ParameterError, SimulationError
+from hwloop.errors import InputError, ParameterError, SimulationError
 from hwloop.evaluation import Evaluation, LayerResult
+from hwloop.paths import cache_dir
 from hwloop.workloads import Layer, Workload, dedupe, load_workload
 
 FIDELITIES = ("rtl", "model")
@@ -41,11 +46,41 @@ def _as_params(params: SystolicParams | dict[str, Any]) -> SystolicParams:
     raise ParameterError(f"params must be SystolicParams or a dict, not {type(params).__name__}")
 
 
+@functools.cache
+def _chooser_fingerprint() -> str:
+    """Hash of the mapping chooser's sources: a changed chooser invalidates stored choices."""
+    digest = hashlib.sha256()
+    folder = Path(__file__).resolve().parent / "systolic"
+    for name in ("mapping.py", "model.py", "program.py"):
+        path = folder / name
+        if path.exists():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 @functools.lru_cache(maxsize=65536)
 def _default_mapping(params: SystolicParams, gemm: Any) -> Any:
-    from hwloop.sim.systolic.mapping import default_mapping
+    """default_mapping, memoized in memory and on disk (the chooser searches many tilings)."""
+    from hwloop.sim.systolic.mapping import Mapping, default_mapping
 
-    return default_mapping(params, gemm)
+    key = hashlib.sha256(json.dumps(
+        [params.params_hash, gemm.m, gemm.n, gemm.k, _chooser_fingerprint()]).encode()
+    ).hexdigest()[:32]
+    path = cache_dir() / "mappings" / f"{key}.json"
+    try:
+        return Mapping.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError, InputError):
+        pass
+    chosen = default_mapping(params, gemm)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(chosen.to_dict(), handle)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a cache that cannot be written only costs time
+    return chosen
 
 
 def resolve_mapping(params: SystolicParams, gemm: Any, mapping: MappingSpec) -> Any:

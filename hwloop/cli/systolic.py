@@ -98,6 +98,8 @@ def register_sim(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--waves", action="store_true", help="write an FST waveform (rtl)")
     parser.add_argument("--json", action="store_true",
                         help="print exactly one JSON object on stdout")
+    parser.add_argument("--energy-table", type=Path, metavar="FILE",
+                        help="energy-per-action TOML (default constraints/energy.toml)")
     parser.set_defaults(func=run_sim)
 
 
@@ -176,14 +178,17 @@ def run_sim(args: argparse.Namespace) -> int:
     workload = load_workload(args.workload).select(layers=args.layer, first=args.first)
     mapping = parse_mapping(args.mapping)
     check_design(params, workload, mapping)  # infeasible designs fail before any build
+    from hwloop.sim.energy import load_energy_table
+
+    table = load_energy_table(args.energy_table)
     if args.json:
         with stdout_to_stderr():
             result = evaluate(params, workload, mapping, args.fidelity, seed=args.seed,
-                              waves=args.waves)
+                              waves=args.waves, energy_table=table)
         print(json.dumps(evaluation_json(result, seed=args.seed)))
     else:
         result = evaluate(params, workload, mapping, args.fidelity, seed=args.seed,
-                          waves=args.waves)
+                          waves=args.waves, energy_table=table)
         print_table(result, seed=args.seed)
     if result.bit_exact is False:  # evaluate raises first; kept as a guard
         return 1
