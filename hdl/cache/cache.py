@@ -145,7 +145,7 @@ class Cache(wiring.Component):
             m.d.comb += [
                 self.req_ready.eq(~pf.fill_valid & ~after_fill),
                 op_is_fill.eq(take_fill),
-                op_valid.eq(take_fill | self.req_valid),
+                op_valid.eq(take_fill | (self.req_valid & ~after_fill)),
                 op_line.eq(Mux(take_fill, pf.fill_line, self.req_addr[cfg.offset_bits:])),
             ]
         else:

@@ -291,6 +291,12 @@ int hwl_cache_run(int64_t n, const uint64_t *addr, const uint64_t *pc, const uin
             cnt[C_PF_REQUESTS]++;
         }
     }
+    /* requests whose time has come by the end of the trace still fill (the RTL drains them) */
+    while (q_count > 0 && q_ready[q_head] <= n) {
+        pf_fill(&c, q_line[q_head]);
+        q_head = (q_head + 1) % qdepth;
+        q_count--;
+    }
     free(c.tag); free(c.valid); free(c.dirty); free(c.st); free(c.pf); free(c.plru); free(c.nu);
     free(s_last); free(s_stride); free(s_conf); free(q_line); free(q_ready);
     return 0;

@@ -102,6 +102,8 @@ async def play(dut):
             hit[start:stop] = (words >> 8) & 1
             evict[start:stop] = (words >> 12) & 1
             wb[start:stop] = (words >> 16) & 1
+    # let ready prefetch fills drain (2 cycles each, at most 16 queued)
+    await ClockCycles(dut.clk, 40)
     counters = {name: int(getattr(dut, name).value) for name in COUNTERS}
     if job["prefetch"]:
         counters.update({name: int(getattr(dut, name).value) for name in PF_COUNTERS})
