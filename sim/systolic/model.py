@@ -1,0 +1,125 @@
+"""The analytical model: cycles and action counts of a GEMM on the accelerator, in closed form.
+
+It walks the same instruction program the runner writes into the hardware (see program.py) and
+adds up, per instruction, what the controller does: an instruction takes a fixed fetch overhead
+plus the longer of its compute and its DMA, which run in parallel.
+
+compute (array tiles back to back, each ``P`` cycles apart, then the pipeline drains):
+    os: P = max(length, rows);       time = (tiles-1)*P + length + 2*rows + cols + OS_TAIL
+    ws: P = max(length, rows, cols, 2); time = (tiles-1)*P + length + rows + cols + WS_TAIL
+DMA (transfers one after another; a request per ``ceil(row bytes / bus_bytes)`` cycles):
+    load  = (rows-1)*cycles_per_row + mem_latency + LOAD_TAIL
+    store = (rows-1)*cycles_per_row + STORE_TAIL
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from hwloop.sim.systolic.mapping import Gemm, Mapping, acc_bytes, elem_bytes
+from hwloop.sim.systolic.program import Compute, Instruction, Transfer, build_program
+
+#: Action names counted by both the model and the RTL's hardware counters. Scratchpad actions
+#: count elements (inputs, weights, accumulators) moved through a port, not rows.
+ACTIONS: tuple[str, ...] = (
+    "mac", "ifmap_sram_read", "ifmap_sram_write", "weight_sram_read", "weight_sram_write",
+    "acc_sram_read", "acc_sram_write", "dram_read_bytes", "dram_write_bytes", "pe_reg_write",
+)
+
+# Fixed cycle costs of the controller's sequencing, from the RTL's pipeline stages.
+FETCH_CYCLES = 3   # fetch the instruction, latch it, dispatch
+OS_TAIL = 3
+WS_TAIL = 3
+LOAD_TAIL = 2
+STORE_TAIL = 2
+DONE_CYCLES = 1
+
+
+@dataclass
+class GemmRun:
+    cycles: int
+    actions: dict[str, int]
+    c: np.ndarray | None = None
+    sim_s: float = 0.0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def cycles_per_row(row_bytes: int, bus_bytes: int) -> int:
+    return max(1, -(-row_bytes // bus_bytes))
+
+
+def compute_cycles(params, c: Compute) -> int:
+    R, C = params.rows, params.cols
+    if params.dataflow == "os":
+        period = max(c.length, R)
+        return (c.array_tiles - 1) * period + c.length + 2 * R + C + OS_TAIL
+    period = max(c.length, R, C, 2)
+    return (c.array_tiles - 1) * period + c.length + R + C + WS_TAIL
+
+
+def load_cycles(params, t: Transfer, row_bytes: int) -> int:
+    return (t.rows - 1) * cycles_per_row(row_bytes, params.bus_bytes) + params.mem_latency \
+        + LOAD_TAIL
+
+
+def store_cycles(params, t: Transfer) -> int:
+    row_bytes = params.cols * acc_bytes(params)
+    return (t.rows - 1) * cycles_per_row(row_bytes, params.bus_bytes) + STORE_TAIL
+
+
+def instruction_cycles(params, instr: Instruction) -> int:
+    e = elem_bytes(params)
+    dma = 0
+    if instr.load_a is not None:
+        dma += load_cycles(params, instr.load_a, params.rows * e)
+    if instr.load_b is not None:
+        dma += load_cycles(params, instr.load_b, params.cols * e)
+    if instr.store_c is not None:
+        dma += store_cycles(params, instr.store_c)
+    comp = compute_cycles(params, instr.compute) if instr.compute is not None else 0
+    return FETCH_CYCLES + max(dma, comp)
+
+
+def instruction_actions(params, instr: Instruction, totals: dict[str, int]) -> None:
+    R, C = params.rows, params.cols
+    e, a = elem_bytes(params), acc_bytes(params)
+    c = instr.compute
+    if c is not None:
+        fed = c.array_tiles * c.length
+        totals["mac"] += fed * R * C
+        totals["pe_reg_write"] += fed * R * C
+        totals["ifmap_sram_read"] += fed * R
+        if params.dataflow == "os":
+            totals["weight_sram_read"] += fed * C
+            outputs = c.array_tiles * R  # accumulator rows drained
+            first_outputs = outputs if c.overwrite else 0
+        else:
+            totals["weight_sram_read"] += c.array_tiles * R * C
+            totals["pe_reg_write"] += c.array_tiles * R * C
+            outputs = c.array_tiles * c.length
+            first_outputs = c.outer * c.length if c.overwrite else 0
+        totals["acc_sram_write"] += outputs * C
+        totals["acc_sram_read"] += (outputs - first_outputs) * C
+    if instr.load_a is not None:
+        totals["ifmap_sram_write"] += instr.load_a.rows * R
+        totals["dram_read_bytes"] += instr.load_a.rows * R * e
+    if instr.load_b is not None:
+        totals["weight_sram_write"] += instr.load_b.rows * C
+        totals["dram_read_bytes"] += instr.load_b.rows * C * e
+    if instr.store_c is not None:
+        totals["acc_sram_read"] += instr.store_c.rows * C
+        totals["dram_write_bytes"] += instr.store_c.rows * C * a
+
+
+def model_gemm(params, gemm: Gemm, mapping: Mapping) -> GemmRun:
+    """Cycles and actions of ``gemm`` under ``mapping`` (fitted to the layer here)."""
+    start = time.perf_counter()
+    program = build_program(params, gemm, mapping.fit_to(params, gemm))
+    totals = dict.fromkeys(ACTIONS, 0)
+    cycles = DONE_CYCLES
+    for instr in program.instructions:
+        cycles += instruction_cycles(params, instr)
+        instruction_actions(params, instr, totals)
+    return GemmRun(cycles=cycles, actions=totals, sim_s=time.perf_counter() - start)

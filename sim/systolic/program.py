@@ -1,0 +1,220 @@
+"""The instruction program that runs one GEMM on the accelerator, and its encoding.
+
+The runner writes this program into the accelerator's instruction memory; the analytical model
+walks the same program. One instruction is one pipeline step of the double-buffered tile loop:
+it computes scratchpad tile ``j-1``, loads the operands of tile ``j`` and stores the output tile
+finished at step ``j-2``. DMA and compute of an instruction run in parallel; the next
+instruction starts when both are done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hwloop.sim.systolic.mapping import (
+    Gemm,
+    Mapping,
+    padded_dims,
+    scratchpad_geometry,
+)
+
+#: Bits of every instruction field (row addresses, counts, strides).
+FIELD_BITS = 32
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A 2-D DMA transfer: ``bursts`` bursts of ``length`` rows, external rows ``stride`` apart,
+    scratchpad bursts ``spad_stride`` rows apart from ``spad_base``."""
+
+    ext_base: int = 0
+    ext_stride: int = 0
+    spad_base: int = 0
+    spad_stride: int = 0
+    bursts: int = 0
+    length: int = 0
+
+    @property
+    def rows(self) -> int:
+        return self.bursts * self.length
+
+
+@dataclass(frozen=True)
+class Compute:
+    """``outer x inner`` array tiles, each streaming ``length`` rows through the array.
+
+    os: outer = m blocks of ``rows``, inner = n blocks of ``cols``, length = tile k.
+    ws: outer = n blocks of ``cols``, inner = k blocks of ``rows``, length = tile m.
+    """
+
+    a_base: int = 0
+    b_base: int = 0
+    acc_base: int = 0
+    outer: int = 0
+    inner: int = 0
+    length: int = 0
+    overwrite: bool = False
+
+    @property
+    def array_tiles(self) -> int:
+        return self.outer * self.inner
+
+
+@dataclass(frozen=True)
+class Instruction:
+    compute: Compute | None = None
+    load_a: Transfer | None = None
+    load_b: Transfer | None = None
+    store_c: Transfer | None = None
+
+
+#: Field order of an encoded instruction, least significant first.
+FIELDS: tuple[str, ...] = (
+    "flags",  # bit0 compute, bit1 load_a, bit2 load_b, bit3 store_c, bit4 overwrite
+    "c_a_base", "c_b_base", "c_acc_base", "c_outer", "c_inner", "c_length",
+    "a_ext_base", "a_ext_stride", "a_spad_base", "a_spad_stride", "a_bursts", "a_length",
+    "b_ext_base", "b_ext_stride", "b_spad_base", "b_spad_stride", "b_bursts", "b_length",
+    "s_ext_base", "s_ext_stride", "s_spad_base", "s_spad_stride", "s_bursts", "s_length",
+)
+INSTRUCTION_BITS = FIELD_BITS * len(FIELDS)
+
+
+def encode(instr: Instruction) -> int:
+    """The instruction as one integer (FIELDS packed LSB first, FIELD_BITS each)."""
+    values: dict[str, int] = {name: 0 for name in FIELDS}
+    flags = 0
+    if instr.compute is not None:
+        c = instr.compute
+        flags |= 1 | (16 if c.overwrite else 0)
+        values.update(c_a_base=c.a_base, c_b_base=c.b_base, c_acc_base=c.acc_base,
+                      c_outer=c.outer, c_inner=c.inner, c_length=c.length)
+    for bit, prefix, t in ((2, "a", instr.load_a), (4, "b", instr.load_b), (8, "s", instr.store_c)):
+        if t is not None:
+            flags |= bit
+            values.update({f"{prefix}_ext_base": t.ext_base, f"{prefix}_ext_stride": t.ext_stride,
+                           f"{prefix}_spad_base": t.spad_base,
+                           f"{prefix}_spad_stride": t.spad_stride, f"{prefix}_bursts": t.bursts,
+                           f"{prefix}_length": t.length})
+    values["flags"] = flags
+    word = 0
+    for i, name in enumerate(FIELDS):
+        value = values[name]
+        assert 0 <= value < (1 << FIELD_BITS), (name, value)
+        word |= value << (i * FIELD_BITS)
+    return word
+
+
+@dataclass
+class Layout:
+    """Where the matrices live in external memory (rows of the scratchpad widths).
+
+    os: A is stored as m blocks of ``rows``: row ``mb*K + k`` holds A[mb*rows + i, k] for i.
+    ws: A is stored as k blocks of ``rows``: row ``kb*M + m`` holds A[m, kb*rows + i] for i.
+    both: B row ``nb*Kp + k`` holds B[k, nb*cols + j] for j; C row ``nb*M + m`` holds
+    C[m, nb*cols + j] for j. Padding elements are zero.
+    """
+
+    a_rows: int
+    b_rows: int
+    c_rows: int
+
+
+@dataclass
+class Program:
+    instructions: list[Instruction] = field(default_factory=list)
+    layout: Layout = field(default_factory=lambda: Layout(0, 0, 0))
+
+
+def layout(params, gemm: Gemm) -> Layout:
+    pm, pn, pk = padded_dims(params, gemm)
+    if params.dataflow == "os":
+        a_rows = (pm // params.rows) * gemm.k
+    else:
+        a_rows = (pk // params.rows) * gemm.m
+    return Layout(a_rows=a_rows, b_rows=(pn // params.cols) * pk,
+                  c_rows=(pn // params.cols) * gemm.m)
+
+
+def build_program(params, gemm: Gemm, mapping: Mapping) -> Program:
+    """The instruction program for ``gemm`` under ``mapping`` (fitted and checked by the caller)."""
+    R, C = params.rows, params.cols
+    os_flow = params.dataflow == "os"
+    pm, pn, pk = padded_dims(params, gemm)
+    m_extent = pm if os_flow else gemm.m
+    tm, tn, tk = mapping.tile_m, mapping.tile_n, mapping.tile_k
+    geo = scratchpad_geometry(params)
+    a_half, b_half, acc_half = geo.ifmap_rows // 2, geo.weight_rows // 2, geo.acc_rows // 2
+
+    counts = {"m": -(-m_extent // tm), "n": -(-pn // tn), "k": -(-pk // tk)}
+    outer, middle = mapping.order[0], mapping.order[1]
+    steps: list[tuple[int, int, int]] = []
+    for i in range(counts[outer]):
+        for j in range(counts[middle]):
+            for ki in range(counts["k"]):
+                idx = {outer: i, middle: j, "k": ki}
+                steps.append((idx["m"], idx["n"], idx["k"]))
+
+    def extents(step: tuple[int, int, int]) -> tuple[int, int, int, int, int, int]:
+        mi, ni, ki = step
+        m0, n0, k0 = mi * tm, ni * tn, ki * tk
+        return m0, min(tm, m_extent - m0), n0, min(tn, pn - n0), k0, min(tk, pk - k0)
+
+    a_slot = b_slot = acc_slot = -1
+    a_slots: list[int] = []
+    b_slots: list[int] = []
+    acc_slots: list[int] = []
+    loads: list[tuple[Transfer | None, Transfer | None]] = []
+    for s, step in enumerate(steps):
+        mi, ni, ki = step
+        m0, tm_e, n0, tn_e, k0, tk_e = extents(step)
+        load_a = load_b = None
+        if s == 0 or (mi, ki) != (steps[s - 1][0], steps[s - 1][2]):
+            a_slot = (a_slot + 1) % 2
+            if os_flow:
+                load_a = Transfer(ext_base=(m0 // R) * gemm.k + k0, ext_stride=gemm.k,
+                                  spad_base=a_slot * a_half, spad_stride=tk_e,
+                                  bursts=tm_e // R, length=tk_e)
+            else:
+                load_a = Transfer(ext_base=(k0 // R) * gemm.m + m0, ext_stride=gemm.m,
+                                  spad_base=a_slot * a_half, spad_stride=tm_e,
+                                  bursts=tk_e // R, length=tm_e)
+        if s == 0 or (ki, ni) != (steps[s - 1][2], steps[s - 1][1]):
+            b_slot = (b_slot + 1) % 2
+            load_b = Transfer(ext_base=(n0 // C) * pk + k0, ext_stride=pk,
+                              spad_base=b_slot * b_half, spad_stride=tk_e,
+                              bursts=tn_e // C, length=tk_e)
+        if ki == 0:
+            acc_slot = (acc_slot + 1) % 2
+        a_slots.append(a_slot)
+        b_slots.append(b_slot)
+        acc_slots.append(acc_slot)
+        loads.append((load_a, load_b))
+
+    def compute(s: int) -> Compute:
+        m0, tm_e, n0, tn_e, k0, tk_e = extents(steps[s])
+        if os_flow:
+            shape = (tm_e // R, tn_e // C, tk_e)
+        else:
+            shape = (tn_e // C, tk_e // R, tm_e)
+        return Compute(a_base=a_slots[s] * a_half, b_base=b_slots[s] * b_half,
+                       acc_base=acc_slots[s] * acc_half, outer=shape[0], inner=shape[1],
+                       length=shape[2], overwrite=steps[s][2] == 0)
+
+    def store(s: int) -> Transfer:
+        m0, tm_e, n0, tn_e, k0, tk_e = extents(steps[s])
+        length = min(tm_e, gemm.m - m0)
+        return Transfer(ext_base=(n0 // C) * gemm.m + m0, ext_stride=gemm.m,
+                        spad_base=acc_slots[s] * acc_half, spad_stride=tm_e,
+                        bursts=tn_e // C, length=length)
+
+    last_k = counts["k"] - 1
+    program = Program(layout=layout(params, gemm))
+    for j in range(len(steps) + 2):
+        load_a, load_b = loads[j] if j < len(steps) else (None, None)
+        program.instructions.append(Instruction(
+            compute=compute(j - 1) if 1 <= j <= len(steps) else None,
+            load_a=load_a,
+            load_b=load_b,
+            store_c=store(j - 2) if j >= 2 and steps[j - 2][2] == last_k else None,
+        ))
+    return program
