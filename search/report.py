@@ -148,6 +148,9 @@ def _plot_convergence(curves: dict[str, list[list[float]]], path: Path, objectiv
     finite = [v for runs in curves.values() for c in runs for v in c if not math.isnan(v)]
     if finite and positive and max(finite) / min(finite) > 30:
         ax.set_yscale("log")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("evaluations")
     ax.set_ylabel(f"best feasible {objective} so far")
     ax.set_title("Convergence per method (one line per sweep)")
