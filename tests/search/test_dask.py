@@ -61,3 +61,24 @@ def test_a_lost_worker_loses_no_evaluation_and_hung_ones_time_out(tmp_path, monk
     assert statuses.count("timeout") == 4  # the hung 4x2 simulations, killed after 2 s
     assert statuses.count("failed") == 4  # the failed 4x8 builds
     assert statuses.count("ok") == 16  # nothing lost with the killed worker
+
+
+@pytest.mark.xdist_group("dask")
+def test_hwloop_sweep_on_a_scheduler_address(tmp_path):
+    import subprocess
+    import sys
+
+    root = TINY.parents[1]
+    env = dict(os.environ, HWLOOP_SWEEP_EVALUATOR="tests.search.sweep_fakes:slow_evaluate",
+               HWLOOP_FAKE_SLEEP="0.1", PYTHONPATH=str(root))
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        proc = subprocess.run(
+            [sys.executable, "-m", "hwloop", "sweep", "--space", str(TINY), "--budget", "6",
+             "--db", str(tmp_path / "runs.db"), "--scheduler", cluster.scheduler_address,
+             "--quiet"], capture_output=True, text=True, cwd=root, env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert "6/6 told (6 evaluated, 0 reused, 0 resumed)" in proc.stdout
+    with ResultsDB.open_existing(tmp_path / "runs.db") as db:
+        rows = db.rows()
+    assert len(rows) == 6 and all(r.status == "ok" for r in rows)
