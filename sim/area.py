@@ -18,6 +18,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -95,8 +96,21 @@ def load_area_table(path: str | Path | None = None) -> AreaTable:
     return _load_table(str(Path(path) if path is not None else DEFAULT_TABLE))
 
 
+#: An ``initial`` block that only fills memory words (Amaranth writes one for every memory, one
+#: line per word). Initial contents do not change an SRAM's area, but Yosys spends minutes on a
+#: large $meminit: such blocks are dropped before synthesis.
+_MEMORY_INIT = re.compile(
+    r"^[ \t]*initial begin\n(?:[ \t]*[\\\w$.]+\s*\[[^\]]+\]\s*=\s*[^;]+;\n)*[ \t]*end\n",
+    re.M)
+
+
+def strip_memory_init(verilog: str) -> str:
+    return _MEMORY_INIT.sub("", verilog)
+
+
 def synthesize(verilog: str, top: str) -> Synthesis:
     """Run Yosys on ``verilog`` (top module ``top``) and count cells and memory bits."""
+    verilog = strip_memory_init(verilog)
     script = (
         "read_verilog -sv design.v; "
         f"synth -top {top} -noabc -run begin:fine; "
