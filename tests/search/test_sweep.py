@@ -179,3 +179,10 @@ def test_warm_start_and_best(tmp_path):
     proc = _run(["best", "--db", str(empty)])
     assert proc.returncode == 2 and proc.stderr.strip() == (
         f"hwloop: error: {empty}: no feasible design in it")
+
+
+def test_a_budget_larger_than_the_space_stops_when_the_space_is_exhausted(tmp_path):
+    space = load_space(TINY)
+    summary = run_sweep(space, method="random", budget=30, db_path=tmp_path / "runs.db",
+                        workers=2, evaluator=slow_evaluate, seed=0)
+    assert summary.exhausted and summary.told == summary.evaluated == space.size == 24
