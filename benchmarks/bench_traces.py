@@ -63,7 +63,7 @@ def run() -> str:
             valgrind_cpu = _cpu_children() - cpu_before
             raw = read_trace(raw_path)
             l1 = L1Filter.from_spec(L1)
-            filtered = np.concatenate([l1(raw[i: i + 1 << 18])
+            filtered = np.concatenate([l1(raw[i: i + (1 << 18)])
                                        for i in range(0, len(raw), 1 << 18)])
             l2_path = folder / f"{recipe.name}.l2.trace"
             write_trace(l2_path, filtered)
