@@ -1,1 +1,213 @@
-"""CLI commands of this area (see hwloop.cli for the registration protocol)."""
+"""CLI commands of the cache area: ``generate cache``, ``generate prefetcher``, ``sim cache``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hwloop.errors import ParameterError
+
+MANIFEST = "manifest.json"
+
+
+def _add_cache_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sets", type=int, required=True, help="number of sets (power of two)")
+    p.add_argument("--ways", type=int, required=True, help="associativity (1..64)")
+    p.add_argument("--line-bytes", type=int, required=True, help="line size (power of two)")
+    p.add_argument("--addr-bits", type=int, default=48, help="address width (default 48)")
+    p.add_argument("--policy", default="lru",
+                   help="lru, plru, srrip, random, table, opt (model only)")
+    p.add_argument("--seed", type=int, default=1, help="LFSR seed of policy random (1..65535)")
+    p.add_argument("--table", type=Path, help="table file of policy table (.npz)")
+
+
+def _add_prefetch_args(p: argparse.ArgumentParser, *, kind_flag: str) -> None:
+    p.add_argument(kind_flag, dest="prefetcher", metavar="KIND",
+                   help="prefetcher: nextline, stride, table")
+    p.add_argument("--degree", type=int, default=1, help="lines per prediction (1..4)")
+    p.add_argument("--latency", type=int, default=4,
+                   help="fill latency in demand accesses (1..255)")
+    p.add_argument("--queue", type=int, default=8, help="request queue entries (1..16)")
+    p.add_argument("--entries", type=int, default=256, help="stride table entries")
+    p.add_argument("--prefetch-table", type=Path, help="delta table file of prefetcher table")
+
+
+def _cache_config(args: argparse.Namespace):
+    from hwloop.hdl.cache.params import CacheConfig
+
+    return CacheConfig(sets=args.sets, ways=args.ways, line_bytes=args.line_bytes,
+                       addr_bits=args.addr_bits, policy=args.policy, seed=args.seed,
+                       table=args.table)
+
+
+def _prefetch_config(args: argparse.Namespace):
+    from hwloop.hdl.cache.prefetcher import PrefetcherConfig
+
+    if args.prefetcher is None:
+        if args.prefetch_table is not None:
+            raise ParameterError("--prefetch-table needs --prefetcher table")
+        return None
+    return PrefetcherConfig(kind=args.prefetcher, degree=args.degree, latency=args.latency,
+                            queue=args.queue, entries=args.entries, table=args.prefetch_table)
+
+
+def _publish(out: Path, files: dict[str, str]) -> None:
+    """Write ``files`` into the folder ``out`` all at once (a temp folder, then rename)."""
+    out = out.resolve()
+    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
+        raise ParameterError(f"-o {out}: folder exists and is not an hwloop output folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for name, text in files.items():
+            (staging / name).write_text(text)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.rename(out, old)
+            os.rename(staging, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _generate_cache(args: argparse.Namespace) -> int:
+    from hwloop.hdl.cache.generate import cache_verilog
+    from hwloop.toolchain import tool_versions
+
+    config = _cache_config(args)
+    if config.policy == "opt":
+        raise ParameterError("policy 'opt' (Belady) exists only in the model, not in RTL")
+    prefetch = _prefetch_config(args)
+    verilog = cache_verilog(config, prefetch=prefetch)
+    manifest: dict[str, Any] = {
+        "generator": "cache", "top": config.name, "verilog": f"{config.name}.v",
+        "params": config.to_dict(),
+        "prefetcher": None if prefetch is None else prefetch.to_dict(),
+        "derived": {"tag_bits": config.tag_bits, "index_bits": config.index_bits,
+                    "offset_bits": config.offset_bits, "size_bytes": config.size_bytes},
+        "tools": tool_versions(),
+    }
+    _publish(args.output, {f"{config.name}.v": verilog,
+                           MANIFEST: json.dumps(manifest, indent=2) + "\n"})
+    print(f"wrote {args.output}/{config.name}.v and {MANIFEST}")
+    return 0
+
+
+def _generate_prefetcher(args: argparse.Namespace) -> int:
+    from hwloop.hdl.cache.generate import prefetcher_verilog
+    from hwloop.hdl.cache.prefetcher import PrefetcherConfig
+
+    if not 1 <= args.line_bits <= 64:
+        raise ParameterError(f"line-bits must be an integer in 1..64, not {args.line_bits}")
+    prefetch = PrefetcherConfig(kind=args.kind, degree=args.degree, latency=args.latency,
+                                queue=args.queue, entries=args.entries, table=args.table)
+    name = f"prefetcher_{prefetch.kind}"
+    verilog = prefetcher_verilog(prefetch, line_bits=args.line_bits, name=name)
+    manifest = {"generator": "prefetcher", "top": name, "verilog": f"{name}.v",
+                "params": prefetch.to_dict(), "line_bits": args.line_bits}
+    _publish(args.output, {f"{name}.v": verilog, MANIFEST: json.dumps(manifest, indent=2) + "\n"})
+    print(f"wrote {args.output}/{name}.v and {MANIFEST}")
+    return 0
+
+
+def _sim_cache(args: argparse.Namespace) -> int:
+    from hwloop.sim.cache.model import simulate
+    from hwloop.traces import read_trace
+
+    config = _cache_config(args)
+    prefetch = _prefetch_config(args)
+    if args.fidelity == "rtl" and config.policy == "opt":
+        raise ParameterError("policy 'opt' (Belady) exists only in the model: "
+                             "use --fidelity model")
+    if prefetch is not None and config.policy == "opt":
+        raise ParameterError("policy 'opt' cannot be combined with a prefetcher")
+    # validate the tables before the (possibly long) trace read and build
+    from hwloop.hdl.cache.generate import load_tables
+
+    load_tables(config, prefetch)
+    trace = read_trace(args.trace)
+    report: dict[str, Any] = {"trace": str(args.trace), "fidelity": args.fidelity,
+                              "config": config.to_dict(),
+                              "prefetcher": None if prefetch is None else prefetch.to_dict()}
+    if args.fidelity == "rtl":
+        from hwloop.sim.cache.player import compare, run_player
+
+        rtl = run_player(config, trace, prefetch=prefetch)
+        result = rtl.result
+        model = simulate(config, trace, prefetcher=prefetch)
+        diff = compare(model, result)
+        report["matches_model"] = diff is None
+        if diff is not None:
+            report["model_difference"] = diff
+        report["sim_seconds"] = round(rtl.sim_seconds, 3)
+    else:
+        result = simulate(config, trace, prefetcher=prefetch)
+    report.update(result.counters())
+    report["hit_rate"] = result.hit_rate
+    if prefetch is not None:
+        baseline = simulate(config, trace)
+        issued = result.prefetch_issued
+        report["accuracy"] = result.prefetch_useful / issued if issued else 0.0
+        report["coverage"] = ((baseline.misses - result.misses) / baseline.misses
+                              if baseline.misses else 0.0)
+        report["misses_without_prefetcher"] = baseline.misses
+        report["baseline_fidelity"] = "model"
+    else:
+        for name in list(report):
+            if name.startswith("prefetch_"):
+                del report[name]
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{config.name} on {args.trace} ({args.fidelity}): {result.accesses} accesses, "
+              f"{result.hits} hits, {result.misses} misses, hit rate {result.hit_rate:.4f}, "
+              f"{result.evictions} evictions, {result.writebacks} writebacks")
+        if prefetch is not None:
+            print(f"prefetcher {prefetch.kind}: issued {result.prefetch_issued}, useful "
+                  f"{result.prefetch_useful}, late {result.prefetch_late}, accuracy "
+                  f"{report['accuracy']:.3f}, coverage {report['coverage']:.3f}")
+        if args.fidelity == "rtl":
+            print("RTL matches the golden model bit-exactly" if report["matches_model"]
+                  else f"RTL differs from the model: {report['model_difference']}")
+    return 0 if report.get("matches_model", True) else 1
+
+
+def register_generate(sub) -> None:
+    p = sub.add_parser("cache", help="a set-associative cache (Verilog + manifest.json)")
+    _add_cache_args(p)
+    _add_prefetch_args(p, kind_flag="--prefetcher")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.set_defaults(func=_generate_cache)
+
+    p = sub.add_parser("prefetcher", help="a prefetcher alone (Verilog + manifest.json)")
+    p.add_argument("--kind", required=True, help="nextline, stride, table")
+    p.add_argument("--table", type=Path, help="delta table file of kind table (.npz)")
+    p.add_argument("--line-bits", type=int, default=42, help="line address width (default 42)")
+    p.add_argument("--degree", type=int, default=1)
+    p.add_argument("--latency", type=int, default=4)
+    p.add_argument("--queue", type=int, default=8)
+    p.add_argument("--entries", type=int, default=256)
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.set_defaults(func=_generate_prefetcher)
+
+
+def register_sim(sub) -> None:
+    p = sub.add_parser("cache", help="replay a trace through a cache (model or RTL)")
+    p.add_argument("--trace", type=Path, required=True, help="a .trace file")
+    _add_cache_args(p)
+    _add_prefetch_args(p, kind_flag="--prefetcher")
+    p.add_argument("--fidelity", choices=("model", "rtl"), default="model",
+                   help="model (C golden model, default) or rtl (Verilator co-simulation)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_sim_cache)
+
+
+__all__ = ["register_generate", "register_sim"]

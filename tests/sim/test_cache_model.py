@@ -1,0 +1,200 @@
+"""The golden model against simple pure-Python references, and its input validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hwloop.hdl.cache.params import CacheConfig
+from hwloop.hdl.cache.prefetcher import PrefetcherConfig
+from hwloop.hdl.cache.table import load_table, make_table, save_table, table_index
+from hwloop.sim.cache.model import next_use, simulate
+
+from hwloop.errors import ConfigError, ParameterError
+
+from .test_cache_support import TRACE_DTYPE, adversarial
+
+SEED = 424242
+
+
+def _trace(n: int, seed: int, span: int, *, line: int = 16) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.zeros(n, TRACE_DTYPE)
+    # skewed reuse so both hits and misses are common
+    t["addr"] = (rng.zipf(1.3, n) % span) * line + rng.integers(0, line, n)
+    t["pc"] = 0x400000 + rng.integers(0, 8, n) * 4
+    t["write"] = rng.random(n) < 0.3
+    return t
+
+
+def _reference(config: CacheConfig, trace: np.ndarray, *, opt: bool):
+    """Textbook LRU (recency list) / Belady (scan the future), invalid ways filled lowest first."""
+    lines = [int(a) >> config.offset_bits for a in trace["addr"]]
+    ways = config.ways
+    tags = [[None] * ways for _ in range(config.sets)]
+    order = [list(range(ways)) for _ in range(config.sets)]  # most recent first
+    hits, victims = [], []
+    for i, line in enumerate(lines):
+        s, tag = line % config.sets, line // config.sets
+        if tag in tags[s]:
+            w = tags[s].index(tag)
+            hits.append(True)
+            victims.append(-1)
+        else:
+            hits.append(False)
+            if None in tags[s]:
+                w = tags[s].index(None)
+                victims.append(-1)
+            elif opt:
+                def distance(way: int, s=s, i=i) -> float:
+                    line_w = tags[s][way] * config.sets + s
+                    for j in range(i + 1, len(lines)):
+                        if lines[j] == line_w:
+                            return j
+                    return float("inf")
+                far = [distance(way) for way in range(ways)]
+                w = far.index(max(far))
+                victims.append(w)
+            else:
+                w = order[s][-1]
+                victims.append(w)
+            tags[s][w] = tag
+        order[s].remove(w)
+        order[s].insert(0, w)
+    return np.array(hits), np.array(victims)
+
+
+@pytest.mark.parametrize("ways", [1, 2, 4, 6])
+def test_lru_matches_reference(ways):
+    print(f"seed={SEED + ways}")
+    config = CacheConfig(sets=8, ways=ways, line_bytes=16, policy="lru")
+    trace = _trace(20_000, SEED + ways, 200)
+    hits, victims = _reference(config, trace, opt=False)
+    result = simulate(config, trace)
+    assert 0 < result.hits < trace.size
+    np.testing.assert_array_equal(result.hit, hits)
+    np.testing.assert_array_equal(result.victim, victims)
+
+
+@pytest.mark.parametrize("ways", [2, 4])
+def test_opt_matches_reference(ways):
+    print(f"seed={SEED + 10 + ways}")
+    config = CacheConfig(sets=4, ways=ways, line_bytes=16, policy="opt")
+    trace = _trace(3_000, SEED + 10 + ways, 60)
+    hits, victims = _reference(config, trace, opt=True)
+    result = simulate(config, trace)
+    np.testing.assert_array_equal(result.hit, hits)
+    np.testing.assert_array_equal(result.victim, victims)
+
+
+def test_opt_is_an_upper_bound_of_the_other_policies():
+    trace = adversarial(50_000, seed=SEED, sets=16, line_bytes=16)
+    rates = {p: simulate(CacheConfig(sets=16, ways=4, line_bytes=16, policy=p), trace).hit_rate
+             for p in ("lru", "plru", "srrip", "random", "opt")}
+    assert all(rates["opt"] >= r for r in rates.values())
+    assert rates["opt"] > rates["lru"]
+
+
+def test_counters_add_up():
+    trace = adversarial(30_000, seed=SEED + 1, sets=16, line_bytes=16)
+    r = simulate(CacheConfig(sets=16, ways=4, line_bytes=16, policy="srrip"), trace)
+    assert r.hits + r.misses == r.accesses == trace.size
+    assert r.hits == int(r.hit.sum())
+    assert r.evictions == int((r.victim >= 0).sum()) <= r.misses
+    assert r.writebacks == int(r.writeback.sum()) <= r.evictions
+
+
+def test_random_policy_depends_on_the_seed():
+    trace = adversarial(20_000, seed=SEED + 2, sets=16, line_bytes=16)
+    a = simulate(CacheConfig(sets=16, ways=4, line_bytes=16, policy="random", seed=1), trace)
+    b = simulate(CacheConfig(sets=16, ways=4, line_bytes=16, policy="random", seed=2), trace)
+    c = simulate(CacheConfig(sets=16, ways=4, line_bytes=16, policy="random", seed=1), trace)
+    assert not np.array_equal(a.victim, b.victim)
+    np.testing.assert_array_equal(a.victim, c.victim)
+
+
+def test_next_use():
+    np.testing.assert_array_equal(next_use(np.array([5, 6, 5, 7, 6, 5])),
+                                  [2, 4, 5, -1 & np.iinfo(np.int64).max,
+                                   np.iinfo(np.int64).max, np.iinfo(np.int64).max])
+
+
+def test_nextline_prefetcher_covers_a_scan():
+    n = 20_000
+    t = np.zeros(n, TRACE_DTYPE)
+    t["addr"] = np.arange(n) * 16
+    config = CacheConfig(sets=16, ways=4, line_bytes=16)
+    base = simulate(config, t)
+    r = simulate(config, t, prefetcher=PrefetcherConfig(kind="nextline", degree=2, latency=1))
+    assert base.misses == n
+    assert r.misses < n // 10
+    assert r.prefetch_useful > 0.9 * n and r.prefetch_issued >= r.prefetch_useful
+
+
+def test_stride_prefetcher_learns_per_pc_strides():
+    n = 20_000
+    t = np.zeros(n, TRACE_DTYPE)
+    t["pc"] = 0x400000 + (np.arange(n) % 2) * 4
+    t["addr"] = np.where(np.arange(n) % 2 == 0, np.arange(n) * 64, (1 << 24) - np.arange(n) * 48)
+    config = CacheConfig(sets=16, ways=4, line_bytes=16)
+    base = simulate(config, t)
+    r = simulate(config, t, prefetcher=PrefetcherConfig(kind="stride", degree=4, latency=2))
+    assert r.misses < base.misses // 4
+    assert r.prefetch_late >= 0 and r.prefetch_useful > 0
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    (dict(sets=48, ways=4, line_bytes=64), "sets must be a power of two, not 48"),
+    (dict(sets=64, ways=0, line_bytes=64), "ways must be an integer in 1..64, not 0"),
+    (dict(sets=64, ways=4, line_bytes=24), "line_bytes must be a power of two, not 24"),
+    (dict(sets=64, ways=4, line_bytes=64, policy="mru"),
+     "unknown policy 'mru' (have lru, plru, srrip, random, table, opt)"),
+    (dict(sets=64, ways=6, line_bytes=64, policy="plru"),
+     "plru needs ways to be a power of two, not 6"),
+    (dict(sets=64, ways=4, line_bytes=64, policy="table"),
+     "policy 'table' needs a table file (--table FILE)"),
+    (dict(sets=64, ways=4, line_bytes=64, seed=0), "seed must be an integer in 1..65535, not 0"),
+])
+def test_config_errors(values, message):
+    with pytest.raises(ParameterError) as info:
+        CacheConfig(**values)
+    assert str(info.value) == message
+
+
+def test_table_roundtrip_and_index(tmp_path):
+    rng = np.random.default_rng(SEED)
+    table = make_table(kind="replacement", entry_bits=5, history=1,
+                       values=rng.integers(0, 32, 64))
+    save_table(tmp_path / "t.npz", table)
+    back = load_table(tmp_path / "t.npz", kind="replacement")
+    np.testing.assert_array_equal(back.values, table.values)
+    assert (back.entries, back.entry_bits, back.history) == (64, 5, 1)
+    # fold of pc>>2 in 6-bit chunks, XOR rotl(fold(previous pc), 1)
+    assert table_index(back, [0x4, 0x0]) == 1
+    assert table_index(back, [0x0, 0x4]) == 2
+
+
+def test_table_for_another_geometry_is_rejected(tmp_path):
+    path = tmp_path / "t.npz"
+    save_table(path, make_table(kind="replacement", entry_bits=5, history=0,
+                                values=np.zeros(1024, np.int64)))
+    with pytest.raises(ConfigError) as info:
+        load_table(path, kind="replacement", entries=2048)
+    assert str(info.value) == (f"{path}: replacement table of 1024 entries x 5 bits, history 0; "
+                               "this design needs entries=2048")
+    with pytest.raises(ConfigError) as info:
+        load_table(path, kind="prefetch")
+    assert str(info.value) == f"{path}: is a replacement table, need a prefetch table"
+
+
+def test_corrupt_table_files_are_one_line_errors(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(ConfigError) as info:
+        load_table(bad, kind="replacement")
+    assert str(info.value).startswith(f"{bad}: not a readable table file")
+    assert "\n" not in str(info.value)
+    np.savez(tmp_path / "wrong.npz", values=np.zeros(4))
+    with pytest.raises(ConfigError, match="not an hwloop table"):
+        load_table(tmp_path / "wrong.npz", kind="replacement")
+    with pytest.raises(ConfigError, match="no such table file"):
+        load_table(tmp_path / "missing.npz", kind="replacement")
