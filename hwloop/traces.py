@@ -3,18 +3,21 @@
 A trace is a sequence of data accesses, each a record of :data:`TRACE_DTYPE`: the program
 counter of the instruction that made it, the byte address and whether it was a write.
 
-File format (version 1, all integers little-endian)::
+File format (version 2, all integers little-endian)::
 
     header   magic b"HWLTRACE" | u16 version | u16 flags (0) | u32 chunk records | u64 count
-    chunk*   u32 records n | u32 payload bytes | u32 CRC-32 of the uncompressed payload
-             | zlib(payload)
+    chunk*   u32 records n | u32 compressed bytes | u32 CRC-32 of the uncompressed payload
+             | u8 column modes | 3 bytes 0 | zlib(payload)
     footer   b"HWLTEND\\0" | u64 count
 
-A payload holds the n PCs and then the n addresses, each as wrapping 64-bit deltas from the
-previous record of the chunk (the first from 0), byte-shuffled (all low bytes, then all next
-bytes, ...) so that zlib sees long runs of zeros, then the n write flags as packed bits. Chunks
-are independent, so a trace is read in bounded memory (:func:`iter_trace_chunks`). The count in
-header and footer, the chunk CRCs and the footer's position detect truncated and corrupt files.
+A payload holds the n PCs, then the n addresses, byte-shuffled (all low bytes, then all next
+bytes, ...) so that zlib sees long runs of equal bytes, then the n write flags as packed bits.
+Each of the PC and address columns is stored either as values or as wrapping 64-bit deltas
+from the previous record of the chunk (the first from 0), whichever compresses better on a
+sample; bit 0 (PCs) and bit 1 (addresses) of the modes byte say which. Version 1 files (no
+modes byte, always deltas) are still read. Chunks are independent, so a trace is read in
+bounded memory (:func:`iter_trace_chunks`). The count in header and footer, the chunk CRCs
+and the footer's position detect truncated and corrupt files.
 """
 
 from __future__ import annotations
@@ -36,11 +39,15 @@ TRACE_DTYPE = np.dtype([("pc", "<u8"), ("addr", "<u8"), ("write", "u1")])
 
 MAGIC = b"HWLTRACE"
 FOOTER_MAGIC = b"HWLTEND\0"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 CHUNK_RECORDS = 1 << 16
 
 _HEADER = struct.Struct("<8sHHIQ")
-_CHUNK = struct.Struct("<III")
+_CHUNK = struct.Struct("<IIIB3x")     # version 2: n, bytes, crc, column modes
+_CHUNK_V1 = struct.Struct("<III")      # version 1: always deltas
+_PC_DELTA, _ADDR_DELTA = 1, 2
+_SAMPLE = 4096
 _FOOTER = struct.Struct("<8sQ")
 _ZLIB_LEVEL = 1
 
@@ -66,37 +73,52 @@ def as_trace(records: np.ndarray) -> np.ndarray:
 
 # -- encoding -------------------------------------------------------------------------------
 
-def _shuffled_deltas(values: np.ndarray) -> bytes:
+def _shuffled(values: np.ndarray) -> bytes:
+    return values.view(np.uint8).reshape(-1, 8).T.tobytes()
+
+
+def _deltas(values: np.ndarray) -> np.ndarray:
     deltas = np.empty_like(values)
     deltas[0] = values[0]
     np.subtract(values[1:], values[:-1], out=deltas[1:])  # wraps modulo 2**64
-    return deltas.view(np.uint8).reshape(-1, 8).T.tobytes()
+    return deltas
 
 
-def _unshuffled_cumsum(data: bytes, n: int) -> np.ndarray:
-    deltas = np.frombuffer(data, dtype=np.uint8).reshape(8, n).T.copy().view("<u8").ravel()
-    return np.cumsum(deltas, dtype=np.uint64)
+def _column(values: np.ndarray) -> tuple[bytes, bool]:
+    """The column byte-shuffled, as values or as deltas, whichever compresses better on a
+    sample (deltas win on sequential streams, plain values on scattered ones)."""
+    values = np.ascontiguousarray(values, dtype="<u8")
+    deltas = _deltas(values)
+    sample_plain = len(zlib.compress(_shuffled(values[:_SAMPLE]), _ZLIB_LEVEL))
+    sample_delta = len(zlib.compress(_shuffled(deltas[:_SAMPLE]), _ZLIB_LEVEL))
+    if sample_delta < sample_plain:
+        return _shuffled(deltas), True
+    return _shuffled(values), False
+
+
+def _unshuffled(data: bytes, n: int, delta: bool) -> np.ndarray:
+    values = np.frombuffer(data, dtype=np.uint8).reshape(8, n).T.copy().view("<u8").ravel()
+    return np.cumsum(values, dtype=np.uint64) if delta else values
 
 
 def _encode_chunk(records: np.ndarray) -> bytes:
     n = len(records)
-    payload = b"".join((
-        _shuffled_deltas(records["pc"].astype("<u8", copy=False)),
-        _shuffled_deltas(records["addr"].astype("<u8", copy=False)),
-        np.packbits(records["write"] != 0).tobytes(),
-    ))
+    pcs, pc_delta = _column(records["pc"])
+    addrs, addr_delta = _column(records["addr"])
+    payload = b"".join((pcs, addrs, np.packbits(records["write"] != 0).tobytes()))
     body = zlib.compress(payload, _ZLIB_LEVEL)
-    return _CHUNK.pack(n, len(body), zlib.crc32(payload)) + body
+    mode = (_PC_DELTA if pc_delta else 0) | (_ADDR_DELTA if addr_delta else 0)
+    return _CHUNK.pack(n, len(body), zlib.crc32(payload), mode) + body
 
 
-def _decode_payload(payload: bytes, n: int) -> np.ndarray | None:
+def _decode_payload(payload: bytes, n: int, mode: int) -> np.ndarray | None:
     """Decode one chunk payload, or None if its length does not fit ``n`` records."""
     flag_bytes = (n + 7) // 8
     if len(payload) != 16 * n + flag_bytes:
         return None
     out = empty_trace(n)
-    out["pc"] = _unshuffled_cumsum(payload[: 8 * n], n)
-    out["addr"] = _unshuffled_cumsum(payload[8 * n: 16 * n], n)
+    out["pc"] = _unshuffled(payload[: 8 * n], n, bool(mode & _PC_DELTA))
+    out["addr"] = _unshuffled(payload[8 * n: 16 * n], n, bool(mode & _ADDR_DELTA))
     flags = np.frombuffer(payload[16 * n:], dtype=np.uint8)
     out["write"] = np.unpackbits(flags, count=n)
     return out
@@ -221,7 +243,7 @@ def _read_exact(handle: BinaryIO, size: int) -> bytes:
 def read_header(path: str | Path) -> int:
     """The number of accesses a trace file says it holds (checks magic and version only)."""
     with _open(path) as handle:
-        return _check_header(path, handle)
+        return _check_header(path, handle)[0]
 
 
 def _open(path: str | Path) -> BinaryIO:
@@ -235,17 +257,17 @@ def _open(path: str | Path) -> BinaryIO:
         raise TraceError(f"{path}: permission denied") from None
 
 
-def _check_header(path: str | Path, handle: BinaryIO) -> int:
+def _check_header(path: str | Path, handle: BinaryIO) -> tuple[int, int]:
     head = _read_exact(handle, _HEADER.size)
     if len(head) < len(MAGIC) or head[: len(MAGIC)] != MAGIC:
         raise TraceError(f"{path}: not an hwloop trace (bad magic)")
     if len(head) < _HEADER.size:
         raise TraceError(f"{path}: truncated: header is {len(head)} of {_HEADER.size} bytes")
     _, version, _flags, _chunk, count = _HEADER.unpack(head)
-    if version != VERSION:
+    if version not in READABLE_VERSIONS:
         raise TraceError(f"{path}: unsupported trace version {version} "
-                         f"(this hwloop reads version {VERSION})")
-    return int(count)
+                         f"(this hwloop reads versions 1 and 2)")
+    return int(count), int(version)
 
 
 def iter_trace_chunks(path: str | Path, chunk: int = CHUNK_RECORDS) -> Iterator[np.ndarray]:
@@ -274,7 +296,8 @@ def iter_trace_chunks(path: str | Path, chunk: int = CHUNK_RECORDS) -> Iterator[
 
 def _iter_stored_chunks(path: str | Path) -> Iterator[np.ndarray]:
     with _open(path) as handle:
-        count = _check_header(path, handle)
+        count, version = _check_header(path, handle)
+        chunk_header = _CHUNK if version >= 2 else _CHUNK_V1
         seen = 0
         index = 0
         while True:
@@ -282,11 +305,12 @@ def _iter_stored_chunks(path: str | Path) -> Iterator[np.ndarray]:
             if seen == count:
                 _check_footer(path, handle, count)
                 return
-            head = _read_exact(handle, _CHUNK.size)
-            if len(head) < _CHUNK.size:
+            head = _read_exact(handle, chunk_header.size)
+            if len(head) < chunk_header.size:
                 raise TraceError(f"{path}: truncated: header promises {count} accesses, "
                                  f"file ends after {seen}")
-            n, size, crc = _CHUNK.unpack(head)
+            n, size, crc, *mode = chunk_header.unpack(head)
+            modes = mode[0] if mode else _PC_DELTA | _ADDR_DELTA
             if n == 0 or seen + n > count:
                 raise TraceError(f"{path}: corrupt: chunk {index} at byte {offset} claims {n} "
                                  f"accesses ({seen} of {count} read before it)")
@@ -300,7 +324,7 @@ def _iter_stored_chunks(path: str | Path) -> Iterator[np.ndarray]:
                 payload = b""
                 decoded = None
             else:
-                decoded = _decode_payload(payload, n) if zlib.crc32(payload) == crc else None
+                decoded = _decode_payload(payload, n, modes) if zlib.crc32(payload) == crc else None
             if decoded is None:
                 raise TraceError(f"{path}: corrupt: chunk {index} at byte {offset} fails "
                                  f"its checksum")

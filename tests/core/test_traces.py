@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 
@@ -161,7 +162,41 @@ def test_future_version_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(TraceError) as info:
         read_trace(path)
     assert str(info.value) == (f"{path}: unsupported trace version 7 "
-                               f"(this hwloop reads version 1)")
+                               f"(this hwloop reads versions 1 and 2)")
+
+
+def test_version_1_files_are_still_read(tmp_path: Path) -> None:
+    """Version 1: no modes byte in the chunk header, both columns always deltas."""
+    records = random_trace(1000)
+
+    def shuffled_deltas(values: np.ndarray) -> bytes:
+        deltas = np.diff(values, prepend=np.uint64(0))
+        return deltas.astype("<u8").view(np.uint8).reshape(-1, 8).T.tobytes()
+
+    payload = (shuffled_deltas(records["pc"]) + shuffled_deltas(records["addr"])
+               + np.packbits(records["write"]).tobytes())
+    body = zlib.compress(payload)
+    path = tmp_path / "v1.trace"
+    path.write_bytes(struct.pack("<8sHHIQ", b"HWLTRACE", 1, 0, 65536, 1000)
+                     + struct.pack("<III", 1000, len(body), zlib.crc32(payload)) + body
+                     + struct.pack("<8sQ", b"HWLTEND\0", 1000))
+    assert np.array_equal(read_trace(path), records)
+
+
+def test_each_column_is_stored_the_smaller_way(tmp_path: Path) -> None:
+    """Scattered addresses from a few PCs: plain values beat deltas; a sequential walk:
+    deltas win. Either way the file is much smaller than 17 bytes per access."""
+    rng = np.random.default_rng(SEED)
+    records = empty_trace(65536)
+    records["pc"] = 0x401000 + rng.integers(0, 8, len(records)) * 4
+    records["addr"] = 0x7F0000000000 + rng.integers(0, 1 << 20, len(records)) * 64
+    write_trace(tmp_path / "s.trace", records)
+    modes = (tmp_path / "s.trace").read_bytes()[24 + 12]
+    assert modes == 0
+    records["addr"] = 0x10000 + np.arange(len(records)) * 8
+    write_trace(tmp_path / "q.trace", records)
+    assert (tmp_path / "q.trace").read_bytes()[24 + 12] == 2
+    assert os.path.getsize(tmp_path / "s.trace") < 4 * len(records)
 
 
 # -- lackey ---------------------------------------------------------------------------------
