@@ -25,6 +25,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 16
+#: evaluate_point synthesizes each new design with Yosys once (~30 s, then cached): keep the
+#: warm-up short
+TINY_BATCH = 8
 
 
 def golden_gemm_evaluate(space: Any, point: dict[str, Any], *, fidelity: str,
@@ -87,7 +90,7 @@ def _tiny_points() -> tuple[Any, list[dict[str, Any]]] | str:
     from hwloop.search.space import load_space
 
     space = load_space(ROOT / "constraints" / "tiny.toml")
-    points = list(space.enumerate())[:BATCH]
+    points = list(space.enumerate())[:TINY_BATCH]
     probe = evaluate_point(space, points[0], fidelity="model", seed=0)
     if probe.status not in ("ok", "infeasible"):
         return f"evaluate_point fails here: {(probe.error or '').splitlines()[-1:]}"
@@ -103,7 +106,8 @@ def run() -> str:
     lines = [
         "## Dask scaling of the sweep engine",
         "",
-        f"A fixed batch of {BATCH} evaluations through the sweep engine (submit all, poll until "
+        f"A fixed batch of evaluations ({BATCH} GEMMs, {TINY_BATCH} design points) through the "
+        "sweep engine (submit all, poll until "
         "done; each evaluation in a worker subprocess), 1 worker vs 2 workers, on a Dask "
         "LocalCluster on 127.0.0.1 (processes, 1 thread each) and on the embedded local pool. "
         "Workers are warmed up before timing.",
