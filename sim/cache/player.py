@@ -166,7 +166,7 @@ def build_player(config: CacheConfig, *, prefetch: PrefetcherConfig | None = Non
         log = folder / "build.log"
         runner = get_runner("verilator")
         try:
-            runner.build(verilog_sources=[folder / "cache.v", folder / "tb_top.v"],
+            runner.build(sources=[folder / "cache.v", folder / "tb_top.v"],
                          hdl_toplevel="tb_top", build_dir=folder / "obj", build_args=flags,
                          timescale=("1ns", "1ps"), waves=waves, log_file=log)
         except (SystemExit, Exception) as exc:
