@@ -1,0 +1,46 @@
+"""The systolic-array accelerator generator (Amaranth → Verilog)."""
+
+from __future__ import annotations
+
+import re
+
+from hwloop.hdl.systolic.params import SystolicParams
+
+
+def generate_verilog(params: SystolicParams) -> str:
+    """Verilog of the accelerator; the top module is named ``params.name``."""
+    import os
+
+    from amaranth.back import verilog
+    from hwloop.hdl.systolic.accelerator import SystolicAccelerator
+
+    from hwloop.toolchain import yosys_command
+
+    # Amaranth runs "yosys" from PATH or $YOSYS; ours is YoWASP's from PyPI.
+    os.environ.setdefault("YOSYS", yosys_command()[0])
+
+    top = SystolicAccelerator(params=params)
+    text = verilog.convert(top, name=params.name, emit_src=False)
+    # Scratchpads need no reset contents (the program never reads a row it did not write), and
+    # their all-zero initial blocks would be most of the text and of Verilator's build time.
+    return _MEMORY_INIT.sub("", text)
+
+
+_MEMORY_INIT = re.compile(r"  initial begin\n(?:    \w+\[\d+\] = [\w']+;\n)+  end\n")
+
+
+def ports(params: SystolicParams) -> list[dict]:
+    """The top module's ports: ``[{"name", "direction", "width"}, ...]`` (clk and rst first)."""
+    from hwloop.hdl.systolic.accelerator import SystolicAccelerator
+
+    top = SystolicAccelerator(params=params)
+    result = [{"name": "clk", "direction": "input", "width": 1},
+              {"name": "rst", "direction": "input", "width": 1}]
+    for name, member in top.signature.members.items():
+        direction = "input" if member.flow.value == "in" else "output"
+        width = member.shape if isinstance(member.shape, int) else member.shape.width
+        result.append({"name": name, "direction": direction, "width": width})
+    return result
+
+
+__all__ = ["SystolicParams", "generate_verilog", "ports"]

@@ -1,0 +1,411 @@
+"""The systolic-array accelerator: controller, compute engine, scratchpads, DMA and counters.
+
+The controller fetches instructions (see ``hwloop.sim.systolic.program``) one at a time and
+starts the compute engine and the DMA engine on them in parallel; the next instruction is
+fetched when both are idle. Scratchpads are double-buffered by the program (it alternates
+halves), so DMA fills one half while the array reads the other.
+
+External memory has three row-wide channels (A rows of ``rows`` inputs, B rows of ``cols``
+weights, C rows of ``cols`` sums) on one bus: the DMA uses one channel at a time and issues a
+request every ``ceil(row bytes / bus_bytes)`` cycles, which models a bus of ``bus_bytes``.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from hwloop.hdl.systolic.mesh import OsMesh, WsMesh
+from hwloop.hdl.systolic.params import SystolicParams
+from hwloop.sim.systolic.mapping import acc_bytes, elem_bytes, scratchpad_geometry
+from hwloop.sim.systolic.program import FIELD_BITS, FIELDS, INSTRUCTION_BITS
+
+ADDR_BITS = FIELD_BITS
+COUNTER_BITS = 64
+
+#: Hardware event counters (``cnt_<name>`` ports), the same names as the model's actions.
+COUNTERS: tuple[str, ...] = (
+    "cycles", "mac", "ifmap_sram_read", "ifmap_sram_write", "weight_sram_read",
+    "weight_sram_write", "acc_sram_read", "acc_sram_write", "dram_read_bytes",
+    "dram_write_bytes", "pe_reg_write",
+)
+
+
+def _cycles_per_row(row_bytes: int, bus_bytes: int) -> int:
+    return max(1, -(-row_bytes // bus_bytes))
+
+
+class _Walker:
+    """A 2-D address walker: ``bursts`` bursts of ``length`` rows (external and scratchpad)."""
+
+    def __init__(self, m: Module, name: str):
+        self.ext = Signal(ADDR_BITS, name=f"{name}_ext")
+        self.spad = Signal(ADDR_BITS, name=f"{name}_spad")
+        self.ext_stride = Signal(ADDR_BITS, name=f"{name}_ext_stride")
+        self.spad_stride = Signal(ADDR_BITS, name=f"{name}_spad_stride")
+        self.length = Signal(ADDR_BITS, name=f"{name}_length")
+        self.elem = Signal(ADDR_BITS, name=f"{name}_elem")
+        self.ext_base = Signal(ADDR_BITS, name=f"{name}_ext_base")
+        self.spad_base = Signal(ADDR_BITS, name=f"{name}_spad_base")
+        self.left = Signal(ADDR_BITS, name=f"{name}_left")  # rows still to walk
+        self._m = m
+        m.d.comb += [self.ext.eq(self.ext_base + self.elem),
+                     self.spad.eq(self.spad_base + self.elem)]
+
+    def load(self, fields: dict, prefix: str) -> list:
+        f = fields
+        return [self.ext_base.eq(f[f"{prefix}_ext_base"]),
+                self.spad_base.eq(f[f"{prefix}_spad_base"]),
+                self.ext_stride.eq(f[f"{prefix}_ext_stride"]),
+                self.spad_stride.eq(f[f"{prefix}_spad_stride"]),
+                self.length.eq(f[f"{prefix}_length"]),
+                self.elem.eq(0),
+                self.left.eq(f[f"{prefix}_bursts"] * f[f"{prefix}_length"])]
+
+    def step(self) -> None:
+        m = self._m
+        m.d.sync += self.left.eq(self.left - 1)
+        with m.If(self.elem + 1 == self.length):
+            m.d.sync += [self.elem.eq(0), self.ext_base.eq(self.ext_base + self.ext_stride),
+                         self.spad_base.eq(self.spad_base + self.spad_stride)]
+        with m.Else():
+            m.d.sync += self.elem.eq(self.elem + 1)
+
+
+class SystolicAccelerator(wiring.Component):
+    def __init__(self, *, params: SystolicParams):
+        self._p = params
+        R, C = params.rows, params.cols
+        sig = {
+            "start": In(1),
+            "n_instr": In(ADDR_BITS),
+            "busy": Out(1),
+            "done": Out(1),
+            "instr_addr": Out(ADDR_BITS),
+            "instr_data": In(INSTRUCTION_BITS),
+            "a_req_valid": Out(1),
+            "a_req_addr": Out(ADDR_BITS),
+            "a_resp_valid": In(1),
+            "a_resp_data": In(R * params.in_bits),
+            "b_req_valid": Out(1),
+            "b_req_addr": Out(ADDR_BITS),
+            "b_resp_valid": In(1),
+            "b_resp_data": In(C * params.in_bits),
+            "c_wr_valid": Out(1),
+            "c_wr_addr": Out(ADDR_BITS),
+            "c_wr_data": Out(C * params.acc_bits),
+        }
+        for name in COUNTERS:
+            sig[f"cnt_{name}"] = Out(COUNTER_BITS)
+        super().__init__(sig)
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self._p
+        R, C = p.rows, p.cols
+        os_flow = p.dataflow == "os"
+        geo = scratchpad_geometry(p)
+        e, ab = elem_bytes(p), acc_bytes(p)
+
+        fields = {name: self.instr_data.word_select(i, FIELD_BITS) for i, name in
+                  enumerate(FIELDS)}
+        flags = fields["flags"]
+
+        # ---- scratchpads -------------------------------------------------------------------
+        m.submodules.ifmap = ifmap = Memory(shape=unsigned(R * p.in_bits),
+                                            depth=geo.ifmap_rows, init=[])
+        m.submodules.weight = weight = Memory(shape=unsigned(C * p.in_bits),
+                                              depth=geo.weight_rows, init=[])
+        m.submodules.accs = accs = Memory(shape=unsigned(C * p.acc_bits),
+                                          depth=geo.acc_rows, init=[])
+        ifmap_w, ifmap_r = ifmap.write_port(), ifmap.read_port()
+        weight_w, weight_r = weight.write_port(), weight.read_port()
+        acc_w, acc_r, acc_s = accs.write_port(), accs.read_port(), accs.read_port()
+
+        # ---- counters ----------------------------------------------------------------------
+        counters = {name: Signal(COUNTER_BITS, name=f"count_{name}") for name in COUNTERS}
+        for name in COUNTERS:
+            m.d.comb += getattr(self, f"cnt_{name}").eq(counters[name])
+        bumps: dict[str, list[tuple[Signal, int]]] = {name: [] for name in COUNTERS}
+
+        def bump(name: str, cond, amount: int) -> None:
+            bumps[name].append((cond, amount))
+
+        # ---- controller --------------------------------------------------------------------
+        go = Signal()
+        comp_busy = Signal()
+        dma_busy = Signal()
+        pc = Signal(ADDR_BITS)
+        m.d.comb += self.instr_addr.eq(pc)
+        clear = Signal()
+        running = Signal()
+        with m.FSM(name="ctrl"):
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.comb += clear.eq(1)
+                    m.d.sync += [pc.eq(0), self.done.eq(0)]
+                    with m.If(self.n_instr == 0):
+                        m.d.sync += self.done.eq(1)
+                    with m.Else():
+                        m.next = "FETCH"
+            with m.State("FETCH"):
+                m.d.comb += running.eq(1)
+                m.next = "DISPATCH"
+            with m.State("DISPATCH"):
+                m.d.comb += [running.eq(1), go.eq(1)]
+                m.next = "WAIT"
+            with m.State("WAIT"):
+                m.d.comb += running.eq(1)
+                with m.If(~comp_busy & ~dma_busy):
+                    m.d.sync += pc.eq(pc + 1)
+                    with m.If(pc + 1 == self.n_instr):
+                        m.d.sync += self.done.eq(1)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "FETCH"
+        m.d.comb += self.busy.eq(running)
+        bump("cycles", running, 1)
+
+        # ---- compute engine: feeder --------------------------------------------------------
+        c_outer = Signal(ADDR_BITS)
+        c_inner = Signal(ADDR_BITS)
+        c_len = Signal(ADDR_BITS)
+        c_period = Signal(ADDR_BITS)
+        c_ovw = Signal()
+        c_acc_base = Signal(ADDR_BITS)
+        c_b_base = Signal(ADDR_BITS)
+        c_a_base = Signal(ADDR_BITS)
+        tiles = Signal(ADDR_BITS)
+        feeding = Signal()
+        prologue = Signal()
+        slot = Signal(ADDR_BITS)      # cycle within the array tile's period
+        fed = Signal(ADDR_BITS)       # array tiles started
+        drained = Signal(ADDR_BITS)   # array tiles whose sums are in the scratchpad
+        o_idx = Signal(ADDR_BITS)
+        i_idx = Signal(ADDR_BITS)
+        a_tile = Signal(ADDR_BITS)    # scratchpad row of the current tile's first A row
+        b_tile = Signal(ADDR_BITS)
+        feed_valid = Signal()
+        feed_first = Signal()
+        feed_last = Signal()
+        m.d.comb += [feed_valid.eq(feeding & ~prologue & (slot < c_len)),
+                     feed_first.eq(slot == 0), feed_last.eq(slot + 1 == c_len)]
+
+        start_compute = Signal()
+        m.d.comb += start_compute.eq(go & flags[0])
+        tiles_n = fields["c_outer"] * fields["c_inner"]
+        min_period = R if os_flow else max(R + C - 1, 2)
+        with m.If(start_compute):
+            m.d.sync += [
+                c_outer.eq(fields["c_outer"]), c_inner.eq(fields["c_inner"]),
+                c_len.eq(fields["c_length"]),
+                c_period.eq(Mux(fields["c_length"] > min_period, fields["c_length"], min_period)),
+                c_ovw.eq(flags[4]), c_acc_base.eq(fields["c_acc_base"]),
+                c_a_base.eq(fields["c_a_base"]), c_b_base.eq(fields["c_b_base"]),
+                tiles.eq(tiles_n), feeding.eq(1), prologue.eq(0 if os_flow else 1),
+                slot.eq(0), fed.eq(0), drained.eq(0), o_idx.eq(0), i_idx.eq(0),
+                a_tile.eq(fields["c_a_base"]), b_tile.eq(fields["c_b_base"]),
+                comp_busy.eq(1),
+            ]
+
+        # scratchpad reads for the stream
+        if os_flow:
+            m.d.comb += [ifmap_r.addr.eq(a_tile + slot), weight_r.addr.eq(b_tile + slot)]
+        else:
+            m.d.comb += ifmap_r.addr.eq(a_tile + slot)
+
+        # WS weight preload: tile 0 during a prologue of ``rows`` cycles; tile j+1 during
+        # slots cols-1 .. cols+rows-2 of tile j (next weights are free once tile j switched)
+        wl_issue = Signal()
+        wl_row = Signal(range(max(R, 2)))
+        wl_base = Signal(ADDR_BITS)  # weight rows of the next tile to preload
+        if not os_flow:
+            with m.If(start_compute):
+                m.d.sync += wl_base.eq(fields["c_b_base"])
+            in_window = (slot >= C - 1) & (slot < C - 1 + R) & (fed + 1 < tiles)
+            with m.If(feeding & prologue):
+                m.d.comb += [wl_issue.eq(1), wl_row.eq(slot)]
+            with m.Elif(feeding & in_window):
+                m.d.comb += [wl_issue.eq(1), wl_row.eq(slot - (C - 1))]
+            m.d.comb += weight_r.addr.eq(wl_base + wl_row)
+            with m.If(wl_issue & (wl_row == R - 1)):
+                m.d.sync += wl_base.eq(wl_base + R)
+            bump("weight_sram_read", wl_issue, C)
+            bump("pe_reg_write", wl_issue, C)
+
+        with m.If(feeding):
+            with m.If(prologue):
+                with m.If(slot == R - 1):
+                    m.d.sync += [prologue.eq(0), slot.eq(0)]
+                with m.Else():
+                    m.d.sync += slot.eq(slot + 1)
+            with m.Elif(slot + 1 == c_period):
+                m.d.sync += [slot.eq(0), fed.eq(fed + 1)]
+                with m.If(fed + 1 == tiles):
+                    m.d.sync += feeding.eq(0)
+                last_inner = i_idx + 1 == c_inner
+                m.d.sync += i_idx.eq(Mux(last_inner, 0, i_idx + 1))
+                with m.If(last_inner):
+                    m.d.sync += o_idx.eq(o_idx + 1)
+                if os_flow:  # outer: m blocks (A tiles), inner: n blocks (B tiles)
+                    with m.If(last_inner):
+                        m.d.sync += [a_tile.eq(a_tile + c_len), b_tile.eq(c_b_base)]
+                    with m.Else():
+                        m.d.sync += b_tile.eq(b_tile + c_len)
+                else:  # outer: n blocks, inner: k blocks (A tiles)
+                    m.d.sync += a_tile.eq(Mux(last_inner, c_a_base, a_tile + c_len))
+            with m.Else():
+                m.d.sync += slot.eq(slot + 1)
+        bump("mac", feed_valid, R * C)
+        bump("pe_reg_write", feed_valid, R * C)
+        bump("ifmap_sram_read", feed_valid, R)
+        if os_flow:
+            bump("weight_sram_read", feed_valid, C)
+
+        # scratchpad data arrives one cycle after the address: delay the flags to match
+        v1, f1, l1 = Signal(), Signal(), Signal()
+        wl1, wr1 = Signal(), Signal(range(max(R, 2)))
+        m.d.sync += [v1.eq(feed_valid), f1.eq(feed_first), l1.eq(feed_last),
+                     wl1.eq(wl_issue), wr1.eq(wl_row)]
+
+        if os_flow:
+            m.submodules.mesh = mesh = OsMesh(params=p)
+            m.d.comb += [mesh.a.eq(ifmap_r.data), mesh.b.eq(weight_r.data),
+                         mesh.valid.eq(v1), mesh.first.eq(f1), mesh.last.eq(l1)]
+        else:
+            m.submodules.mesh = mesh = WsMesh(params=p)
+            m.d.comb += [mesh.a.eq(ifmap_r.data), mesh.valid.eq(v1), mesh.switch.eq(f1),
+                         mesh.wl_valid.eq(wl1), mesh.wl_row.eq(wr1),
+                         mesh.wl_data.eq(weight_r.data)]
+
+        # ---- compute engine: drain (read-modify-write of the accumulator scratchpad) -------
+        d_row_base = Signal(ADDR_BITS)  # os: row of (mb, nb) tile; ws: row of (nb, m=0)
+        d_mb_base = Signal(ADDR_BITS)
+        d_o = Signal(ADDR_BITS)
+        d_i = Signal(ADDR_BITS)
+        d_m = Signal(ADDR_BITS)
+        block_stride = Signal(ADDR_BITS)  # os: rows of one n block = outer * rows
+        with m.If(start_compute):
+            m.d.sync += [d_row_base.eq(fields["c_acc_base"]), d_mb_base.eq(fields["c_acc_base"]),
+                         d_o.eq(0), d_i.eq(0), d_m.eq(0),
+                         block_stride.eq(fields["c_outer"] * R)]
+        rd_addr = Signal(ADDR_BITS)
+        rd_ovw = Signal()
+        tile_end = Signal()
+        if os_flow:
+            m.d.comb += [rd_addr.eq(d_row_base + mesh.out_row), rd_ovw.eq(c_ovw),
+                         tile_end.eq(mesh.early & (mesh.out_row == 0))]
+            with m.If(tile_end):
+                with m.If(d_i + 1 == c_inner):
+                    m.d.sync += [d_i.eq(0), d_mb_base.eq(d_mb_base + R),
+                                 d_row_base.eq(d_mb_base + R)]
+                with m.Else():
+                    m.d.sync += [d_i.eq(d_i + 1), d_row_base.eq(d_row_base + block_stride)]
+        else:
+            m.d.comb += [rd_addr.eq(d_row_base + d_m), rd_ovw.eq(c_ovw & (d_i == 0)),
+                         tile_end.eq(mesh.early & (d_m + 1 == c_len))]
+            with m.If(mesh.early):
+                m.d.sync += d_m.eq(Mux(d_m + 1 == c_len, 0, d_m + 1))
+            with m.If(tile_end):
+                with m.If(d_i + 1 == c_inner):
+                    m.d.sync += [d_i.eq(0), d_row_base.eq(d_row_base + c_len)]
+                with m.Else():
+                    m.d.sync += d_i.eq(d_i + 1)
+        with m.If(tile_end):
+            m.d.sync += drained.eq(drained + 1)
+            with m.If(drained + 1 == tiles):
+                m.d.sync += comp_busy.eq(0)
+        m.d.comb += [acc_r.addr.eq(rd_addr), acc_r.en.eq(mesh.early)]
+        wr_valid, wr_addr, wr_ovw = Signal(), Signal(ADDR_BITS), Signal()
+        m.d.sync += [wr_valid.eq(mesh.early), wr_addr.eq(rd_addr), wr_ovw.eq(rd_ovw)]
+        sums = []
+        for c in range(C):
+            old = acc_r.data.word_select(c, p.acc_bits)
+            new = mesh.out.word_select(c, p.acc_bits)
+            sums.append((Mux(wr_ovw, 0, old) + new)[:p.acc_bits])
+        m.d.comb += [acc_w.en.eq(wr_valid), acc_w.addr.eq(wr_addr), acc_w.data.eq(Cat(*sums))]
+        bump("acc_sram_read", mesh.early & ~rd_ovw, C)
+        bump("acc_sram_write", wr_valid, C)
+
+        # ---- DMA engine --------------------------------------------------------------------
+        issue = _Walker(m, "iss")
+        resp = _Walker(m, "rsp")
+        pace = Signal(8)
+        d_flags = Signal(3)  # transfers still to do: bit0 A, bit1 B, bit2 store
+        cpr_a = _cycles_per_row(R * e, p.bus_bytes)
+        cpr_b = _cycles_per_row(C * e, p.bus_bytes)
+        cpr_c = _cycles_per_row(C * ab, p.bus_bytes)
+        st_valid, st_addr, st_fire = Signal(), Signal(ADDR_BITS), Signal()
+        with m.FSM(name="dma"):
+            with m.State("IDLE"):
+                with m.If(go & (flags[1:4] != 0)):
+                    m.d.sync += [d_flags.eq(flags[1:4]), dma_busy.eq(1)]
+                    m.next = "NEXT"
+            with m.State("NEXT"):
+                with m.If(d_flags[0]):
+                    m.d.sync += issue.load(fields, "a") + resp.load(fields, "a")
+                    m.d.sync += [d_flags[0].eq(0), pace.eq(0)]
+                    m.next = "LOAD_A"
+                with m.Elif(d_flags[1]):
+                    m.d.sync += issue.load(fields, "b") + resp.load(fields, "b")
+                    m.d.sync += [d_flags[1].eq(0), pace.eq(0)]
+                    m.next = "LOAD_B"
+                with m.Elif(d_flags[2]):
+                    m.d.sync += issue.load(fields, "s")
+                    m.d.sync += [d_flags[2].eq(0), pace.eq(0)]
+                    m.next = "STORE"
+                with m.Else():
+                    m.d.sync += dma_busy.eq(0)
+                    m.next = "IDLE"
+            for state, cpr, req_valid, req_addr, resp_valid, resp_data, wport, name, width in (
+                ("LOAD_A", cpr_a, self.a_req_valid, self.a_req_addr, self.a_resp_valid,
+                 self.a_resp_data, ifmap_w, "ifmap", R),
+                ("LOAD_B", cpr_b, self.b_req_valid, self.b_req_addr, self.b_resp_valid,
+                 self.b_resp_data, weight_w, "weight", C),
+            ):
+                with m.State(state):
+                    can_issue = (issue.left != 0) & (pace == 0)
+                    m.d.comb += [req_valid.eq(can_issue), req_addr.eq(issue.ext)]
+                    with m.If(can_issue):
+                        issue.step()
+                        m.d.sync += pace.eq(cpr - 1)
+                    with m.Elif(pace != 0):
+                        m.d.sync += pace.eq(pace - 1)
+                    m.d.comb += [wport.addr.eq(resp.spad), wport.data.eq(resp_data),
+                                 wport.en.eq(resp_valid)]
+                    with m.If(resp_valid):
+                        resp.step()
+                        with m.If(resp.left == 1):
+                            m.next = "NEXT"
+                    bump(f"{name}_sram_write", resp_valid, width)
+                    bump("dram_read_bytes", resp_valid, width * e)
+            with m.State("STORE"):
+                can_issue = (issue.left != 0) & (pace == 0)
+                m.d.comb += [acc_s.addr.eq(issue.spad), st_fire.eq(can_issue)]
+                with m.If(can_issue):
+                    issue.step()
+                    m.d.sync += pace.eq(cpr_c - 1)
+                with m.Elif(pace != 0):
+                    m.d.sync += pace.eq(pace - 1)
+                with m.If((issue.left == 0) & ~st_valid):
+                    m.next = "NEXT"
+                bump("acc_sram_read", can_issue, C)
+        # store pipeline: the scratchpad row arrives one cycle after its address
+        m.d.sync += [st_valid.eq(st_fire), st_addr.eq(issue.ext)]
+        m.d.comb += [self.c_wr_valid.eq(st_valid), self.c_wr_addr.eq(st_addr),
+                     self.c_wr_data.eq(acc_s.data)]
+        bump("dram_write_bytes", st_valid, C * ab)
+
+        # ---- counter updates ---------------------------------------------------------------
+        for name, items in bumps.items():
+            if not items:
+                with m.If(clear):
+                    m.d.sync += counters[name].eq(0)
+                continue
+            total = sum(Mux(cond, amount, 0) for cond, amount in items)
+            with m.If(clear):
+                m.d.sync += counters[name].eq(0)
+            with m.Else():
+                m.d.sync += counters[name].eq(counters[name] + total)
+        return m

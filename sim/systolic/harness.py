@@ -1,0 +1,180 @@
+"""The co-simulation harness: accelerator + external memory model + job files.
+
+The harness top (Verilog) holds the instruction memory and the A, B and C external memories.
+Reads return ``mem_latency + 1`` cycles after the request (one register plus a pipeline of
+``mem_latency`` stages). Memories are loaded in bulk with ``$readmemh`` when ``load`` is pulsed
+and C is written back with ``$writememh`` when ``dump`` is pulsed, so Python never touches a word.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from hwloop.hdl.systolic.accelerator import COUNTERS
+from hwloop.hdl.systolic.params import SystolicParams
+from hwloop.sim.systolic.program import INSTRUCTION_BITS
+
+HARNESS_TOP = "hwloop_systolic_harness"
+INSTR_DEPTH = 1 << 16
+#: Each external memory gets the largest power-of-two depth within this many bytes.
+MEMORY_BUDGET_BYTES = 32 << 20
+MAX_DEPTH = 1 << 22
+
+FILES = {"instr": "hw_instr.hex", "a": "hw_a.hex", "b": "hw_b.hex", "c": "hw_c.hex"}
+
+
+def row_bits(params: SystolicParams) -> dict[str, int]:
+    return {"a": params.rows * params.in_bits, "b": params.cols * params.in_bits,
+            "c": params.cols * params.acc_bits}
+
+
+def memory_depths(params: SystolicParams) -> dict[str, int]:
+    depths = {}
+    for name, bits in row_bits(params).items():
+        row_bytes = -(-bits // 8)
+        depth = 1 << max(10, (MEMORY_BUDGET_BYTES // row_bytes).bit_length() - 1)
+        depths[name] = min(depth, MAX_DEPTH)
+    return depths
+
+
+def harness_verilog(params: SystolicParams) -> str:
+    bits = row_bits(params)
+    depth = memory_depths(params)
+    lat = params.mem_latency
+    counters = "\n".join(f"  wire [63:0] cnt_{n};" for n in COUNTERS)
+    counter_ports = ",\n".join(f"    .cnt_{n}(cnt_{n})" for n in COUNTERS)
+
+    def pipe(ch: str) -> str:
+        w = bits[ch]
+        return f"""
+  reg [{w - 1}:0] {ch}_q [0:{lat}];
+  reg {ch}_v [0:{lat}];
+  integer {ch}_i;
+  always @(posedge clk) begin
+    {ch}_q[0] <= {ch}mem[{ch}_req_addr[{(depth[ch] - 1).bit_length() - 1}:0]];
+    {ch}_v[0] <= {ch}_req_valid;
+    for ({ch}_i = 1; {ch}_i <= {lat}; {ch}_i = {ch}_i + 1) begin
+      {ch}_q[{ch}_i] <= {ch}_q[{ch}_i - 1];
+      {ch}_v[{ch}_i] <= {ch}_v[{ch}_i - 1];
+    end
+  end
+  assign {ch}_resp_valid = {ch}_v[{lat}];
+  assign {ch}_resp_data = {ch}_q[{lat}];
+"""
+
+    return f"""`timescale 1ns/1ps
+// Co-simulation harness for {params.name}: external memory (latency {lat} + 1 cycles),
+// instruction memory, bulk load/dump through $readmemh/$writememh.
+module {HARNESS_TOP} (input clk);
+  reg rst = 1'b1;
+  reg start = 1'b0;
+  reg load = 1'b0;
+  reg dump = 1'b0;
+  reg [31:0] n_instr = 32'd0;
+  reg [31:0] c_rows = 32'd1;
+  wire busy, done;
+  wire [31:0] instr_addr;
+  reg [{INSTRUCTION_BITS - 1}:0] instr_q;
+  reg [{INSTRUCTION_BITS - 1}:0] imem [0:{INSTR_DEPTH - 1}];
+  reg [{bits["a"] - 1}:0] amem [0:{depth["a"] - 1}];
+  reg [{bits["b"] - 1}:0] bmem [0:{depth["b"] - 1}];
+  reg [{bits["c"] - 1}:0] cmem [0:{depth["c"] - 1}];
+  wire a_req_valid, b_req_valid, c_wr_valid;
+  wire [31:0] a_req_addr, b_req_addr, c_wr_addr;
+  wire a_resp_valid, b_resp_valid;
+  wire [{bits["a"] - 1}:0] a_resp_data;
+  wire [{bits["b"] - 1}:0] b_resp_data;
+  wire [{bits["c"] - 1}:0] c_wr_data;
+{counters}
+
+  always @(posedge clk) begin
+    instr_q <= imem[instr_addr[{INSTR_DEPTH.bit_length() - 2}:0]];
+    if (c_wr_valid) cmem[c_wr_addr[{(depth["c"] - 1).bit_length() - 1}:0]] <= c_wr_data;
+    if (load) begin
+      $readmemh("{FILES["instr"]}", imem);
+      $readmemh("{FILES["a"]}", amem);
+      $readmemh("{FILES["b"]}", bmem);
+    end
+    if (dump) $writememh("{FILES["c"]}", cmem, 0, c_rows - 1);
+  end
+{pipe("a")}{pipe("b")}
+  {params.name} accelerator (
+    .clk(clk), .rst(rst), .start(start), .n_instr(n_instr), .busy(busy), .done(done),
+    .instr_addr(instr_addr), .instr_data(instr_q),
+    .a_req_valid(a_req_valid), .a_req_addr(a_req_addr), .a_resp_valid(a_resp_valid),
+    .a_resp_data(a_resp_data),
+    .b_req_valid(b_req_valid), .b_req_addr(b_req_addr), .b_resp_valid(b_resp_valid),
+    .b_resp_data(b_resp_data),
+    .c_wr_valid(c_wr_valid), .c_wr_addr(c_wr_addr), .c_wr_data(c_wr_data),
+{counter_ports}
+  );
+endmodule
+"""
+
+
+def pack_rows(values: np.ndarray, bits: int) -> str:
+    """Hex lines (``$readmemh``) of rows of signed ``bits``-bit fields, field 0 in the LSBs."""
+    values = np.asarray(values, dtype=np.int64)
+    rows, n = values.shape
+    fields = values.astype(np.uint64) & np.uint64((1 << bits) - 1)
+    shifts = np.arange(bits, dtype=np.uint64)
+    bitmat = ((fields[:, :, None] >> shifts) & np.uint64(1)).astype(np.uint8)
+    flat = bitmat.reshape(rows, n * bits)[:, ::-1]
+    pad = (-(n * bits)) % 8
+    if pad:
+        flat = np.pad(flat, ((0, 0), (pad, 0)))
+    packed = np.packbits(flat, axis=1)
+    width = packed.shape[1] * 2
+    text = packed.tobytes().hex()
+    return "\n".join(text[i:i + width] for i in range(0, len(text), width)) + "\n"
+
+
+def unpack_rows(path: Path, rows: int, n: int, bits: int) -> np.ndarray:
+    """Signed fields of the first ``rows`` hex lines of a ``$writememh`` file."""
+    lines = [ln.strip() for ln in path.read_text().splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("//") and not ln.startswith("@")]
+    if len(lines) < rows:
+        raise ValueError(f"{path} has {len(lines)} rows, expected {rows}")
+    nbytes = -(-(n * bits) // 8)
+    data = bytes.fromhex("".join(ln.lower().replace("x", "0").rjust(2 * nbytes, "0")
+                                 for ln in lines[:rows]))
+    packed = np.frombuffer(data, dtype=np.uint8).reshape(rows, nbytes)
+    flat = np.unpackbits(packed, axis=1)[:, ::-1][:, : n * bits]  # LSB first
+    weights = (np.uint64(1) << np.arange(bits, dtype=np.uint64))
+    fields = (flat.reshape(rows, n, bits).astype(np.uint64) * weights).sum(axis=2)
+    fields = fields.astype(np.int64)
+    sign = np.int64(1) << np.int64(bits - 1)
+    if bits < 64:
+        fields = (fields ^ sign) - sign
+    return fields
+
+
+def layout_a(params: SystolicParams, a: np.ndarray, padded: tuple[int, int, int]) -> np.ndarray:
+    """A as external-memory rows (see program.Layout)."""
+    pm, _, pk = padded
+    m, k = a.shape
+    R = params.rows
+    if params.dataflow == "os":
+        full = np.zeros((pm, k), np.int64)
+        full[:m] = a
+        return full.reshape(pm // R, R, k).transpose(0, 2, 1).reshape(-1, R)
+    full = np.zeros((m, pk), np.int64)
+    full[:, :k] = a
+    return full.reshape(m, pk // R, R).transpose(1, 0, 2).reshape(-1, R)
+
+
+def layout_b(params: SystolicParams, b: np.ndarray, padded: tuple[int, int, int]) -> np.ndarray:
+    _, pn, pk = padded
+    k, n = b.shape
+    C = params.cols
+    full = np.zeros((pk, pn), np.int64)
+    full[:k, :n] = b
+    return full.reshape(pk, pn // C, C).transpose(1, 0, 2).reshape(-1, C)
+
+
+def unlayout_c(params: SystolicParams, rows: np.ndarray, m: int, n: int,
+               padded: tuple[int, int, int]) -> np.ndarray:
+    _, pn, _ = padded
+    C = params.cols
+    return rows.reshape(pn // C, m, C).transpose(1, 0, 2).reshape(m, pn)[:, :n]

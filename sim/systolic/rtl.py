@@ -1,0 +1,216 @@
+"""RTL co-simulation of the accelerator: Verilator through cocotb's runner, many GEMMs per run.
+
+The design is built once per parameter set (BuildCache, keyed by the Verilog, the harness, the
+flags and the tool versions) and every :meth:`RtlSimulator.run` starts one simulator process for
+its whole job list. The accelerator runs free: Python only loads memories, pulses ``start`` and
+waits for ``done``; cycles come from the hardware's own cycle counter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from hwloop.hdl.systolic.params import SystolicParams
+from hwloop.sim.systolic.harness import (
+    HARNESS_TOP,
+    INSTR_DEPTH,
+    harness_verilog,
+    layout_a,
+    layout_b,
+    memory_depths,
+    pack_rows,
+    row_bits,
+    unlayout_c,
+    unpack_rows,
+)
+from hwloop.sim.systolic.mapping import Gemm, Mapping, check_mapping, padded_dims
+from hwloop.sim.systolic.model import GemmRun, model_gemm
+from hwloop.sim.systolic.program import INSTRUCTION_BITS, build_program, encode
+
+from hwloop.buildcache import BuildCache, build_key
+from hwloop.errors import BuildError, ParameterError, SimulationError, SimulationTimeout
+from hwloop.toolchain import VERILATOR_LINT_FLAGS, setup_verilator, tool_versions
+
+SPEED_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert")
+
+_HDL_SOURCES = ("hdl/systolic/accelerator.py", "hdl/systolic/mesh.py",
+                "hdl/systolic/__init__.py", "sim/systolic/program.py",
+                "sim/systolic/mapping.py")
+
+
+def _source_digest() -> str:
+    """Hash of the generator sources: a changed generator never reuses stale Verilog."""
+    root = Path(__file__).resolve().parents[2]
+    digest = hashlib.sha256()
+    for rel in _HDL_SOURCES:
+        path = root / rel
+        digest.update(path.read_bytes() if path.exists() else rel.encode())
+    return digest.hexdigest()[:16]
+
+
+def cached_verilog(params: SystolicParams) -> str:
+    """The accelerator's Verilog, generated once per parameter set and generator version."""
+    from hwloop.hdl.systolic import generate_verilog
+
+    key = build_key(sources={}, extra={"what": "systolic-verilog", "params": params.to_dict(),
+                                       "generator": _source_digest()},
+                    tools={"amaranth": tool_versions()["amaranth"]})
+
+    def build(folder: Path) -> None:
+        (folder / "design.v").write_text(generate_verilog(params))
+
+    path, _ = BuildCache().get_or_build(key, build)
+    return (path / "design.v").read_text()
+
+
+class RtlSimulator:
+    """One accelerator design; builds once (BuildCache), runs many GEMMs per simulator process."""
+
+    def __init__(self, params: SystolicParams, *, waves: bool = False,
+                 workdir: Path | None = None):
+        self.params = params
+        self.waves = waves
+        self.workdir = Path(workdir) if workdir is not None else None
+        self._build_path: Path | None = None
+        self.waves_path: Path | None = None
+
+    def _flags(self) -> list[str]:
+        flags = [*VERILATOR_LINT_FLAGS, *SPEED_FLAGS]
+        if self.waves:
+            flags += ["--trace-fst", "--trace-structs"]
+        return flags
+
+    def build(self) -> float:
+        """Build the simulator if needed; returns the seconds spent (0.0 when cached)."""
+        start = time.monotonic()
+        design = cached_verilog(self.params)
+        harness = harness_verilog(self.params)
+        flags = self._flags()
+        key = build_key(sources={"design.v": design, "harness.v": harness}, flags=flags,
+                        tools=tool_versions(), extra={"what": "systolic-rtl", "waves": self.waves})
+
+        def build(folder: Path) -> None:
+            from cocotb_tools.runner import get_runner
+
+            setup_verilator()
+            (folder / "design.v").write_text(design)
+            (folder / "harness.v").write_text(harness)
+            log = folder / "build.log"
+            runner = get_runner("verilator")
+            try:
+                runner.build(verilog_sources=[folder / "design.v", folder / "harness.v"],
+                             hdl_toplevel=HARNESS_TOP, build_dir=folder / "obj",
+                             build_args=flags, timescale=("1ns", "1ps"), waves=self.waves,
+                             log_file=log)
+            except (SystemExit, Exception) as exc:
+                kept = Path(tempfile.mkdtemp(prefix="hwloop-systolic-build-")) / "build.log"
+                if log.exists():
+                    shutil.copy(log, kept)
+                raise BuildError(f"Verilator build of {self.params.name} failed ({exc})",
+                                 log_path=kept) from None
+
+        path, built = BuildCache().get_or_build(key, build)
+        self._build_path = path
+        return time.monotonic() - start if built else 0.0
+
+    def _write_job(self, index: int, folder: Path, gemm: Gemm, mapping: Mapping,
+                   a: np.ndarray, b: np.ndarray) -> dict:
+        p = self.params
+        if a.shape != (gemm.m, gemm.k) or b.shape != (gemm.k, gemm.n):
+            raise ParameterError(
+                f"job {index}: operands {a.shape} x {b.shape} do not match gemm "
+                f"m={gemm.m} n={gemm.n} k={gemm.k}")
+        fitted = mapping.fit_to(p, gemm)
+        check_mapping(p, gemm, fitted)
+        program = build_program(p, gemm, fitted)
+        depths = memory_depths(p)
+        sizes = {"a": program.layout.a_rows, "b": program.layout.b_rows,
+                 "c": program.layout.c_rows}
+        for name, rows in sizes.items():
+            if rows > depths[name]:
+                raise ParameterError(
+                    f"gemm m={gemm.m} n={gemm.n} k={gemm.k} needs {rows} rows of external "
+                    f"{name.upper()} memory, the harness of {p.name} has {depths[name]}")
+        if len(program.instructions) > INSTR_DEPTH:
+            raise ParameterError(
+                f"mapping {fitted.to_dict()} needs {len(program.instructions)} instructions, "
+                f"the harness holds {INSTR_DEPTH}: use larger tiles")
+        padded = padded_dims(p, gemm)
+        bits = row_bits(p)
+        width = -(-INSTRUCTION_BITS // 4)
+        paths = {key: folder / f"job{index}_{key}.hex" for key in ("instr", "a", "b", "c")}
+        paths["instr"].write_text("".join(f"{encode(i):0{width}x}\n"
+                                          for i in program.instructions))
+        paths["a"].write_text(pack_rows(layout_a(p, a, padded), p.in_bits))
+        paths["b"].write_text(pack_rows(layout_b(p, b, padded), p.in_bits))
+        model = model_gemm(p, gemm, fitted)
+        del bits
+        return {"instr": str(paths["instr"]), "a": str(paths["a"]), "b": str(paths["b"]),
+                "c": str(paths["c"]), "n_instr": len(program.instructions),
+                "c_rows": sizes["c"], "max_cycles": 2 * model.cycles + 10_000,
+                "model_cycles": model.cycles}
+
+    def run(self, jobs: list[tuple[Gemm, Mapping, np.ndarray, np.ndarray]]) -> list[GemmRun]:
+        """Run every job in one simulator process; results in job order."""
+        if self._build_path is None:
+            self.build()
+        assert self._build_path is not None
+        p = self.params
+        own = self.workdir is None
+        work = Path(tempfile.mkdtemp(prefix="hwloop-systolic-")) if own else self.workdir
+        assert work is not None
+        work.mkdir(parents=True, exist_ok=True)
+        specs = [self._write_job(i, work, *job) for i, job in enumerate(jobs)]
+        results_path = work / "results.json"
+        results_path.unlink(missing_ok=True)
+        (work / "jobs.json").write_text(json.dumps({"jobs": specs,
+                                                    "results": str(results_path)}))
+        from cocotb_tools.runner import get_runner
+
+        setup_verilator()
+        runner = get_runner("verilator")
+        log = work / "sim.log"
+        try:
+            runner.test(test_module="hwloop.sim.systolic.tb", hdl_toplevel=HARNESS_TOP,
+                        hdl_toplevel_lang="verilog", build_dir=self._build_path / "obj",
+                        test_dir=work, waves=self.waves, timescale=("1ns", "1ps"),
+                        extra_env={"HWLOOP_SYSTOLIC_JOBS": str(work / "jobs.json"),
+                                   "PYTHONPATH": ":".join(x for x in sys.path if x)},
+                        log_file=log)
+        except SystemExit:
+            pass
+        if not results_path.exists():
+            raise SimulationError(f"the co-simulation of {p.name} produced no result "
+                                  f"(log: {log})", log_path=log)
+        results = json.loads(results_path.read_text())
+        if self.waves and (work / "dump.fst").exists():
+            self.waves_path = work / "dump.fst"
+        runs: list[GemmRun] = []
+        for i, ((gemm, _mapping, _a, _b), spec) in enumerate(zip(jobs, specs, strict=True)):
+            if i >= len(results):
+                raise SimulationError(f"job {i} of {p.name} did not run (log: {log})",
+                                      log_path=log)
+            res = results[i]
+            if res["timeout"]:
+                raise SimulationTimeout(
+                    f"job {i} (gemm m={gemm.m} n={gemm.n} k={gemm.k}) on {p.name} did not finish "
+                    f"within {spec['max_cycles']} cycles (log: {log})", log_path=log)
+            counters = res["counters"]
+            rows = unpack_rows(Path(spec["c"]), spec["c_rows"], p.cols, p.acc_bits)
+            c = unlayout_c(p, rows, gemm.m, gemm.n, padded_dims(p, gemm))
+            actions = {k: v for k, v in counters.items() if k != "cycles"}
+            runs.append(GemmRun(cycles=counters["cycles"], actions=actions, c=c,
+                                sim_s=res["sim_s"],
+                                extra={"model_cycles": spec["model_cycles"],
+                                       "waves": str(self.waves_path) if self.waves_path
+                                       else None}))
+        if own:
+            shutil.rmtree(work, ignore_errors=True)
+        return runs
