@@ -123,15 +123,15 @@ class Optimizer:
         self.pending[self.space.key(point)] = point
 
 
-def penalized_value(result: PointResult, worst: float | None) -> float:
-    """The naive penalty scalarization: log objective if feasible; else worse than the worst
-    feasible value seen (measured) or worse still (static / failed)."""
-    base = worst if worst is not None else 0.0
+def penalized_value(result: PointResult, worst: float) -> float:
+    """The naive penalty scalarization: log objective if feasible; else worse than ``worst``
+    (the worst log objective measured so far): by 1 if over budget, by 2 if not measured
+    (static infeasibility, failure)."""
     if result.feasible and result.objective is not None and result.objective > 0:
         return math.log(result.objective)
     if result.objective is not None and result.objective > 0:
-        return max(math.log(result.objective), base) + 1.0
-    return base + 2.0
+        return max(math.log(result.objective), worst) + 1.0
+    return worst + 2.0
 
 
 def make_optimizer(name: str, space: Space, *, seed: int = 0,
