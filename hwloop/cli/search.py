@@ -91,7 +91,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         args.log_dir.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True)
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
         TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
         console=console, disable=args.quiet, transient=False)
     task = progress.add_task(f"{args.method} on {space.name}", total=args.budget,
