@@ -1,0 +1,83 @@
+"""The cache and prefetcher generators emit Verilog with the documented interface."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from hwloop.hdl.cache.cache import Cache
+from hwloop.hdl.cache.generate import cache_verilog, prefetcher_verilog
+from hwloop.hdl.cache.params import CacheConfig
+from hwloop.hdl.cache.prefetcher import PrefetcherConfig
+from hwloop.hdl.cache.table import make_table, save_table
+
+from hwloop.errors import ParameterError
+
+# Cache objects built only to inspect them are never elaborated: that is the point
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth._unused.UnusedElaboratable")
+
+PORTS = ("req_valid", "req_ready", "req_addr", "req_pc", "req_write", "resp_valid", "resp_hit",
+         "resp_way", "resp_evict", "resp_writeback", "hits", "misses", "evictions",
+         "writebacks")
+
+
+def _ports(verilog: str) -> dict[str, str]:
+    return {name: kind for kind, name in
+            re.findall(r"^\s*(input|output)\s*(?:\[[^\]]+\]\s*)?(\w+);", verilog, re.M)}
+
+
+@pytest.mark.parametrize("policy", ["lru", "plru", "srrip", "random", "table"])
+def test_every_policy_generates(policy, tmp_path):
+    table = None
+    if policy == "table":
+        table = tmp_path / "t.npz"
+        save_table(table, make_table(kind="replacement", entry_bits=5, history=1,
+                                     values=np.arange(64) % 32))
+    config = CacheConfig(sets=8, ways=4, line_bytes=32, addr_bits=32, policy=policy,
+                         table=table)
+    verilog = cache_verilog(config)
+    ports = _ports(verilog)
+    assert f"module {config.name}" in verilog
+    for name in PORTS:
+        assert name in ports, name
+    assert ports["req_addr"] == "input" and ports["resp_hit"] == "output"
+    assert "pf_useful" not in ports
+
+
+def test_set_word_layout():
+    cache = Cache(config=CacheConfig(sets=8, ways=4, line_bytes=32, addr_bits=32, policy="lru"))
+    # per way: valid, dirty, prefetched, 24-bit tag, 2-bit LRU age
+    assert cache.way_word == 3 + 24 + 2
+    assert cache.set_word == 4 * 29
+    ages = [(cache.initial_set() >> (w * 29 + 27)) & 3 for w in range(4)]
+    assert ages == [0, 1, 2, 3]
+
+
+def test_prefetch_ports_and_prefetcher_alone():
+    config = CacheConfig(sets=8, ways=2, line_bytes=32, addr_bits=32)
+    ports = _ports(cache_verilog(config, prefetch=PrefetcherConfig(kind="nextline")))
+    assert {"pf_requests", "pf_issued", "pf_useful", "pf_late", "pf_evicted_unused",
+            "pf_dropped"} <= set(ports)
+    verilog = prefetcher_verilog(PrefetcherConfig(kind="stride", entries=16), line_bits=27)
+    assert "module prefetcher_stride" in verilog and "fill_line" in verilog
+
+
+def test_opt_has_no_rtl():
+    with pytest.raises(ParameterError) as info:
+        Cache(config=CacheConfig(sets=8, ways=2, line_bytes=32, policy="opt"))
+    assert str(info.value) == ("policy 'opt' exists only in the model "
+                               "(RTL has lru, plru, srrip, random, table)")
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    (dict(kind="markov"), "unknown prefetcher 'markov' (have nextline, stride, table)"),
+    (dict(kind="stride", degree=5), "degree must be an integer in 1..4, not 5"),
+    (dict(kind="stride", latency=0), "latency must be an integer in 1..255, not 0"),
+    (dict(kind="stride", entries=100), "entries must be a power of two in 1..65536, not 100"),
+    (dict(kind="table"), "prefetcher 'table' needs a table file (--prefetch-table FILE)"),
+])
+def test_prefetcher_config_errors(values, message):
+    with pytest.raises(ParameterError) as info:
+        PrefetcherConfig(**values)
+    assert str(info.value) == message
