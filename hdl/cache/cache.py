@@ -124,8 +124,10 @@ class Cache(wiring.Component):
         WB = self.way_word
         line_bits = cfg.addr_bits - cfg.offset_bits
 
-        m.submodules.sets = sets = Memory(shape=self.set_word, depth=cfg.sets,
-                                          init=[self.initial_set()] * cfg.sets)
+        # depth >= 2: a 1-deep memory would get a zero-width address in Verilog
+        depth = max(cfg.sets, 2)
+        m.submodules.sets = sets = Memory(shape=self.set_word, depth=depth,
+                                          init=[self.initial_set()] * depth)
         wr = sets.write_port()
         rd = sets.read_port(transparent_for=(wr,))
 
@@ -167,8 +169,9 @@ class Cache(wiring.Component):
             table = self.table
             assert table is not None
             n = table.index_bits
-            m.submodules.rtable = rtable = Memory(shape=table.entry_bits, depth=table.entries,
-                                                  init=[int(v) for v in table.values])
+            m.submodules.rtable = rtable = Memory(
+                shape=table.entry_bits, depth=max(table.entries, 2),
+                init=[int(v) for v in table.values] + [0] * (table.entries < 2))
             trd = rtable.read_port()
             history = [Signal(PC_BITS, name=f"pc_hist{j}") for j in range(1, table.history + 1)]
             pcs = [self.req_pc, *history]

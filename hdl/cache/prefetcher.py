@@ -140,7 +140,7 @@ class Prefetcher(wiring.Component):
         elif cfg.kind == "stride":
             n = cfg.entries.bit_length() - 1
             width = L + STRIDE_BITS + 2
-            m.submodules.strides = mem = Memory(shape=width, depth=cfg.entries, init=[])
+            m.submodules.strides = mem = Memory(shape=width, depth=max(cfg.entries, 2), init=[])
             wr = mem.write_port()
             rd = mem.read_port(transparent_for=(wr,))
             m.d.comb += rd.addr.eq(_fold(self.lookup_pc[2:], PC_BITS - 2, n))
@@ -172,9 +172,10 @@ class Prefetcher(wiring.Component):
             n = table.index_bits
             k = table.entry_bits
             m.submodules.deltas = mem = Memory(
-                shape=k + 2, depth=table.entries,
+                shape=k + 2, depth=max(table.entries, 2),
                 init=[(int(v) & ((1 << k) - 1)) | (int(c) << k)
-                      for v, c in zip(table.values, table.confidence, strict=True)])
+                      for v, c in zip(table.values, table.confidence, strict=True)]
+                + [0] * (table.entries < 2))
             rd = mem.read_port()
             prev_line = Signal(L)
             history = [Signal(L, name=f"delta_hist{j}") for j in range(table.history)]
