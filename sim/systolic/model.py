@@ -4,12 +4,18 @@ It walks the same instruction program the runner writes into the hardware (see p
 adds up, per instruction, what the controller does: an instruction takes a fixed fetch overhead
 plus the longer of its compute and its DMA, which run in parallel.
 
+instruction = FETCH_CYCLES + max(compute, dma), where
+
 compute (array tiles back to back, each ``P`` cycles apart, then the pipeline drains):
-    os: P = max(length, rows);       time = (tiles-1)*P + length + 2*rows + cols + OS_TAIL
-    ws: P = max(length, rows, cols, 2); time = (tiles-1)*P + length + rows + cols + WS_TAIL
-DMA (transfers one after another; a request per ``ceil(row bytes / bus_bytes)`` cycles):
-    load  = (rows-1)*cycles_per_row + mem_latency + LOAD_TAIL
-    store = (rows-1)*cycles_per_row + STORE_TAIL
+    os: P = max(length, rows)
+        (the shadow registers of a column shift out over ``rows`` cycles)
+    ws: P = max(length, rows + cols - 1, 2), plus a ``rows``-cycle weight prologue
+        (the next tile's weights load in slots cols-1 .. cols+rows-2 of the current tile)
+    time = (tiles-1)*P + length + 2*rows + cols   (skew, mesh, deskew, drain; both dataflows)
+DMA (transfers one after another; a request per ``ceil(row bytes / bus_bytes)`` cycles,
+responses ``mem_latency + 1`` cycles later):
+    time = 1 + sum over transfers of (rows-1)*cycles_per_row + TAIL,
+    TAIL = mem_latency + LOAD_TAIL for loads, STORE_TAIL for stores
 """
 
 from __future__ import annotations
@@ -29,12 +35,10 @@ ACTIONS: tuple[str, ...] = (
 )
 
 # Fixed cycle costs of the controller's sequencing, from the RTL's pipeline stages.
-FETCH_CYCLES = 3   # fetch the instruction, latch it, dispatch
-OS_TAIL = 3
-WS_TAIL = 3
-LOAD_TAIL = 2
-STORE_TAIL = 2
-DONE_CYCLES = 1
+FETCH_CYCLES = 3   # fetch, dispatch, and the cycle that sees both engines idle
+LOAD_TAIL = 3      # transfer setup, request register, last write
+STORE_TAIL = 4     # transfer setup, scratchpad read, external write, drain check
+DMA_DONE = 1       # the DMA's final "no more transfers" cycle
 
 
 @dataclass
@@ -54,9 +58,9 @@ def compute_cycles(params, c: Compute) -> int:
     R, C = params.rows, params.cols
     if params.dataflow == "os":
         period = max(c.length, R)
-        return (c.array_tiles - 1) * period + c.length + 2 * R + C + OS_TAIL
-    period = max(c.length, R, C, 2)
-    return (c.array_tiles - 1) * period + c.length + R + C + WS_TAIL
+    else:
+        period = max(c.length, R + C - 1, 2)
+    return (c.array_tiles - 1) * period + c.length + 2 * R + C
 
 
 def load_cycles(params, t: Transfer, row_bytes: int) -> int:
@@ -72,6 +76,8 @@ def store_cycles(params, t: Transfer) -> int:
 def instruction_cycles(params, instr: Instruction) -> int:
     e = elem_bytes(params)
     dma = 0
+    if instr.load_a is not None or instr.load_b is not None or instr.store_c is not None:
+        dma = DMA_DONE
     if instr.load_a is not None:
         dma += load_cycles(params, instr.load_a, params.rows * e)
     if instr.load_b is not None:
@@ -118,7 +124,7 @@ def model_gemm(params, gemm: Gemm, mapping: Mapping) -> GemmRun:
     start = time.perf_counter()
     program = build_program(params, gemm, mapping.fit_to(params, gemm))
     totals = dict.fromkeys(ACTIONS, 0)
-    cycles = DONE_CYCLES
+    cycles = 0
     for instr in program.instructions:
         cycles += instruction_cycles(params, instr)
         instruction_actions(params, instr, totals)
