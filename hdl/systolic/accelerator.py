@@ -390,7 +390,7 @@ class SystolicAccelerator(wiring.Component):
                     m.d.sync += pace.eq(pace - 1)
                 with m.If((issue.left == 0) & ~st_valid):
                     m.next = "NEXT"
-                bump("acc_sram_read", can_issue, C)
+                bump("acc_sram_read", st_fire, C)
         # store pipeline: the scratchpad row arrives one cycle after its address
         m.d.sync += [st_valid.eq(st_fire), st_addr.eq(issue.ext)]
         m.d.comb += [self.c_wr_valid.eq(st_valid), self.c_wr_addr.eq(st_addr),

@@ -105,7 +105,7 @@ class RtlSimulator:
             log = folder / "build.log"
             runner = get_runner("verilator")
             try:
-                runner.build(verilog_sources=[folder / "design.v", folder / "harness.v"],
+                runner.build(sources=[folder / "design.v", folder / "harness.v"],
                              hdl_toplevel=HARNESS_TOP, build_dir=folder / "obj",
                              build_args=flags, timescale=("1ns", "1ps"), waves=self.waves,
                              log_file=log)
