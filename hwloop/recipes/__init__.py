@@ -40,8 +40,8 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (
     Recipe(name="compress", source="compress.c", args=("200000",),
            description="gzip-like LZ77 compressor (hash chains, 32 KiB window), 200 KB of text"),
-    Recipe(name="sort", source="sort.c", args=("40000",),
-           description="C library qsort of 40,000 random 32-bit integers"),
+    Recipe(name="sort", source="sort.c", args=("30000",),
+           description="C library qsort as an index sort: 30,000 pointers to random ints"),
     Recipe(name="matmul", source="matmul.c", args=("128",),
            description="naive i-j-k matrix multiply of 128x128 doubles"),
     Recipe(name="hashtable", source="hashtable.c", args=("40000", "150000"),
