@@ -56,7 +56,7 @@ def test_failures_timeouts_and_crashes_are_recorded_and_the_pool_goes_on(tmp_pat
 def test_results_arrive_as_they_finish_not_in_submit_order():
     with LocalEngine(evaluator=fake_evaluate, space=None, fidelity="model", seed=0,
                      workers=2) as engine:
-        engine.submit("slow", {"x": 1, "sleep": 2.0})
+        engine.submit("slow", {"x": 1, "sleep": 5.0})
         engine.submit("fast", {"x": 2})
         first = []
         while not first:
