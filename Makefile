@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/hwloop doctor
-	$(BIN)/hwloop sim systolic --workload resnet50 --first 3
+	$(BIN)/hwloop generate systolic -o out/systolic
+	$(BIN)/hwloop sim systolic --workload dqn --first 3 --seed 1
 
 test: $(STAMP)
 	$(BIN)/ruff check hwloop hdl sim learn search tests benchmarks
