@@ -162,3 +162,22 @@ def test_cli_recipes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert capsys.readouterr().err.endswith(
         "unknown recipe 'gzip' (have compress, sort, matmul, hashtable)\n")
     assert os.listdir(tmp_path) == ["matmul.trace"]
+
+
+def test_every_recipe_builds() -> None:
+    from hwloop.recipes import RECIPES, build
+
+    for recipe in RECIPES.values():
+        program = build(recipe)
+        start = elf_start(program)
+        assert start is not None and start.main is not None, recipe.name
+
+
+def test_skip_entry_keeps_libc_start_up(touch: Path, tmp_path: Path) -> None:
+    args = ["100", str(tmp_path / "addr")]
+    from_entry = capture(str(touch), args, tmp_path / "e.trace", skip="entry")
+    from_main = capture(str(touch), args, tmp_path / "m.trace", skip="main")
+    assert 0 < from_entry.before_start < from_main.before_start
+    assert from_entry.records > from_main.records
+    entry = read_trace(tmp_path / "e.trace")
+    assert np.array_equal(entry[-from_main.records:], read_trace(tmp_path / "m.trace"))
