@@ -19,7 +19,13 @@ from amaranth.lib.wiring import In, Out
 from hwloop.hdl.systolic.mesh import OsMesh, WsMesh
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.sim.systolic.mapping import acc_bytes, elem_bytes, scratchpad_geometry
-from hwloop.sim.systolic.program import FIELD_BITS, FIELDS, INSTRUCTION_BITS
+from hwloop.sim.systolic.program import (
+    FIELD_BITS,
+    FIELDS,
+    INSTRUCTION_BITS,
+    cycles_per_beat,
+    rows_per_beat,
+)
 
 ADDR_BITS = FIELD_BITS
 COUNTER_BITS = 64
@@ -30,10 +36,6 @@ COUNTERS: tuple[str, ...] = (
     "weight_sram_write", "acc_sram_read", "acc_sram_write", "dram_read_bytes",
     "dram_write_bytes", "pe_reg_write",
 )
-
-
-def _cycles_per_row(row_bytes: int, bus_bytes: int) -> int:
-    return max(1, -(-row_bytes // bus_bytes))
 
 
 class _Walker:
@@ -63,20 +65,29 @@ class _Walker:
                 self.elem.eq(0),
                 self.left.eq(f[f"{prefix}_bursts"] * f[f"{prefix}_length"])]
 
-    def step(self) -> None:
+    def rows_now(self, per_beat: int):
+        """Rows the next beat moves: ``per_beat``, or what is left of the burst."""
+        rest = self.length - self.elem
+        return Mux(rest > per_beat, per_beat, rest)
+
+    def step(self, per_beat: int = 1) -> None:
         m = self._m
-        m.d.sync += self.left.eq(self.left - 1)
-        with m.If(self.elem + 1 == self.length):
+        n = self.rows_now(per_beat)
+        m.d.sync += self.left.eq(self.left - n)
+        with m.If(self.elem + n == self.length):
             m.d.sync += [self.elem.eq(0), self.ext_base.eq(self.ext_base + self.ext_stride),
                          self.spad_base.eq(self.spad_base + self.spad_stride)]
         with m.Else():
-            m.d.sync += self.elem.eq(self.elem + 1)
+            m.d.sync += self.elem.eq(self.elem + n)
 
 
 class SystolicAccelerator(wiring.Component):
     def __init__(self, *, params: SystolicParams):
         self._p = params
         R, C = params.rows, params.cols
+        e = elem_bytes(params)
+        self._beat_a = rows_per_beat(R * e, params.bus_bytes)
+        self._beat_b = rows_per_beat(C * e, params.bus_bytes)
         sig = {
             "start": In(1),
             "n_instr": In(ADDR_BITS),
@@ -87,11 +98,11 @@ class SystolicAccelerator(wiring.Component):
             "a_req_valid": Out(1),
             "a_req_addr": Out(ADDR_BITS),
             "a_resp_valid": In(1),
-            "a_resp_data": In(R * params.in_bits),
+            "a_resp_data": In(self._beat_a * R * params.in_bits),
             "b_req_valid": Out(1),
             "b_req_addr": Out(ADDR_BITS),
             "b_resp_valid": In(1),
-            "b_resp_data": In(C * params.in_bits),
+            "b_resp_data": In(self._beat_b * C * params.in_bits),
             "c_wr_valid": Out(1),
             "c_wr_addr": Out(ADDR_BITS),
             "c_wr_data": Out(C * params.acc_bits),
@@ -119,17 +130,19 @@ class SystolicAccelerator(wiring.Component):
                                               depth=geo.weight_rows, init=[])
         m.submodules.accs = accs = Memory(shape=unsigned(C * p.acc_bits),
                                           depth=geo.acc_rows, init=[])
-        ifmap_w, ifmap_r = ifmap.write_port(), ifmap.read_port()
-        weight_w, weight_r = weight.write_port(), weight.read_port()
+        # one write port per row of a bus beat, so the DMA can fill the bus
+        ifmap_ws = [ifmap.write_port() for _ in range(self._beat_a)]
+        weight_ws = [weight.write_port() for _ in range(self._beat_b)]
+        ifmap_r, weight_r = ifmap.read_port(), weight.read_port()
         acc_w, acc_r, acc_s = accs.write_port(), accs.read_port(), accs.read_port()
 
         # ---- counters ----------------------------------------------------------------------
         counters = {name: Signal(COUNTER_BITS, name=f"count_{name}") for name in COUNTERS}
         for name in COUNTERS:
             m.d.comb += getattr(self, f"cnt_{name}").eq(counters[name])
-        bumps: dict[str, list[tuple[Signal, int]]] = {name: [] for name in COUNTERS}
+        bumps: dict[str, list] = {name: [] for name in COUNTERS}
 
-        def bump(name: str, cond, amount: int) -> None:
+        def bump(name: str, cond, amount) -> None:
             bumps[name].append((cond, amount))
 
         # ---- controller --------------------------------------------------------------------
@@ -333,9 +346,9 @@ class SystolicAccelerator(wiring.Component):
         resp = _Walker(m, "rsp")
         pace = Signal(8)
         d_flags = Signal(3)  # transfers still to do: bit0 A, bit1 B, bit2 store
-        cpr_a = _cycles_per_row(R * e, p.bus_bytes)
-        cpr_b = _cycles_per_row(C * e, p.bus_bytes)
-        cpr_c = _cycles_per_row(C * ab, p.bus_bytes)
+        cpr_a = cycles_per_beat(R * e, p.bus_bytes)
+        cpr_b = cycles_per_beat(C * e, p.bus_bytes)
+        cpr_c = cycles_per_beat(C * ab, p.bus_bytes)
         st_valid, st_addr, st_fire = Signal(), Signal(ADDR_BITS), Signal()
         with m.FSM(name="dma"):
             with m.State("IDLE"):
@@ -358,28 +371,34 @@ class SystolicAccelerator(wiring.Component):
                 with m.Else():
                     m.d.sync += dma_busy.eq(0)
                     m.next = "IDLE"
-            for state, cpr, req_valid, req_addr, resp_valid, resp_data, wport, name, width in (
+            for state, cpr, req_valid, req_addr, resp_valid, resp_data, wports, name, width, k in (
                 ("LOAD_A", cpr_a, self.a_req_valid, self.a_req_addr, self.a_resp_valid,
-                 self.a_resp_data, ifmap_w, "ifmap", R),
+                 self.a_resp_data, ifmap_ws, "ifmap", R, self._beat_a),
                 ("LOAD_B", cpr_b, self.b_req_valid, self.b_req_addr, self.b_resp_valid,
-                 self.b_resp_data, weight_w, "weight", C),
+                 self.b_resp_data, weight_ws, "weight", C, self._beat_b),
             ):
                 with m.State(state):
                     can_issue = (issue.left != 0) & (pace == 0)
                     m.d.comb += [req_valid.eq(can_issue), req_addr.eq(issue.ext)]
                     with m.If(can_issue):
-                        issue.step()
+                        issue.step(k)
                         m.d.sync += pace.eq(cpr - 1)
                     with m.Elif(pace != 0):
                         m.d.sync += pace.eq(pace - 1)
-                    m.d.comb += [wport.addr.eq(resp.spad), wport.data.eq(resp_data),
-                                 wport.en.eq(resp_valid)]
+                    got = resp.rows_now(k)
+                    row_bits = width * p.in_bits
+                    for i, wport in enumerate(wports):
+                        m.d.comb += [wport.addr.eq(resp.spad + i),
+                                     wport.data.eq(resp_data[i * row_bits:(i + 1) * row_bits]),
+                                     wport.en.eq(resp_valid & (got > i))]
                     with m.If(resp_valid):
-                        resp.step()
-                        with m.If(resp.left == 1):
+                        resp.step(k)
+                        with m.If(resp.left == got):
                             m.next = "NEXT"
-                    bump(f"{name}_sram_write", resp_valid, width)
-                    bump("dram_read_bytes", resp_valid, width * e)
+                    rows_in = Signal(range(k + 1), name=f"{name}_rows_in")
+                    m.d.comb += rows_in.eq(Mux(resp_valid, got, 0))
+                    bump(f"{name}_sram_write", 1, rows_in * width)
+                    bump("dram_read_bytes", 1, rows_in * (width * e))
             with m.State("STORE"):
                 can_issue = (issue.left != 0) & (pace == 0)
                 m.d.comb += [acc_s.addr.eq(issue.spad), st_fire.eq(can_issue)]

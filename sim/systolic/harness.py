@@ -1,7 +1,8 @@
 """The co-simulation harness: accelerator + external memory model + job files.
 
 The harness top (Verilog) holds the instruction memory and the A, B and C external memories.
-Reads return ``mem_latency + 1`` cycles after the request (one register plus a pipeline of
+A read request returns a beat of as many consecutive rows as fit in ``bus_bytes``,
+``mem_latency + 1`` cycles after the request (one register plus a pipeline of
 ``mem_latency`` stages). Memories are loaded in bulk with ``$readmemh`` when ``load`` is pulsed
 and C is written back with ``$writememh`` when ``dump`` is pulsed, so Python never touches a word.
 """
@@ -13,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from hwloop.hdl.systolic.accelerator import COUNTERS
 from hwloop.hdl.systolic.params import SystolicParams
-from hwloop.sim.systolic.program import INSTRUCTION_BITS
+from hwloop.sim.systolic.mapping import elem_bytes
+from hwloop.sim.systolic.program import INSTRUCTION_BITS, rows_per_beat
 
 HARNESS_TOP = "hwloop_systolic_harness"
 INSTR_DEPTH = 1 << 16
@@ -27,6 +29,13 @@ FILES = {"instr": "hw_instr.hex", "a": "hw_a.hex", "b": "hw_b.hex", "c": "hw_c.h
 def row_bits(params: SystolicParams) -> dict[str, int]:
     return {"a": params.rows * params.in_bits, "b": params.cols * params.in_bits,
             "c": params.cols * params.acc_bits}
+
+
+def beat_rows(params: SystolicParams) -> dict[str, int]:
+    """Rows per read beat of the A and B channels (as many as fit in the bus)."""
+    e = elem_bytes(params)
+    return {"a": rows_per_beat(params.rows * e, params.bus_bytes),
+            "b": rows_per_beat(params.cols * e, params.bus_bytes)}
 
 
 def memory_depths(params: SystolicParams) -> dict[str, int]:
@@ -45,14 +54,19 @@ def harness_verilog(params: SystolicParams) -> str:
     counters = "\n".join(f"  wire [63:0] cnt_{n};" for n in COUNTERS)
     counter_ports = ",\n".join(f"    .cnt_{n}(cnt_{n})" for n in COUNTERS)
 
+    beat = beat_rows(params)
+
     def pipe(ch: str) -> str:
-        w = bits[ch]
+        w = bits[ch] * beat[ch]
+        abits = (depth[ch] - 1).bit_length()
+        rows = ", ".join(f"{ch}mem[{ch}_req_addr[{abits - 1}:0] + {abits}'d{i}]"
+                         for i in reversed(range(beat[ch])))
         return f"""
   reg [{w - 1}:0] {ch}_q [0:{lat}];
   reg {ch}_v [0:{lat}];
   integer {ch}_i;
   always @(posedge clk) begin
-    {ch}_q[0] <= {ch}mem[{ch}_req_addr[{(depth[ch] - 1).bit_length() - 1}:0]];
+    {ch}_q[0] <= {{{rows}}};
     {ch}_v[0] <= {ch}_req_valid;
     for ({ch}_i = 1; {ch}_i <= {lat}; {ch}_i = {ch}_i + 1) begin
       {ch}_q[{ch}_i] <= {ch}_q[{ch}_i - 1];
@@ -83,8 +97,8 @@ module {HARNESS_TOP} (input clk);
   wire a_req_valid, b_req_valid, c_wr_valid;
   wire [31:0] a_req_addr, b_req_addr, c_wr_addr;
   wire a_resp_valid, b_resp_valid;
-  wire [{bits["a"] - 1}:0] a_resp_data;
-  wire [{bits["b"] - 1}:0] b_resp_data;
+  wire [{bits["a"] * beat["a"] - 1}:0] a_resp_data;
+  wire [{bits["b"] * beat["b"] - 1}:0] b_resp_data;
   wire [{bits["c"] - 1}:0] c_wr_data;
 {counters}
 

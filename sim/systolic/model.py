@@ -12,9 +12,10 @@ compute (array tiles back to back, each ``P`` cycles apart, then the pipeline dr
     ws: P = max(length, rows + cols - 1, 2), plus a ``rows``-cycle weight prologue
         (the next tile's weights load in slots cols-1 .. cols+rows-2 of the current tile)
     time = (tiles-1)*P + length + 2*rows + cols   (skew, mesh, deskew, drain; both dataflows)
-DMA (transfers one after another; a request per ``ceil(row bytes / bus_bytes)`` cycles,
-responses ``mem_latency + 1`` cycles later):
-    time = 1 + sum over transfers of (rows-1)*cycles_per_row + TAIL,
+DMA (transfers one after another; loads move ``floor(bus_bytes / row bytes)`` rows per beat
+(at least one; bursts never share a beat), one beat per ``ceil(row bytes / bus_bytes)`` cycles,
+responses ``mem_latency + 1`` cycles later; stores move one row per beat):
+    time = 1 + sum over transfers of (beats-1)*cycles_per_beat + TAIL,
     TAIL = mem_latency + LOAD_TAIL for loads, STORE_TAIL for stores
 """
 
@@ -25,7 +26,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from hwloop.sim.systolic.mapping import Gemm, Mapping, acc_bytes, elem_bytes
-from hwloop.sim.systolic.program import Compute, Instruction, Transfer, build_program
+from hwloop.sim.systolic.program import (
+    Compute,
+    Instruction,
+    Transfer,
+    beats,
+    build_program,
+    cycles_per_beat,
+)
 
 #: Action names counted by both the model and the RTL's hardware counters. Scratchpad actions
 #: count elements (inputs, weights, accumulators) moved through a port, not rows.
@@ -50,10 +58,6 @@ class GemmRun:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-def cycles_per_row(row_bytes: int, bus_bytes: int) -> int:
-    return max(1, -(-row_bytes // bus_bytes))
-
-
 def compute_cycles(params, c: Compute) -> int:
     R, C = params.rows, params.cols
     if params.dataflow == "os":
@@ -64,13 +68,14 @@ def compute_cycles(params, c: Compute) -> int:
 
 
 def load_cycles(params, t: Transfer, row_bytes: int) -> int:
-    return (t.rows - 1) * cycles_per_row(row_bytes, params.bus_bytes) + params.mem_latency \
+    n = beats(t, row_bytes, params.bus_bytes)
+    return (n - 1) * cycles_per_beat(row_bytes, params.bus_bytes) + params.mem_latency \
         + LOAD_TAIL
 
 
 def store_cycles(params, t: Transfer) -> int:
     row_bytes = params.cols * acc_bytes(params)
-    return (t.rows - 1) * cycles_per_row(row_bytes, params.bus_bytes) + STORE_TAIL
+    return (t.rows - 1) * cycles_per_beat(row_bytes, params.bus_bytes) + STORE_TAIL
 
 
 def instruction_cycles(params, instr: Instruction) -> int:

@@ -22,6 +22,23 @@ from hwloop.sim.systolic.mapping import (
 FIELD_BITS = 32
 
 
+def rows_per_beat(row_bytes: int, bus_bytes: int) -> int:
+    """Rows one bus beat carries: as many whole rows as fit in ``bus_bytes`` (at least one)."""
+    return max(1, bus_bytes // row_bytes)
+
+
+def cycles_per_beat(row_bytes: int, bus_bytes: int) -> int:
+    """Bus cycles of one beat: one, or ``ceil(row_bytes / bus_bytes)`` for rows wider than the
+    bus."""
+    return max(1, -(-row_bytes // bus_bytes))
+
+
+def beats(transfer: Transfer, row_bytes: int, bus_bytes: int) -> int:
+    """Beats of a transfer: bursts never share a beat."""
+    per = rows_per_beat(row_bytes, bus_bytes)
+    return transfer.bursts * -(-transfer.length // per)
+
+
 @dataclass(frozen=True)
 class Transfer:
     """A 2-D DMA transfer: ``bursts`` bursts of ``length`` rows, external rows ``stride`` apart,

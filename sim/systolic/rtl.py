@@ -70,6 +70,26 @@ def cached_verilog(params: SystolicParams) -> str:
     return (path / "design.v").read_text()
 
 
+#: Only the harness top is visible to cocotb: making every signal public (cocotb's default
+#: ``--public-flat-rw``) stops Verilator from optimizing the mesh and slows it down severalfold.
+PUBLIC_VLT = f"""`verilator_config
+public_flat_rw -module "{HARNESS_TOP}" -var "*"
+"""
+
+
+def _runner():
+    """cocotb's Verilator runner without the global ``--public-flat-rw``."""
+    from cocotb_tools.runner import Verilator
+
+    class _HarnessOnlyPublic(Verilator):
+        def _build_command(self):
+            cmds = super()._build_command()
+            cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
+            return cmds
+
+    return _HarnessOnlyPublic()
+
+
 class RtlSimulator:
     """One accelerator design; builds once (BuildCache), runs many GEMMs per simulator process."""
 
@@ -93,19 +113,22 @@ class RtlSimulator:
         design = cached_verilog(self.params)
         harness = harness_verilog(self.params)
         flags = self._flags()
-        key = build_key(sources={"design.v": design, "harness.v": harness}, flags=flags,
+        key = build_key(sources={"design.v": design, "harness.v": harness,
+                                 "public.vlt": PUBLIC_VLT}, flags=flags,
                         tools=tool_versions(), extra={"what": "systolic-rtl", "waves": self.waves})
 
         def build(folder: Path) -> None:
-            from cocotb_tools.runner import get_runner
+            from cocotb_tools.runner import VerilatorControlFile
 
             setup_verilator()
             (folder / "design.v").write_text(design)
             (folder / "harness.v").write_text(harness)
+            (folder / "public.vlt").write_text(PUBLIC_VLT)
             log = folder / "build.log"
-            runner = get_runner("verilator")
+            runner = _runner()
             try:
-                runner.build(sources=[folder / "design.v", folder / "harness.v"],
+                runner.build(sources=[VerilatorControlFile(folder / "public.vlt"),
+                                      folder / "design.v", folder / "harness.v"],
                              hdl_toplevel=HARNESS_TOP, build_dir=folder / "obj",
                              build_args=flags, timescale=("1ns", "1ps"), waves=self.waves,
                              log_file=log)
@@ -157,8 +180,13 @@ class RtlSimulator:
                 "c_rows": sizes["c"], "max_cycles": 2 * model.cycles + 10_000,
                 "model_cycles": model.cycles}
 
-    def run(self, jobs: list[tuple[Gemm, Mapping, np.ndarray, np.ndarray]]) -> list[GemmRun]:
-        """Run every job in one simulator process; results in job order."""
+    def run(self, jobs: list[tuple[Gemm, Mapping, np.ndarray, np.ndarray]], *,
+            step: bool = False) -> list[GemmRun]:
+        """Run every job in one simulator process; results in job order.
+
+        ``step=True`` makes the testbench wake up on every clock edge instead of sleeping until
+        ``done`` (only to measure what free running saves).
+        """
         if self._build_path is None:
             self.build()
         assert self._build_path is not None
@@ -168,14 +196,14 @@ class RtlSimulator:
         assert work is not None
         work.mkdir(parents=True, exist_ok=True)
         specs = [self._write_job(i, work, *job) for i, job in enumerate(jobs)]
+        for spec in specs:
+            spec["step"] = step
         results_path = work / "results.json"
         results_path.unlink(missing_ok=True)
         (work / "jobs.json").write_text(json.dumps({"jobs": specs,
                                                     "results": str(results_path)}))
-        from cocotb_tools.runner import get_runner
-
         setup_verilator()
-        runner = get_runner("verilator")
+        runner = _runner()
         log = work / "sim.log"
         try:
             runner.test(test_module="hwloop.sim.systolic.tb", hdl_toplevel=HARNESS_TOP,

@@ -46,12 +46,25 @@ async def run_jobs(dut) -> None:
         await RisingEdge(dut.clk)
         dut.start.value = 0
         await RisingEdge(dut.clk)
-        try:
-            if not int(dut.done.value):
-                await with_timeout(RisingEdge(dut.done), job["max_cycles"] * 10, "ns")
-        except cocotb.triggers.SimTimeoutError:
-            results.append({"timeout": True, "sim_s": time.perf_counter() - began})
-            break
+        if job.get("step"):
+            # the slow way, for comparison: Python wakes up on every clock edge, peeks done
+            # and pokes an input
+            edge = RisingEdge(dut.clk)
+            for cycle in range(job["max_cycles"]):
+                if int(dut.done.value):
+                    break
+                dut.c_rows.value = cycle & 0xFF
+                await edge
+            else:
+                results.append({"timeout": True, "sim_s": time.perf_counter() - began})
+                break
+        else:
+            try:
+                if not int(dut.done.value):
+                    await with_timeout(RisingEdge(dut.done), job["max_cycles"] * 10, "ns")
+            except cocotb.triggers.SimTimeoutError:
+                results.append({"timeout": True, "sim_s": time.perf_counter() - began})
+                break
         counters = {name: int(getattr(dut, f"cnt_{name}").value) for name in COUNTERS}
         dut.c_rows.value = job["c_rows"]
         dut.dump.value = 1
