@@ -1,0 +1,192 @@
+"""Design spaces: parsing, every bad-input message, identity, split, encoding, sampling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hwloop.hdl.systolic.params import SystolicParams
+from hwloop.search.space import load_space, parse_space
+from hwloop.sim.systolic.mapping import Mapping
+
+from hwloop.errors import ConfigError, ParameterError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GOOD = """
+name = "t"
+objective = "cycles"
+workloads = ["mlp", {name = "dqn", first = 2}]
+
+[hardware]
+rows = { values = [8, 2, 4] }
+cols = { min = 2, max = 8, step = 2 }
+dataflow = { values = ["os", "ws"] }
+ifmap_kib = { min = 8, max = 100, log = true }
+in_bits = 8
+
+[mapping]
+tile_m = { values = [1, 2], times = "rows" }
+tile_n = { values = [1, 2], times = "cols" }
+tile_k = { min = 16, max = 64, log = true }
+order = { values = ["mnk", "nmk"] }
+
+[budgets]
+area = 2e6
+cycles = 1_000_000
+"""
+
+
+def test_parse_good_space() -> None:
+    space = parse_space(GOOD, path="t.toml")
+    assert space.name == "t" and space.objective == "cycles" and space.fidelity == "model"
+    assert space.dim("rows").values == (2, 4, 8)  # sorted
+    assert space.dim("cols").values == (2, 4, 6, 8)
+    assert space.dim("ifmap_kib").values == (8, 16, 32, 64)
+    assert space.dim("in_bits").fixed
+    assert space.budgets == {"area": 2e6, "cycles": 1e6}
+    assert [(w.name, w.first) for w in space.workloads] == [("mlp", None), ("dqn", 2)]
+    assert space.size == 3 * 4 * 2 * 4 * 1 * 2 * 2 * 3 * 2
+    assert [d.name for d in space.free_dims][:2] == ["rows", "cols"]
+
+
+def test_split_applies_times_and_defaults() -> None:
+    space = parse_space(GOOD)
+    point = {"rows": 4, "cols": 6, "dataflow": "ws", "ifmap_kib": 16, "in_bits": 8,
+             "tile_m": 2, "tile_n": 1, "tile_k": 32, "order": "nmk"}
+    params, mapping = space.split(point)
+    assert params == SystolicParams(rows=4, cols=6, dataflow="ws", ifmap_kib=16, in_bits=8)
+    assert mapping == Mapping(tile_m=8, tile_n=6, tile_k=32, order="nmk")
+
+
+def test_split_without_mapping_and_illegal_combination() -> None:
+    space = parse_space('workloads = ["mlp"]\n[hardware]\nin_bits = { values = [8, 16] }\n'
+                        'acc_bits = 24\n')
+    params, mapping = space.split({"in_bits": 8, "acc_bits": 24})
+    assert mapping is None and params.acc_bits == 24
+    with pytest.raises(ParameterError, match="acc_bits must be an integer in 32..64, not 24"):
+        space.split({"in_bits": 16, "acc_bits": 24})
+
+
+def test_hash_identifies_parameters_budgets_objective_workloads() -> None:
+    base = parse_space(GOOD)
+    assert base.hash == parse_space(GOOD.replace('name = "t"', 'name = "other"')).hash
+    assert base.hash == parse_space(GOOD + '\n', path="elsewhere.toml").hash
+    for change in (("area = 2e6", "area = 3e6"), ('objective = "cycles"', 'objective = "edp"'),
+                   ("first = 2", "first = 3"), ("max = 8, step = 2", "max = 8, step = 3")):
+        assert parse_space(GOOD.replace(*change)).hash != base.hash, change
+
+
+def test_sample_enumerate_encode_decode() -> None:
+    space = parse_space(GOOD)
+    rng = np.random.default_rng(0)
+    points = list(space.enumerate())
+    assert len(points) == space.size
+    assert len({space.key(p) for p in points}) == space.size
+    for _ in range(50):
+        point = space.sample(rng)
+        vector = space.encode(point)
+        assert vector.shape == (space.encoded_size,)
+        assert ((vector >= 0) & (vector <= 1)).all()
+        assert space.decode(vector) == point
+        neighbor = space.neighbors(point, rng)
+        assert sum(neighbor[k] != point[k] for k in point) == 1
+        space.normalize(neighbor)
+    with pytest.raises(ParameterError, match="has 2304 points, more than the 100"):
+        list(space.enumerate(limit=100))
+
+
+def test_normalize_rejects_foreign_points() -> None:
+    space = parse_space(GOOD)
+    point = space.sample(np.random.default_rng(1))
+    assert space.normalize({**point, "rows": np.int64(4)})["rows"] == 4
+    with pytest.raises(ParameterError, match=r"^rows=3 is not in the space \(values: 2, 4, 8\)$"):
+        space.normalize({**point, "rows": 3})
+    with pytest.raises(ParameterError, match="^unknown parameter 'depth' in point$"):
+        space.normalize({**point, "depth": 3})
+
+
+def test_shipped_spaces_load() -> None:
+    for name in ("edge", "cloud", "tiny", "demo"):
+        space = load_space(ROOT / "constraints" / f"{name}.toml")
+        assert space.name == name
+        space.split(space.sample(np.random.default_rng(0)))
+    edge, cloud = (load_space(ROOT / "constraints" / f"{n}.toml") for n in ("edge", "cloud"))
+    assert edge.budgets["area"] < cloud.budgets["area"]
+    assert {w.name for w in edge.workloads} == {"resnet50", "bert-base", "dqn", "mlp"}
+
+
+BAD = [
+    ('workloads = ["mlp"]\n[hardware]\ndepth = 3\n', "[hardware] unknown parameter 'depth'"),
+    ('workloads = ["mlp"]\n[mapping]\ntile_q = 3\n', "[mapping] unknown parameter 'tile_q'"),
+    ('workloads = ["mlp"]\n[hardware]\nrows = { values = [] }\n',
+     "[hardware] rows: empty range (values must be a non-empty list)"),
+    ('workloads = ["mlp"]\n[hardware]\nrows = { min = 8, max = 4 }\n',
+     "[hardware] rows: empty range (min 8 > max 4)"),
+    ('workloads = ["mlp"]\n[hardware]\nrows = { min = 8, max = 4, log = true }\n',
+     "[hardware] rows: empty range (min 8 > max 4)"),
+    ('workloads = ["mlp"]\n[budgets]\nwatts = 3\n',
+     "[budgets] unknown metric 'watts' (known: cycles, energy_pj, edp, area, area_cells, "
+     "sram_bits)"),
+    ('workloads = ["mlp"]\n[budgets]\narea = -1\n',
+     "[budgets] area must be a positive number, not -1"),
+    ('objective = "speed"\nworkloads = ["mlp"]\n',
+     "objective must be one of cycles, energy_pj, edp, not 'speed'"),
+    ('fidelity = "gate"\nworkloads = ["mlp"]\n',
+     "fidelity must be one of rtl, model, not 'gate'"),
+    ('colour = 1\nworkloads = ["mlp"]\n',
+     "unknown key 'colour' (known: name, objective, fidelity, hardware, mapping, budgets, "
+     "workloads)"),
+    ('name = "x"\n', 'no workloads (add workloads = ["mlp"] or [[workloads]] tables)'),
+    ("workloads = []\n", "workloads must be a non-empty list of names or tables"),
+    ('workloads = ["alexnet"]\n', "workloads[0]: unknown workload 'alexnet' (known: "),
+    ('[[workloads]]\nname = "mlp"\nfirst = 0\n',
+     "workloads[0]: first must be a positive integer, not 0"),
+    ('workloads = ["mlp", "mlp"]\n', "workloads repeat a name"),
+    ('workloads = ["mlp"]\n[hardware]\nrows = { values = [2, "x"] }\n',
+     "[hardware] rows: values must be all integers or all strings, not [2, 'x']"),
+    ('workloads = ["mlp"]\n[hardware]\nrows = { values = [2], min = 1 }\n',
+     "[hardware] rows: give either values or min/max, not both ('min')"),
+    ('workloads = ["mlp"]\n[hardware]\nrows = { min = 2 }\n',
+     "[hardware] rows: needs values = [...] or min and max"),
+    ('workloads = ["mlp"]\n[hardware]\nrows = { min = 2, max = 8, stride = 2 }\n',
+     "[hardware] rows: unknown key 'stride' (known: values, min, max, step, log, times)"),
+    ('workloads = ["mlp"]\n[hardware]\nrows = { values = [2], times = "rows" }\n',
+     "[hardware] rows: 'times' is only for the mapping's tile sizes"),
+    ('workloads = ["mlp"]\n[mapping]\ntile_m = { values = [1], times = "depth" }\n'
+     'tile_n = 8\ntile_k = 8\norder = "mnk"\n',
+     "[mapping] tile_m: times must be one of rows, cols, not 'depth'"),
+    ('workloads = ["mlp"]\n[mapping]\ntile_m = 8\ntile_n = 8\ntile_k = 8\n',
+     "[mapping] needs tile_m, tile_n, tile_k, order; missing 'order'"),
+    ('workloads = ["mlp"]\n[mapping]\ntile_m = 8\ntile_n = 8\ntile_k = 8\n'
+     'order = { values = ["kmn"] }\n',
+     "[mapping] order 'kmn' is not a loop order (known: mnk, nmk)"),
+    ('workloads = ["mlp"]\n[hardware]\nrows = { min = 2, max = 8, step = 0 }\n',
+     "[hardware] rows: step must be a positive integer, not 0"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD)
+def test_bad_space_messages(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "edge.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_space(path)
+    assert str(info.value).startswith(f"{path}: {message}")
+    assert "\n" not in str(info.value)
+
+
+def test_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "edge.toml"
+    path.write_text('workloads = ["mlp"]\n[hardware]\nrows = = 4\n')
+    with pytest.raises(ConfigError) as info:
+        load_space(path)
+    assert str(info.value) == f"{path}:3: TOML syntax error: Invalid value"
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_space(tmp_path / "nope.toml")
+    assert str(info.value) == f"{tmp_path / 'nope.toml'}: cannot read space file: " \
+                              "No such file or directory"
