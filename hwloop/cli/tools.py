@@ -70,7 +70,7 @@ def run_regress(args: argparse.Namespace) -> int:
             raise ParameterError(f"--config is not valid JSON: {exc}") from None
         if not isinstance(config, dict):
             raise ParameterError("--config must be a JSON object")
-    console = Console(stderr=False)
+    console = Console(width=None if sys.stdout.isatty() else 160)
     err = Console(stderr=True)
 
     def progress(result) -> None:  # type: ignore[no-untyped-def]
@@ -83,15 +83,15 @@ def run_regress(args: argparse.Namespace) -> int:
     for name, why in report.skipped.items():
         print(f"skipped {name}: {why}")
     table = Table(title=f"hwloop regress --{args.level} (seed {args.seed})")
-    for column in ("generator", "#", "config", "seed", "result", "cycles", "model",
-                   "time s", "detail"):
-        table.add_column(column)
+    for column in ("generator", "#", "seed", "result", "cycles", "model", "time s"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("detail", no_wrap=True, overflow="ellipsis", max_width=80)
     for r in report.results:
-        table.add_row(r.generator, str(r.index), describe(r.config), str(r.seed),
+        table.add_row(r.generator, str(r.index), str(r.seed),
                       "[green]pass[/green]" if r.passed else "[red]FAIL[/red]",
                       "-" if r.cycles is None else str(r.cycles),
                       "-" if r.model_cycles is None else str(r.model_cycles),
-                      f"{r.wall_s:.1f}", r.detail[:60])
+                      f"{r.wall_s:.1f}", r.detail or describe(r.config))
     console.print(table)
     failed = report.failed
     for r in failed:
