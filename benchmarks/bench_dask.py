@@ -5,11 +5,16 @@ The batch is evaluated through the same engine path a sweep uses (``DaskEngine.s
 
 - ``golden GEMM``: the golden model of one accelerator layer (an int8 x int8 -> int32 GEMM of a
   ResNet-50-sized layer in numpy, single-threaded: integer matmul does not use BLAS threads),
-  about half a second of real CPU work per evaluation;
-- ``evaluate_point``: hwloop's own model-fidelity evaluation of the tiny space's points
-  (``constraints/tiny.toml``), if it runs on this tree.
+  under a second of real CPU work per evaluation;
+- ``RTL co-sim``: hwloop's own ``evaluate_point`` at RTL fidelity of a 2x2 array on the tiny
+  workload, built once before timing (Verilator builds are cached by content), so each
+  evaluation is a full cocotb + Verilator co-simulation checked bit-exact (Dask only).
 
-Workers are warmed up (worker subprocesses started, imports done) before the clock starts.
+(Model-fidelity evaluations are not used: after the first call in a worker process they are
+memoized — area per design, mappings — and cost milliseconds, which measures Dask overhead, not
+scaling.)
+
+Workers are warmed up (worker subprocesses started, one evaluation each) before the clock starts.
 The machine's load average is reported with the numbers: other processes on the 2 cores make
 the 2-worker speedup lower than it would be on an idle machine.
 """
@@ -17,6 +22,8 @@ the 2-worker speedup lower than it would be on an idle machine.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,9 +32,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 16
-#: evaluate_point synthesizes each new design with Yosys once (~30 s, then cached): keep the
-#: warm-up short
-TINY_BATCH = 8
+#: RTL co-simulations of one already built design (tens of seconds each on a loaded machine)
+RTL_BATCH = 4
 
 
 def golden_gemm_evaluate(space: Any, point: dict[str, Any], *, fidelity: str,
@@ -44,8 +50,8 @@ def golden_gemm_evaluate(space: Any, point: dict[str, Any], *, fidelity: str,
 
 
 def _points() -> list[dict[str, Any]]:
-    # ResNet-50 conv3_x-like im2col GEMM: M = 28*28, K = 3*3*128, N = 128
-    return [{"i": i, "m": 784, "n": 128, "k": 1152} for i in range(BATCH)]
+    # ResNet-50 conv2_x-like im2col GEMM: M = 56*56, K = 3*3*64, N = 128
+    return [{"i": i, "m": 3136, "n": 128, "k": 576} for i in range(BATCH)]
 
 
 def _time_batch(engine: Any, points: list[dict[str, Any]]) -> tuple[float, int]:
@@ -57,7 +63,7 @@ def _time_batch(engine: Any, points: list[dict[str, Any]]) -> tuple[float, int]:
     while remaining:
         for outcome in engine.poll(wait=0.5):
             remaining -= 1
-            ok += outcome.status == "done"
+            ok += outcome.status == "done" and (outcome.result or {}).get("status") == "ok"
     return time.perf_counter() - start, ok
 
 
@@ -70,7 +76,7 @@ def _dask_run(workers: int, evaluator: Any, space: Any, points: list[dict[str, A
                       host="127.0.0.1", dashboard_address=None) as cluster:
         with DaskEngine(cluster.scheduler_address, evaluator=evaluator, space=space,
                         fidelity=fidelity, seed=0, timeout=600) as engine:
-            _time_batch(engine, points[:workers * 2])
+            _time_batch(engine, points[:workers])
             return _time_batch(engine, points)
 
 
@@ -80,23 +86,41 @@ def _local_run(workers: int, evaluator: Any, space: Any, points: list[dict[str, 
 
     with LocalEngine(evaluator=evaluator, space=space, fidelity=fidelity, seed=0,
                      workers=workers, timeout=600) as engine:
-        _time_batch(engine, points[:workers * 2])
+        _time_batch(engine, points[:workers])
         return _time_batch(engine, points)
 
 
-def _tiny_points() -> tuple[Any, list[dict[str, Any]]] | str:
-    """The tiny space and its points, if evaluate_point works here (else why not)."""
+RTL_SPACE = """\
+name = "bench-rtl"
+objective = "cycles"
+fidelity = "rtl"
+
+[hardware]
+rows = { values = [2] }
+cols = { values = [2] }
+dataflow = { values = ["os"] }
+
+[budgets]
+area = 1.0e9
+
+[[workloads]]
+name = "tiny"
+"""
+
+
+def _rtl_points(folder: Path) -> tuple[Any, list[dict[str, Any]]] | str:
+    """A 2x2 array on the tiny workload at RTL fidelity, built once (then cached): each
+    evaluation is a full cocotb + Verilator co-simulation checked against the golden model."""
     from hwloop.search.objective import evaluate_point
     from hwloop.search.space import load_space
 
-    space = load_space(ROOT / "constraints" / "tiny.toml")
-    points = list(space.enumerate())[:TINY_BATCH]
-    probe = evaluate_point(space, points[0], fidelity="model", seed=0)
-    if probe.status not in ("ok", "infeasible"):
+    (folder / "space.toml").write_text(RTL_SPACE)
+    space = load_space(folder / "space.toml")
+    point = next(space.enumerate())
+    probe = evaluate_point(space, point, fidelity="rtl", seed=0)  # builds (cached after)
+    if probe.status != "ok":
         return f"evaluate_point fails here: {(probe.error or '').splitlines()[-1:]}"
-    for point in points:  # warm the caches (area, mappings) so both runs see the same state
-        evaluate_point(space, point, fidelity="model", seed=0)
-    return space, points
+    return space, [dict(point) for _ in range(RTL_BATCH)]
 
 
 def run() -> str:
@@ -106,7 +130,8 @@ def run() -> str:
     lines = [
         "## Dask scaling of the sweep engine",
         "",
-        f"A fixed batch of evaluations ({BATCH} GEMMs, {TINY_BATCH} design points) through the "
+        f"A fixed batch of evaluations ({BATCH} golden-model GEMMs; {RTL_BATCH} RTL co-simulations "
+        "of a 2x2 array already built) through the "
         "sweep engine (submit all, poll until "
         "done; each evaluation in a worker subprocess), 1 worker vs 2 workers, on a Dask "
         "LocalCluster on 127.0.0.1 (processes, 1 thread each) and on the embedded local pool. "
@@ -116,20 +141,23 @@ def run() -> str:
         "|---|---|---:|---:|---:|---:|",
     ]
     cases: list[tuple[str, Any, Any, list[dict[str, Any]], str]] = [
-        ("golden GEMM 784x1152x128 int8", golden_gemm_evaluate, None, _points(), "model"),
+        ("golden GEMM 3136x576x128 int8", golden_gemm_evaluate, None, _points(), "model"),
     ]
     notes = []
+    folder = Path(tempfile.mkdtemp(prefix="bench-dask-"))
     try:
-        tiny = _tiny_points()
+        rtl = _rtl_points(folder)
     except Exception as exc:  # noqa: BLE001 - reported, not hidden
-        tiny = f"{type(exc).__name__}: {exc}"
-    if isinstance(tiny, str):
-        notes.append(f"`evaluate_point` on constraints/tiny.toml not measured: {tiny}")
+        rtl = f"{type(exc).__name__}: {exc}"
+    if isinstance(rtl, str):
+        notes.append(f"RTL evaluations not measured: {rtl}")
     else:
-        cases.append(("evaluate_point tiny.toml (model)", evaluate_point, tiny[0], tiny[1],
-                      "model"))
+        cases.append(("RTL co-sim 2x2 OS, tiny workload (built)", evaluate_point, rtl[0],
+                      rtl[1], "rtl"))
     for label, evaluator, space, points, fidelity in cases:
-        for engine_name, runner in (("dask", _dask_run), ("local", _local_run)):
+        engines = [("dask", _dask_run)] if fidelity == "rtl" else [("dask", _dask_run),
+                                                                   ("local", _local_run)]
+        for engine_name, runner in engines:
             walls = {}
             for workers in (1, 2):
                 wall, ok = runner(workers, evaluator, space, points, fidelity)
@@ -139,6 +167,7 @@ def run() -> str:
                              f"{len(points) / wall:.2f} | {speed} |")
                 if ok != len(points):
                     notes.append(f"{label} {engine_name} {workers}: only {ok}/{len(points)} ok")
+    shutil.rmtree(folder, ignore_errors=True)
     load_after = os.getloadavg()
     lines += ["", f"Load average (1/5/15 min) before: {load_before[0]:.1f}/{load_before[1]:.1f}/"
               f"{load_before[2]:.1f}, after: {load_after[0]:.1f}/{load_after[1]:.1f}/"
