@@ -50,7 +50,14 @@ class Optimizer:
         self.pending: dict[tuple[Any, ...], Point] = {}
         self.told: dict[tuple[Any, ...], PointResult] = {}
         self.history: list[tuple[Point, PointResult]] = []
-        self.warm_start = list(warm_start or [])
+        # Results of another sweep; points outside this space (other dimensions or values)
+        # cannot inform it and are left out.
+        self.warm_start: list[tuple[Point, PointResult]] = []
+        for point, result in warm_start or []:
+            try:
+                self.warm_start.append((space.normalize(point), result))
+            except ParameterError:
+                continue
 
     # -- public API ----------------------------------------------------------------------------
 
