@@ -31,13 +31,18 @@ def _hex_columns(values: np.ndarray, digits: int) -> np.ndarray:
     return _HEX[nibbles.astype(np.intp)]
 
 
-def _hex_lines(addr: np.ndarray, pc: np.ndarray, write: np.ndarray, gap: np.ndarray,
+def _hex_lines(addr: np.ndarray, pc_index: np.ndarray, write: np.ndarray, gap: np.ndarray,
                digits: int) -> bytes:
-    """The trace memory image: {gap, write, pc, addr} per line, vectorized."""
+    """The trace memory image: {gap, write, PC index, addr} per line, vectorized."""
     newline = np.full((addr.size, 1), ord("\n"), dtype=np.uint8)
-    table = np.hstack([_hex_columns(gap, 1), _hex_columns(write, 1), _hex_columns(pc, 16),
+    table = np.hstack([_hex_columns(gap, 1), _hex_columns(write, 1), _hex_columns(pc_index, 4),
                        _hex_columns(addr, digits), newline])
     return table.tobytes()
+
+
+def _pc_lines(pcs: np.ndarray) -> bytes:
+    newline = np.full((pcs.size, 1), ord("\n"), dtype=np.uint8)
+    return np.hstack([_hex_columns(pcs, 16), newline]).tobytes()
 
 
 def _parse_results(data: bytes, m: int) -> np.ndarray:
@@ -108,8 +113,10 @@ async def play(dut):
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
             m = stop - start
+            pcs, pc_index = np.unique(pc[start:stop], return_inverse=True)
+            Path("pc_chunk.hex").write_bytes(_pc_lines(pcs))
             Path("trace_chunk.hex").write_bytes(
-                _hex_lines(addr[start:stop], pc[start:stop], write[start:stop],
+                _hex_lines(addr[start:stop], pc_index.astype(np.uint64), write[start:stop],
                            gap[start:stop], int(job["addr_digits"])))
             dut.count.value = m
             await _pulse(dut, "load")

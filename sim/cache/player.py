@@ -27,12 +27,12 @@ from hwloop.hdl.cache.params import CacheConfig
 from hwloop.hdl.cache.prefetcher import PrefetcherConfig
 
 from hwloop.buildcache import BuildCache, build_key
-from hwloop.errors import BuildError, SimulationError
+from hwloop.errors import BuildError, ParameterError, SimulationError
 from hwloop.toolchain import VERILATOR_LINT_FLAGS, setup_verilator, tool_versions
 
 from .model import CacheResult, simulate
 
-CHUNK = 1 << 16
+CHUNK = 1 << 16  # at most 2**16: the PC index is 16 bits
 PF_COUNTERS = ("pf_requests", "pf_issued", "pf_useful", "pf_late", "pf_evicted_unused",
                "pf_dropped")
 _MODEL_NAMES = {"pf_requests": "prefetch_requests", "pf_issued": "prefetch_issued",
@@ -50,7 +50,9 @@ def harness_verilog(config: CacheConfig, *, way_bits: int, prefetch: bool,
     """The ``tb_top`` trace-player harness around the cache module ``cache``."""
     a = config.addr_bits
     ap = addr_digits(config) * 4
-    tw = ap + 64 + 8  # {gap nibble, write nibble, pc, addr padded to whole nibbles}
+    # {gap nibble, write nibble, 16-bit index into the chunk's PC table, addr in whole nibbles}:
+    # the chunk's distinct PCs go in a second memory, so the bulk load reads far less text
+    tw = ap + 16 + 8
     cw = chunk.bit_length()
     counters = ["hits", "misses", "evictions", "writebacks"]
     if prefetch:
@@ -83,6 +85,7 @@ module tb_top (
   reg clk = 1'b0;
   always #5 clk = ~clk;
   reg [{tw - 1}:0] trace_mem [0:{chunk - 1}];
+  reg [63:0] pc_mem [0:{chunk - 1}];
   reg [19:0] result_mem [0:{chunk - 1}];
   reg [{cw - 1}:0] rd_ptr;
   reg [{cw - 1}:0] wr_ptr;
@@ -91,7 +94,8 @@ module tb_top (
   wire [{tw - 1}:0] word = trace_mem[rd_ptr[{cw - 2}:0]];
   wire [3:0] gap = word[{tw - 1}:{tw - 4}];
   wire p_write = word[{tw - 8}];
-  wire [63:0] p_pc = word[{ap + 63}:{ap}];
+  wire [15:0] p_pc_index = word[{ap + 15}:{ap}];
+  wire [63:0] p_pc = pc_mem[p_pc_index[{cw - 2}:0]];
   wire [{a - 1}:0] p_addr = word[{a - 1}:0];
   wire pending = running && (rd_ptr != count);
   wire p_valid = pending && (gap_cnt == gap);
@@ -113,7 +117,10 @@ module tb_top (
     done = 1'b0; running = 1'b0; rd_ptr = 0; wr_ptr = 0; gap_cnt = 4'd0; issued = 0;
   end
   always @(posedge clk) begin
-    if (load) $readmemh("trace_chunk.hex", trace_mem);
+    if (load) begin
+      $readmemh("trace_chunk.hex", trace_mem);
+      $readmemh("pc_chunk.hex", pc_mem);
+    end
     if (dump) $writememh("result_chunk.hex", result_mem);
     if (run) begin
       running <= 1'b1; rd_ptr <= 0; wr_ptr <= 0; gap_cnt <= 4'd0; done <= 1'b0; issued <= 0;
@@ -150,6 +157,8 @@ class PlayerBuild:
 def build_player(config: CacheConfig, *, prefetch: PrefetcherConfig | None = None,
                  waves: bool = False, chunk: int = CHUNK) -> PlayerBuild:
     """The Verilator build of cache + harness (cached by content)."""
+    if not 1 <= chunk <= CHUNK:
+        raise ParameterError(f"chunk must be an integer in 1..{CHUNK}, not {chunk}")
     cache_v = cache_verilog(config, prefetch=prefetch, name="cache")
     way_bits = max(1, (config.ways - 1).bit_length())
     top_v = harness_verilog(config, way_bits=way_bits, prefetch=prefetch is not None,
