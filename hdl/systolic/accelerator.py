@@ -28,6 +28,9 @@ from hwloop.sim.systolic.program import (
 )
 
 ADDR_BITS = FIELD_BITS
+#: The feeder stays busy at least GUARD_FACTOR_R * rows + cols cycles per instruction, longer
+#: than a drain takes, so at most one instruction's drain is ever outstanding.
+GUARD_FACTOR_R = 2
 COUNTER_BITS = 64
 
 #: Hardware event counters (``cnt_<name>`` ports), the same names as the model's actions.
@@ -185,8 +188,7 @@ class SystolicAccelerator(wiring.Component):
         c_inner = Signal(ADDR_BITS)
         c_len = Signal(ADDR_BITS)
         c_period = Signal(ADDR_BITS)
-        c_ovw = Signal()
-        c_acc_base = Signal(ADDR_BITS)
+        c_last_period = Signal(ADDR_BITS)
         c_b_base = Signal(ADDR_BITS)
         c_a_base = Signal(ADDR_BITS)
         tiles = Signal(ADDR_BITS)
@@ -194,7 +196,7 @@ class SystolicAccelerator(wiring.Component):
         prologue = Signal()
         slot = Signal(ADDR_BITS)      # cycle within the array tile's period
         fed = Signal(ADDR_BITS)       # array tiles started
-        drained = Signal(ADDR_BITS)   # array tiles whose sums are in the scratchpad
+        guard = Signal(ADDR_BITS)     # keeps the feeder busy for at least GUARD cycles
         o_idx = Signal(ADDR_BITS)
         i_idx = Signal(ADDR_BITS)
         a_tile = Signal(ADDR_BITS)    # scratchpad row of the current tile's first A row
@@ -209,18 +211,26 @@ class SystolicAccelerator(wiring.Component):
         m.d.comb += start_compute.eq(go & flags[0])
         tiles_n = fields["c_outer"] * fields["c_inner"]
         min_period = R if os_flow else max(R + C - 1, 2)
+        length = fields["c_length"]
+        period = Mux(length > min_period, length, min_period)
+        # os: the last tile's slot lasts at least length + rows, so the next instruction's first
+        # tile reaches the shadow registers only after this tile's column shift-out is done
+        last_period = Mux(length + R > period, length + R, period) if os_flow else period
         with m.If(start_compute):
             m.d.sync += [
                 c_outer.eq(fields["c_outer"]), c_inner.eq(fields["c_inner"]),
-                c_len.eq(fields["c_length"]),
-                c_period.eq(Mux(fields["c_length"] > min_period, fields["c_length"], min_period)),
-                c_ovw.eq(flags[4]), c_acc_base.eq(fields["c_acc_base"]),
+                c_len.eq(length), c_period.eq(period), c_last_period.eq(last_period),
                 c_a_base.eq(fields["c_a_base"]), c_b_base.eq(fields["c_b_base"]),
                 tiles.eq(tiles_n), feeding.eq(1), prologue.eq(0 if os_flow else 1),
-                slot.eq(0), fed.eq(0), drained.eq(0), o_idx.eq(0), i_idx.eq(0),
+                slot.eq(0), fed.eq(0), o_idx.eq(0), i_idx.eq(0),
                 a_tile.eq(fields["c_a_base"]), b_tile.eq(fields["c_b_base"]),
-                comp_busy.eq(1),
+                guard.eq(GUARD_FACTOR_R * R + C),
             ]
+        with m.Elif(guard != 0):
+            m.d.sync += guard.eq(guard - 1)
+        # the controller waits for the feeder only: the drain of an instruction's last tiles
+        # overlaps the next instruction (the guard keeps at most one drain outstanding)
+        m.d.comb += comp_busy.eq(feeding | (guard != 0))
 
         # scratchpad reads for the stream
         if os_flow:
@@ -253,7 +263,7 @@ class SystolicAccelerator(wiring.Component):
                     m.d.sync += [prologue.eq(0), slot.eq(0)]
                 with m.Else():
                     m.d.sync += slot.eq(slot + 1)
-            with m.Elif(slot + 1 == c_period):
+            with m.Elif(slot + 1 == Mux(fed + 1 == tiles, c_last_period, c_period)):
                 m.d.sync += [slot.eq(0), fed.eq(fed + 1)]
                 with m.If(fed + 1 == tiles):
                     m.d.sync += feeding.eq(0)
@@ -299,36 +309,76 @@ class SystolicAccelerator(wiring.Component):
         d_i = Signal(ADDR_BITS)
         d_m = Signal(ADDR_BITS)
         block_stride = Signal(ADDR_BITS)  # os: rows of one n block = outer * rows
-        with m.If(start_compute):
-            m.d.sync += [d_row_base.eq(fields["c_acc_base"]), d_mb_base.eq(fields["c_acc_base"]),
-                         d_o.eq(0), d_i.eq(0), d_m.eq(0),
-                         block_stride.eq(fields["c_outer"] * R)]
+        d_ovw = Signal()
+        d_inner = Signal(ADDR_BITS)
+        d_len = Signal(ADDR_BITS)
+        d_tiles = Signal(ADDR_BITS)
+        d_drained = Signal(ADDR_BITS)  # array tiles of the drained instruction written back
+        d_busy = Signal()
+        # the next instruction's drain parameters, while this one's last tiles still drain
+        pend = {name: Signal(ADDR_BITS, name=f"pend_{name}")
+                for name in ("acc_base", "outer", "inner", "length", "tiles")}
+        pend_ovw = Signal()
+        pend_valid = Signal()
         rd_addr = Signal(ADDR_BITS)
         rd_ovw = Signal()
         tile_end = Signal()
         if os_flow:
-            m.d.comb += [rd_addr.eq(d_row_base + mesh.out_row), rd_ovw.eq(c_ovw),
+            m.d.comb += [rd_addr.eq(d_row_base + mesh.out_row), rd_ovw.eq(d_ovw),
                          tile_end.eq(mesh.early & (mesh.out_row == 0))]
             with m.If(tile_end):
-                with m.If(d_i + 1 == c_inner):
+                with m.If(d_i + 1 == d_inner):
                     m.d.sync += [d_i.eq(0), d_mb_base.eq(d_mb_base + R),
                                  d_row_base.eq(d_mb_base + R)]
                 with m.Else():
                     m.d.sync += [d_i.eq(d_i + 1), d_row_base.eq(d_row_base + block_stride)]
         else:
-            m.d.comb += [rd_addr.eq(d_row_base + d_m), rd_ovw.eq(c_ovw & (d_i == 0)),
-                         tile_end.eq(mesh.early & (d_m + 1 == c_len))]
+            m.d.comb += [rd_addr.eq(d_row_base + d_m), rd_ovw.eq(d_ovw & (d_i == 0)),
+                         tile_end.eq(mesh.early & (d_m + 1 == d_len))]
             with m.If(mesh.early):
-                m.d.sync += d_m.eq(Mux(d_m + 1 == c_len, 0, d_m + 1))
+                m.d.sync += d_m.eq(Mux(d_m + 1 == d_len, 0, d_m + 1))
             with m.If(tile_end):
-                with m.If(d_i + 1 == c_inner):
-                    m.d.sync += [d_i.eq(0), d_row_base.eq(d_row_base + c_len)]
+                with m.If(d_i + 1 == d_inner):
+                    m.d.sync += [d_i.eq(0), d_row_base.eq(d_row_base + d_len)]
                 with m.Else():
                     m.d.sync += d_i.eq(d_i + 1)
         with m.If(tile_end):
-            m.d.sync += drained.eq(drained + 1)
-            with m.If(drained + 1 == tiles):
-                m.d.sync += comp_busy.eq(0)
+            m.d.sync += d_drained.eq(d_drained + 1)
+
+        def load_drain(acc_base, outer, inner, length, tiles_, ovw) -> list:
+            return [d_row_base.eq(acc_base), d_mb_base.eq(acc_base), d_o.eq(0), d_i.eq(0),
+                    d_m.eq(0), block_stride.eq(outer * R), d_inner.eq(inner), d_len.eq(length),
+                    d_tiles.eq(tiles_), d_ovw.eq(ovw), d_drained.eq(0)]
+
+        last_drain = Signal()
+        m.d.comb += last_drain.eq(tile_end & (d_drained + 1 == d_tiles))
+        with m.If(start_compute):
+            with m.If(~d_busy | last_drain):
+                m.d.sync += load_drain(fields["c_acc_base"], fields["c_outer"],
+                                       fields["c_inner"], length, tiles_n, flags[4])
+                m.d.sync += d_busy.eq(1)
+            with m.Else():
+                m.d.sync += [pend["acc_base"].eq(fields["c_acc_base"]),
+                             pend["outer"].eq(fields["c_outer"]),
+                             pend["inner"].eq(fields["c_inner"]), pend["length"].eq(length),
+                             pend["tiles"].eq(tiles_n), pend_ovw.eq(flags[4]),
+                             pend_valid.eq(1)]
+        with m.Elif(last_drain):
+            with m.If(pend_valid):
+                m.d.sync += load_drain(pend["acc_base"], pend["outer"], pend["inner"],
+                                       pend["length"], pend["tiles"], pend_ovw)
+                m.d.sync += pend_valid.eq(0)
+            with m.Else():
+                m.d.sync += d_busy.eq(0)
+        # instructions whose sums are all in the scratchpad (one cycle after the last write)
+        computes_started = Signal(ADDR_BITS)
+        drains_done = Signal(ADDR_BITS)
+        drain_pulse = Signal()
+        m.d.sync += drain_pulse.eq(last_drain)
+        with m.If(drain_pulse):
+            m.d.sync += drains_done.eq(drains_done + 1)
+        with m.If(start_compute):
+            m.d.sync += computes_started.eq(computes_started + 1)
         m.d.comb += [acc_r.addr.eq(rd_addr), acc_r.en.eq(mesh.early)]
         wr_valid, wr_addr, wr_ovw = Signal(), Signal(ADDR_BITS), Signal()
         m.d.sync += [wr_valid.eq(mesh.early), wr_addr.eq(rd_addr), wr_ovw.eq(rd_ovw)]
@@ -350,6 +400,9 @@ class SystolicAccelerator(wiring.Component):
         cpr_b = cycles_per_beat(C * e, p.bus_bytes)
         cpr_c = cycles_per_beat(C * ab, p.bus_bytes)
         st_valid, st_addr, st_fire = Signal(), Signal(ADDR_BITS), Signal()
+        need_drained = Signal(ADDR_BITS)  # compute instructions dispatched before this one
+        with m.If(go):
+            m.d.sync += need_drained.eq(computes_started)
         with m.FSM(name="dma"):
             with m.State("IDLE"):
                 with m.If(go & (flags[1:4] != 0)):
@@ -400,7 +453,8 @@ class SystolicAccelerator(wiring.Component):
                     bump(f"{name}_sram_write", 1, rows_in * width)
                     bump("dram_read_bytes", 1, rows_in * (width * e))
             with m.State("STORE"):
-                can_issue = (issue.left != 0) & (pace == 0)
+                # the stored tile's last sums may still be draining from the previous instruction
+                can_issue = (issue.left != 0) & (pace == 0) & (drains_done >= need_drained)
                 m.d.comb += [acc_s.addr.eq(issue.spad), st_fire.eq(can_issue)]
                 with m.If(can_issue):
                     issue.step()

@@ -1,22 +1,23 @@
 """The analytical model: cycles and action counts of a GEMM on the accelerator, in closed form.
 
 It walks the same instruction program the runner writes into the hardware (see program.py) and
-adds up, per instruction, what the controller does: an instruction takes a fixed fetch overhead
-plus the longer of its compute and its DMA, which run in parallel.
+adds up, per instruction, what the controller does. An instruction takes FETCH_CYCLES plus the
+longer of its feeder and its DMA, which run in parallel:
 
-instruction = FETCH_CYCLES + max(compute, dma), where
-
-compute (array tiles back to back, each ``P`` cycles apart, then the pipeline drains):
-    os: P = max(length, rows)
-        (the shadow registers of a column shift out over ``rows`` cycles)
-    ws: P = max(length, rows + cols - 1, 2), plus a ``rows``-cycle weight prologue
+feeder (array tiles back to back, ``P`` cycles apart):
+    os: P = max(length, rows); the last tile's slot lasts max(P, length + rows)
+        (a column's shadow registers shift out over ``rows`` cycles)
+    ws: P = max(length, rows + cols - 1, 2), after a ``rows``-cycle weight prologue
         (the next tile's weights load in slots cols-1 .. cols+rows-2 of the current tile)
-    time = (tiles-1)*P + length + 2*rows + cols   (skew, mesh, deskew, drain; both dataflows)
+    at least GUARD = 2*rows + cols cycles (so at most one drain is outstanding)
+drain (overlaps the next instruction): the last sums are in the scratchpad
+    (tiles-1)*P + length + 2*rows + cols cycles after dispatch (skew, mesh, deskew, shift-out)
 DMA (transfers one after another; loads move ``floor(bus_bytes / row bytes)`` rows per beat
 (at least one; bursts never share a beat), one beat per ``ceil(row bytes / bus_bytes)`` cycles,
-responses ``mem_latency + 1`` cycles later; stores move one row per beat):
+responses ``mem_latency + 1`` cycles later; stores move one row per beat and start only when
+the previous instruction's drain is complete):
     time = 1 + sum over transfers of (beats-1)*cycles_per_beat + TAIL,
-    TAIL = mem_latency + LOAD_TAIL for loads, STORE_TAIL for stores
+    TAIL = mem_latency + LOAD_TAIL for loads, STORE_TAIL (+ any wait for the drain) for stores
 """
 
 from __future__ import annotations
@@ -58,13 +59,27 @@ class GemmRun:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-def compute_cycles(params, c: Compute) -> int:
-    R, C = params.rows, params.cols
+def _period(params, c: Compute) -> int:
     if params.dataflow == "os":
-        period = max(c.length, R)
+        return max(c.length, params.rows)
+    return max(c.length, params.rows + params.cols - 1, 2)
+
+
+def feed_cycles(params, c: Compute) -> int:
+    """Cycles from dispatch until the feeder lets the controller go on."""
+    R, C = params.rows, params.cols
+    period = _period(params, c)
+    if params.dataflow == "os":
+        feed = (c.array_tiles - 1) * period + max(period, c.length + R)
     else:
-        period = max(c.length, R + C - 1, 2)
-    return (c.array_tiles - 1) * period + c.length + 2 * R + C
+        feed = R + c.array_tiles * period
+    return max(feed, 2 * R + C)
+
+
+def drain_cycles(params, c: Compute) -> int:
+    """Cycles from dispatch until the last tile's last row of sums is read for writing."""
+    R, C = params.rows, params.cols
+    return (c.array_tiles - 1) * _period(params, c) + c.length + 2 * R + C
 
 
 def load_cycles(params, t: Transfer, row_bytes: int) -> int:
@@ -78,7 +93,9 @@ def store_cycles(params, t: Transfer) -> int:
     return (t.rows - 1) * cycles_per_beat(row_bytes, params.bus_bytes) + STORE_TAIL
 
 
-def instruction_cycles(params, instr: Instruction) -> int:
+def instruction_cycles(params, instr: Instruction, drain_ready: int | None) -> int:
+    """Cycles of one instruction; ``drain_ready`` is the cycle (relative to this instruction's
+    dispatch) from which the previous instruction's sums are all in the scratchpad."""
     e = elem_bytes(params)
     dma = 0
     if instr.load_a is not None or instr.load_b is not None or instr.store_c is not None:
@@ -88,8 +105,10 @@ def instruction_cycles(params, instr: Instruction) -> int:
     if instr.load_b is not None:
         dma += load_cycles(params, instr.load_b, params.cols * e)
     if instr.store_c is not None:
-        dma += store_cycles(params, instr.store_c)
-    comp = compute_cycles(params, instr.compute) if instr.compute is not None else 0
+        # the store's first issue would be ``dma + 1`` cycles after dispatch
+        wait = 0 if drain_ready is None else max(0, drain_ready - (dma + 1))
+        dma += wait + store_cycles(params, instr.store_c)
+    comp = feed_cycles(params, instr.compute) if instr.compute is not None else 0
     return FETCH_CYCLES + max(dma, comp)
 
 
@@ -130,7 +149,13 @@ def model_gemm(params, gemm: Gemm, mapping: Mapping) -> GemmRun:
     program = build_program(params, gemm, mapping.fit_to(params, gemm))
     totals = dict.fromkeys(ACTIONS, 0)
     cycles = 0
+    drain_done: int | None = None  # absolute cycle the last dispatched compute is drained
     for instr in program.instructions:
-        cycles += instruction_cycles(params, instr)
+        dispatch = cycles + 1
+        # the drain-completion count is visible two cycles after the last read-for-write
+        ready = None if drain_done is None else drain_done + 2 - dispatch
+        if instr.compute is not None:
+            drain_done = dispatch + drain_cycles(params, instr.compute)
+        cycles += instruction_cycles(params, instr, ready)
         instruction_actions(params, instr, totals)
     return GemmRun(cycles=cycles, actions=totals, sim_s=time.perf_counter() - start)
