@@ -176,9 +176,8 @@ class Space:
         for d in self.dims:
             if d.name not in point:
                 raise ParameterError(f"point has no value for {d.name!r}")
-            value = _plain(point[d.name])
-            d.index(value)
-            out[d.name] = value
+            # the space's own value (e.g. 4, not 4.0 or numpy.int64(4)): keys compare equal
+            out[d.name] = d.values[d.index(_plain(point[d.name]))]
         return out
 
     def sample(self, rng: np.random.Generator) -> Point:
