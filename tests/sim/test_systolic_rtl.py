@@ -86,12 +86,11 @@ def test_os_4x4_int16_acc40(tmp_path):
 @pytest.mark.rtl
 @pytest.mark.slow
 def test_ws_8x8_int8(tmp_path):
-    _check_design(SystolicParams(rows=8, cols=8, dataflow="ws", in_bits=8, acc_bits=32,
-                                 ifmap_kib=16, weight_kib=16, acc_kib=16), tmp_path)
+    # the default design (also used by the benchmarks, so the build is shared)
+    _check_design(SystolicParams(rows=8, cols=8, dataflow="ws"), tmp_path)
 
 
 @pytest.mark.rtl
 @pytest.mark.slow
 def test_os_8x8_int8(tmp_path):
-    _check_design(SystolicParams(rows=8, cols=8, dataflow="os", in_bits=8, acc_bits=32,
-                                 ifmap_kib=16, weight_kib=16, acc_kib=16), tmp_path)
+    _check_design(SystolicParams(rows=8, cols=8, dataflow="os"), tmp_path)
