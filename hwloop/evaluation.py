@@ -49,6 +49,7 @@ class Evaluation:
     wall: dict[str, float]  # build_s, simulate_s, synthesize_s, total_s
     tool_versions: dict[str, str]
     cell_counts: dict[str, int] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)  # e.g. "waves": FST path
 
     def metrics(self) -> dict[str, float]:
         """The numbers budgets and objectives are stated in."""

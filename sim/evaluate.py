@@ -169,12 +169,18 @@ def evaluate(
     plan = _layer_plan(params, selected, mapping)
 
     wall = {"build_s": 0.0, "simulate_s": 0.0, "synthesize_s": 0.0}
+    artifacts: dict[str, str] = {}
     if fidelity == "model":
         runs, exact = _run_model(params, plan)
     else:
-        runs, exact, build_s, simulate_s = _run_rtl(params, plan, seed=seed, waves=waves,
-                                                    workdir=workdir)
+        if waves and workdir is None:  # the simulator deletes its own temporary folder
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+            workdir = cache_dir() / "waves" / f"{params.name}-{stamp}-{os.getpid()}"
+        runs, exact, build_s, simulate_s, waves_path = _run_rtl(
+            params, plan, seed=seed, waves=waves, workdir=workdir)
         wall["build_s"], wall["simulate_s"] = build_s, simulate_s
+        if waves_path:
+            artifacts["waves"] = waves_path
 
     area = systolic_area(params)
     wall["synthesize_s"] = area.synth_s
@@ -215,6 +221,7 @@ def evaluate(
         wall=wall,
         tool_versions=dict(toolchain.tool_versions()),
         cell_counts=dict(area.cell_counts),
+        artifacts=artifacts,
     )
 
 
@@ -228,7 +235,7 @@ def _run_model(params: SystolicParams, plan: list[tuple[Layer, int, Any, Any]]
 
 def _run_rtl(params: SystolicParams, plan: list[tuple[Layer, int, Any, Any]], *, seed: int,
              waves: bool, workdir: Path | None
-             ) -> tuple[list[Any], list[bool | None], float, float]:
+             ) -> tuple[list[Any], list[bool | None], float, float, str | None]:
     from hwloop.sim.systolic.golden import gemm_golden, random_operands
     from hwloop.sim.systolic.rtl import RtlSimulator
 
@@ -253,10 +260,13 @@ def _run_rtl(params: SystolicParams, plan: list[tuple[Layer, int, Any, Any]], *,
         if not ok:
             failures.append(_mismatch(layer, gemm, got, expected))
     if failures:
+        waves_path = getattr(simulator, "waves_path", None)
         raise SimulationError(f"RTL result differs from the golden model (seed {seed}, "
                               f"{params.name}): {failures[0]}"
-                              + (f"; and {len(failures) - 1} more layers" if failures[1:] else ""))
-    return runs, exact, build_s, simulate_s
+                              + (f"; and {len(failures) - 1} more layers" if failures[1:] else "")
+                              + (f"; waves: {waves_path}" if waves_path else ""))
+    waves_path = getattr(simulator, "waves_path", None)
+    return runs, exact, build_s, simulate_s, str(waves_path) if waves_path else None
 
 
 def _mismatch(layer: Layer, gemm: Any, got: np.ndarray | None, expected: np.ndarray) -> str:

@@ -166,6 +166,7 @@ def evaluation_json(evaluation: Any, *, seed: int) -> dict[str, Any]:
             "bit_exact": evaluation.bit_exact,
         },
         "wall": evaluation.wall,
+        "artifacts": evaluation.artifacts,
         "tool_versions": evaluation.tool_versions,
     }
 
@@ -226,3 +227,5 @@ def print_table(evaluation: Any, *, seed: int) -> None:
         f"energy: {parts}\n"
         f"wall: build {wall.get('build_s', 0):.1f} s, simulate {wall.get('simulate_s', 0):.1f} s, "
         f"synthesize {wall.get('synthesize_s', 0):.1f} s, total {wall.get('total_s', 0):.1f} s")
+    if evaluation.artifacts.get("waves"):
+        console.print(f"waves: {evaluation.artifacts['waves']}")
