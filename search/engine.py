@@ -342,7 +342,7 @@ def default_workers() -> int:
 
 # -- Dask ---------------------------------------------------------------------------------
 
-_DASK_LOCAL: dict[tuple[Any, ...], LocalEngine] = {}
+_DASK_LOCAL: dict[int, tuple[tuple[Any, ...], LocalEngine]] = {}
 _DASK_LOCK = threading.Lock()
 
 
@@ -354,13 +354,18 @@ def _dask_evaluate(evaluator: Evaluator, space: Any, key: str, point: dict[str, 
     worker holding it is lost.
     """
     name = f"{getattr(evaluator, '__module__', '')}.{getattr(evaluator, '__qualname__', '')}"
-    cache_key = (threading.get_ident(), name, id(space), fidelity, seed, timeout)
-    with _DASK_LOCK:
-        engine = _DASK_LOCAL.get(cache_key)
-        if engine is None:
+    signature = (name, id(space), fidelity, seed, timeout)
+    thread = threading.get_ident()
+    with _DASK_LOCK:  # one worker subprocess per Dask worker thread, for the latest sweep
+        cached = _DASK_LOCAL.get(thread)
+        if cached is not None and cached[0] == signature:
+            engine = cached[1]
+        else:
+            if cached is not None:
+                cached[1].close()
             engine = LocalEngine(evaluator=evaluator, space=space, fidelity=fidelity, seed=seed,
                                  workers=1, timeout=timeout)
-            _DASK_LOCAL[cache_key] = engine
+            _DASK_LOCAL[thread] = (signature, engine)
     engine.submit(key, point)
     while True:
         outcomes = engine.poll(wait=1.0)

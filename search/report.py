@@ -130,7 +130,8 @@ def _plot_pareto(rows: list[Row], path: Path, objective: str) -> None:
     plt.close(fig)
 
 
-def _plot_convergence(curves: dict[str, list[list[float]]], path: Path, objective: str) -> None:
+def _plot_convergence(curves: dict[str, list[list[float]]], path: Path, objective: str,
+                      samples: dict[str, list[list[float]]] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,6 +146,11 @@ def _plot_convergence(curves: dict[str, list[list[float]]], path: Path, objectiv
             ax.plot(xs, curve, color=color, alpha=0.9 if len(runs) == 1 else 0.6,
                     drawstyle="steps-post", label=method if i == 0 else None)
             positive &= all(v > 0 for v in curve if not math.isnan(v))
+        for values in (samples or {}).get(method, []):  # every feasible evaluation, faint
+            xs = [i + 1 for i, v in enumerate(values) if not math.isnan(v)]
+            ys = [v for v in values if not math.isnan(v)]
+            ax.scatter(xs, ys, color=color, alpha=0.25, s=14)
+            positive &= all(v > 0 for v in ys)
     finite = [v for runs in curves.values() for c in runs for v in c if not math.isnan(v)]
     if finite and positive and max(finite) / min(finite) > 30:
         ax.set_yscale("log")
@@ -152,8 +158,9 @@ def _plot_convergence(curves: dict[str, list[list[float]]], path: Path, objectiv
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("evaluations")
-    ax.set_ylabel(f"best feasible {objective} so far")
-    ax.set_title("Convergence per method (one line per sweep)")
+    ax.set_ylabel(f"feasible {objective} (lower is better)")
+    ax.set_title("Convergence per method (line: best so far per sweep; dots: each feasible "
+                 "design)", fontsize=10)
     ax.grid(True, alpha=0.3)
     if curves:
         ax.legend()
@@ -207,10 +214,14 @@ def write_report(db_path: str | Path, out_dir: str | Path, *, top: int = 10) -> 
     try:
         _plot_pareto(rows, staging / "pareto.png", objective)
         curves: dict[str, list[list[float]]] = defaultdict(list)
+        samples: dict[str, list[list[float]]] = defaultdict(list)
         for sweep in sweeps:
             if trials[sweep.id]:
                 curves[sweep.method].append(best_so_far(trials[sweep.id]))
-        _plot_convergence(curves, staging / "convergence.png", objective)
+                samples[sweep.method].append([
+                    r.objective if r.feasible and r.status == "ok" and r.objective is not None
+                    else math.nan for r in trials[sweep.id]])
+        _plot_convergence(curves, staging / "convergence.png", objective, samples)
 
         feasible = sorted((r for r in rows if r.feasible and r.status == "ok"
                            and r.objective is not None), key=lambda r: (r.objective, r.id))
