@@ -38,7 +38,8 @@ from hwloop.buildcache import BuildCache, build_key
 from hwloop.errors import BuildError, ParameterError, SimulationError, SimulationTimeout
 from hwloop.toolchain import VERILATOR_LINT_FLAGS, setup_verilator, tool_versions
 
-SPEED_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert")
+SPEED_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
+               "--timing", "-CFLAGS", "-fcoroutines")
 
 _HDL_SOURCES = ("hdl/systolic/accelerator.py", "hdl/systolic/mesh.py",
                 "hdl/systolic/__init__.py", "sim/systolic/program.py",
