@@ -135,10 +135,13 @@ class RtlSimulator:
                              log_file=log)
             except (SystemExit, Exception) as exc:
                 kept = Path(tempfile.mkdtemp(prefix="hwloop-systolic-build-")) / "build.log"
+                hint = ""
                 if log.exists():
                     shutil.copy(log, kept)
-                raise BuildError(f"Verilator build of {self.params.name} failed ({exc})",
-                                 log_path=kept) from None
+                    if self.waves and "lz4.h" in log.read_text(errors="replace"):
+                        hint = "; FST waves need lz4: apt-get install liblz4-dev"
+                raise BuildError(f"Verilator build of {self.params.name} failed ({exc}{hint}; "
+                                 f"log: {kept})", log_path=kept) from None
 
         path, built = BuildCache().get_or_build(key, build)
         self._build_path = path

@@ -94,3 +94,18 @@ def test_ws_8x8_int8(tmp_path):
 @pytest.mark.slow
 def test_os_8x8_int8(tmp_path):
     _check_design(SystolicParams(rows=8, cols=8, dataflow="os"), tmp_path)
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_waves_fst(tmp_path):
+    params = SystolicParams(rows=2, cols=3, dataflow="os", in_bits=8, acc_bits=32, ifmap_kib=4,
+                            weight_kib=4, acc_kib=4, mem_latency=3)
+    gemm = Gemm(m=5, n=7, k=9)
+    a, b = random_operands(gemm, in_bits=8, rng=np.random.default_rng(SEED))
+    sim = RtlSimulator(params, waves=True, workdir=tmp_path)
+    run = sim.run([(gemm, default_mapping(params, gemm), a, b)])[0]
+    assert np.array_equal(run.c, gemm_golden(a, b, acc_bits=32))
+    assert sim.waves_path is not None and sim.waves_path.suffix == ".fst"
+    assert sim.waves_path.stat().st_size > 0
+    assert run.extra["waves"] == str(sim.waves_path)
