@@ -135,7 +135,13 @@ def _worker_main() -> None:
         except EOFError:
             return
         if message[0] == "setup":
-            _, evaluator, space = message
+            try:
+                evaluator, space = cloudpickle.loads(message[1])
+            except BaseException as exc:  # e.g. the evaluator's module is not importable here
+                text = "".join(traceback.format_exception(exc)).strip()
+                _write_frame(replies, ("setup-failed", text))
+                return
+            _write_frame(replies, ("ready",))
             continue
         _, point, fidelity, seed = message
         start = time.time()
@@ -157,6 +163,14 @@ def _log_path_of(exc: BaseException) -> str | None:
     return str(path) if path else None
 
 
+#: Seconds a worker subprocess may take to start and import the evaluator.
+STARTUP_TIMEOUT = 300.0
+
+
+class WorkerStartError(RuntimeError):
+    """A worker subprocess could not start (or could not load the evaluator)."""
+
+
 class _Worker:
     """One worker subprocess (its own session, so its whole process group can be killed)."""
 
@@ -174,10 +188,21 @@ class _Worker:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.stdin: BinaryIO = self.proc.stdin
         self.stdout: BinaryIO = self.proc.stdout
-        self.stdin.write(setup)
-        self.stdin.flush()
         self.job: _Job | None = None
         self.started = 0.0
+        try:
+            self.stdin.write(setup)
+            self.stdin.flush()
+            # Wait until it has imported the evaluator: start-up is not part of any timeout.
+            readable, _, _ = select.select([self.stdout], [], [], STARTUP_TIMEOUT)
+            reply = _read_frame(self.stdout) if readable else ("setup-failed", (
+                f"worker process did not start within {STARTUP_TIMEOUT:g} s"))
+        except (EOFError, OSError) as exc:
+            reply = ("setup-failed", self.exit_reason() if isinstance(exc, EOFError)
+                     else repr(exc))
+        if reply[0] != "ready":
+            self.kill()
+            raise WorkerStartError(f"worker process could not start: {reply[1]}")
 
     def send(self, job: _Job, fidelity: str, seed: int) -> None:
         self.job = job
@@ -224,8 +249,11 @@ class LocalEngine:
         self.fidelity = fidelity
         self.seed = seed
         self.log_dir = log_dir
-        data = cloudpickle.dumps(("setup", evaluator, space))
+        # the evaluator and space travel as bytes inside the frame, so that a worker that
+        # cannot unpickle them (a module missing there) can still say so
+        data = cloudpickle.dumps(("setup", cloudpickle.dumps((evaluator, space))))
         self._setup = _HEADER.pack(len(data)) + data
+        self._failed: list[Outcome] = []
         self._idle: list[_Worker] = []
         self._busy: list[_Worker] = []
         self._queue: deque[_Job] = deque()
@@ -238,7 +266,7 @@ class LocalEngine:
 
     @property
     def pending(self) -> int:
-        return len(self._queue) + len(self._busy)
+        return len(self._queue) + len(self._busy) + len(self._failed)
 
     def submit(self, key: str, point: dict[str, Any]) -> None:
         self._queue.append(_Job(key, dict(point)))
@@ -248,6 +276,8 @@ class LocalEngine:
         """Outcomes finished by now, waiting up to ``wait`` seconds for the first one."""
         outcomes = self._reap_timeouts()
         self._dispatch()
+        outcomes += self._failed
+        self._failed = []
         if not self._busy:
             return outcomes
         limit = time.time() + (0.0 if outcomes else wait)
@@ -261,6 +291,8 @@ class LocalEngine:
                 outcomes.append(self._receive(worker))
             outcomes += self._reap_timeouts()
             self._dispatch()
+            outcomes += self._failed
+            self._failed = []
             if outcomes or time.time() >= limit or not self._busy:
                 return outcomes
 
@@ -286,8 +318,13 @@ class LocalEngine:
 
     def _dispatch(self) -> None:
         while self._queue and len(self._busy) < self.workers:
-            worker = self._idle.pop() if self._idle else self._spawn()
             job = self._queue.popleft()
+            try:
+                worker = self._idle.pop() if self._idle else self._spawn()
+            except WorkerStartError as exc:
+                self._failed.append(Outcome(job.key, job.point, "failed", error=str(exc),
+                                            queued_s=time.time() - job.submitted_at))
+                continue
             try:
                 worker.send(job, self.fidelity, self.seed)
             except (BrokenPipeError, OSError):  # it died while idle: replace it, keep the job

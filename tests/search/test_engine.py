@@ -41,7 +41,11 @@ def test_failures_timeouts_and_crashes_are_recorded_and_the_pool_goes_on(tmp_pat
         assert engine.pending == 0
     assert set(got) == {"hang", "fail", "crash", "noisy", "ok0", "ok1", "ok2", "ok3"}
     assert got["hang"].status == "timeout" and "4 s" in got["hang"].error
-    assert not _alive(int(pidfile.read_text()))  # the hung simulator child was killed too
+    child = int(pidfile.read_text())
+    end = time.time() + 10  # SIGKILL is delivered asynchronously
+    while _alive(child) and time.time() < end:
+        time.sleep(0.05)
+    assert not _alive(child)  # the hung simulator child was killed with its worker
     assert got["fail"].status == "failed"
     assert "BuildError: Verilator build failed (fake)" in got["fail"].error
     assert got["fail"].log_path and got["fail"].log_path.endswith(".log")
@@ -70,3 +74,28 @@ def test_results_arrive_as_they_finish_not_in_submit_order():
 def test_bad_worker_count_is_an_input_error():
     with pytest.raises(ValueError, match=r"^--workers must be at least 1, not 0$"):
         LocalEngine(evaluator=fake_evaluate, space=None, fidelity="model", seed=0, workers=0)
+
+
+def test_a_worker_that_cannot_load_the_evaluator_fails_its_jobs_in_one_line(monkeypatch):
+    import sys
+    import types
+
+    ghost = types.ModuleType("hwloop_ghost_module")  # exists here, not in the worker
+
+    def evaluate(space, point, *, fidelity, seed):
+        return {}
+
+    evaluate.__module__ = ghost.__name__
+    evaluate.__qualname__ = "evaluate"  # so that cloudpickle pickles it by reference
+    ghost.evaluate = evaluate
+    monkeypatch.setitem(sys.modules, ghost.__name__, ghost)
+    with LocalEngine(evaluator=evaluate, space=None, fidelity="model", seed=0,
+                     workers=1) as engine:
+        engine.submit("a", {"x": 1})
+        engine.submit("b", {"x": 2})
+        got = _drain(engine, 2)
+    assert set(got) == {"a", "b"}
+    for outcome in got.values():
+        assert outcome.status == "failed"
+        assert outcome.error.startswith("worker process could not start: Traceback")
+        assert "No module named 'hwloop_ghost_module'" in outcome.error
