@@ -2,8 +2,11 @@
 
 Each evaluation runs in a fresh process (no in-memory memo) against a fresh, empty
 ``HWLOOP_CACHE``: the cold run generates the Verilog, builds it with Verilator, synthesizes it
-with Yosys and co-simulates; the re-evaluation of the same design finds the Verilator build and
-the synthesis result on disk and only co-simulates. Goal: re-evaluation <= 5% of cold.
+with Yosys, chooses mappings and co-simulates. Then the same evaluation again, twice: with
+``reuse=False`` it finds the Verilator build, the synthesis result and the mappings on disk and
+only co-simulates; with ``reuse=True`` (the default) it also finds the finished per-layer results
+of this exact evaluation (same design sources, layers, mappings, seed, tools) and simulates
+nothing. Goal: re-evaluation <= 5% of cold.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ start = time.perf_counter()
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.sim import evaluate
 p = SystolicParams(**json.loads(sys.argv[1]))
-r = evaluate(p, sys.argv[2], fidelity=sys.argv[3], first=int(sys.argv[4]), seed=3)
+r = evaluate(p, sys.argv[2], fidelity=sys.argv[3], first=int(sys.argv[4]), seed=3,
+             reuse=sys.argv[5] == "1")
 assert r.bit_exact in (True, None)
 print(json.dumps({"wall": r.wall, "cycles": r.cycles, "process_s": time.perf_counter() - start}))
 """
@@ -33,12 +37,13 @@ CASES = (
 )
 
 
-def _evaluate(cache: str, params: dict, workload: str, fidelity: str, first: int
-              ) -> tuple[dict, float]:
+def _evaluate(cache: str, params: dict, workload: str, fidelity: str, first: int,
+              reuse: bool) -> tuple[dict, float]:
     env = dict(os.environ, HWLOOP_CACHE=cache)
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(params), workload, fidelity,
-                           str(first)], env=env, capture_output=True, text=True, timeout=3600)
+                           str(first), "1" if reuse else "0"],
+                          env=env, capture_output=True, text=True, timeout=3600)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
@@ -49,33 +54,38 @@ def run() -> str:
     lines = [
         "## Build cache: cached re-evaluation vs cold evaluation",
         "",
-        "Each run is a fresh process on a fresh `HWLOOP_CACHE`; the second run re-evaluates the "
-        "same design (same parameters, same workload layers) and finds the Verilator build and "
-        "the Yosys result in the cache. `evaluate()` wall = inside the process; process wall "
-        "adds Python start-up and imports.",
+        "Each run is a fresh process; the cache starts empty. *cold*: generate, Verilator "
+        "build, Yosys, mapping choice, simulate. *builds cached* (`reuse=False`): the same "
+        "evaluation again, finding build, synthesis and mappings on disk — it still "
+        "co-simulates. *reused* (default `reuse=True`): the finished results of this exact "
+        "evaluation are found too. Times are `evaluate()` wall inside the process (the process "
+        "adds ~1 s of Python start-up and imports).",
         "",
-        "| design | workload | fidelity | cold evaluate s | cached evaluate s | ratio | "
-        "cold process s | cached process s | process ratio |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| design | workload | fidelity | cold s | builds cached s | ratio | reused s | ratio |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
-    ratios = []
+    built_ratios, reused_ratios = [], []
     for params, workload, fidelity, first in CASES:
         with tempfile.TemporaryDirectory(prefix="hwloop-bench-cache-") as cache:
             print(f"   {params} {workload} {fidelity}: cold", flush=True)
-            cold, cold_wall = _evaluate(cache, params, workload, fidelity, first)
-            print(f"   {params} {workload} {fidelity}: cached", flush=True)
-            warm, warm_wall = _evaluate(cache, params, workload, fidelity, first)
-        assert cold["cycles"] == warm["cycles"]
-        ratio = warm["wall"]["total_s"] / cold["wall"]["total_s"]
-        ratios.append(ratio)
+            cold, _ = _evaluate(cache, params, workload, fidelity, first, True)
+            print(f"   {params} {workload} {fidelity}: builds cached", flush=True)
+            built, _ = _evaluate(cache, params, workload, fidelity, first, False)
+            print(f"   {params} {workload} {fidelity}: reused", flush=True)
+            reused, _ = _evaluate(cache, params, workload, fidelity, first, True)
+        assert cold["cycles"] == built["cycles"] == reused["cycles"]
+        c, b, r = (x["wall"]["total_s"] for x in (cold, built, reused))
+        built_ratios.append(b / c)
+        reused_ratios.append(r / c)
         name = f"{params['rows']}x{params['cols']} {params['dataflow']}"
-        lines.append(
-            f"| {name} | {workload} (first {first}) | {fidelity} | "
-            f"{cold['wall']['total_s']:.2f} | {warm['wall']['total_s']:.3f} | {ratio:.1%} | "
-            f"{cold_wall:.1f} | {warm_wall:.1f} | {warm_wall / cold_wall:.1%} |")
+        lines.append(f"| {name} | {workload} (first {first}) | {fidelity} | {c:.2f} | {b:.3f} | "
+                     f"{b / c:.1%} | {r:.3f} | {r / c:.1%} |")
     lines += [
         "",
-        f"Goal: cached re-evaluation <= 5% of cold: worst ratio {max(ratios):.1%} "
-        f"({'**met**' if max(ratios) <= 0.05 else '**not met**'} for evaluate() wall time).",
+        f"Goal: re-evaluation <= 5% of cold. Reused results: worst {max(reused_ratios):.1%} "
+        f"({'**met**' if max(reused_ratios) <= 0.05 else '**not met**'}). Builds cached but "
+        f"simulated again: worst {max(built_ratios):.1%} "
+        f"({'**met**' if max(built_ratios) <= 0.05 else '**not met**'}; what remains is the "
+        "co-simulation itself and the cocotb start-up).",
     ]
     return "\n".join(lines)

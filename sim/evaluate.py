@@ -151,6 +151,7 @@ def evaluate(
     waves: bool = False,
     workdir: Path | None = None,
     energy_table: EnergyTable | str | Path | None = None,
+    reuse: bool = True,
 ) -> Evaluation:
     """Evaluate ``params`` on ``workload`` at ``fidelity`` ("rtl" or "model").
 
@@ -158,6 +159,11 @@ def evaluate(
     callable ``(params, gemm) -> Mapping``. ``layers``/``first`` pick layers by name / the first
     N. At RTL fidelity every result is compared with the golden model; a mismatch raises
     :class:`SimulationError` naming the layer and the seed.
+
+    ``reuse``: a finished evaluation of the same design (parameters and generator/harness
+    sources), layer shapes, mappings, fidelity, seed and tool versions is deterministic; its
+    per-layer cycles and action counts are kept in ``$HWLOOP_CACHE/evaluations/`` and reused
+    (area and energy are recomputed). Never with ``waves`` (that asks for a new simulation).
     """
     start = time.perf_counter()
     if fidelity not in FIDELITIES:
@@ -170,7 +176,12 @@ def evaluate(
 
     wall = {"build_s": 0.0, "simulate_s": 0.0, "synthesize_s": 0.0}
     artifacts: dict[str, str] = {}
-    if fidelity == "model":
+    reuse_path = _reuse_path(params, plan, fidelity, seed) if reuse and not waves else None
+    stored = _load_runs(reuse_path, len(plan)) if reuse_path is not None else None
+    if stored is not None:
+        runs, exact = stored
+        artifacts["reused"] = str(reuse_path)
+    elif fidelity == "model":
         runs, exact = _run_model(params, plan)
     else:
         if waves and workdir is None:  # the simulator deletes its own temporary folder
@@ -182,6 +193,8 @@ def evaluate(
         if waves_path:
             artifacts["waves"] = waves_path
 
+    if reuse_path is not None and stored is None:
+        _store_runs(reuse_path, runs, exact)
     area = systolic_area(params)
     wall["synthesize_s"] = area.synth_s
 
@@ -223,6 +236,65 @@ def evaluate(
         cell_counts=dict(area.cell_counts),
         artifacts=artifacts,
     )
+
+
+@functools.cache
+def _design_fingerprint() -> str:
+    """Hash of everything that makes the hardware, its harness and its model."""
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parent.parent
+    for folder in (root / "hdl" / "systolic", root / "sim" / "systolic"):
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path.suffix in (".py", ".v", ".sv", ".cpp", ".c", ".h"):
+                digest.update(str(path.relative_to(root)).encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _reuse_path(params: SystolicParams, plan: list[tuple[Layer, int, Any, Any]],
+                fidelity: str, seed: int) -> Path:
+    versions = toolchain.tool_versions()
+    key = hashlib.sha256(json.dumps({
+        "params": params.params_hash, "design": _design_fingerprint(), "fidelity": fidelity,
+        "seed": seed if fidelity == "rtl" else None,
+        "layers": [[g.m, g.n, g.k, chosen.to_dict()] for _, _, g, chosen in plan],
+        "tools": {k: versions.get(k) for k in ("verilator", "amaranth", "cocotb", "numpy",
+                                                "cxx", "python")},
+    }, sort_keys=True).encode()).hexdigest()[:32]
+    return cache_dir() / "evaluations" / f"{key}.json"
+
+
+class _StoredRun:
+    def __init__(self, cycles: int, actions: dict[str, int]):
+        self.cycles = cycles
+        self.actions = actions
+
+
+def _load_runs(path: Path, count: int) -> tuple[list[Any], list[bool | None]] | None:
+    try:
+        data = json.loads(path.read_text())
+        runs = [_StoredRun(int(x["cycles"]), {k: int(v) for k, v in x["actions"].items()})
+                for x in data["runs"]]
+        exact = [x["bit_exact"] for x in data["runs"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if len(runs) != count or any(e is False for e in exact):
+        return None
+    return runs, exact
+
+
+def _store_runs(path: Path, runs: list[Any], exact: list[bool | None]) -> None:
+    data = {"runs": [{"cycles": int(r.cycles), "actions": {k: int(v) for k, v in
+                                                          r.actions.items()},
+                      "bit_exact": e} for r, e in zip(runs, exact, strict=True)]}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a cache that cannot be written only costs time
 
 
 def _run_model(params: SystolicParams, plan: list[tuple[Layer, int, Any, Any]]

@@ -98,6 +98,8 @@ def register_sim(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--waves", action="store_true", help="write an FST waveform (rtl)")
     parser.add_argument("--json", action="store_true",
                         help="print exactly one JSON object on stdout")
+    parser.add_argument("--no-reuse", dest="reuse", action="store_false",
+                        help="simulate again even if this exact evaluation is cached")
     parser.add_argument("--energy-table", type=Path, metavar="FILE",
                         help="energy-per-action TOML (default constraints/energy.toml)")
     parser.set_defaults(func=run_sim)
@@ -185,11 +187,11 @@ def run_sim(args: argparse.Namespace) -> int:
     if args.json:
         with stdout_to_stderr():
             result = evaluate(params, workload, mapping, args.fidelity, seed=args.seed,
-                              waves=args.waves, energy_table=table)
+                              waves=args.waves, energy_table=table, reuse=args.reuse)
         print(json.dumps(evaluation_json(result, seed=args.seed)))
     else:
         result = evaluate(params, workload, mapping, args.fidelity, seed=args.seed,
-                          waves=args.waves, energy_table=table)
+                          waves=args.waves, energy_table=table, reuse=args.reuse)
         print_table(result, seed=args.seed)
     if result.bit_exact is False:  # evaluate raises first; kept as a guard
         return 1
@@ -227,5 +229,8 @@ def print_table(evaluation: Any, *, seed: int) -> None:
         f"energy: {parts}\n"
         f"wall: build {wall.get('build_s', 0):.1f} s, simulate {wall.get('simulate_s', 0):.1f} s, "
         f"synthesize {wall.get('synthesize_s', 0):.1f} s, total {wall.get('total_s', 0):.1f} s")
+    if evaluation.artifacts.get("reused"):
+        console.print("results reused from an identical earlier evaluation "
+                      f"({evaluation.artifacts['reused']}); --no-reuse simulates again")
     if evaluation.artifacts.get("waves"):
         console.print(f"waves: {evaluation.artifacts['waves']}")

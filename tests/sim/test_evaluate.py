@@ -137,18 +137,58 @@ def test_wrong_rtl_result_is_loud(monkeypatch, no_synthesis):
 
     monkeypatch.setattr(rtl, "RtlSimulator", Corrupting)
     with pytest.raises(SimulationError) as info:
-        evaluate(SMALL, tiny_workload(), fidelity="rtl", seed=5)
+        evaluate(SMALL, tiny_workload(), fidelity="rtl", seed=5, reuse=False)
     message = str(info.value)
     assert "seed 5" in message and "layer 'b' (7x5x13): 1 of 35 elements differ" in message
     assert "C[3,2]" in message
+
+
+def test_finished_evaluations_are_reused_only_when_nothing_changed(monkeypatch, tmp_path,
+                                                                    no_synthesis):
+    monkeypatch.setenv("HWLOOP_CACHE", str(tmp_path))
+    rtl = importlib.import_module("hwloop.sim.systolic.rtl")
+    from hwloop.sim.systolic.golden import gemm_golden
+
+    calls = []
+
+    class Exact:
+        def __init__(self, params, *, waves=False, workdir=None):
+            self.params = params
+
+        def build(self):
+            return 0.0
+
+        def run(self, jobs):
+            calls.append(len(jobs))
+            runs = []
+            for gemm, mapping, a, b in jobs:
+                run = model_gemm(self.params, gemm, mapping)
+                run.c = gemm_golden(a, b, acc_bits=self.params.acc_bits)
+                runs.append(run)
+            return runs
+
+    monkeypatch.setattr(rtl, "RtlSimulator", Exact)
+    first = evaluate(SMALL, tiny_workload(), fidelity="rtl", seed=1)
+    again = evaluate(SMALL, tiny_workload(), fidelity="rtl", seed=1)
+    assert calls == [3] and "reused" in again.artifacts and "reused" not in first.artifacts
+    assert again.to_dict()["layers"] == first.to_dict()["layers"]
+    assert again.cycles == first.cycles and again.bit_exact is True
+    evaluate(SMALL, tiny_workload(), fidelity="rtl", seed=2)  # another seed: simulated
+    evaluate(SMALL, tiny_workload(), fidelity="rtl", seed=1, reuse=False)
+    evaluate(SMALL, tiny_workload(), Mapping(tile_m=4, tile_n=4, tile_k=4), fidelity="rtl",
+             seed=1)  # another mapping
+    assert calls == [3, 3, 3, 3]
+    model = evaluate(SMALL, tiny_workload(), fidelity="model")
+    assert "reused" not in model.artifacts and model.bit_exact is None
 
 
 @pytest.mark.rtl
 @pytest.mark.xdist_group("systolic_4x4_os")
 def test_rtl_evaluation_is_bit_exact_and_close_to_the_model():
     print(f"seed {SEED}")
-    result = evaluate(SMALL, tiny_workload(), fidelity="rtl", seed=SEED)
-    model = evaluate(SMALL, tiny_workload(), fidelity="model")
+    result = evaluate(SMALL, tiny_workload(), fidelity="rtl", seed=SEED, reuse=False)
+    model = evaluate(SMALL, tiny_workload(), fidelity="model", reuse=False)
+    assert "reused" not in result.artifacts
     assert result.bit_exact is True
     assert all(x.bit_exact is True for x in result.layers)
     assert result.area > 0 and result.area_cells > 0
