@@ -45,8 +45,14 @@ def run() -> str:
 
     workload = Workload("scalesim-suite", tuple(Layer(name=n, m=m, n=nn, k=k)
                                                 for n, m, nn, k in SUITE))
+    import subprocess
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "unknown"
     lines = [
         "## RTL vs SCALE-Sim cycles",
+        "",
+        f"Hardware and runner at commit `{commit}`.",
         "",
         f"hwloop RTL (Verilator co-simulation, bit-exact against the golden GEMM, cycles from the "
         f"hardware counter including all DMA from external memory with latency 20 and a "
