@@ -74,6 +74,7 @@ def test_rtl_matches_model_bit_exact(policy, prefetch, tmp_path):
         assert model.prefetch_issued > 0 and model.prefetch_useful > 0
 
 
+@pytest.mark.xdist_group("cache-lru-none")
 def test_rtl_comparison_detects_a_difference(tmp_path):
     """A model of another policy must disagree with the RTL (the check can fail)."""
     trace = adversarial(20_000, seed=SEED, sets=16, line_bytes=16)
