@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from hwloop.search.objective import PointResult, static_check
+from hwloop.search.objective import DESIGN_METRICS, PointResult, static_check
 from hwloop.search.space import Point, Space
 
 StaticChecker = Callable[[Point], str | None]
@@ -163,12 +163,20 @@ class ConstrainedModel:
         self.classifier: Any = None
         self.best: float | None = None  # best feasible log objective
         self.n_measured = 0
+        self.xi = 0.0
+        # Design metrics (area...) depend on the hardware alone: once a hardware design has
+        # been measured, its value is known exactly for every mapping.
+        self.known: dict[str, dict[tuple[Any, ...], float]] = {}
 
     def fit(self, observations: list[tuple[Point, PointResult]]) -> ConstrainedModel:
         space = self.space
         measured = [(p, r) for p, r in observations
                     if r.objective is not None and r.objective > 0 and r.metrics]
         self.n_measured = len(measured)
+        self.known = {m: {} for m in self.space.budgets if m in DESIGN_METRICS}
+        for point, result in measured:
+            for metric, values in self.known.items():
+                values[self.hardware_key(point)] = result.metrics[metric]
         feasible_y = [math.log(r.objective) for _, r in measured if r.feasible]
         self.best = min(feasible_y) if feasible_y else None
         if len(measured) >= 3 and space.encoded_size:
@@ -189,29 +197,42 @@ class ConstrainedModel:
             self.classifier.fit(x, np.array(labels))
         return self
 
-    def probability_feasible(self, x: np.ndarray) -> np.ndarray:
+    def hardware_key(self, point: Point) -> tuple[Any, ...]:
+        return tuple(point[d.name] for d in self.space.dims if d.section == "hardware")
+
+    def probability_feasible(self, x: np.ndarray, points: list[Point] | None = None
+                             ) -> np.ndarray:
         prob = np.ones(len(x))
         for metric, gp in self.budget_gps.items():
             mu, sd = gp.predict(x)
-            prob *= _norm_cdf((math.log(self.space.budgets[metric]) - mu) / sd)
+            p = _norm_cdf((math.log(self.space.budgets[metric]) - mu) / sd)
+            known = self.known.get(metric)
+            if known and points is not None:
+                limit = self.space.budgets[metric]
+                for i, point in enumerate(points):
+                    value = known.get(self.hardware_key(point))
+                    if value is not None:
+                        p[i] = 1.0 if value <= limit else 0.0
+            prob *= p
         if self.classifier is not None:
             static = list(self.classifier.classes_).index(True)
             prob *= 1.0 - self.classifier.predict_proba(x)[:, static]
         return prob
 
-    def acquisition(self, x: np.ndarray, gp: GP | None = None, *, min_feasibility: float = 0.8
+    def acquisition(self, x: np.ndarray, gp: GP | None = None, *,
+                    points: list[Point] | None = None, min_feasibility: float = 0.8
                     ) -> np.ndarray:
         """Constrained EI: EI over the best feasible value x probability of feasibility. With
         no feasible point yet: the probability of feasibility alone. Candidates less likely
         than ``min_feasibility`` to be feasible rank below all others: an infeasible
         evaluation teaches the feasibility model, but costs as much as a useful one."""
         gp = gp or self.objective_gp
-        pof = self.probability_feasible(x)
+        pof = self.probability_feasible(x, points)
         if gp is None or self.best is None:
             score = pof
         else:
             mu, sd = gp.predict(x)
-            score = expected_improvement(mu, sd, self.best) * pof
+            score = expected_improvement(mu, sd, self.best, self.xi) * pof
         return np.where(pof >= min_feasibility, score, score * 1e-9 - 1.0)
 
 
@@ -256,7 +277,7 @@ def pick_batch(space: Space, model: ConstrainedModel, pool: list[Point], n: int,
     chosen: list[Point] = []
     alive = np.ones(len(pool), dtype=bool)
     while len(chosen) < n and alive.any():
-        score = model.acquisition(x, gp)
+        score = model.acquisition(x, gp, points=pool)
         score = np.where(alive, score, -np.inf)
         order = np.argsort(-score, kind="stable")
         picked = None
