@@ -16,6 +16,8 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hwloop.errors import ParameterError
+
 from .params import RTL_POLICIES, CacheConfig
 from .prefetcher import Prefetcher, PrefetcherConfig
 from .table import Table
@@ -62,7 +64,6 @@ class Cache(wiring.Component):
     def __init__(self, *, config: CacheConfig, table: Table | None = None,
                  prefetch: PrefetcherConfig | None = None, prefetch_table: Table | None = None):
         if config.policy not in RTL_POLICIES:
-            from hwloop.errors import ParameterError
             raise ParameterError(f"policy {config.policy!r} exists only in the model "
                                  f"(RTL has {', '.join(RTL_POLICIES)})")
         self.config = config
@@ -117,7 +118,7 @@ class Cache(wiring.Component):
             word |= st << (w * self.way_word + 3 + self.config.tag_bits)
         return word
 
-    def elaborate(self, platform):  # noqa: C901 - one pipeline, read top to bottom
+    def elaborate(self, platform):
         m = Module()
         cfg = self.config
         W, T, S = cfg.ways, cfg.tag_bits, self.st_bits
