@@ -15,7 +15,7 @@ from hwloop.hdl.cache.table import make_table, save_table
 from hwloop.errors import ParameterError
 
 # Cache objects built only to inspect them are never elaborated: that is the point
-pytestmark = pytest.mark.filterwarnings("ignore::amaranth._unused.UnusedElaboratable")
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
 PORTS = ("req_valid", "req_ready", "req_addr", "req_pc", "req_write", "resp_valid", "resp_hit",
          "resp_way", "resp_evict", "resp_writeback", "hits", "misses", "evictions",
