@@ -19,6 +19,13 @@ demo: $(STAMP)
 	$(BIN)/hwloop doctor
 	$(BIN)/hwloop generate systolic -o out/systolic
 	$(BIN)/hwloop sim systolic --workload dqn --first 3 --seed 1
+	@# RTL in the loop: constrained BO over 16 small designs, each built and co-simulated
+	mkdir -p out/demo
+	$(BIN)/hwloop sweep --space constraints/demo.toml --method cbo --budget 6 --fidelity rtl \
+		--db out/demo/runs.db --timeout 1200 --log-dir out/demo/logs
+	$(BIN)/hwloop report --db out/demo/runs.db -o out/demo/report
+	$(BIN)/hwloop best --db out/demo/runs.db
+	@echo "demo sweep report: out/demo/report/index.html"
 
 test: $(STAMP)
 	$(BIN)/ruff check hwloop hdl sim learn search tests benchmarks
