@@ -216,6 +216,7 @@ def _loop(space: Space, optimizer: Any, engine: LocalEngine | DaskEngine, db: Re
     versions = tool_versions()
     inflight: dict[str, dict[str, Any]] = {}
     capacity = engine.capacity
+    checked = time.time()
 
     def told(point: dict[str, Any], row: Row) -> None:
         optimizer.tell([point], [to_point_result(row.result)])
@@ -225,6 +226,8 @@ def _loop(space: Space, optimizer: Any, engine: LocalEngine | DaskEngine, db: Re
             on_result(summary, row)
 
     while summary.told < budget:
+        if time.time() - checked > 10:  # Dask workers may join or leave during a sweep
+            capacity, checked = engine.capacity, time.time()
         want = min(capacity - len(inflight), budget - summary.told - len(inflight))
         if want > 0:
             points = optimizer.ask(want)
