@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import select
 import signal
@@ -126,6 +127,10 @@ def _worker_main() -> None:
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # the evaluator's prints go to stderr, never into the reply pipe
     sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), line_buffering=True)
+    # the driver's import path (like multiprocessing's spawn), so its evaluator imports here
+    for entry in reversed(json.loads(os.environ.get("HWLOOP_ENGINE_SYSPATH", "[]"))):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
     parent = int(os.environ.get("HWLOOP_ENGINE_PARENT", os.getppid()))
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     evaluator = space = None
@@ -179,6 +184,8 @@ class _Worker:
         self._log = open(log_path, "ab") if log_path is not None else None  # noqa: SIM115
         env = dict(os.environ)
         env["HWLOOP_ENGINE_PARENT"] = str(os.getpid())
+        env["HWLOOP_ENGINE_SYSPATH"] = json.dumps([os.path.abspath(p or os.curdir)
+                                                   for p in sys.path])
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from hwloop.search.engine import _worker_main; _worker_main()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
