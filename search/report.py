@@ -225,7 +225,7 @@ def write_report(db_path: str | Path, out_dir: str | Path, *, top: int = 10) -> 
 
         feasible = sorted((r for r in rows if r.feasible and r.status == "ok"
                            and r.objective is not None), key=lambda r: (r.objective, r.id))
-        metric_names = sorted({k for r in feasible[:top] for k in r.metrics})
+        metric_names = sorted({k for r in feasible[:top] for k in r.metrics} - {objective})
         best_rows = [[i + 1, r.objective, r.method, r.fidelity, r.params,
                       *[r.metrics.get(m) for m in metric_names]]
                      for i, r in enumerate(feasible[:top])]
