@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         progress.update(task, completed=summary.told, status=f"resumed {summary.resumed}"
                         if summary.resumed else "running")
 
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # stop like Ctrl-C: workers killed, finished rows kept
+
+    signal.signal(signal.SIGTERM, on_term)
     try:
         summary = run_sweep(
             space, method=args.method, budget=args.budget, db_path=args.db,

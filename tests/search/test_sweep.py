@@ -229,3 +229,23 @@ def test_an_rtl_in_the_loop_sweep_end_to_end(tmp_path):
     assert best.returncode == 0
     report = _run(["report", "--db", str(db_path), "-o", str(tmp_path / "report")])
     assert report.returncode == 0 and (tmp_path / "report" / "pareto.png").exists()
+
+
+def test_sigterm_stops_the_sweep_like_ctrl_c_and_keeps_finished_rows(tmp_path):
+    db_path = tmp_path / "runs.db"
+    proc = subprocess.Popen(
+        [*HWLOOP, "sweep", "--space", str(TINY), "--budget", "20", "--workers", "2", "--db",
+         str(db_path), "--quiet"], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+        env=_env(HWLOOP_SWEEP_EVALUATOR="tests.search.sweep_fakes:slow_evaluate",
+                 HWLOOP_FAKE_SLEEP="1.0"))
+    deadline = time.time() + 60
+    while time.time() < deadline and not db_path.exists():
+        time.sleep(0.1)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip() == "hwloop: interrupted"
+    with sqlite3.connect(db_path) as raw:
+        assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = raw.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
+    assert rows < 20
