@@ -249,3 +249,16 @@ def test_sigterm_stops_the_sweep_like_ctrl_c_and_keeps_finished_rows(tmp_path):
         assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         rows = raw.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
     assert rows < 20
+
+
+def test_resume_re_tells_a_model_based_method(tmp_path):
+    space = load_space(TINY)
+    first = run_sweep(space, method="optuna-tpe", budget=5, db_path=tmp_path / "runs.db",
+                      workers=2, evaluator=slow_evaluate, seed=11)
+    more = run_sweep(space, method="optuna-tpe", budget=9, db_path=tmp_path / "runs.db",
+                     workers=2, evaluator=slow_evaluate, seed=11, resume=True)
+    assert first.told == 5 and more.resumed == 5 and more.told == 9
+    assert more.sweep.id == first.sweep.id
+    with ResultsDB.open_existing(tmp_path / "runs.db") as db:
+        told = db.trials(more.sweep)
+    assert len(told) == 9 and len({r.params_hash for r in told}) == 9  # nothing proposed twice
