@@ -263,6 +263,10 @@ class ResultsDB:
         self._db.execute("UPDATE sweeps SET budget = ? WHERE id = ?", (budget, sweep.id))
         return Sweep(sweep.id, sweep.method, sweep.seed, sweep.fidelity, budget)
 
+    def sweep_options(self, sweep: Sweep) -> dict[str, Any]:
+        row = self._db.execute("SELECT options FROM sweeps WHERE id = ?", (sweep.id,)).fetchone()
+        return json.loads(row[0]) if row is not None else {}
+
     def sweeps(self) -> list[Sweep]:
         return [Sweep(r["id"], r["method"], r["seed"], r["fidelity"], r["budget"])
                 for r in self._db.execute("SELECT * FROM sweeps ORDER BY id")]

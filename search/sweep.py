@@ -155,6 +155,8 @@ def run_sweep(
     fidelity = fidelity or space.fidelity
     db_path = Path(db_path)
     evaluator = evaluator or evaluator_from_env()
+    if resume and warm_start is None and db_path.exists():
+        warm_start = _earlier_warm_start(db_path, method=method, seed=seed, fidelity=fidelity)
     pairs = load_warm_start(warm_start, space) if warm_start else None
     optimizer = make_optimizer(method, space, seed=seed, warm_start=pairs)
     if resume and not db_path.exists():
@@ -177,9 +179,10 @@ def run_sweep(
                                  f"at fidelity {fidelity}")
             sweep = db.set_budget(sweep, budget)
         else:
+            options = {"workers": workers, "scheduler": scheduler, "timeout": timeout,
+                       "warm_start": str(Path(warm_start).resolve()) if warm_start else ""}
             sweep = db.new_sweep(method=method, seed=seed, fidelity=fidelity, budget=budget,
-                                 options={"workers": workers, "scheduler": scheduler,
-                                          "timeout": timeout, "warm_start": str(warm_start or "")})
+                                 options=options)
         summary = SweepSummary(db_path=db_path, sweep=sweep)
         earlier = db.trials(sweep)
         if earlier:
@@ -195,6 +198,20 @@ def run_sweep(
         summary.best = _best(summary.rows)
     summary.wall_s = time.time() - started
     return summary
+
+
+def _earlier_warm_start(db_path: Path, *, method: str, seed: int,
+                        fidelity: str) -> str | None:
+    """The ``--warm-start`` the sweep being resumed was started with (it is applied again)."""
+    with ResultsDB.open_existing(db_path) as db:
+        sweep = db.find_sweep(method=method, seed=seed, fidelity=fidelity)
+        path = db.sweep_options(sweep).get("warm_start") if sweep is not None else None
+    if not path:
+        return None
+    if not Path(path).exists():
+        raise InputError(f"--resume: this sweep was warm-started from {path}, which is gone; "
+                         f"pass --warm-start")
+    return str(path)
 
 
 def _count(summary: SweepSummary, rows: list[Row]) -> None:

@@ -11,6 +11,7 @@ from hwloop.search.db import ResultsDB
 from hwloop.search.space import load_space
 from hwloop.search.sweep import run_sweep
 
+from hwloop.errors import InputError
 from tests.search.sweep_fakes import flaky_evaluate, slow_evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,11 +169,20 @@ def test_warm_start_and_best(tmp_path):
                         workers=1, evaluator=slow_evaluate, seed=9,
                         warm_start=tmp_path / "other.db")
     assert summary.told == 4
+    again = run_sweep(space, method="random", budget=5, db_path=tmp_path / "runs.db",
+                      workers=1, evaluator=slow_evaluate, seed=9, resume=True)
+    assert again.told == 5  # resumed with the same warm start, found in the DB
     proc = _run(["best", "--db", str(tmp_path / "runs.db"), "--json"])
     assert proc.returncode == 0
     import json
     best = json.loads(proc.stdout)
     assert best["objective"] == summary.best.objective and best["params"] == summary.best.params
+    (tmp_path / "other.db").rename(tmp_path / "moved.db")
+    with pytest.raises(InputError) as info:
+        run_sweep(space, method="random", budget=6, db_path=tmp_path / "runs.db", workers=1,
+                  evaluator=slow_evaluate, seed=9, resume=True)
+    assert str(info.value) == (f"--resume: this sweep was warm-started from "
+                               f"{tmp_path / 'other.db'}, which is gone; pass --warm-start")
     empty = tmp_path / "empty.db"
     with ResultsDB.open(empty, space_name="tiny", space_hash=space.hash):
         pass
