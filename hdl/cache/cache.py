@@ -64,6 +64,7 @@ class Cache(wiring.Component):
     def __init__(self, *, config: CacheConfig, table: Table | None = None,
                  prefetch: PrefetcherConfig | None = None, prefetch_table: Table | None = None):
         if config.policy not in RTL_POLICIES:
+            self._MustUse__silence = True  # never built: no "unused elaboratable" warning
             raise ParameterError(f"policy {config.policy!r} exists only in the model "
                                  f"(RTL has {', '.join(RTL_POLICIES)})")
         self.config = config
