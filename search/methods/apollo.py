@@ -34,7 +34,7 @@ from hwloop.search.methods.surrogate import (
     default_static_checker,
     pick_batch,
 )
-from hwloop.search.objective import PointResult, rescore
+from hwloop.search.objective import DESIGN_METRICS, PointResult, rescore
 from hwloop.search.space import Point, Space
 
 _DEFAULT = object()
@@ -70,6 +70,11 @@ class Apollo(Optimizer):
         self.origin: dict[tuple[Any, ...], str] = {}
         self._best: float | None = None
         self._prior = [(space.normalize(p), rescore(space, r)) for p, r in self.warm_start]
+        # Design metrics (area...) of measured hardware designs: a child whose hardware is known
+        # to break a budget is not worth an evaluation, whatever its mapping.
+        self._over_budget: set[tuple[Any, ...]] = set()
+        for point, result in self._prior:
+            self._note_design(point, result)
         # Transfer: the prior's best feasible designs are re-evaluated first and, with the rest
         # of its best, form the first population (best youngest).
         ranked = sorted(self._prior, key=lambda pr: fitness(pr[1]))
@@ -87,9 +92,20 @@ class Apollo(Optimizer):
             self._static[key] = self.checker(point)
         return self._static[key] is None
 
+    def _hardware_key(self, point: Point) -> tuple[Any, ...]:
+        return tuple(point[d.name] for d in self.space.dims if d.section == "hardware")
+
+    def _note_design(self, point: Point, result: PointResult) -> None:
+        if result.metrics and any(result.metrics.get(m, 0.0) > limit
+                                  for m, limit in self.space.budgets.items()
+                                  if m in DESIGN_METRICS):
+            self._over_budget.add(self._hardware_key(point))
+
     def _fresh(self, point: Point, taken: set[tuple[Any, ...]]) -> bool:
         key = self.space.key(point)
-        return key not in taken and self._is_new(point) and self._statically_ok(point)
+        return (key not in taken and self._is_new(point)
+                and self._hardware_key(point) not in self._over_budget
+                and self._statically_ok(point))
 
     def _allocate(self, n: int) -> dict[str, int]:
         """Split n among the proposers by recent improvement (P3BO-style), at least the
@@ -190,3 +206,4 @@ class Apollo(Optimizer):
         if arm in self.credit:
             self.credit[arm].append(improved)
         self.population.append((point, result))
+        self._note_design(point, result)
