@@ -201,7 +201,7 @@ def _candidates(limit: int, step: int) -> list[int]:
 #: The chooser skips mappings with more scratchpad tiles than this (once one fits): tiny tiles
 #: never win (they lose operand reuse) and cost model time; if no other fits, the fitting
 #: mapping with the fewest tiles is taken unmodelled.
-_MAX_TILES = 2048
+_MAX_TILES = 256
 
 
 def default_mapping(params: Any, gemm: Gemm) -> Mapping:
