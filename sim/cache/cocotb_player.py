@@ -1,6 +1,7 @@
 """The cocotb side of the cache trace player (run by :func:`hwloop.sim.cache.player.run_player`).
 
-Reads the job (``$HWLOOP_PLAYER_JOB``), then per chunk: writes ``trace_chunk.hex``, pulses
+Reads the job (``$HWLOOP_PLAYER_JOB``), then per chunk: writes ``trace_chunk.bin`` and
+``pc_chunk.bin`` (big-endian words for ``$fread``), pulses
 ``load`` and ``run``, waits for ``done`` (the clock runs in the simulator meanwhile), pulses
 ``dump`` and parses ``result_chunk.hex``. ``mode="direct"`` drives each access from Python.
 Writes ``rtl.npz`` with the per-access log and the counters.
@@ -21,28 +22,17 @@ PF_COUNTERS = ("pf_requests", "pf_issued", "pf_useful", "pf_late", "pf_evicted_u
                "pf_dropped")
 
 
-_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+def _big_endian(values: np.ndarray, nbytes: int) -> np.ndarray:
+    """Each value as its low ``nbytes`` bytes, most significant first (n x nbytes uint8)."""
+    wide = np.ascontiguousarray(values, dtype=">u8").view(np.uint8).reshape(-1, 8)
+    return wide[:, 8 - nbytes:]
 
 
-def _hex_columns(values: np.ndarray, digits: int) -> np.ndarray:
-    """Each value as ``digits`` lowercase hex characters (an n x digits uint8 array)."""
-    shifts = np.arange(digits - 1, -1, -1, dtype=np.uint64) * np.uint64(4)
-    nibbles = (values.astype(np.uint64)[:, None] >> shifts[None, :]) & np.uint64(0xF)
-    return _HEX[nibbles.astype(np.intp)]
-
-
-def _hex_lines(addr: np.ndarray, pc_index: np.ndarray, write: np.ndarray, gap: np.ndarray,
-               digits: int) -> bytes:
-    """The trace memory image: {gap, write, PC index, addr} per line, vectorized."""
-    newline = np.full((addr.size, 1), ord("\n"), dtype=np.uint8)
-    table = np.hstack([_hex_columns(gap, 1), _hex_columns(write, 1), _hex_columns(pc_index, 4),
-                       _hex_columns(addr, digits), newline])
-    return table.tobytes()
-
-
-def _pc_lines(pcs: np.ndarray) -> bytes:
-    newline = np.full((pcs.size, 1), ord("\n"), dtype=np.uint8)
-    return np.hstack([_hex_columns(pcs, 16), newline]).tobytes()
+def _trace_image(addr: np.ndarray, pc_index: np.ndarray, write: np.ndarray, gap: np.ndarray,
+                 nbytes: int) -> bytes:
+    """The trace memory image for $fread: {gap|write byte, PC index, addr} per word."""
+    head = ((gap.astype(np.uint8) & 0xF) << 4 | (write.astype(np.uint8) & 1))[:, None]
+    return np.hstack([head, _big_endian(pc_index, 2), _big_endian(addr, nbytes)]).tobytes()
 
 
 def _parse_results(data: bytes, m: int) -> np.ndarray:
@@ -114,10 +104,10 @@ async def play(dut):
             stop = min(n, start + chunk)
             m = stop - start
             pcs, pc_index = np.unique(pc[start:stop], return_inverse=True)
-            Path("pc_chunk.hex").write_bytes(_pc_lines(pcs))
-            Path("trace_chunk.hex").write_bytes(
-                _hex_lines(addr[start:stop], pc_index.astype(np.uint64), write[start:stop],
-                           gap[start:stop], int(job["addr_digits"])))
+            Path("pc_chunk.bin").write_bytes(_big_endian(pcs, 8).tobytes())
+            Path("trace_chunk.bin").write_bytes(
+                _trace_image(addr[start:stop], pc_index.astype(np.uint64), write[start:stop],
+                             gap[start:stop], int(job["addr_bytes"])))
             dut.count.value = m
             await _pulse(dut, "load")
             await _pulse(dut, "run")

