@@ -188,7 +188,6 @@ class SystolicAccelerator(wiring.Component):
         c_inner = Signal(ADDR_BITS)
         c_len = Signal(ADDR_BITS)
         c_period = Signal(ADDR_BITS)
-        c_last_period = Signal(ADDR_BITS)
         c_b_base = Signal(ADDR_BITS)
         c_a_base = Signal(ADDR_BITS)
         tiles = Signal(ADDR_BITS)
@@ -204,8 +203,22 @@ class SystolicAccelerator(wiring.Component):
         feed_valid = Signal()
         feed_first = Signal()
         feed_last = Signal()
-        m.d.comb += [feed_valid.eq(feeding & ~prologue & (slot < c_len)),
+        # os: an instruction's first tile must end at least ``rows`` cycles after the previous
+        # tile ended, or its sums would reach the shadow registers before the previous tile's
+        # column shift-out is done (inside an instruction the period guarantees it)
+        since_last = Signal(16, init=0xFFFF)  # cycles since the last element of a tile was fed
+        spacing_wait = Signal()
+        holding = Signal()
+        if os_flow:
+            m.d.comb += holding.eq(spacing_wait & (since_last + c_len <= R))
+        m.d.comb += [feed_valid.eq(feeding & ~prologue & ~holding & (slot < c_len)),
                      feed_first.eq(slot == 0), feed_last.eq(slot + 1 == c_len)]
+        with m.If(feed_valid & feed_last):
+            m.d.sync += since_last.eq(1)
+        with m.Elif(since_last != 0xFFFF):
+            m.d.sync += since_last.eq(since_last + 1)
+        with m.If(feeding & ~holding):
+            m.d.sync += spacing_wait.eq(0)
 
         start_compute = Signal()
         m.d.comb += start_compute.eq(go & flags[0])
@@ -213,13 +226,10 @@ class SystolicAccelerator(wiring.Component):
         min_period = R if os_flow else max(R + C - 1, 2)
         length = fields["c_length"]
         period = Mux(length > min_period, length, min_period)
-        # os: the last tile's slot lasts at least length + rows, so the next instruction's first
-        # tile reaches the shadow registers only after this tile's column shift-out is done
-        last_period = Mux(length + R > period, length + R, period) if os_flow else period
         with m.If(start_compute):
             m.d.sync += [
                 c_outer.eq(fields["c_outer"]), c_inner.eq(fields["c_inner"]),
-                c_len.eq(length), c_period.eq(period), c_last_period.eq(last_period),
+                c_len.eq(length), c_period.eq(period), spacing_wait.eq(1),
                 c_a_base.eq(fields["c_a_base"]), c_b_base.eq(fields["c_b_base"]),
                 tiles.eq(tiles_n), feeding.eq(1), prologue.eq(0 if os_flow else 1),
                 slot.eq(0), fed.eq(0), o_idx.eq(0), i_idx.eq(0),
@@ -257,13 +267,13 @@ class SystolicAccelerator(wiring.Component):
             bump("weight_sram_read", wl_issue, C)
             bump("pe_reg_write", wl_issue, C)
 
-        with m.If(feeding):
+        with m.If(feeding & ~holding):
             with m.If(prologue):
                 with m.If(slot == R - 1):
                     m.d.sync += [prologue.eq(0), slot.eq(0)]
                 with m.Else():
                     m.d.sync += slot.eq(slot + 1)
-            with m.Elif(slot + 1 == Mux(fed + 1 == tiles, c_last_period, c_period)):
+            with m.Elif(slot + 1 == c_period):
                 m.d.sync += [slot.eq(0), fed.eq(fed + 1)]
                 with m.If(fed + 1 == tiles):
                     m.d.sync += feeding.eq(0)

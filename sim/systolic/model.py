@@ -5,13 +5,15 @@ adds up, per instruction, what the controller does. An instruction takes FETCH_C
 longer of its feeder and its DMA, which run in parallel:
 
 feeder (array tiles back to back, ``P`` cycles apart):
-    os: P = max(length, rows); the last tile's slot lasts max(P, length + rows)
-        (a column's shadow registers shift out over ``rows`` cycles)
+    os: P = max(length, rows) (a column's shadow registers shift out over ``rows`` cycles);
+        an instruction's first tile may not end less than ``rows`` cycles after the previous
+        tile ended, so its feed may stall: stall = max(0, prev_last + rows - length - dispatch)
     ws: P = max(length, rows + cols - 1, 2), after a ``rows``-cycle weight prologue
         (the next tile's weights load in slots cols-1 .. cols+rows-2 of the current tile)
     at least GUARD = 2*rows + cols cycles (so at most one drain is outstanding)
 drain (overlaps the next instruction): the last sums are in the scratchpad
-    (tiles-1)*P + length + 2*rows + cols cycles after dispatch (skew, mesh, deskew, shift-out)
+    stall + (tiles-1)*P + length + 2*rows + cols cycles after dispatch (skew, mesh, deskew,
+    shift-out)
 DMA (transfers one after another; loads move ``floor(bus_bytes / row bytes)`` rows per beat
 (at least one; bursts never share a beat), one beat per ``ceil(row bytes / bus_bytes)`` cycles,
 responses ``mem_latency + 1`` cycles later; stores move one row per beat and start only when
@@ -65,21 +67,34 @@ def _period(params, c: Compute) -> int:
     return max(c.length, params.rows + params.cols - 1, 2)
 
 
-def feed_cycles(params, c: Compute) -> int:
+def feed_stall(params, c: Compute, since_last: int | None) -> int:
+    """os: cycles the first tile waits; ``since_last`` = dispatch - previous tile's last feed."""
+    if params.dataflow != "os" or since_last is None:
+        return 0
+    return max(0, params.rows - c.length - since_last)
+
+
+def feed_cycles(params, c: Compute, stall: int = 0) -> int:
     """Cycles from dispatch until the feeder lets the controller go on."""
     R, C = params.rows, params.cols
     period = _period(params, c)
     if params.dataflow == "os":
-        feed = (c.array_tiles - 1) * period + max(period, c.length + R)
+        feed = stall + c.array_tiles * period
     else:
         feed = R + c.array_tiles * period
     return max(feed, 2 * R + C)
 
 
-def drain_cycles(params, c: Compute) -> int:
+def last_feed_cycles(params, c: Compute, stall: int = 0) -> int:
+    """Cycles from dispatch to the feed of the last tile's last element."""
+    prologue = 0 if params.dataflow == "os" else params.rows
+    return prologue + stall + (c.array_tiles - 1) * _period(params, c) + c.length
+
+
+def drain_cycles(params, c: Compute, stall: int = 0) -> int:
     """Cycles from dispatch until the last tile's last row of sums is read for writing."""
     R, C = params.rows, params.cols
-    return (c.array_tiles - 1) * _period(params, c) + c.length + 2 * R + C
+    return stall + (c.array_tiles - 1) * _period(params, c) + c.length + 2 * R + C
 
 
 def load_cycles(params, t: Transfer, row_bytes: int) -> int:
@@ -93,7 +108,8 @@ def store_cycles(params, t: Transfer) -> int:
     return (t.rows - 1) * cycles_per_beat(row_bytes, params.bus_bytes) + STORE_TAIL
 
 
-def instruction_cycles(params, instr: Instruction, drain_ready: int | None) -> int:
+def instruction_cycles(params, instr: Instruction, drain_ready: int | None,
+                       stall: int = 0) -> int:
     """Cycles of one instruction; ``drain_ready`` is the cycle (relative to this instruction's
     dispatch) from which the previous instruction's sums are all in the scratchpad."""
     e = elem_bytes(params)
@@ -108,7 +124,7 @@ def instruction_cycles(params, instr: Instruction, drain_ready: int | None) -> i
         # the store's first issue would be ``dma + 1`` cycles after dispatch
         wait = 0 if drain_ready is None else max(0, drain_ready - (dma + 1))
         dma += wait + store_cycles(params, instr.store_c)
-    comp = feed_cycles(params, instr.compute) if instr.compute is not None else 0
+    comp = feed_cycles(params, instr.compute, stall) if instr.compute is not None else 0
     return FETCH_CYCLES + max(dma, comp)
 
 
@@ -150,12 +166,17 @@ def model_gemm(params, gemm: Gemm, mapping: Mapping) -> GemmRun:
     totals = dict.fromkeys(ACTIONS, 0)
     cycles = 0
     drain_done: int | None = None  # absolute cycle the last dispatched compute is drained
+    last_fed: int | None = None    # absolute cycle the last tile's last element was fed
     for instr in program.instructions:
         dispatch = cycles + 1
         # the drain-completion count is visible two cycles after the last read-for-write
         ready = None if drain_done is None else drain_done + 2 - dispatch
+        stall = 0
         if instr.compute is not None:
-            drain_done = dispatch + drain_cycles(params, instr.compute)
-        cycles += instruction_cycles(params, instr, ready)
+            stall = feed_stall(params, instr.compute,
+                               None if last_fed is None else dispatch - last_fed)
+            drain_done = dispatch + drain_cycles(params, instr.compute, stall)
+            last_fed = dispatch + last_feed_cycles(params, instr.compute, stall)
+        cycles += instruction_cycles(params, instr, ready, stall)
         instruction_actions(params, instr, totals)
     return GemmRun(cycles=cycles, actions=totals, sim_s=time.perf_counter() - start)
