@@ -27,7 +27,9 @@ p = SystolicParams(**json.loads(sys.argv[1]))
 r = evaluate(p, sys.argv[2], fidelity=sys.argv[3], first=int(sys.argv[4]), seed=3,
              reuse=sys.argv[5] == "1")
 assert r.bit_exact in (True, None)
-print(json.dumps({"wall": r.wall, "cycles": r.cycles, "process_s": time.perf_counter() - start}))
+from hwloop.sim.evaluate import _design_fingerprint
+print(json.dumps({"wall": r.wall, "cycles": r.cycles, "process_s": time.perf_counter() - start,
+                  "design": _design_fingerprint()}))
 """
 
 CASES = (
@@ -66,13 +68,17 @@ def run() -> str:
     ]
     built_ratios, reused_ratios = [], []
     for params, workload, fidelity, first in CASES:
-        with tempfile.TemporaryDirectory(prefix="hwloop-bench-cache-") as cache:
-            print(f"   {params} {workload} {fidelity}: cold", flush=True)
-            cold, _ = _evaluate(cache, params, workload, fidelity, first, True)
-            print(f"   {params} {workload} {fidelity}: builds cached", flush=True)
-            built, _ = _evaluate(cache, params, workload, fidelity, first, False)
-            print(f"   {params} {workload} {fidelity}: reused", flush=True)
-            reused, _ = _evaluate(cache, params, workload, fidelity, first, True)
+        for _attempt in range(3):  # the sources may change under a shared working tree
+            with tempfile.TemporaryDirectory(prefix="hwloop-bench-cache-") as cache:
+                print(f"   {params} {workload} {fidelity}: cold", flush=True)
+                cold, _ = _evaluate(cache, params, workload, fidelity, first, True)
+                print(f"   {params} {workload} {fidelity}: builds cached", flush=True)
+                built, _ = _evaluate(cache, params, workload, fidelity, first, False)
+                print(f"   {params} {workload} {fidelity}: reused", flush=True)
+                reused, _ = _evaluate(cache, params, workload, fidelity, first, True)
+            if cold["design"] == built["design"] == reused["design"]:
+                break
+            print("   the design sources changed during the case: again", flush=True)
         assert cold["cycles"] == built["cycles"] == reused["cycles"]
         c, b, r = (x["wall"]["total_s"] for x in (cold, built, reused))
         built_ratios.append(b / c)

@@ -150,6 +150,12 @@ def run() -> str:
         _, wall = run_scalesim([layer], rows=size, cols=size, dataflow=dataflow)
         lines.append(f"| {name} | {size}x{size} os | {wall:.2f} | {model_s * 1e3:.2f} | "
                      f"{wall / max(model_s, 1e-9):,.0f}x |")
+    commit_end = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip() or "unknown"
+    if commit_end != commit:
+        lines += ["", f"_The tree moved from `{commit}` to `{commit_end}` during this run (other "
+                  "helpers commit to the same tree); each array was measured in one process "
+                  "from one snapshot of the sources._"]
     mean_bound = statistics.mean(all_ratios_bound)
     lines += [
         "",
