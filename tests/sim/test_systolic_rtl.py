@@ -109,3 +109,20 @@ def test_waves_fst(tmp_path):
     assert sim.waves_path is not None and sim.waves_path.suffix == ".fst"
     assert sim.waves_path.stat().st_size > 0
     assert run.extra["waves"] == str(sim.waves_path)
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_os_8x8_first_tile_spacing_stall(tmp_path):
+    """k tiles of 7 then 1, 64 array tiles per instruction (compute-bound): the short tile's
+    feed must wait for the previous tile's shift-out."""
+    params = SystolicParams(rows=8, cols=8, dataflow="os")
+    rng = np.random.default_rng(SEED)
+    jobs = []
+    for gemm in (Gemm(m=64, n=64, k=8), Gemm(m=64, n=64, k=15)):
+        a, b = random_operands(gemm, in_bits=8, rng=rng)
+        jobs.append((gemm, Mapping(tile_m=64, tile_n=64, tile_k=7, order="mnk"), a, b))
+    runs = RtlSimulator(params, workdir=tmp_path).run(jobs)
+    for (gemm, mapping, a, b), run in zip(jobs, runs, strict=True):
+        assert np.array_equal(run.c, gemm_golden(a, b, acc_bits=32)), (SEED, gemm)
+        assert run.cycles == model_gemm(params, gemm, mapping).cycles, (SEED, gemm)
