@@ -88,7 +88,7 @@ def _dask_run(workers: int, evaluator: Any, space: Any, points: list[dict[str, A
     from hwloop.search.engine import DaskEngine
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      host="127.0.0.1", dashboard_address=None) as cluster:
+                      host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster:
         with DaskEngine(cluster.scheduler_address, evaluator=evaluator, space=space,
                         fidelity=fidelity, seed=0, timeout=600) as engine:
             _time_batch(engine, _warmup(points, workers))

@@ -23,7 +23,7 @@ def test_a_lost_worker_loses_no_evaluation_and_hung_ones_time_out(tmp_path, monk
     monkeypatch.setenv("HWLOOP_FAKE_SLEEP", "0.5")
     space = load_space(TINY)
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address=None)
+                                       host="127.0.0.1", dashboard_address="127.0.0.1:0")
     try:
         address = cluster.scheduler_address
         assert address.startswith("tcp://127.0.0.1:")
@@ -34,7 +34,7 @@ def test_a_lost_worker_loses_no_evaluation_and_hung_ones_time_out(tmp_path, monk
         def sweep() -> None:
             summary["result"] = run_sweep(
                 space, method="random", budget=24, db_path=tmp_path / "runs.db",
-                scheduler=address, timeout=2.0, evaluator=flaky_evaluate, seed=4)
+                scheduler=address, timeout=3.0, evaluator=flaky_evaluate, seed=4)
 
         thread = threading.Thread(target=sweep)
         thread.start()
@@ -58,7 +58,7 @@ def test_a_lost_worker_loses_no_evaluation_and_hung_ones_time_out(tmp_path, monk
         rows = db.rows()
     assert len(rows) == 24 and len({r.params_hash for r in rows}) == 24
     statuses = sorted(r.status for r in rows)
-    assert statuses.count("timeout") == 4  # the hung 4x2 simulations, killed after 2 s
+    assert statuses.count("timeout") == 4  # the hung 4x2 simulations, killed after 3 s
     assert statuses.count("failed") == 4  # the failed 4x8 builds
     assert statuses.count("ok") == 16  # nothing lost with the killed worker
 
@@ -72,7 +72,7 @@ def test_hwloop_sweep_on_a_scheduler_address(tmp_path):
     env = dict(os.environ, HWLOOP_SWEEP_EVALUATOR="tests.search.sweep_fakes:slow_evaluate",
                HWLOOP_FAKE_SLEEP="0.1", PYTHONPATH=str(root))
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as cluster:
+                                  host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster:
         proc = subprocess.run(
             [sys.executable, "-m", "hwloop", "sweep", "--space", str(TINY), "--budget", "6",
              "--db", str(tmp_path / "runs.db"), "--scheduler", cluster.scheduler_address,
