@@ -40,7 +40,7 @@ def run() -> str:
     ]
     ratios = []
     for params in DESIGNS:
-        small = Gemm(m=32, n=32, k=32)
+        small = Gemm(m=64, n=64, k=64) if params.rows > 2 else Gemm(m=32, n=32, k=32)
         large = Gemm(m=256, n=256, k=512) if params.rows > 2 else Gemm(m=96, n=96, k=512)
         c_step, s_step, ok_step = _measure(params, small, step=True)
         c_free, s_free, ok_free = _measure(params, large, step=False)
