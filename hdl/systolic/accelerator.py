@@ -6,8 +6,11 @@ fetched when both are idle. Scratchpads are double-buffered by the program (it a
 halves), so DMA fills one half while the array reads the other.
 
 External memory has three row-wide channels (A rows of ``rows`` inputs, B rows of ``cols``
-weights, C rows of ``cols`` sums) on one bus: the DMA uses one channel at a time and issues a
-request every ``ceil(row bytes / bus_bytes)`` cycles, which models a bus of ``bus_bytes``.
+weights, C rows of ``cols`` sums) on one bus: the DMA uses one channel at a time; a read beat
+carries as many whole rows as fit in ``bus_bytes`` (one write port per row of a beat), and a
+beat (or a stored row) takes ``ceil(row bytes / bus_bytes)`` cycles, which models a bus of
+``bus_bytes``. The drain of an instruction's last array tiles overlaps the next instruction;
+a store waits until the sums it reads are written.
 """
 
 from __future__ import annotations
