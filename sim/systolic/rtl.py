@@ -154,6 +154,11 @@ class RtlSimulator:
             raise ParameterError(
                 f"job {index}: operands {a.shape} x {b.shape} do not match gemm "
                 f"m={gemm.m} n={gemm.n} k={gemm.k}")
+        lo, hi = -(1 << (p.in_bits - 1)), (1 << (p.in_bits - 1)) - 1
+        for name, operand in (("A", a), ("B", b)):
+            if operand.size and (int(operand.min()) < lo or int(operand.max()) > hi):
+                raise ParameterError(f"job {index}: {name} has values outside the signed "
+                                     f"{p.in_bits}-bit range {lo}..{hi}")
         fitted = mapping.fit_to(p, gemm)
         check_mapping(p, gemm, fitted)
         program = build_program(p, gemm, fitted)

@@ -139,3 +139,21 @@ def test_program_structure_and_encoding():
     assert flags & 1 and flags & 16  # computes, and it is the first k step
     length = (word >> (FIELD_BITS * FIELDS.index("c_length"))) & ((1 << FIELD_BITS) - 1)
     assert length == 4
+
+
+def test_rtl_rejects_bad_operands_before_building(tmp_path):
+    from hwloop.sim.systolic.rtl import RtlSimulator
+
+    params = SystolicParams(rows=2, cols=2, in_bits=4, acc_bits=16)
+    gemm = Gemm(m=2, n=2, k=2)
+    sim = RtlSimulator(params, workdir=tmp_path)
+    sim._build_path = tmp_path  # never reached: the job is rejected first
+    a = np.array([[1, 8], [0, 0]])
+    b = np.zeros((2, 2), dtype=np.int64)
+    mapping = Mapping(tile_m=2, tile_n=2, tile_k=2)
+    with pytest.raises(ParameterError) as err:
+        sim.run([(gemm, mapping, a, b)])
+    assert str(err.value) == "job 0: A has values outside the signed 4-bit range -8..7"
+    with pytest.raises(ParameterError) as err:
+        sim.run([(gemm, mapping, b, np.zeros((3, 2), dtype=np.int64))])
+    assert str(err.value) == ("job 0: operands (2, 2) x (3, 2) do not match gemm m=2 n=2 k=2")
