@@ -167,6 +167,18 @@ class ConstrainedModel:
         # Design metrics (area...) depend on the hardware alone: once a hardware design has
         # been measured, its value is known exactly for every mapping.
         self.known: dict[str, dict[tuple[Any, ...], float]] = {}
+        # ... so they are modeled on the encoded hardware columns, one sample per design.
+        columns: list[int] = []
+        at = 0
+        for d in space.free_dims:
+            width = 1 if d.kind == "ordinal" else len(d.values)
+            if d.section == "hardware":
+                columns.extend(range(at, at + width))
+            at += width
+        self.hardware_columns = np.array(columns, dtype=int)
+        self._hardware_names = [d.name for d in space.dims if d.section == "hardware"]
+        # any values for the mapping dims: only the hardware columns of the encoding are used
+        self._filler = {d.name: d.values[0] for d in space.dims if d.section != "hardware"}
 
     def fit(self, observations: list[tuple[Point, PointResult]]) -> ConstrainedModel:
         space = self.space
@@ -184,6 +196,15 @@ class ConstrainedModel:
             y = np.array([math.log(r.objective) for _, r in measured])
             self.objective_gp = GP(seed=self.seed).fit(x, y)
             for metric in space.budgets:
+                if metric in self.known:
+                    designs = self.known[metric]
+                    if len(designs) >= 3 and len(self.hardware_columns):
+                        hw = space.encode_many([dict(zip(self._hardware_names, key,
+                                                         strict=True)) | self._filler
+                                                for key in designs])[:, self.hardware_columns]
+                        values = np.log(np.maximum(np.array(list(designs.values())), 1e-30))
+                        self.budget_gps[metric] = GP(seed=self.seed).fit(hw, values)
+                    continue
                 values = np.array([math.log(max(r.metrics[metric], 1e-30))
                                    for _, r in measured])
                 self.budget_gps[metric] = GP(seed=self.seed).fit(x, values)
@@ -203,8 +224,15 @@ class ConstrainedModel:
     def probability_feasible(self, x: np.ndarray, points: list[Point] | None = None
                              ) -> np.ndarray:
         prob = np.ones(len(x))
+        for metric in self.known:  # a design metric too little measured to model yet
+            if metric not in self.budget_gps and points is not None:
+                limit = self.space.budgets[metric]
+                for i, point in enumerate(points):
+                    value = self.known[metric].get(self.hardware_key(point))
+                    if value is not None and value > limit:
+                        prob[i] = 0.0
         for metric, gp in self.budget_gps.items():
-            mu, sd = gp.predict(x)
+            mu, sd = gp.predict(x[:, self.hardware_columns] if metric in self.known else x)
             p = _norm_cdf((math.log(self.space.budgets[metric]) - mu) / sd)
             known = self.known.get(metric)
             if known and points is not None:
