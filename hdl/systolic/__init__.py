@@ -34,6 +34,9 @@ def ports(params: SystolicParams) -> list[dict]:
     from hwloop.hdl.systolic.accelerator import SystolicAccelerator
 
     top = SystolicAccelerator(params=params)
+    # only its signature is read: tell Amaranth this instance is not meant to be elaborated
+    # (otherwise it warns UnusedElaboratable when the object is collected)
+    top._MustUse__silence = True
     result = [{"name": "clk", "direction": "input", "width": 1},
               {"name": "rst", "direction": "input", "width": 1}]
     for name, member in top.signature.members.items():

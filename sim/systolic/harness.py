@@ -57,24 +57,23 @@ def harness_verilog(params: SystolicParams) -> str:
     beat = beat_rows(params)
 
     def pipe(ch: str) -> str:
+        # one plain register per latency stage: a for loop over an unpacked array makes
+        # Verilator queue every element's non-blocking update (half the simulation time)
         w = bits[ch] * beat[ch]
         abits = (depth[ch] - 1).bit_length()
         rows = ", ".join(f"{ch}mem[{ch}_req_addr[{abits - 1}:0] + {abits}'d{i}]"
                          for i in reversed(range(beat[ch])))
+        regs = "".join(f"  reg [{w - 1}:0] {ch}_q{i};\n  reg {ch}_v{i} = 1'b0;\n"
+                       for i in range(lat + 1))
+        shifts = "".join(f"    {ch}_q{i} <= {ch}_q{i - 1};\n    {ch}_v{i} <= {ch}_v{i - 1};\n"
+                         for i in range(1, lat + 1))
         return f"""
-  reg [{w - 1}:0] {ch}_q [0:{lat}];
-  reg {ch}_v [0:{lat}];
-  integer {ch}_i;
-  always @(posedge clk) begin
-    {ch}_q[0] <= {{{rows}}};
-    {ch}_v[0] <= {ch}_req_valid;
-    for ({ch}_i = 1; {ch}_i <= {lat}; {ch}_i = {ch}_i + 1) begin
-      {ch}_q[{ch}_i] <= {ch}_q[{ch}_i - 1];
-      {ch}_v[{ch}_i] <= {ch}_v[{ch}_i - 1];
-    end
-  end
-  assign {ch}_resp_valid = {ch}_v[{lat}];
-  assign {ch}_resp_data = {ch}_q[{lat}];
+{regs}  always @(posedge clk) begin
+    {ch}_q0 <= {{{rows}}};
+    {ch}_v0 <= {ch}_req_valid;
+{shifts}  end
+  assign {ch}_resp_valid = {ch}_v{lat};
+  assign {ch}_resp_data = {ch}_q{lat};
 """
 
     return f"""`timescale 1ns/1ps
@@ -131,37 +130,73 @@ endmodule
 """
 
 
+def _hex_lines(packed: np.ndarray) -> str:
+    """One fixed-width hex line per row of big-endian bytes, without a Python loop per row."""
+    rows, nbytes = packed.shape
+    chars = np.frombuffer(np.ascontiguousarray(packed).tobytes().hex().encode("ascii"),
+                          dtype=np.uint8).reshape(rows, 2 * nbytes)
+    lines = np.empty((rows, 2 * nbytes + 1), dtype=np.uint8)
+    lines[:, :-1] = chars
+    lines[:, -1] = ord("\n")
+    return lines.tobytes().decode("ascii")
+
+
 def pack_rows(values: np.ndarray, bits: int) -> str:
     """Hex lines (``$readmemh``) of rows of signed ``bits``-bit fields, field 0 in the LSBs."""
     values = np.asarray(values, dtype=np.int64)
     rows, n = values.shape
-    fields = values.astype(np.uint64) & np.uint64((1 << bits) - 1)
+    mask = np.uint64((1 << bits) - 1) if bits < 64 else np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+    fields = values.astype(np.uint64) & mask
+    if bits % 8 == 0:
+        # byte-aligned fields (8/16/32/64 bits): the row is the fields' little-endian bytes,
+        # reversed into one big-endian number
+        le = np.ascontiguousarray(fields, dtype="<u8").view(np.uint8)
+        le = le.reshape(rows, n, 8)[:, :, : bits // 8]
+        return _hex_lines(le.reshape(rows, n * (bits // 8))[:, ::-1])
     shifts = np.arange(bits, dtype=np.uint64)
     bitmat = ((fields[:, :, None] >> shifts) & np.uint64(1)).astype(np.uint8)
     flat = bitmat.reshape(rows, n * bits)[:, ::-1]
     pad = (-(n * bits)) % 8
     if pad:
         flat = np.pad(flat, ((0, 0), (pad, 0)))
-    packed = np.packbits(flat, axis=1)
-    width = packed.shape[1] * 2
-    text = packed.tobytes().hex()
-    return "\n".join(text[i:i + width] for i in range(0, len(text), width)) + "\n"
+    return _hex_lines(np.packbits(flat, axis=1))
+
+
+def _read_hex_rows(path: Path, rows: int, nbytes: int) -> np.ndarray:
+    """The first ``rows`` lines of a ``$writememh`` file as big-endian bytes (rows, nbytes)."""
+    text = path.read_text()
+    joined = None
+    if not any(c in text for c in "/@xXzZ"):
+        # the usual dump: plain fixed-width lines
+        lines = text.split(None, rows)[:rows]
+        if len(lines) == rows and all(len(ln) == 2 * nbytes for ln in (lines[0], lines[-1])):
+            joined = "".join(lines)
+            if len(joined) != rows * 2 * nbytes:
+                joined = None
+    if joined is None:
+        lines = [ln.strip() for ln in text.splitlines()]
+        lines = [ln for ln in lines if ln and not ln.startswith("//") and not ln.startswith("@")]
+        if len(lines) < rows:
+            raise ValueError(f"{path} has {len(lines)} rows, expected {rows}")
+        joined = "".join(ln.lower().replace("x", "0").replace("z", "0").rjust(2 * nbytes, "0")
+                         for ln in lines[:rows])
+    return np.frombuffer(bytes.fromhex(joined), dtype=np.uint8).reshape(rows, nbytes)
 
 
 def unpack_rows(path: Path, rows: int, n: int, bits: int) -> np.ndarray:
     """Signed fields of the first ``rows`` hex lines of a ``$writememh`` file."""
-    lines = [ln.strip() for ln in path.read_text().splitlines()]
-    lines = [ln for ln in lines if ln and not ln.startswith("//") and not ln.startswith("@")]
-    if len(lines) < rows:
-        raise ValueError(f"{path} has {len(lines)} rows, expected {rows}")
     nbytes = -(-(n * bits) // 8)
-    data = bytes.fromhex("".join(ln.lower().replace("x", "0").rjust(2 * nbytes, "0")
-                                 for ln in lines[:rows]))
-    packed = np.frombuffer(data, dtype=np.uint8).reshape(rows, nbytes)
-    flat = np.unpackbits(packed, axis=1)[:, ::-1][:, : n * bits]  # LSB first
-    weights = (np.uint64(1) << np.arange(bits, dtype=np.uint64))
-    fields = (flat.reshape(rows, n, bits).astype(np.uint64) * weights).sum(axis=2)
-    fields = fields.astype(np.int64)
+    packed = _read_hex_rows(path, rows, nbytes)
+    if bits % 8 == 0:
+        le = packed[:, ::-1].reshape(rows, n, bits // 8)
+        buf = np.zeros((rows, n, 8), dtype=np.uint8)
+        buf[:, :, : bits // 8] = le
+        fields = buf.view("<u8").reshape(rows, n).astype(np.int64)
+    else:
+        flat = np.unpackbits(packed, axis=1)[:, ::-1][:, : n * bits]  # LSB first
+        weights = (np.uint64(1) << np.arange(bits, dtype=np.uint64))
+        fields = (flat.reshape(rows, n, bits).astype(np.uint64) * weights).sum(axis=2)
+        fields = fields.astype(np.int64)
     sign = np.int64(1) << np.int64(bits - 1)
     if bits < 64:
         fields = (fields ^ sign) - sign

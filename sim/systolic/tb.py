@@ -16,8 +16,6 @@ from pathlib import Path
 
 import cocotb
 from cocotb.triggers import ClockCycles, RisingEdge, Timer, with_timeout
-from hwloop.hdl.systolic.accelerator import COUNTERS
-from hwloop.sim.systolic.harness import FILES
 
 
 def _link(src: str, dst: Path) -> None:
@@ -29,17 +27,21 @@ def _link(src: str, dst: Path) -> None:
 async def run_jobs(dut) -> None:
     spec = json.loads(Path(os.environ["HWLOOP_SYSTOLIC_JOBS"]).read_text())
     here = Path.cwd()
+    # names come in the job file: importing hwloop's generators here would load Amaranth into
+    # every simulator process
+    files, counter_names = spec["files"], spec["counters"]
     dut.rst.value = 1
     await ClockCycles(dut.clk, 2)
     dut.rst.value = 0
     results = []
     for job in spec["jobs"]:
         for key in ("instr", "a", "b"):
-            _link(job[key], here / FILES[key])
+            _link(job[key], here / files[key])
         began = time.perf_counter()
         dut.load.value = 1
         await RisingEdge(dut.clk)
         dut.load.value = 0
+        loaded = time.perf_counter()
         dut.n_instr.value = job["n_instr"]
         dut.start.value = 1
         await RisingEdge(dut.clk)
@@ -64,14 +66,17 @@ async def run_jobs(dut) -> None:
             except cocotb.triggers.SimTimeoutError:
                 results.append({"timeout": True, "sim_s": time.perf_counter() - began})
                 break
-        counters = {name: int(getattr(dut, f"cnt_{name}").value) for name in COUNTERS}
+        finished = time.perf_counter()
+        counters = {name: int(getattr(dut, f"cnt_{name}").value) for name in counter_names}
         dut.c_rows.value = job["c_rows"]
         dut.dump.value = 1
         await RisingEdge(dut.clk)
         dut.dump.value = 0
         await RisingEdge(dut.clk)
         await Timer(1, "ns")
-        os.replace(here / FILES["c"], job["c"])
-        results.append({"timeout": False, "counters": counters,
-                        "sim_s": time.perf_counter() - began})
+        os.replace(here / files["c"], job["c"])
+        dumped = time.perf_counter()
+        results.append({"timeout": False, "counters": counters, "sim_s": dumped - began,
+                        "phases": {"load_s": loaded - began, "run_s": finished - loaded,
+                                   "dump_s": dumped - finished}})
     Path(spec["results"]).write_text(json.dumps(results))
