@@ -18,6 +18,7 @@ from amaranth.lib.wiring import In, Out
 
 from hwloop.errors import ParameterError
 
+from .hashing import fold, rotl
 from .params import RTL_POLICIES, CacheConfig
 from .prefetcher import Prefetcher, PrefetcherConfig
 from .table import Table
@@ -31,25 +32,6 @@ PF_TABLE_RRPV = 6
 def _bits_for(count: int) -> int:
     """Bits to hold 0..count-1 (at least 1)."""
     return max(1, (count - 1).bit_length())
-
-
-def fold(value, width: int, n: int):
-    """XOR of the n-bit chunks of ``value`` (``width`` bits); 0 bits when n == 0."""
-    if n == 0:
-        return Const(0, 1)
-    out = value[0:min(n, width)]
-    for lo in range(n, width, n):
-        out = out ^ value[lo:min(lo + n, width)]
-    return out
-
-
-def rotl(value, r: int, n: int):
-    if n == 0:
-        return Const(0, 1)
-    r %= n
-    if r == 0:
-        return value
-    return Cat(value[n - r:n], value[0:n - r])
 
 
 class Cache(wiring.Component):

@@ -8,24 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from hwloop.errors import ParameterError
+from hwloop.validate import check_int, check_pow2
 
 #: Replacement policies. ``opt`` (Belady) exists only in the golden model.
 POLICIES = ("lru", "plru", "srrip", "random", "table", "opt")
 RTL_POLICIES = ("lru", "plru", "srrip", "random", "table")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
-    if not _is_int(value) or not lo <= value <= hi:
-        raise ParameterError(f"{name} must be an integer in {lo}..{hi}, not {value!r}")
-
-
-def _check_pow2(name: str, value: Any) -> None:
-    if not _is_int(value) or value < 1 or value & (value - 1):
-        raise ParameterError(f"{name} must be a power of two, not {value!r}")
 
 
 def log2(value: int) -> int:
@@ -51,14 +38,14 @@ class CacheConfig:
     table: str | Path | None = None
 
     def __post_init__(self) -> None:
-        _check_pow2("sets", self.sets)
+        check_pow2("sets", self.sets)
         if self.sets > 1 << 20:
             raise ParameterError(f"sets must be at most {1 << 20}, not {self.sets}")
-        _check_int("ways", self.ways, 1, 64)
-        _check_pow2("line_bytes", self.line_bytes)
+        check_int("ways", self.ways, 1, 64)
+        check_pow2("line_bytes", self.line_bytes)
         if self.line_bytes > 4096:
             raise ParameterError(f"line_bytes must be at most 4096, not {self.line_bytes}")
-        _check_int("addr_bits", self.addr_bits, 8, 64)
+        check_int("addr_bits", self.addr_bits, 8, 64)
         if self.policy not in POLICIES:
             raise ParameterError(
                 f"unknown policy {self.policy!r} (have {', '.join(POLICIES)})")
@@ -68,7 +55,7 @@ class CacheConfig:
                 f"{self.line_bytes}-byte lines")
         if self.policy == "plru" and self.ways & (self.ways - 1):
             raise ParameterError(f"plru needs ways to be a power of two, not {self.ways}")
-        _check_int("seed", self.seed, 1, 65535)
+        check_int("seed", self.seed, 1, 65535)
         if self.policy == "table" and self.table is None:
             raise ParameterError("policy 'table' needs a table file (--table FILE)")
         if self.policy != "table" and self.table is not None:

@@ -21,6 +21,7 @@ from amaranth.lib.wiring import In, Out
 
 from hwloop.errors import ParameterError
 
+from .hashing import fold, rotl
 from .table import Table
 
 PREFETCHERS = ("nextline", "stride", "table")
@@ -79,24 +80,6 @@ class PrefetcherConfig:
         return values
 
 
-def _fold(value, width: int, n: int):
-    if n == 0:
-        return Const(0, 1)
-    out = value[0:min(n, width)]
-    for lo in range(n, width, n):
-        out = out ^ value[lo:min(lo + n, width)]
-    return out
-
-
-def _rotl(value, r: int, n: int):
-    if n == 0:
-        return Const(0, 1)
-    r %= n
-    if r == 0:
-        return value
-    return Cat(value[n - r:n], value[0:n - r])
-
-
 class Prefetcher(wiring.Component):
     """The prefetcher of ``config`` for a cache with ``line_bits``-bit line addresses.
 
@@ -143,7 +126,7 @@ class Prefetcher(wiring.Component):
             m.submodules.strides = mem = Memory(shape=width, depth=max(cfg.entries, 2), init=[])
             wr = mem.write_port()
             rd = mem.read_port(transparent_for=(wr,))
-            m.d.comb += rd.addr.eq(_fold(self.lookup_pc[2:], PC_BITS - 2, n))
+            m.d.comb += rd.addr.eq(fold(self.lookup_pc[2:], PC_BITS - 2, n))
             s1_index = Signal(max(n, 1))
             m.d.sync += s1_index.eq(rd.addr)
             last = rd.data[:L]
@@ -182,9 +165,9 @@ class Prefetcher(wiring.Component):
             current = Signal(L)
             m.d.comb += current.eq(self.lookup_line - prev_line)
             deltas = [current, *history]
-            index = _fold(self.lookup_pc[2:], PC_BITS - 2, n)
+            index = fold(self.lookup_pc[2:], PC_BITS - 2, n)
             for j in range(1, table.history + 1):
-                index = index ^ _rotl(_fold(deltas[j - 1], L, n), j, n)
+                index = index ^ rotl(fold(deltas[j - 1], L, n), j, n)
             m.d.comb += rd.addr.eq(index)
             with m.If(self.lookup_valid):
                 m.d.sync += prev_line.eq(self.lookup_line)

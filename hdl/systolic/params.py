@@ -9,19 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from hwloop.errors import ParameterError
+from hwloop.validate import check_int, check_pow2
 
 DATAFLOWS = ("os", "ws")
-
-
-def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ParameterError(f"{name} must be an integer in {lo}..{hi}, not {value!r}")
-
-
-def _check_pow2(name: str, value: Any, lo: int, hi: int) -> None:
-    _check_int(name, value, lo, hi)
-    if value & (value - 1):
-        raise ParameterError(f"{name} must be a power of two in {lo}..{hi}, not {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,18 +37,18 @@ class SystolicParams:
     mem_latency: int = 20
 
     def __post_init__(self) -> None:
-        _check_int("rows", self.rows, 1, 64)
-        _check_int("cols", self.cols, 1, 64)
+        check_int("rows", self.rows, 1, 64)
+        check_int("cols", self.cols, 1, 64)
         if self.dataflow not in DATAFLOWS:
             raise ParameterError(
                 f"dataflow must be one of {', '.join(DATAFLOWS)}, not {self.dataflow!r}")
-        _check_int("in_bits", self.in_bits, 2, 16)
-        _check_int("acc_bits", self.acc_bits, 2 * self.in_bits, 64)
-        _check_int("ifmap_kib", self.ifmap_kib, 1, 65536)
-        _check_int("weight_kib", self.weight_kib, 1, 65536)
-        _check_int("acc_kib", self.acc_kib, 1, 65536)
-        _check_pow2("bus_bytes", self.bus_bytes, 1, 128)
-        _check_int("mem_latency", self.mem_latency, 0, 1000)
+        check_int("in_bits", self.in_bits, 2, 16)
+        check_int("acc_bits", self.acc_bits, 2 * self.in_bits, 64)
+        check_int("ifmap_kib", self.ifmap_kib, 1, 65536)
+        check_int("weight_kib", self.weight_kib, 1, 65536)
+        check_int("acc_kib", self.acc_kib, 1, 65536)
+        check_pow2("bus_bytes", self.bus_bytes, 1, 128)
+        check_int("mem_latency", self.mem_latency, 0, 1000)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SystolicParams:

@@ -1,0 +1,26 @@
+"""Checks of parameter values that every generator shares, with one wording for their errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hwloop.errors import ParameterError
+
+
+def is_int(value: Any) -> bool:
+    """An ``int`` that is not a ``bool`` (``True`` is not a size)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_int(name: str, value: Any, lo: int, hi: int) -> None:
+    """``name`` must be an integer in ``lo..hi``."""
+    if not is_int(value) or not lo <= value <= hi:
+        raise ParameterError(f"{name} must be an integer in {lo}..{hi}, not {value!r}")
+
+
+def check_pow2(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> None:
+    """``name`` must be a power of two (in ``lo..hi`` when a range is given)."""
+    in_range = lo is None or hi is None or (is_int(value) and lo <= value <= hi)
+    if not is_int(value) or value < 1 or value & (value - 1) or not in_range:
+        where = f" in {lo}..{hi}" if lo is not None and hi is not None else ""
+        raise ParameterError(f"{name} must be a power of two{where}, not {value!r}")
