@@ -89,6 +89,16 @@ module {HARNESS_TOP} ();
   reg load = 1'b0;
   reg dump = 1'b0;
   reg [31:0] n_instr = 32'd0;
+  // what cocotb writes reaches the accelerator through a register: combinational logic
+  // behind a VPI-writable signal would be re-evaluated on every half cycle (~10% slower)
+  reg rst_q = 1'b1;
+  reg start_q = 1'b0;
+  reg [31:0] n_instr_q = 32'd0;
+  always @(posedge clk) begin
+    rst_q <= rst;
+    start_q <= start;
+    n_instr_q <= n_instr;
+  end
   reg [31:0] c_rows = 32'd1;
   wire busy, done;
   wire [31:0] instr_addr;
@@ -117,7 +127,7 @@ module {HARNESS_TOP} ();
   end
 {pipe("a")}{pipe("b")}
   {params.name} accelerator (
-    .clk(clk), .rst(rst), .start(start), .n_instr(n_instr), .busy(busy), .done(done),
+    .clk(clk), .rst(rst_q), .start(start_q), .n_instr(n_instr_q), .busy(busy), .done(done),
     .instr_addr(instr_addr), .instr_data(instr_q),
     .a_req_valid(a_req_valid), .a_req_addr(a_req_addr), .a_resp_valid(a_resp_valid),
     .a_resp_data(a_resp_data),
