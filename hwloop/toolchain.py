@@ -166,6 +166,7 @@ class ToolStatus:
     version: str | None
     ok: bool
     fix: str = ""
+    optional: bool = False  # missing it disables one feature, not hwloop
 
 
 def doctor() -> list[ToolStatus]:
@@ -195,4 +196,10 @@ def doctor() -> list[ToolStatus]:
                 "distributed", "rich", "matplotlib"):
         v = _package_version(pkg)
         statuses.append(ToolStatus(pkg, v, v is not None, "" if v else f"pip install {pkg}"))
+    # Verilator's FST writer (--waves) compiles against lz4; nothing else needs it.
+    lz4 = next((str(p) for p in (Path("/usr/include/lz4.h"), Path("/usr/local/include/lz4.h"))
+                if p.exists()), None)
+    statuses.append(ToolStatus("lz4.h (FST waves)", lz4, lz4 is not None,
+                               "" if lz4 else "apt-get install liblz4-dev (only for --waves)",
+                               optional=True))
     return statuses

@@ -53,9 +53,11 @@ def run_doctor(args: argparse.Namespace) -> int:
     statuses = toolchain.doctor()
     for status in statuses:
         table.add_row(status.name, status.version or "-",
-                      "[green]ok[/green]" if status.ok else "[red]missing[/red]", status.fix)
+                      "[green]ok[/green]" if status.ok
+                      else "[yellow]optional[/yellow]" if status.optional else "[red]missing[/red]",
+                      status.fix)
     Console().print(table)
-    return 0 if all(s.ok for s in statuses) else 1
+    return 0 if all(s.ok or s.optional for s in statuses) else 1
 
 
 def run_regress(args: argparse.Namespace) -> int:

@@ -24,3 +24,18 @@ def test_doctor_lists_the_toolchain(capsys):
     out = capsys.readouterr().out
     assert "verilator" in out and "yosys" in out
     assert code in (0, 1)
+
+
+def test_doctor_fails_only_on_required_tools(monkeypatch, capsys):
+    from hwloop import toolchain
+    from hwloop.toolchain import ToolStatus
+
+    optional_missing = [ToolStatus("verilator", "5.48.0", True),
+                        ToolStatus("lz4.h (FST waves)", None, False, "apt-get install liblz4-dev",
+                                   optional=True)]
+    monkeypatch.setattr(toolchain, "doctor", lambda: optional_missing)
+    assert main(["doctor"]) == 0
+    assert "liblz4-dev" in capsys.readouterr().out
+    required_missing = [*optional_missing, ToolStatus("yosys", None, False, "pip install x")]
+    monkeypatch.setattr(toolchain, "doctor", lambda: required_missing)
+    assert main(["doctor"]) == 1
