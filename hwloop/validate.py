@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from hwloop.errors import ParameterError
@@ -24,3 +26,11 @@ def check_pow2(name: str, value: Any, lo: int | None = None, hi: int | None = No
     if not is_int(value) or value < 1 or value & (value - 1) or not in_range:
         where = f" in {lo}..{hi}" if lo is not None and hi is not None else ""
         raise ParameterError(f"{name} must be a power of two{where}, not {value!r}")
+
+
+def check_known(values: Mapping[str, Any], dataclass_type: type, what: str) -> None:
+    """Every key of ``values`` must be a field of ``dataclass_type`` (``what`` names the kind)."""
+    known = {f.name for f in dataclasses.fields(dataclass_type)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ParameterError(f"unknown {what} parameter {unknown[0]!r}")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hwloop.errors import ParameterError
-from hwloop.validate import check_int, check_pow2
+from hwloop.validate import check_int, check_known, check_pow2
 
 #: Replacement policies. ``opt`` (Belady) exists only in the golden model.
 POLICIES = ("lru", "plru", "srrip", "random", "table", "opt")
@@ -64,10 +64,7 @@ class CacheConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> CacheConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ParameterError(f"unknown cache parameter {unknown[0]!r}")
+        check_known(values, cls, "cache")
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hwloop.errors import ParameterError
+from hwloop.validate import check_known
 
 from .hashing import fold, rotl
 from .table import Table
@@ -68,10 +69,7 @@ class PrefetcherConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PrefetcherConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ParameterError(f"unknown prefetcher parameter {unknown[0]!r}")
+        check_known(values, cls, "prefetcher")
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hwloop.errors import ParameterError
-from hwloop.validate import check_int, check_pow2
+from hwloop.validate import check_int, check_known, check_pow2
 
 DATAFLOWS = ("os", "ws")
 
@@ -52,10 +52,7 @@ class SystolicParams:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SystolicParams:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ParameterError(f"unknown systolic parameter {unknown[0]!r}")
+        check_known(values, cls, "systolic")
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:

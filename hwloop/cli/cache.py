@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from hwloop.errors import ParameterError
+from hwloop.manifest import write_folder_atomically
 
 MANIFEST = "manifest.json"
 
@@ -61,21 +59,12 @@ def _publish(out: Path, files: dict[str, str]) -> None:
     out = out.resolve()
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
         raise ParameterError(f"-o {out}: folder exists and is not an hwloop output folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+
+    def fill(folder: Path) -> None:
         for name, text in files.items():
-            (staging / name).write_text(text)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.rename(out, old)
-            os.rename(staging, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            (folder / name).write_text(text)
+
+    write_folder_atomically(out, fill)
 
 
 def _generate_cache(args: argparse.Namespace) -> int:
