@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from hwloop.hdl.cache.params import CacheConfig
 from hwloop.hdl.cache.prefetcher import PrefetcherConfig
+from hwloop.paths import cache_dir
 from hwloop.sim.cache.model import simulate
 from hwloop.sim.cache.patterns import TRACE_DTYPE
-
-from hwloop.paths import cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 N = 5_000_000

@@ -85,6 +85,7 @@ def rtl_evaluate(space: Any, point: dict[str, Any], *, fidelity: str, seed: int)
 def _dask_run(workers: int, evaluator: Any, space: Any, points: list[dict[str, Any]],
               fidelity: str) -> tuple[float, int]:
     from distributed import LocalCluster
+
     from hwloop.search.engine import DaskEngine
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.sim.systolic.golden import gemm_golden, random_operands
 from hwloop.sim.systolic.mapping import Gemm, default_mapping

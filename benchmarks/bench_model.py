@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.sim.systolic.golden import gemm_golden, random_operands
 from hwloop.sim.systolic.mapping import Gemm, default_mapping

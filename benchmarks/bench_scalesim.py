@@ -13,9 +13,8 @@ import math
 import statistics
 import time
 
-from hwloop.hdl.systolic.params import SystolicParams
-
 from benchmarks.scalesim_runner import SCALESIM_VERSION, run_scalesim
+from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.workloads import Layer, Workload
 
 SUITE: tuple[tuple[str, int, int, int], ...] = (

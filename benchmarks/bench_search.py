@@ -17,11 +17,11 @@ import time
 from typing import Any
 
 import numpy as np
+
+from hwloop.paths import cache_dir
 from hwloop.search.methods import make_optimizer
 from hwloop.search.objective import PointResult, evaluate_point, rescore
 from hwloop.search.space import Space, parse_space
-
-from hwloop.paths import cache_dir
 
 SPACE = """
 name = "bench"

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from hwloop.sim.cache.model import CacheConfig, simulate
 
 from hwloop.capture import capture
 from hwloop.recipes import RECIPES, build
+from hwloop.sim.cache.model import CacheConfig, simulate
 from hwloop.traces import L1Filter, LackeyParser, read_trace, trace_info, write_trace
 
 RAW_CAP = 3_000_000

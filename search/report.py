@@ -17,9 +17,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from hwloop.search.db import ResultsDB, Row
-
 from hwloop.errors import InputError
+from hwloop.search.db import ResultsDB, Row
 
 METHOD_COLORS = {"random": "#7f7f7f", "bo": "#1f77b4", "cbo": "#d62728", "apollo": "#2ca02c",
                  "optuna-tpe": "#9467bd"}

@@ -45,10 +45,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hwloop.hdl.systolic.params import SystolicParams
 
 from hwloop.errors import ConfigError, ParameterError
 from hwloop.evaluation import METRICS
+from hwloop.hdl.systolic.params import SystolicParams
 
 Point = dict[str, Any]
 

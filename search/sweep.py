@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hwloop.errors import InputError, ParameterError
 from hwloop.search.db import ResultsDB, Row, Sweep, params_hash
 from hwloop.search.engine import DaskEngine, LocalEngine, Outcome, make_engine
 from hwloop.search.objective import PointResult, rescore
 from hwloop.search.space import Space
-
-from hwloop.errors import InputError, ParameterError
 
 FIDELITIES = ("rtl", "model")
 

@@ -26,12 +26,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from hwloop.hdl.systolic.params import SystolicParams
-from hwloop.sim.energy import CONSTRAINTS, read_toml
-
 from hwloop import toolchain
 from hwloop.errors import ConfigError, ToolchainError
+from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.paths import cache_dir
+from hwloop.sim.energy import CONSTRAINTS, read_toml
 
 DEFAULT_TABLE = CONSTRAINTS / "area.toml"
 SYNTH_TIMEOUT_S = 1800

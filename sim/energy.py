@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hwloop.hdl.systolic.params import SystolicParams
-
 from hwloop.errors import ConfigError
+from hwloop.hdl.systolic.params import SystolicParams
 
 CONSTRAINTS = Path(__file__).resolve().parent.parent / "constraints"
 DEFAULT_TABLE = CONSTRAINTS / "energy.toml"

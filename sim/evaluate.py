@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hwloop.hdl.systolic.params import SystolicParams
-from hwloop.sim.area import systolic_area
-from hwloop.sim.energy import COMPONENTS, EnergyTable, energy, load_energy_table
 
 from hwloop import toolchain
 from hwloop.errors import InputError, ParameterError, SimulationError
 from hwloop.evaluation import Evaluation, LayerResult
+from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.paths import cache_dir
+from hwloop.sim.area import systolic_area
+from hwloop.sim.energy import COMPONENTS, EnergyTable, energy, load_energy_table
 from hwloop.workloads import Layer, Workload, dedupe, load_workload
 
 FIDELITIES = ("rtl", "model")

@@ -12,8 +12,8 @@ def generate_verilog(params: SystolicParams) -> str:
     import os
 
     from amaranth.back import verilog
-    from hwloop.hdl.systolic.accelerator import SystolicAccelerator
 
+    from hwloop.hdl.systolic.accelerator import SystolicAccelerator
     from hwloop.toolchain import yosys_command
 
     # Amaranth runs "yosys" from PATH or $YOSYS; ours is YoWASP's from PyPI.

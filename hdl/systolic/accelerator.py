@@ -19,6 +19,7 @@ from amaranth import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+
 from hwloop.hdl.systolic.mesh import OsMesh, WsMesh
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.sim.systolic.mapping import acc_bytes, elem_bytes, scratchpad_geometry

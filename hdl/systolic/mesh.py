@@ -10,6 +10,7 @@ from __future__ import annotations
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+
 from hwloop.hdl.systolic.params import SystolicParams
 
 

@@ -26,6 +26,7 @@ from collections import deque
 from typing import Any
 
 import numpy as np
+
 from hwloop.search.methods.base import Optimizer, WarmStart
 from hwloop.search.methods.surrogate import (
     ConstrainedModel,

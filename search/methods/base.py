@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from hwloop.search.objective import PointResult
-from hwloop.search.space import Point, Space
 
 from hwloop.errors import ParameterError
+from hwloop.search.objective import PointResult
+from hwloop.search.space import Point, Space
 
 #: method name -> "module:class" (modules under hwloop.search.methods)
 METHODS = {

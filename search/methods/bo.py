@@ -11,10 +11,11 @@ import math
 import warnings
 from typing import Any
 
+from threadpoolctl import threadpool_limits
+
 from hwloop.search.methods.base import Optimizer, WarmStart, penalized_value
 from hwloop.search.objective import PointResult
 from hwloop.search.space import Point, Space
-from threadpoolctl import threadpool_limits
 
 
 class SkoptBO(Optimizer):

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
 from hwloop.search.objective import DESIGN_METRICS, PointResult, static_check
 from hwloop.search.space import Point, Space
 

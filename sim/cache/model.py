@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from hwloop.hdl.cache.params import POLICIES, CacheConfig
-from hwloop.hdl.cache.prefetcher import PREFETCHERS, PrefetcherConfig
-from hwloop.hdl.cache.table import Table, load_table
 
 from hwloop.buildcache import BuildCache, build_key
 from hwloop.errors import ParameterError, ToolchainError
+from hwloop.hdl.cache.params import POLICIES, CacheConfig
+from hwloop.hdl.cache.prefetcher import PREFETCHERS, PrefetcherConfig
+from hwloop.hdl.cache.table import Table, load_table
 
 __all__ = ["CacheConfig", "PrefetcherConfig", "CacheResult", "simulate", "next_use",
            "POLICIES", "PREFETCHERS"]

@@ -11,6 +11,7 @@ lines at RRPV 0 and averse ones at RRPV 7; entries never seen get the middle val
 from __future__ import annotations
 
 import numpy as np
+
 from hwloop.hdl.cache.params import CacheConfig
 from hwloop.hdl.cache.table import Table, make_table
 

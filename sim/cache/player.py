@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from hwloop.hdl.cache.generate import cache_verilog
-from hwloop.hdl.cache.params import CacheConfig
-from hwloop.hdl.cache.prefetcher import PrefetcherConfig
 
 from hwloop.buildcache import BuildCache, build_key
 from hwloop.errors import BuildError, ParameterError, SimulationError
+from hwloop.hdl.cache.generate import cache_verilog
+from hwloop.hdl.cache.params import CacheConfig
+from hwloop.hdl.cache.prefetcher import PrefetcherConfig
 from hwloop.toolchain import VERILATOR_LINT_FLAGS, setup_verilator, tool_versions
 
 from .model import CacheResult, simulate

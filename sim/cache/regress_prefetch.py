@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from hwloop.hdl.cache.params import RTL_POLICIES
 from hwloop.hdl.cache.prefetcher import PREFETCHERS, PrefetcherConfig
 from hwloop.hdl.cache.table import make_table, save_table

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from hwloop.hdl.systolic.accelerator import COUNTERS
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.sim.systolic.mapping import elem_bytes

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from hwloop.sim.systolic.mapping import Gemm, Mapping, acc_bytes, elem_bytes
 from hwloop.sim.systolic.program import (
     Compute,

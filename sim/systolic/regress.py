@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from hwloop.errors import HwloopError
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.sim.systolic.golden import gemm_golden, random_operands
 from hwloop.sim.systolic.mapping import Gemm, Mapping, default_mapping
 from hwloop.sim.systolic.model import model_gemm
-
-from hwloop.errors import HwloopError
 
 #: Designs per level, GEMMs per design, largest array side.
 _LEVELS = {"quick": (2, 2, 8), "full": (6, 3, 16)}

@@ -17,6 +17,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from hwloop.buildcache import BuildCache, build_key
+from hwloop.errors import BuildError, ParameterError, SimulationError, SimulationTimeout
 from hwloop.hdl.systolic.accelerator import COUNTERS
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.sim.systolic.harness import (
@@ -35,9 +38,6 @@ from hwloop.sim.systolic.harness import (
 from hwloop.sim.systolic.mapping import Gemm, Mapping, check_mapping, padded_dims
 from hwloop.sim.systolic.model import GemmRun, model_gemm
 from hwloop.sim.systolic.program import INSTRUCTION_BITS, build_program, encode
-
-from hwloop.buildcache import BuildCache, build_key
-from hwloop.errors import BuildError, ParameterError, SimulationError, SimulationTimeout
 from hwloop.toolchain import VERILATOR_LINT_FLAGS, setup_verilator, tool_versions
 
 SPEED_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",

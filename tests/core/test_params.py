@@ -1,7 +1,7 @@
 import pytest
-from hwloop.hdl.systolic.params import SystolicParams
 
 from hwloop.errors import ParameterError
+from hwloop.hdl.systolic.params import SystolicParams
 
 
 def test_defaults_are_valid():

@@ -6,13 +6,13 @@ import re
 
 import numpy as np
 import pytest
+
+from hwloop.errors import ParameterError
 from hwloop.hdl.cache.cache import Cache
 from hwloop.hdl.cache.generate import cache_verilog, prefetcher_verilog
 from hwloop.hdl.cache.params import CacheConfig
 from hwloop.hdl.cache.prefetcher import PrefetcherConfig
 from hwloop.hdl.cache.table import make_table, save_table
-
-from hwloop.errors import ParameterError
 
 # Cache objects built only to inspect them are never elaborated: that is the point
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")

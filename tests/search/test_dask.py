@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+
 from hwloop.search.db import ResultsDB
 from hwloop.search.space import load_space
 from hwloop.search.sweep import run_sweep
-
 from tests.search.sweep_fakes import flaky_evaluate
 
 distributed = pytest.importorskip("distributed")

@@ -2,9 +2,9 @@ import json
 import sqlite3
 
 import pytest
-from hwloop.search.db import ResultsDB, params_hash
 
 from hwloop.errors import InputError
+from hwloop.search.db import ResultsDB, params_hash
 from tests.search.sweep_fakes import result_for
 
 

@@ -2,8 +2,8 @@ import os
 import time
 
 import pytest
-from hwloop.search.engine import LocalEngine
 
+from hwloop.search.engine import LocalEngine
 from tests.search.sweep_fakes import fake_evaluate
 
 

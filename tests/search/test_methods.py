@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from hwloop.errors import ParameterError
 from hwloop.search.methods import METHODS, make_optimizer
 from hwloop.search.objective import PointResult, budget_violations
 from hwloop.search.space import Space, parse_space
-
-from hwloop.errors import ParameterError
 
 SPACE = """
 name = "synthetic"

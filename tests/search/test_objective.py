@@ -7,12 +7,12 @@ import json
 import pickle
 
 import pytest
+
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.search.objective import PointResult, evaluate_point, rescore, static_check
 from hwloop.search.space import parse_space
 from hwloop.sim import evaluate
 from hwloop.sim.systolic.mapping import Mapping
-
 from hwloop.workloads import load_workload
 
 SPACE = """

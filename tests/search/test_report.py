@@ -3,9 +3,9 @@ import subprocess
 import sys
 
 import pyarrow.parquet as pq
+
 from hwloop.search.db import ResultsDB
 from hwloop.search.report import best_so_far, pareto_front, write_report
-
 from tests.search.sweep_fakes import result_for
 
 

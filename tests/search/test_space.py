@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from hwloop.errors import ConfigError, ParameterError
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.search.space import load_space, parse_space
 from hwloop.sim.systolic.mapping import Mapping
-
-from hwloop.errors import ConfigError, ParameterError
 
 ROOT = Path(__file__).resolve().parents[2]
 

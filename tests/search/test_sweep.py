@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
+
+from hwloop.errors import InputError
 from hwloop.search.db import ResultsDB
 from hwloop.search.space import load_space
 from hwloop.search.sweep import run_sweep
-
-from hwloop.errors import InputError
 from tests.search.sweep_fakes import flaky_evaluate, slow_evaluate
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,6 @@
 import pytest
+
+from hwloop.errors import ConfigError
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.sim.area import (
     area_from_synthesis,
@@ -7,8 +9,6 @@ from hwloop.sim.area import (
     synthesize_cached,
 )
 from hwloop.sim.energy import COMPONENTS, energy, load_energy_table
-
-from hwloop.errors import ConfigError
 
 # Two instances of one PE and a 1024 x 8-bit memory: the PE must be synthesized once and counted
 # twice, the memory counted as bits, not flops.

@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 import pytest
-from hwloop.hdl.cache.table import make_table, save_table
 
 from hwloop.cli import main
+from hwloop.hdl.cache.table import make_table, save_table
 from hwloop.traces import write_trace
 
 from .test_cache_support import adversarial

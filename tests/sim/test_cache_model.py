@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from hwloop.errors import ConfigError, ParameterError
 from hwloop.hdl.cache.params import CacheConfig
 from hwloop.hdl.cache.prefetcher import PrefetcherConfig
 from hwloop.hdl.cache.table import load_table, make_table, save_table, table_index
 from hwloop.sim.cache.model import next_use, simulate
-
-from hwloop.errors import ConfigError, ParameterError
 
 from .test_cache_support import TRACE_DTYPE, adversarial
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from hwloop.hdl.cache.params import CacheConfig
 from hwloop.hdl.cache.prefetcher import PrefetcherConfig
 from hwloop.hdl.cache.table import make_table, save_table

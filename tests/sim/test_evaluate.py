@@ -3,14 +3,14 @@ import os
 
 import numpy as np
 import pytest
+
+from hwloop.errors import ParameterError, SimulationError
+from hwloop.evaluation import METRICS
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.sim import check_design, evaluate
 from hwloop.sim.energy import energy
 from hwloop.sim.systolic.mapping import Gemm, Mapping
 from hwloop.sim.systolic.model import model_gemm
-
-from hwloop.errors import ParameterError, SimulationError
-from hwloop.evaluation import METRICS
 from hwloop.workloads import Layer, Workload
 
 evaluate_module = importlib.import_module("hwloop.sim.evaluate")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from hwloop.errors import ParameterError
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.sim.systolic.golden import gemm_golden, random_operands, wrap
 from hwloop.sim.systolic.mapping import (
@@ -16,8 +18,6 @@ from hwloop.sim.systolic.mapping import (
 )
 from hwloop.sim.systolic.model import ACTIONS, model_gemm
 from hwloop.sim.systolic.program import FIELD_BITS, FIELDS, build_program, encode
-
-from hwloop.errors import ParameterError
 
 
 def test_scratchpad_capacity_message():

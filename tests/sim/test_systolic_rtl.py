@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 import pytest
+
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.sim.systolic.golden import gemm_golden, random_operands
 from hwloop.sim.systolic.mapping import Gemm, Mapping, default_mapping
