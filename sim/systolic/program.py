@@ -4,12 +4,13 @@ The runner writes this program into the accelerator's instruction memory; the an
 walks the same program. One instruction is one pipeline step of the double-buffered tile loop:
 it computes scratchpad tile ``j-1``, loads the operands of tile ``j`` and stores the output tile
 finished at step ``j-2``. DMA and compute of an instruction run in parallel; the next
-instruction starts when both are done.
+instruction starts when both are done. On the os dataflow the first and last scratchpad tiles
+are split into smaller instructions (``_split_ends``) to shorten the pipeline fill and drain.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hwloop.sim.systolic.mapping import (
     Gemm,
@@ -234,4 +235,77 @@ def build_program(params, gemm: Gemm, mapping: Mapping) -> Program:
             load_b=load_b,
             store_c=store(j - 2) if j >= 2 and steps[j - 2][2] == last_k else None,
         ))
+    if os_flow and len(steps) >= 2:
+        program.instructions = _split_ends(params, gemm, program.instructions)
     return program
+
+
+def _part(t: Transfer, first: int, bursts: int) -> Transfer:
+    """Bursts ``first .. first+bursts-1`` of ``t`` as a transfer of their own."""
+    return replace(t, ext_base=t.ext_base + first * t.ext_stride,
+                   spad_base=t.spad_base + first * t.spad_stride, bursts=bursts)
+
+
+def _split_ends(params, gemm: Gemm, instrs: list[Instruction]) -> list[Instruction]:
+    """os: shorten the pipeline fill and drain around the first and last scratchpad tile.
+
+    Prologue: load only the first m block of A and n block of B, then compute the first column
+    of array tiles one tile per instruction while the other blocks load, then the remaining
+    columns with the second tile's loads. Epilogue: compute the last tile's columns but the
+    last, then its last column one array tile per instruction, each instruction storing what
+    the previous one finished, so only one array tile's sums are stored after the last compute.
+    Column splits keep the accumulator layout (row ``acc_base + i*outer*rows + o*rows``).
+    """
+    R = params.rows
+    head, tail = instrs[:2], instrs[-2:]
+    first, comp = head[0], head[1].compute
+    assert comp is not None and first.load_a is not None and first.load_b is not None
+    O, N = comp.outer, comp.inner
+
+    def tile(c: Compute, o: int, i: int) -> Compute:
+        return replace(c, a_base=c.a_base + o * c.length, b_base=c.b_base + i * c.length,
+                       acc_base=c.acc_base + (i * c.outer + o) * R, outer=1, inner=1)
+
+    def columns(c: Compute, i0: int, count: int) -> Compute:
+        return replace(c, b_base=c.b_base + i0 * c.length,
+                       acc_base=c.acc_base + i0 * c.outer * R, inner=count)
+
+    pro: list[Instruction] = [Instruction(load_a=_part(first.load_a, 0, 1),
+                                          load_b=_part(first.load_b, 0, 1))]
+    rest_loads: list[tuple[Transfer | None, Transfer | None]] = [
+        (_part(first.load_a, o, 1), None) for o in range(1, O)]
+    if N > 1:
+        rest_loads.append((None, _part(first.load_b, 1, 1)))
+    next_loads = (head[1].load_a, head[1].load_b)
+    for o in range(O):
+        load_a, load_b = rest_loads[o] if o < len(rest_loads) else (None, None)
+        if N == 1 and o == O - 1:
+            load_a, load_b = next_loads
+        pro.append(Instruction(compute=tile(comp, o, 0), load_a=load_a, load_b=load_b))
+    if N > 2:  # column 1 alone while the remaining B blocks load
+        pro.append(Instruction(compute=columns(comp, 1, 1), load_b=_part(first.load_b, 2, N - 2)))
+    if N > 1:
+        pro.append(Instruction(compute=columns(comp, min(2, N - 1), N - min(2, N - 1)),
+                               load_a=next_loads[0], load_b=next_loads[1]))
+
+    last, final = tail[0].compute, tail[1].store_c
+    assert last is not None and final is not None
+    O, N = last.outer, last.inner  # the last tile may be a partial one
+    pieces: list[tuple[Compute, Transfer]] = []
+    if N > 2:
+        pieces.append((columns(last, 0, N - 2), _part(final, 0, N - 2)))
+    if N > 1:
+        pieces.append((columns(last, N - 2, 1), _part(final, N - 2, 1)))
+    col = _part(final, N - 1, 1)
+    for o in range(O):
+        rows = min(R, col.length - o * R)
+        pieces.append((tile(last, o, N - 1),
+                       replace(col, ext_base=col.ext_base + o * R,
+                               spad_base=col.spad_base + o * R, length=rows)))
+    epi: list[Instruction] = []
+    prev_store = tail[0].store_c
+    for c, s in pieces:
+        epi.append(Instruction(compute=c, store_c=prev_store))
+        prev_store = s
+    epi.append(Instruction(store_c=prev_store))
+    return pro + instrs[2:-2] + epi
