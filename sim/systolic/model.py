@@ -164,11 +164,17 @@ def model_gemm(params, gemm: Gemm, mapping: Mapping) -> GemmRun:
     """Cycles and actions of ``gemm`` under ``mapping`` (fitted to the layer here)."""
     start = time.perf_counter()
     program = build_program(params, gemm, mapping.fit_to(params, gemm))
+    cycles, totals = program_cycles(params, program.instructions)
+    return GemmRun(cycles=cycles, actions=totals, sim_s=time.perf_counter() - start)
+
+
+def program_cycles(params, instructions: list) -> tuple[int, dict[str, int]]:
+    """Cycles from start to done, and action counts, of running ``instructions``."""
     totals = dict.fromkeys(ACTIONS, 0)
     cycles = 0
     drain_done: int | None = None  # absolute cycle the last dispatched compute is drained
     last_fed: int | None = None    # absolute cycle the last tile's last element was fed
-    for instr in program.instructions:
+    for instr in instructions:
         dispatch = cycles + 1
         # the drain-completion count is visible two cycles after the last read-for-write
         ready = None if drain_done is None else drain_done + 2 - dispatch
@@ -180,4 +186,4 @@ def model_gemm(params, gemm: Gemm, mapping: Mapping) -> GemmRun:
             last_fed = dispatch + last_feed_cycles(params, instr.compute, stall)
         cycles += instruction_cycles(params, instr, ready, stall)
         instruction_actions(params, instr, totals)
-    return GemmRun(cycles=cycles, actions=totals, sim_s=time.perf_counter() - start)
+    return cycles, totals

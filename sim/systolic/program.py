@@ -236,7 +236,13 @@ def build_program(params, gemm: Gemm, mapping: Mapping) -> Program:
             store_c=store(j - 2) if j >= 2 and steps[j - 2][2] == last_k else None,
         ))
     if os_flow and len(steps) >= 2:
-        program.instructions = _split_ends(params, gemm, program.instructions)
+        # Split ends shorten fill and drain on most layers but cost instruction overhead on
+        # short ones: keep whichever program the timing model says is faster.
+        from hwloop.sim.systolic.model import program_cycles  # the model walks programs
+
+        split = _split_ends(params, gemm, program.instructions)
+        if program_cycles(params, split)[0] < program_cycles(params, program.instructions)[0]:
+            program.instructions = split
     return program
 
 
