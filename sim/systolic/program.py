@@ -4,8 +4,9 @@ The runner writes this program into the accelerator's instruction memory; the an
 walks the same program. One instruction is one pipeline step of the double-buffered tile loop:
 it computes scratchpad tile ``j-1``, loads the operands of tile ``j`` and stores the output tile
 finished at step ``j-2``. DMA and compute of an instruction run in parallel; the next
-instruction starts when both are done. On the os dataflow the first and last scratchpad tiles
-are split into smaller instructions (``_split_ends``) to shorten the pipeline fill and drain.
+instruction starts when both are done. The first and last scratchpad tiles are split into
+smaller instructions (``_split_ends``, ``_split_ends_ws``) to shorten the pipeline fill and drain
+where the model says that is faster.
 """
 
 from __future__ import annotations
@@ -153,8 +154,13 @@ def layout(params, gemm: Gemm) -> Layout:
                   c_rows=(pn // params.cols) * gemm.m)
 
 
-def build_program(params, gemm: Gemm, mapping: Mapping) -> Program:
-    """The instruction program for ``gemm`` under ``mapping`` (fitted and checked by the caller)."""
+def build_program(params, gemm: Gemm, mapping: Mapping, *,
+                  split_ends: bool | None = None) -> Program:
+    """The instruction program for ``gemm`` under ``mapping`` (fitted and checked by the caller).
+
+    ``split_ends``: split the first and last scratchpad tiles (True), never (False), or where
+    the model says it is faster (None).
+    """
     R, C = params.rows, params.cols
     os_flow = params.dataflow == "os"
     pm, pn, pk = padded_dims(params, gemm)
@@ -235,13 +241,14 @@ def build_program(params, gemm: Gemm, mapping: Mapping) -> Program:
             load_b=load_b,
             store_c=store(j - 2) if j >= 2 and steps[j - 2][2] == last_k else None,
         ))
-    if os_flow and len(steps) >= 2:
+    if len(steps) >= 2 and split_ends is not False:
         # Split ends shorten fill and drain on most layers but cost instruction overhead on
         # short ones: keep whichever program the timing model says is faster.
         from hwloop.sim.systolic.model import program_cycles  # the model walks programs
 
-        split = _split_ends(params, gemm, program.instructions)
-        if program_cycles(params, split)[0] < program_cycles(params, program.instructions)[0]:
+        split = (_split_ends if os_flow else _split_ends_ws)(params, gemm, program.instructions)
+        if split_ends or (program_cycles(params, split)[0]
+                          < program_cycles(params, program.instructions)[0]):
             program.instructions = split
     return program
 
@@ -314,4 +321,80 @@ def _split_ends(params, gemm: Gemm, instrs: list[Instruction]) -> list[Instructi
         epi.append(Instruction(compute=c, store_c=prev_store))
         prev_store = s
     epi.append(Instruction(store_c=prev_store))
+    return pro + instrs[2:-2] + epi
+
+
+def _split_ends_ws(params, gemm: Gemm, instrs: list[Instruction]) -> list[Instruction]:
+    """ws: shorten the pipeline fill and drain around the first and last scratchpad tile.
+
+    A ws compute runs ``outer`` n blocks of ``inner`` k blocks; array tile (o, i) streams the
+    A rows of k block i (``a_base + i*length``) through the weight rows
+    ``b_base + (o*inner + i)*rows`` and accumulates into the rows ``acc_base + o*length``.
+    Prologue: load k block 0 of A and the first weight block alone, compute that array tile while
+    the rest of the first tile loads, then the rest of n block 0, then the other n blocks with
+    the second tile's loads. Epilogue: the last tile's n blocks but the last (storing what the
+    previous tile finished), the last n block's k blocks but the last (storing the others), its
+    last array tile, then the store of that n block alone.
+    """
+    R = params.rows
+    head, tail = instrs[:2], instrs[-2:]
+    first, comp = head[0], head[1].compute
+    assert comp is not None and first.load_a is not None and first.load_b is not None
+    O, N = comp.outer, comp.inner
+
+    def block(c: Compute, o0: int, outer: int, i0: int, inner: int) -> Compute:
+        """n blocks ``o0 ..`` (``outer``) x k blocks ``i0 ..`` (``inner``) of ``c``."""
+        return replace(c, a_base=c.a_base + i0 * c.length,
+                       b_base=c.b_base + (o0 * c.inner + i0) * R,
+                       acc_base=c.acc_base + o0 * c.length, outer=outer, inner=inner,
+                       overwrite=c.overwrite and i0 == 0)
+
+    def b_rows(t: Transfer, start: int, length: int) -> Transfer:
+        """Rows ``start .. start+length-1`` of the first burst of ``t``."""
+        return replace(t, ext_base=t.ext_base + start, spad_base=t.spad_base + start, bursts=1,
+                       length=length)
+
+    load_a, load_b = first.load_a, first.load_b
+    next_loads = (head[1].load_a, head[1].load_b)
+    pro = [Instruction(load_a=_part(load_a, 0, 1), load_b=b_rows(load_b, 0, R))]
+    rest_a = _part(load_a, 1, N - 1) if N > 1 else None
+    rest_b0 = b_rows(load_b, R, load_b.length - R) if N > 1 else None
+    steps: list[tuple[Compute, Transfer | None, Transfer | None]] = [
+        (block(comp, 0, 1, 0, 1), rest_a, rest_b0)]
+    if O > 1:
+        if N > 1:
+            steps.append((block(comp, 0, 1, 1, N - 1), None, _part(load_b, 1, O - 1)))
+        else:
+            steps[0] = (steps[0][0], None, _part(load_b, 1, O - 1))
+        steps.append((block(comp, 1, O - 1, 0, N), *next_loads))
+    elif N > 1:
+        steps.append((block(comp, 0, 1, 1, N - 1), *next_loads))
+    else:
+        steps[0] = (steps[0][0], *next_loads)
+    pro += [Instruction(compute=c, load_a=a, load_b=b) for c, a, b in steps]
+
+    last, final = tail[0].compute, tail[1].store_c
+    assert last is not None and final is not None
+    O, N = last.outer, last.inner  # the last tile may be a partial one
+    computes = []
+    if O > 1:
+        computes.append(block(last, 0, O - 1, 0, N))
+    if N > 1:
+        computes.append(block(last, O - 1, 1, 0, N - 1))
+    computes.append(block(last, O - 1, 1, N - 1, 1))
+    # stores wait in line, one per instruction; n blocks 0 .. O-2 of the last tile may go out
+    # once their compute (the first epilogue instruction when O > 1) has been dispatched
+    early = _part(final, 0, O - 1) if O > 1 else None
+    queue = [t for t in (tail[0].store_c,) if t is not None]
+    epi: list[Instruction] = []
+    for n, c in enumerate(computes):
+        epi.append(Instruction(compute=c, store_c=queue.pop(0) if queue else None))
+        if n == 0 and early is not None:
+            queue.append(early)
+    if early is not None and early in queue:  # never went out early: store the tile at once
+        queue.remove(early)
+        queue.append(final)
+    else:
+        queue.append(_part(final, O - 1, 1))
+    epi += [Instruction(store_c=t) for t in queue]
     return pro + instrs[2:-2] + epi
