@@ -246,10 +246,14 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
         # short ones: keep whichever program the timing model says is faster.
         from hwloop.sim.systolic.model import program_cycles  # the model walks programs
 
-        split = (_split_ends if os_flow else _split_ends_ws)(params, gemm, program.instructions)
-        if split_ends or (program_cycles(params, split)[0]
-                          < program_cycles(params, program.instructions)[0]):
-            program.instructions = split
+        plain = program.instructions
+        if os_flow:
+            splits = [_split_ends(params, gemm, plain)]
+        else:
+            splits = [_split_ends_ws(params, gemm, plain, fine=fine) for fine in (False, True)]
+        timed = sorted((program_cycles(params, p)[0], n, p) for n, p in enumerate(splits))
+        if split_ends or timed[0][0] < program_cycles(params, plain)[0]:
+            program.instructions = timed[0][2]
     return program
 
 
@@ -324,17 +328,19 @@ def _split_ends(params, gemm: Gemm, instrs: list[Instruction]) -> list[Instructi
     return pro + instrs[2:-2] + epi
 
 
-def _split_ends_ws(params, gemm: Gemm, instrs: list[Instruction]) -> list[Instruction]:
+def _split_ends_ws(params, gemm: Gemm, instrs: list[Instruction], *,
+                   fine: bool) -> list[Instruction]:
     """ws: shorten the pipeline fill and drain around the first and last scratchpad tile.
 
     A ws compute runs ``outer`` n blocks of ``inner`` k blocks; array tile (o, i) streams the
     A rows of k block i (``a_base + i*length``) through the weight rows
     ``b_base + (o*inner + i)*rows`` and accumulates into the rows ``acc_base + o*length``.
-    Prologue: load k block 0 of A and the first weight block alone, compute that array tile while
-    the rest of the first tile loads, then the rest of n block 0, then the other n blocks with
-    the second tile's loads. Epilogue: the last tile's n blocks but the last (storing what the
-    previous tile finished), the last n block's k blocks but the last (storing the others), its
-    last array tile, then the store of that n block alone.
+    Prologue: load k block 0 of A and the first weight block alone, then compute n block 0 one
+    array tile per instruction while the next array tile's operands load (``fine``), or its
+    first array tile while the rest of the first tile loads and then the rest of it; then the
+    other n blocks with the second tile's loads. Epilogue: the last tile's n blocks but the last
+    (storing what the previous tile finished), the last n block's k blocks but the last
+    (storing the others), its last array tile, then the store of that n block alone.
     """
     R = params.rows
     head, tail = instrs[:2], instrs[-2:]
@@ -357,21 +363,27 @@ def _split_ends_ws(params, gemm: Gemm, instrs: list[Instruction]) -> list[Instru
     load_a, load_b = first.load_a, first.load_b
     next_loads = (head[1].load_a, head[1].load_b)
     pro = [Instruction(load_a=_part(load_a, 0, 1), load_b=b_rows(load_b, 0, R))]
-    rest_a = _part(load_a, 1, N - 1) if N > 1 else None
-    rest_b0 = b_rows(load_b, R, load_b.length - R) if N > 1 else None
-    steps: list[tuple[Compute, Transfer | None, Transfer | None]] = [
-        (block(comp, 0, 1, 0, 1), rest_a, rest_b0)]
-    if O > 1:
+    if fine:  # n block 0 one array tile at a time, loading the next tile's operands
+        for i in range(N):
+            if i + 1 < N:
+                loads = (_part(load_a, i + 1, 1), b_rows(load_b, (i + 1) * R, R))
+            elif O > 1:
+                loads = (None, _part(load_b, 1, O - 1))
+            else:
+                loads = next_loads
+            pro.append(Instruction(compute=block(comp, 0, 1, i, 1), load_a=loads[0],
+                                   load_b=loads[1]))
+    else:  # its first array tile while the rest of n block 0 loads, then the rest of it
+        rest_a = _part(load_a, 1, N - 1) if N > 1 else None
+        rest_b = b_rows(load_b, R, load_b.length - R) if N > 1 else None
         if N > 1:
-            steps.append((block(comp, 0, 1, 1, N - 1), None, _part(load_b, 1, O - 1)))
-        else:
-            steps[0] = (steps[0][0], None, _part(load_b, 1, O - 1))
-        steps.append((block(comp, 1, O - 1, 0, N), *next_loads))
-    elif N > 1:
-        steps.append((block(comp, 0, 1, 1, N - 1), *next_loads))
-    else:
-        steps[0] = (steps[0][0], *next_loads)
-    pro += [Instruction(compute=c, load_a=a, load_b=b) for c, a, b in steps]
+            pro.append(Instruction(compute=block(comp, 0, 1, 0, 1), load_a=rest_a, load_b=rest_b))
+        loads = (None, _part(load_b, 1, O - 1)) if O > 1 else next_loads
+        pro.append(Instruction(compute=block(comp, 0, 1, 1 if N > 1 else 0, max(N - 1, 1)),
+                               load_a=loads[0], load_b=loads[1]))
+    if O > 1:
+        pro.append(Instruction(compute=block(comp, 1, O - 1, 0, N), load_a=next_loads[0],
+                               load_b=next_loads[1]))
 
     last, final = tail[0].compute, tail[1].store_c
     assert last is not None and final is not None

@@ -76,21 +76,33 @@ _SPLIT_DESIGNS = {
 }
 
 
-@pytest.mark.parametrize("dataflow", [
+def _split_program(params, gemm, mapping, variant):
+    program = program_module.build_program(params, gemm, mapping, split_ends=False)
+    if variant == "os":
+        program.instructions = program_module._split_ends(params, gemm, program.instructions)
+    else:
+        program.instructions = program_module._split_ends_ws(
+            params, gemm, program.instructions, fine=variant == "ws-fine")
+    return program
+
+
+@pytest.mark.parametrize("variant", [
     pytest.param("os", marks=pytest.mark.xdist_group("systolic_os_2x3")),
-    pytest.param("ws", marks=pytest.mark.xdist_group("systolic_ws_3x2")),
+    pytest.param("ws-coarse", marks=pytest.mark.xdist_group("systolic_ws_3x2")),
+    pytest.param("ws-fine", marks=pytest.mark.xdist_group("systolic_ws_3x2")),
 ])
-def test_split_ends_forced(dataflow, tmp_path, monkeypatch):
+def test_split_ends_forced(variant, tmp_path, monkeypatch):
     """Programs with split first and last tiles (whether or not the model prefers them), over
     1-3 blocks in each tile dimension: bit-exact, and the model walks them exactly."""
+    dataflow = variant[:2]
     params = _SPLIT_DESIGNS[dataflow]
     R, C = params.rows, params.cols
     print(f"HWLOOP_SEED={SEED} design={params.name}")
     rng = np.random.default_rng(SEED)
     forced = []
 
-    def build_split(p, gemm, mapping, *, split_ends=None):
-        built = program_module.build_program(p, gemm, mapping, split_ends=True)
+    def build_split(p, gemm, mapping):
+        built = _split_program(p, gemm, mapping, variant)
         forced.append(len(built.instructions))
         return built
 
@@ -116,8 +128,7 @@ def test_split_ends_forced(dataflow, tmp_path, monkeypatch):
     for (gemm, mapping, a, b), run in zip(jobs, runs, strict=True):
         where = f"seed={SEED} {params.name} {gemm} {mapping}"
         assert np.array_equal(run.c, gemm_golden(a, b, acc_bits=params.acc_bits)), where
-        split = program_module.build_program(params, gemm, mapping.fit_to(params, gemm),
-                                             split_ends=True)
+        split = _split_program(params, gemm, mapping.fit_to(params, gemm), variant)
         cycles, actions = program_cycles(params, split.instructions)
         assert (cycles, actions) == (run.cycles, run.actions), where
 
