@@ -80,15 +80,21 @@ class Compute:
 
 @dataclass(frozen=True)
 class Instruction:
+    """One pipeline step. ``preload_next`` (ws): the last array tile of this compute also
+    loads the first weights of the next instruction's compute, which then skips its weight
+    prologue; only set when those weight rows are already in the scratchpad."""
+
     compute: Compute | None = None
     load_a: Transfer | None = None
     load_b: Transfer | None = None
     store_c: Transfer | None = None
+    preload_next: bool = False
 
 
 #: Field order of an encoded instruction, least significant first.
 FIELDS: tuple[str, ...] = (
-    "flags",  # bit0 compute, bit1 load_a, bit2 load_b, bit3 store_c, bit4 overwrite
+    "flags",  # bit0 compute, bit1 load_a, bit2 load_b, bit3 store_c, bit4 overwrite,
+    #           bit5 preload_next
     "c_a_base", "c_b_base", "c_acc_base", "c_outer", "c_inner", "c_length",
     "a_ext_base", "a_ext_stride", "a_spad_base", "a_spad_stride", "a_bursts", "a_length",
     "b_ext_base", "b_ext_stride", "b_spad_base", "b_spad_stride", "b_bursts", "b_length",
@@ -103,7 +109,7 @@ def encode(instr: Instruction) -> int:
     flags = 0
     if instr.compute is not None:
         c = instr.compute
-        flags |= 1 | (16 if c.overwrite else 0)
+        flags |= 1 | (16 if c.overwrite else 0) | (32 if instr.preload_next else 0)
         values.update(c_a_base=c.a_base, c_b_base=c.b_base, c_acc_base=c.acc_base,
                       c_outer=c.outer, c_inner=c.inner, c_length=c.length)
     for bit, prefix, t in ((2, "a", instr.load_a), (4, "b", instr.load_b), (8, "s", instr.store_c)):
@@ -243,7 +249,34 @@ def build_program(params, gemm: Gemm, mapping: Mapping) -> Program:
         split = _split_ends(params, gemm, program.instructions)
         if program_cycles(params, split)[0] < program_cycles(params, program.instructions)[0]:
             program.instructions = split
+    if not os_flow:
+        program.instructions = mark_preloads(params, program.instructions)
     return program
+
+
+def _rows_written(t: Transfer | None) -> list[tuple[int, int]]:
+    """Scratchpad row ranges ``[lo, hi)`` a transfer writes."""
+    if t is None:
+        return []
+    return [(t.spad_base + b * t.spad_stride, t.spad_base + b * t.spad_stride + t.length)
+            for b in range(t.bursts)]
+
+
+def mark_preloads(params, instrs: list[Instruction]) -> list[Instruction]:
+    """ws: set ``preload_next`` on every instruction whose compute is followed by a compute
+    whose first tile's weight rows (``rows`` rows from its b base) this instruction's DMA does
+    not write: they are in the scratchpad before this instruction starts, so its last tile can
+    load them into the array (the weight prologue of the next compute is hidden)."""
+    R = params.rows
+    out = list(instrs)
+    for j in range(len(out) - 1):
+        cur, nxt = out[j], out[j + 1]
+        if cur.compute is None or nxt.compute is None:
+            continue
+        lo, hi = nxt.compute.b_base, nxt.compute.b_base + R
+        if all(hi <= w_lo or w_hi <= lo for w_lo, w_hi in _rows_written(cur.load_b)):
+            out[j] = replace(cur, preload_next=True)
+    return out
 
 
 def _part(t: Transfer, first: int, bursts: int) -> Transfer:
