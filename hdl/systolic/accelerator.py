@@ -1,16 +1,18 @@
 """The systolic-array accelerator: controller, compute engine, scratchpads, DMA and counters.
 
-The controller fetches instructions (see ``hwloop.sim.systolic.program``) one at a time and
-starts the compute engine and the DMA engine on them in parallel; the next instruction is
-fetched when both are idle. Scratchpads are double-buffered by the program (it alternates
+The controller dispatches instructions (see ``hwloop.sim.systolic.program``) one at a time to
+the compute engine and the DMA engine, which run them in parallel; the next instruction is
+prefetched meanwhile and dispatched in the first cycle both engines are idle. Scratchpads are double-buffered by the program (it alternates
 halves), so DMA fills one half while the array reads the other.
 
 External memory has three row-wide channels (A rows of ``rows`` inputs, B rows of ``cols``
-weights, C rows of ``cols`` sums) on one bus: the DMA uses one channel at a time; a read beat
-carries as many whole rows as fit in ``bus_bytes`` (one write port per row of a beat), and a
-beat (or a stored row) takes ``ceil(row bytes / bus_bytes)`` cycles, which models a bus of
-``bus_bytes``. The drain of an instruction's last array tiles overlaps the next instruction;
-a store waits until the sums it reads are written.
+weights, C rows of ``cols`` sums) on a bus with separate read and write data paths of
+``bus_bytes`` each, like AXI: A and B share the read path (the A beats of an instruction, then
+its B beats, requests back to back while responses return ``mem_latency + 1`` cycles later),
+C stores use the write path at the same time. A read beat carries as many whole rows as fit in
+``bus_bytes`` (one write port per row of a beat), and a beat (or a stored row) takes
+``ceil(row bytes / bus_bytes)`` cycles. The drain of an instruction's last array tiles overlaps
+the next instruction; a store waits until the sums it reads are written.
 """
 
 from __future__ import annotations
@@ -126,16 +128,11 @@ class SystolicAccelerator(wiring.Component):
         geo = scratchpad_geometry(p)
         e, ab = elem_bytes(p), acc_bytes(p)
 
-        # the controller prefetches the next instruction while the engines run, so
-        # ``instr_data`` holds the current instruction only in its dispatch cycle (``go``);
-        # afterwards the engines read the copy taken then
-        go = Signal()
-        held = Signal(INSTRUCTION_BITS)
-        word = Mux(go, self.instr_data, held)
-        fields = {name: word.word_select(i, FIELD_BITS) for i, name in enumerate(FIELDS)}
+        # ``instr_data`` holds an instruction in the cycle it is dispatched (``go``), when every
+        # engine latches what it needs; afterwards it holds the prefetched next instruction
+        fields = {name: self.instr_data.word_select(i, FIELD_BITS) for i, name in
+                  enumerate(FIELDS)}
         flags = fields["flags"]
-        next_fields = {name: self.instr_data.word_select(i, FIELD_BITS)
-                       for i, name in enumerate(FIELDS)}
 
         # ---- scratchpads -------------------------------------------------------------------
         m.submodules.ifmap = ifmap = Memory(shape=unsigned(R * p.in_bits),
@@ -163,12 +160,11 @@ class SystolicAccelerator(wiring.Component):
         # FETCH reads instruction 0; then an instruction is dispatched (``go``) in the first
         # cycle both engines are seen idle, while the instruction memory already reads the next
         # one (its address is ``pc + 1`` in the dispatch cycle): one cycle per instruction.
+        go = Signal()
         comp_busy = Signal()
         dma_busy = Signal()
         pc = Signal(ADDR_BITS)  # the next instruction to dispatch
         m.d.comb += self.instr_addr.eq(Mux(go, pc + 1, pc))
-        with m.If(go):
-            m.d.sync += held.eq(self.instr_data)
         clear = Signal()
         running = Signal()
         with m.FSM(name="ctrl"):
@@ -282,7 +278,7 @@ class SystolicAccelerator(wiring.Component):
                 m.d.comb += [wl_issue.eq(1), wl_row.eq(slot)]
             with m.Elif(feeding & in_window):
                 m.d.comb += [wl_issue.eq(1), wl_row.eq(slot - (C - 1))]
-            m.d.comb += weight_r.addr.eq(Mux(cross, next_fields["c_b_base"], wl_base) + wl_row)
+            m.d.comb += weight_r.addr.eq(Mux(cross, fields["c_b_base"], wl_base) + wl_row)
             with m.If(wl_issue & (wl_row == R - 1)):
                 m.d.sync += wl_base.eq(wl_base + R)
                 with m.If(cross):
@@ -427,83 +423,83 @@ class SystolicAccelerator(wiring.Component):
         bump("acc_sram_write", wr_valid, C)
 
         # ---- DMA engine --------------------------------------------------------------------
-        issue = _Walker(m, "iss")
-        resp = _Walker(m, "rsp")
-        pace = Signal(8)
-        d_flags = Signal(3)  # transfers still to do: bit0 A, bit1 B, bit2 store
+        # Two engines, like an AXI master's read and write channels: the load engine issues the
+        # A beats and then the B beats back to back on the read bus (one request every
+        # ``ceil(row bytes / bus_bytes)`` cycles) while the responses of both channels are
+        # written as they return; the store engine writes C rows on the write bus at the same
+        # time. Every transfer is latched at dispatch, so neither engine reads the instruction
+        # word afterwards.
+        iss_a, rsp_a = _Walker(m, "iss_a"), _Walker(m, "rsp_a")
+        iss_b, rsp_b = _Walker(m, "iss_b"), _Walker(m, "rsp_b")
+        st = _Walker(m, "st")
         cpr_a = cycles_per_beat(R * e, p.bus_bytes)
         cpr_b = cycles_per_beat(C * e, p.bus_bytes)
         cpr_c = cycles_per_beat(C * ab, p.bus_bytes)
+        rd_pace = Signal(8)  # read-bus cycles until the next request may issue
+        wr_pace = Signal(8)  # write-bus cycles until the next row may be written
         st_valid, st_addr, st_fire = Signal(), Signal(ADDR_BITS), Signal()
         need_drained = Signal(ADDR_BITS)  # compute instructions dispatched before this one
-        with m.If(go):
-            m.d.sync += need_drained.eq(computes_started)
-        with m.FSM(name="dma"):
-            with m.State("IDLE"):
-                with m.If(go & (flags[1:4] != 0)):
-                    m.d.sync += [d_flags.eq(flags[1:4]), dma_busy.eq(1)]
-                    m.next = "NEXT"
-            with m.State("NEXT"):
-                with m.If(d_flags[0]):
-                    m.d.sync += issue.load(fields, "a") + resp.load(fields, "a")
-                    m.d.sync += [d_flags[0].eq(0), pace.eq(0)]
-                    m.next = "LOAD_A"
-                with m.Elif(d_flags[1]):
-                    m.d.sync += issue.load(fields, "b") + resp.load(fields, "b")
-                    m.d.sync += [d_flags[1].eq(0), pace.eq(0)]
-                    m.next = "LOAD_B"
-                with m.Elif(d_flags[2]):
-                    m.d.sync += issue.load(fields, "s")
-                    m.d.sync += [d_flags[2].eq(0), pace.eq(0)]
-                    m.next = "STORE"
-                with m.Else():
-                    m.d.sync += dma_busy.eq(0)
-                    m.next = "IDLE"
-            for state, cpr, req_valid, req_addr, resp_valid, resp_data, wports, name, width, k in (
-                ("LOAD_A", cpr_a, self.a_req_valid, self.a_req_addr, self.a_resp_valid,
-                 self.a_resp_data, ifmap_ws, "ifmap", R, self._beat_a),
-                ("LOAD_B", cpr_b, self.b_req_valid, self.b_req_addr, self.b_resp_valid,
-                 self.b_resp_data, weight_ws, "weight", C, self._beat_b),
-            ):
-                with m.State(state):
-                    can_issue = (issue.left != 0) & (pace == 0)
-                    m.d.comb += [req_valid.eq(can_issue), req_addr.eq(issue.ext)]
-                    with m.If(can_issue):
-                        issue.step(k)
-                        m.d.sync += pace.eq(cpr - 1)
-                    with m.Elif(pace != 0):
-                        m.d.sync += pace.eq(pace - 1)
-                    got = resp.rows_now(k)
-                    row_bits = width * p.in_bits
-                    for i, wport in enumerate(wports):
-                        m.d.comb += [wport.addr.eq(resp.spad + i),
-                                     wport.data.eq(resp_data[i * row_bits:(i + 1) * row_bits]),
-                                     wport.en.eq(resp_valid & (got > i))]
-                    with m.If(resp_valid):
-                        resp.step(k)
-                        with m.If(resp.left == got):
-                            m.next = "NEXT"
-                    rows_in = Signal(range(k + 1), name=f"{name}_rows_in")
-                    m.d.comb += rows_in.eq(Mux(resp_valid, got, 0))
-                    bump(f"{name}_sram_write", 1, rows_in * width)
-                    bump("dram_read_bytes", 1, rows_in * (width * e))
-            with m.State("STORE"):
-                # the stored tile's last sums may still be draining from the previous instruction
-                can_issue = (issue.left != 0) & (pace == 0) & (drains_done >= need_drained)
-                m.d.comb += [acc_s.addr.eq(issue.spad), st_fire.eq(can_issue)]
-                with m.If(can_issue):
-                    issue.step()
-                    m.d.sync += pace.eq(cpr_c - 1)
-                with m.Elif(pace != 0):
-                    m.d.sync += pace.eq(pace - 1)
-                with m.If((issue.left == 0) & ~st_valid):
-                    m.next = "NEXT"
-                bump("acc_sram_read", st_fire, C)
+        m.d.comb += dma_busy.eq((rsp_a.left != 0) | (rsp_b.left != 0) | (st.left != 0)
+                                | st_valid)
+
+        # load engine: issue side (A first, then B)
+        issue_a = (iss_a.left != 0) & (rd_pace == 0)
+        issue_b = (iss_a.left == 0) & (iss_b.left != 0) & (rd_pace == 0)
+        m.d.comb += [self.a_req_valid.eq(issue_a), self.a_req_addr.eq(iss_a.ext),
+                     self.b_req_valid.eq(issue_b), self.b_req_addr.eq(iss_b.ext)]
+        with m.If(issue_a):
+            iss_a.step(self._beat_a)
+            m.d.sync += rd_pace.eq(cpr_a - 1)
+        with m.Elif(issue_b):
+            iss_b.step(self._beat_b)
+            m.d.sync += rd_pace.eq(cpr_b - 1)
+        with m.Elif(rd_pace != 0):
+            m.d.sync += rd_pace.eq(rd_pace - 1)
+
+        # load engine: response side, one walker per channel
+        for walker, resp_valid, resp_data, wports, name, width, k in (
+            (rsp_a, self.a_resp_valid, self.a_resp_data, ifmap_ws, "ifmap", R, self._beat_a),
+            (rsp_b, self.b_resp_valid, self.b_resp_data, weight_ws, "weight", C, self._beat_b),
+        ):
+            got = walker.rows_now(k)
+            row_bits = width * p.in_bits
+            for i, wport in enumerate(wports):
+                m.d.comb += [wport.addr.eq(walker.spad + i),
+                             wport.data.eq(resp_data[i * row_bits:(i + 1) * row_bits]),
+                             wport.en.eq(resp_valid & (got > i))]
+            with m.If(resp_valid):
+                walker.step(k)
+            rows_in = Signal(range(k + 1), name=f"{name}_rows_in")
+            m.d.comb += rows_in.eq(Mux(resp_valid, got, 0))
+            bump(f"{name}_sram_write", 1, rows_in * width)
+            bump("dram_read_bytes", 1, rows_in * (width * e))
+
+        # store engine: the stored tile's last sums may still be draining from the previous
+        # instruction
+        m.d.comb += st_fire.eq((st.left != 0) & (wr_pace == 0)
+                               & (drains_done >= need_drained))
+        m.d.comb += acc_s.addr.eq(st.spad)
+        with m.If(st_fire):
+            st.step()
+            m.d.sync += wr_pace.eq(cpr_c - 1)
+        with m.Elif(wr_pace != 0):
+            m.d.sync += wr_pace.eq(wr_pace - 1)
+        bump("acc_sram_read", st_fire, C)
         # store pipeline: the scratchpad row arrives one cycle after its address
-        m.d.sync += [st_valid.eq(st_fire), st_addr.eq(issue.ext)]
+        m.d.sync += [st_valid.eq(st_fire), st_addr.eq(st.ext)]
         m.d.comb += [self.c_wr_valid.eq(st_valid), self.c_wr_addr.eq(st_addr),
                      self.c_wr_data.eq(acc_s.data)]
         bump("dram_write_bytes", st_valid, C * ab)
+
+        # dispatch: latch the transfers (both engines are idle then; a bus pace may still be
+        # counting down from the previous instruction's last beat and keeps the bus rate)
+        with m.If(go):
+            m.d.sync += need_drained.eq(computes_started)
+            for walker, flag, prefix in ((iss_a, 1, "a"), (rsp_a, 1, "a"), (iss_b, 2, "b"),
+                                         (rsp_b, 2, "b"), (st, 3, "s")):
+                m.d.sync += walker.load(fields, prefix)
+                with m.If(~flags[flag]):
+                    m.d.sync += walker.left.eq(0)
 
         # ---- counter updates ---------------------------------------------------------------
         for name, items in bumps.items():

@@ -17,12 +17,14 @@ feeder (array tiles back to back, ``P`` cycles apart):
 drain (overlaps the next instruction): the last sums are in the scratchpad
     stall + (tiles-1)*P + length + 2*rows + cols cycles after dispatch (skew, mesh, deskew,
     shift-out; ws: the prologue, skew, mesh, deskew), ``rows`` fewer without a ws prologue
-DMA (transfers one after another; loads move ``floor(bus_bytes / row bytes)`` rows per beat
-(at least one; bursts never share a beat), one beat per ``ceil(row bytes / bus_bytes)`` cycles,
-responses ``mem_latency + 1`` cycles later; stores move one row per beat and start only when
-the previous instruction's drain is complete):
-    time = 1 + sum over transfers of (beats-1)*cycles_per_beat + TAIL,
-    TAIL = mem_latency + LOAD_TAIL for loads, STORE_TAIL (+ any wait for the drain) for stores
+DMA (a read path and a write path of ``bus_bytes`` each, working at the same time):
+    loads: the A beats, then the B beats, one request every ``ceil(row bytes / bus_bytes)``
+        cycles (a beat moves ``floor(bus_bytes / row bytes)`` rows, at least one; bursts never
+        share a beat), from the cycle after dispatch or when the read path is free again; done
+        ``mem_latency + 1`` cycles after the last request
+    stores: one row per ``ceil(row bytes / bus_bytes)`` cycles, from the cycle after dispatch,
+        when the write path is free and the previous instruction's drain is complete; done
+        two cycles after the last row is read
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from hwloop.sim.systolic.mapping import Gemm, Mapping, acc_bytes, elem_bytes
 from hwloop.sim.systolic.program import (
     Compute,
     Instruction,
-    Transfer,
     beats,
     build_program,
     cycles_per_beat,
@@ -53,9 +54,6 @@ ACTIONS: tuple[str, ...] = (
 START_CYCLES = 1     # fetch of the first instruction
 DISPATCH_CYCLES = 1  # per instruction: the cycle it is dispatched in
 DONE_CYCLES = 1      # the cycle that sees the last instruction's engines idle
-LOAD_TAIL = 3      # transfer setup, request register, last write
-STORE_TAIL = 4     # transfer setup, scratchpad read, external write, drain check
-DMA_DONE = 1       # the DMA's final "no more transfers" cycle
 
 
 @dataclass
@@ -105,33 +103,47 @@ def drain_cycles(params, c: Compute, stall: int = 0, preloaded: bool = False) ->
     return last_feed_cycles(params, c, stall, preloaded) + latency
 
 
-def load_cycles(params, t: Transfer, row_bytes: int) -> int:
-    n = beats(t, row_bytes, params.bus_bytes)
-    return (n - 1) * cycles_per_beat(row_bytes, params.bus_bytes) + params.mem_latency \
-        + LOAD_TAIL
+@dataclass
+class BusState:
+    """Absolute cycles from which the read and the write path take their next beat."""
+
+    read_free: int = 0
+    write_free: int = 0
 
 
-def store_cycles(params, t: Transfer) -> int:
-    row_bytes = params.cols * acc_bytes(params)
-    return (t.rows - 1) * cycles_per_beat(row_bytes, params.bus_bytes) + STORE_TAIL
+def dma_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | None,
+               bus: BusState) -> int:
+    """Cycles after dispatch until the DMA is seen idle (0 without transfers); advances ``bus``.
 
-
-def instruction_cycles(params, instr: Instruction, drain_ready: int | None,
-                       stall: int = 0, preloaded: bool = False) -> int:
-    """Cycles of one instruction; ``drain_ready`` is the cycle (relative to this instruction's
-    dispatch) from which the previous instruction's sums are all in the scratchpad."""
+    ``drain_ready`` is the cycle (relative to dispatch) from which the previous instruction's
+    sums are all in the scratchpad.
+    """
     e = elem_bytes(params)
-    dma = 0
-    if instr.load_a is not None or instr.load_b is not None or instr.store_c is not None:
-        dma = DMA_DONE
-    if instr.load_a is not None:
-        dma += load_cycles(params, instr.load_a, params.rows * e)
-    if instr.load_b is not None:
-        dma += load_cycles(params, instr.load_b, params.cols * e)
+    done = dispatch
+    reads = [(t, row) for t, row in ((instr.load_a, params.rows * e),
+                                     (instr.load_b, params.cols * e)) if t is not None]
+    if reads:
+        issue = max(dispatch + 1, bus.read_free)
+        for t, row in reads:
+            cpb = cycles_per_beat(row, params.bus_bytes)
+            issue += beats(t, row, params.bus_bytes) * cpb
+            last_cpb = cpb
+        bus.read_free = issue
+        done = issue - last_cpb + params.mem_latency + 1
     if instr.store_c is not None:
-        # the store's first issue would be ``dma + 1`` cycles after dispatch
-        wait = 0 if drain_ready is None else max(0, drain_ready - (dma + 1))
-        dma += wait + store_cycles(params, instr.store_c)
+        cpb = cycles_per_beat(params.cols * acc_bytes(params), params.bus_bytes)
+        first = max(dispatch + 1, bus.write_free,
+                    dispatch + (drain_ready if drain_ready is not None else 0))
+        last = first + (instr.store_c.rows - 1) * cpb
+        bus.write_free = last + cpb
+        done = max(done, last + 1)
+    return done - dispatch
+
+
+def instruction_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | None,
+                       bus: BusState, stall: int = 0, preloaded: bool = False) -> int:
+    """Cycles of one instruction dispatched at ``dispatch`` (see dma_cycles)."""
+    dma = dma_cycles(params, instr, dispatch, drain_ready, bus)
     comp = 0 if instr.compute is None else feed_cycles(params, instr.compute, stall, preloaded)
     return DISPATCH_CYCLES + max(dma, comp)
 
@@ -184,6 +196,7 @@ def program_cycles(params, instructions: list) -> tuple[int, dict[str, int]]:
     drain_done: int | None = None  # absolute cycle the last dispatched compute is drained
     last_fed: int | None = None    # absolute cycle the last tile's last element was fed
     preloaded = False              # ws: the previous instruction preloaded this one's weights
+    bus = BusState()
     for instr in instructions:
         dispatch = cycles
         # the drain-completion count is visible two cycles after the last read-for-write
@@ -194,7 +207,7 @@ def program_cycles(params, instructions: list) -> tuple[int, dict[str, int]]:
                                None if last_fed is None else dispatch - last_fed)
             drain_done = dispatch + drain_cycles(params, instr.compute, stall, preloaded)
             last_fed = dispatch + last_feed_cycles(params, instr.compute, stall, preloaded)
-        cycles += instruction_cycles(params, instr, ready, stall, preloaded)
+        cycles += instruction_cycles(params, instr, dispatch, ready, bus, stall, preloaded)
         preloaded = instr.preload_next and instr.compute is not None
         instruction_actions(params, instr, totals)
     return cycles + DONE_CYCLES, totals

@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -77,8 +78,15 @@ def cached_verilog(params: SystolicParams) -> str:
 #: (cocotb's default ``--public-flat-rw``) stops Verilator from optimizing the design.
 PUBLIC_SIGNALS = ("clk", "rst", "start", "load", "dump", "n_instr", "c_rows", "done",
                   *(f"cnt_{name}" for name in COUNTERS))
-PUBLIC_VLT = "`verilator_config\n" + "".join(
-    f'public_flat_rw -module "{HARNESS_TOP}" -var "{name}"\n' for name in PUBLIC_SIGNALS)
+
+
+def public_vlt(top: str, names: Sequence[str]) -> str:
+    """A Verilator control file that makes only ``names`` of module ``top`` visible to cocotb."""
+    return "`verilator_config\n" + "".join(
+        f'public_flat_rw -module "{top}" -var "{name}"\n' for name in names)
+
+
+PUBLIC_VLT = public_vlt(HARNESS_TOP, PUBLIC_SIGNALS)
 
 TB_MODULE = "hwloop_systolic_tb"
 
@@ -99,6 +107,68 @@ def _runner():
             return cmds
 
     return _FastHarness()
+
+
+def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Sequence[str],
+                    extra: dict[str, object], waves: bool = False) -> tuple[Path, bool]:
+    """A cocotb-ready Verilator build of ``sources`` (name -> text; ``.vlt`` = control file).
+
+    Cached in :class:`BuildCache` under the sources, ``flags`` (+ :data:`MAKE_OPT`), the tool
+    versions and ``extra``; returns ``(folder, built)``; the model is in ``folder / "obj"``.
+    """
+    key = build_key(sources=sources, flags=[*flags, *MAKE_OPT], tools=tool_versions(),
+                    extra=extra)
+
+    def build(folder: Path) -> None:
+        from cocotb_tools.runner import VerilatorControlFile
+
+        setup_verilator()
+        for name, text in sources.items():
+            (folder / name).write_text(text)
+        # control files first: they must be read before the modules they configure
+        files = [VerilatorControlFile(folder / n) for n in sources if n.endswith(".vlt")]
+        files += [folder / n for n in sources if not n.endswith(".vlt")]
+        log = folder / "build.log"
+        try:
+            _runner().build(sources=files, hdl_toplevel=top, build_dir=folder / "obj",
+                            build_args=list(flags), timescale=("1ns", "1ps"), waves=waves,
+                            log_file=log)
+        except (SystemExit, Exception) as exc:
+            kept = Path(tempfile.mkdtemp(prefix="hwloop-build-")) / "build.log"
+            hint = ""
+            if log.exists():
+                shutil.copy(log, kept)
+                if waves and "lz4.h" in log.read_text(errors="replace"):
+                    hint = "; FST waves need lz4: apt-get install liblz4-dev"
+            raise BuildError(f"Verilator build of {label} failed ({exc}{hint}; log: {kept})",
+                             log_path=kept) from None
+
+    return BuildCache().get_or_build(key, build)
+
+
+def run_testbench(build: Path, *, top: str, testbench: Path, module: str, work: Path,
+                  env: dict[str, str], log: Path, waves: bool = False) -> float:
+    """Run the cocotb test file ``testbench`` (as top-level ``module``) on a built model.
+
+    The test file is copied into ``work`` and imported from there: importing it from a package
+    would load that package (numpy, Amaranth, ...) into the simulator, about a second of
+    start-up per run; pytest's assertion rewriting is off for the same reason. Returns the wall
+    seconds of the simulator process; the test reports its results through files it writes.
+    """
+    setup_verilator()
+    shutil.copyfile(testbench, work / f"{module}.py")
+    began = time.perf_counter()
+    try:
+        _runner().test(test_module=module, hdl_toplevel=top, hdl_toplevel_lang="verilog",
+                       build_dir=build / "obj", test_dir=work, waves=waves,
+                       timescale=("1ns", "1ps"),
+                       extra_env={**env, "COCOTB_REWRITE_ASSERTION_FILES": "",
+                                  "PYTHONPATH": ":".join([str(work),
+                                                          *(x for x in sys.path if x)])},
+                       log_file=log)
+    except SystemExit:
+        pass
+    return time.perf_counter() - began
 
 
 class RtlSimulator:
@@ -126,36 +196,10 @@ class RtlSimulator:
         design = cached_verilog(self.params)
         harness = harness_verilog(self.params)
         flags = self._flags()
-        key = build_key(sources={"design.v": design, "harness.v": harness,
-                                 "public.vlt": PUBLIC_VLT}, flags=[*flags, *MAKE_OPT],
-                        tools=tool_versions(), extra={"what": "systolic-rtl", "waves": self.waves})
-
-        def build(folder: Path) -> None:
-            from cocotb_tools.runner import VerilatorControlFile
-
-            setup_verilator()
-            (folder / "design.v").write_text(design)
-            (folder / "harness.v").write_text(harness)
-            (folder / "public.vlt").write_text(PUBLIC_VLT)
-            log = folder / "build.log"
-            runner = _runner()
-            try:
-                runner.build(sources=[VerilatorControlFile(folder / "public.vlt"),
-                                      folder / "design.v", folder / "harness.v"],
-                             hdl_toplevel=HARNESS_TOP, build_dir=folder / "obj",
-                             build_args=flags, timescale=("1ns", "1ps"), waves=self.waves,
-                             log_file=log)
-            except (SystemExit, Exception) as exc:
-                kept = Path(tempfile.mkdtemp(prefix="hwloop-systolic-build-")) / "build.log"
-                hint = ""
-                if log.exists():
-                    shutil.copy(log, kept)
-                    if self.waves and "lz4.h" in log.read_text(errors="replace"):
-                        hint = "; FST waves need lz4: apt-get install liblz4-dev"
-                raise BuildError(f"Verilator build of {self.params.name} failed ({exc}{hint}; "
-                                 f"log: {kept})", log_path=kept) from None
-
-        path, built = BuildCache().get_or_build(key, build)
+        path, built = build_verilated(
+            label=self.params.name, top=HARNESS_TOP, flags=flags, waves=self.waves,
+            sources={"design.v": design, "harness.v": harness, "public.vlt": PUBLIC_VLT},
+            extra={"what": "systolic-rtl", "waves": self.waves})
         self._build_path = path
         return time.monotonic() - start if built else 0.0
 
@@ -224,27 +268,11 @@ class RtlSimulator:
         (work / "jobs.json").write_text(json.dumps({"jobs": specs, "files": FILES,
                                                     "counters": list(COUNTERS),
                                                     "results": str(results_path)}))
-        setup_verilator()
-        runner = _runner()
         log = work / "sim.log"
-        try:
-            # the testbench runs as a top-level module copied next to the jobs: importing it
-            # from hwloop.sim would load numpy and the evaluation stack into the simulator
-            # (about a second of start-up per run); pytest's assertion rewriting is off for
-            # the same reason
-            shutil.copyfile(Path(__file__).with_name("tb.py"), work / f"{TB_MODULE}.py")
-            began = time.perf_counter()
-            runner.test(test_module=TB_MODULE, hdl_toplevel=HARNESS_TOP,
-                        hdl_toplevel_lang="verilog", build_dir=self._build_path / "obj",
-                        test_dir=work, waves=self.waves, timescale=("1ns", "1ps"),
-                        extra_env={"HWLOOP_SYSTOLIC_JOBS": str(work / "jobs.json"),
-                                   "COCOTB_REWRITE_ASSERTION_FILES": "",
-                                   "PYTHONPATH": ":".join([str(work),
-                                                           *(x for x in sys.path if x)])},
-                        log_file=log)
-        except SystemExit:
-            pass
-        self.process_s = time.perf_counter() - began
+        self.process_s = run_testbench(
+            self._build_path, top=HARNESS_TOP, testbench=Path(__file__).with_name("tb.py"),
+            module=TB_MODULE, work=work, log=log, waves=self.waves,
+            env={"HWLOOP_SYSTOLIC_JOBS": str(work / "jobs.json")})
         if not results_path.exists():
             raise SimulationError(f"the co-simulation of {p.name} produced no result "
                                   f"(log: {log})", log_path=log)

@@ -1,0 +1,104 @@
+"""cocotb test: one GEMM through the bare PE mesh, driven from Python on every clock.
+
+The job file (``HWLOOP_MESH_JOB``) holds the padded operands and the accelerator's array tiles
+``(m0, n0, k0, length)``. Per tile the test packs ``length`` rows of A (``rows`` operands) and of
+B (``cols`` operands), then on every cycle pokes them with ``valid``/``first``/``last``, awaits
+the rising edge and reads ``early``; a row announced by ``early`` (index ``out_row``) is read
+from ``out`` one cycle later and added into C (the K tiles' partial sums, as the accumulator
+scratchpad does). Like the accelerator's feeder, a tile waits (idle cycles) until its last
+row is at least ``rows`` cycles behind the previous tile's, so the output chain has drained.
+Only cocotb and the standard library are imported, so start-up stays short.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import deque
+from pathlib import Path
+
+import cocotb
+from cocotb.triggers import ClockCycles, RisingEdge
+
+
+@cocotb.test()
+async def drive_gemm(dut) -> None:
+    began = time.perf_counter()
+    spec = json.loads(Path(os.environ["HWLOOP_MESH_JOB"]).read_text())
+    R, C, W, ACC = spec["rows"], spec["cols"], spec["in_bits"], spec["acc_bits"]
+    a_rows, b_rows = spec["a"], spec["b"]
+    wmask, amask, sign = (1 << W) - 1, (1 << ACC) - 1, 1 << (ACC - 1)
+    c = [[0] * spec["n"] for _ in range(spec["m"])]
+    sig_a, sig_b = dut.a, dut.b
+    sig_valid, sig_first, sig_last = dut.valid, dut.first, dut.last
+    sig_early, sig_row, sig_out = dut.early, dut.out_row, dut.out
+    edge = RisingEdge(dut.clk)
+
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 2)
+    dut.rst.value = 0
+    await edge
+    started = time.perf_counter()
+
+    pending: deque[tuple[int, int]] = deque()  # tiles whose rows are still to come
+    row_next = -1  # the row ``out`` holds after the next edge, or -1
+    cycles = 0
+
+    def collect() -> None:
+        nonlocal row_next
+        if row_next >= 0:
+            word = sig_out.value.to_unsigned()
+            m0, n0 = pending[0]
+            row = c[m0 + row_next]
+            for col in range(C):
+                x = (word >> (col * ACC)) & amask
+                row[n0 + col] += x - ((x & sign) << 1)
+            if row_next == 0:  # rows come bottom first
+                pending.popleft()
+        row_next = int(sig_row.value) if int(sig_early.value) else -1
+
+    last_at = -R  # the cycle the latest ``last`` was poked
+    for m0, n0, k0, length in spec["tiles"]:
+        a_words = [sum((a_rows[m0 + r][k] & wmask) << (r * W) for r in range(R))
+                   for k in range(k0, k0 + length)]
+        b_words = [sum((b_rows[k][n0 + col] & wmask) << (col * W) for col in range(C))
+                   for k in range(k0, k0 + length)]
+        pending.append((m0, n0))
+        # a tile's last row of sums must reach the output chain at least ``rows`` cycles after
+        # the previous tile's, or it would overwrite rows still shifting out
+        idle = last_at + R + 1 - cycles - length
+        if idle > 0:
+            sig_valid.value = 0
+            sig_first.value = 0
+            sig_last.value = 0
+            for _ in range(idle):
+                await edge
+                cycles += 1
+                collect()
+        for i in range(length):
+            sig_a.value = a_words[i]
+            sig_b.value = b_words[i]
+            sig_valid.value = 1
+            sig_first.value = 1 if i == 0 else 0
+            sig_last.value = 1 if i == length - 1 else 0
+            await edge
+            cycles += 1
+            collect()
+        last_at = cycles - 1
+    sig_valid.value = 0
+    sig_first.value = 0
+    sig_last.value = 0
+    error = None
+    for _ in range(4 * (R + C) + 16):
+        if not pending:
+            break
+        await edge
+        cycles += 1
+        collect()
+    else:
+        error = f"{len(pending)} tiles gave no output within {4 * (R + C) + 16} drain cycles"
+    finished = time.perf_counter()
+    Path(spec["result"]).write_text(json.dumps({
+        "c": c, "cycles": cycles, "error": error, "run_s": finished - started,
+        "job_s": time.perf_counter() - began}))
