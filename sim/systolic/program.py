@@ -159,8 +159,10 @@ def layout(params, gemm: Gemm) -> Layout:
                   c_rows=(pn // params.cols) * gemm.m)
 
 
-def build_program(params, gemm: Gemm, mapping: Mapping) -> Program:
-    """The instruction program for ``gemm`` under ``mapping`` (fitted and checked by the caller)."""
+def build_program(params, gemm: Gemm, mapping: Mapping, *, split_ends: bool = True) -> Program:
+    """The instruction program for ``gemm`` under ``mapping`` (fitted and checked by the caller).
+
+    ``split_ends=False`` keeps the plain tile loop (no split first and last tiles)."""
     R, C = params.rows, params.cols
     os_flow = params.dataflow == "os"
     pm, pn, pk = padded_dims(params, gemm)
@@ -241,7 +243,7 @@ def build_program(params, gemm: Gemm, mapping: Mapping) -> Program:
             load_b=load_b,
             store_c=store(j - 2) if j >= 2 and steps[j - 2][2] == last_k else None,
         ))
-    if os_flow and len(steps) >= 2:
+    if os_flow and split_ends and len(steps) >= 2:
         # Split ends shorten fill and drain on most layers but cost instruction overhead on
         # short ones: keep whichever program the timing model says is faster.
         from hwloop.sim.systolic.model import program_cycles  # the model walks programs
@@ -251,6 +253,18 @@ def build_program(params, gemm: Gemm, mapping: Mapping) -> Program:
             program.instructions = split
     if not os_flow:
         program.instructions = mark_preloads(params, program.instructions)
+        if split_ends and len(steps) >= 2:
+            # the same rule as os: a split program only where the model says it is faster
+            from hwloop.sim.systolic.model import program_cycles
+
+            best = program_cycles(params, program.instructions)[0]
+            for group in _WS_GROUPS:
+                split = _split_ends_ws(params, program.instructions, group)
+                if split is None:
+                    continue
+                cycles = program_cycles(params, split)[0]
+                if cycles < best:
+                    best, program.instructions = cycles, split
     return program
 
 
@@ -348,3 +362,75 @@ def _split_ends(params, gemm: Gemm, instrs: list[Instruction]) -> list[Instructi
         prev_store = s
     epi.append(Instruction(store_c=prev_store))
     return pro + instrs[2:-2] + epi
+
+
+#: k blocks per compute instruction while the rest of the first ws tile loads.
+_WS_GROUPS = (1, 2, 4)
+
+
+def _split_ends_ws(params, instrs: list[Instruction], group: int) -> list[Instruction] | None:
+    """ws: shorten the pipeline fill and drain around the first and last scratchpad tile.
+
+    Fill: the first instruction loads only the first k block of A and the first two k blocks
+    of weights of the first n block; the first n block is then computed ``group`` k blocks
+    per instruction while each instruction loads the A and weight rows of the piece after
+    next (so every piece's weights are loaded two instructions ahead and preloaded), then the
+    other n blocks (whose weights the last piece loads) with the second tile's loads. Drain:
+    the last tile's n blocks but the last, then its last n block, each instruction storing
+    what the previous one finished, so one n block's sums are stored after the last compute.
+    Returns None when the pieces would not be shorter (a single k block and n block).
+    """
+    R = params.rows
+    first, head = instrs[0], instrs[1]
+    comp = head.compute
+    assert comp is not None and first.load_a is not None and first.load_b is not None
+    la, lb = first.load_a, first.load_b
+    O, N, L = comp.outer, comp.inner, comp.length
+    if N <= group and O == 1:
+        return None
+
+    def a_blocks(i0: int, count: int) -> Transfer | None:
+        count = min(count, N - i0)
+        return _part(la, i0, count) if count > 0 else None
+
+    def b_rows(o: int, i0: int, count: int) -> Transfer | None:
+        count = min(count, N - i0)
+        if count <= 0:
+            return None
+        return replace(lb, ext_base=lb.ext_base + o * lb.ext_stride + i0 * R,
+                       spad_base=lb.spad_base + o * lb.spad_stride + i0 * R, bursts=1,
+                       length=count * R)
+
+    pro = [Instruction(load_a=a_blocks(0, group), load_b=b_rows(0, 0, 2 * group))]
+    starts = list(range(0, N, group))
+    for n, i0 in enumerate(starts):
+        nxt = i0 + group
+        load_a, load_b = a_blocks(nxt, group), b_rows(0, nxt + group, group)
+        if n == len(starts) - 1:
+            load_a, load_b = ((None, _part(lb, 1, O - 1)) if O > 1
+                              else (head.load_a, head.load_b))
+        piece = replace(comp, a_base=comp.a_base + i0 * L, b_base=comp.b_base + i0 * R,
+                        outer=1, inner=min(group, N - i0), overwrite=comp.overwrite and i0 == 0)
+        pro.append(Instruction(compute=piece, load_a=load_a, load_b=load_b))
+    if O > 1:
+        pro.append(Instruction(compute=replace(comp, b_base=comp.b_base + N * R,
+                                               acc_base=comp.acc_base + L, outer=O - 1),
+                               load_a=head.load_a, load_b=head.load_b))
+
+    last, final = instrs[-2].compute, instrs[-1].store_c
+    assert last is not None and final is not None
+    O, N, L = last.outer, last.inner, last.length
+    epi: list[Instruction] = []
+    if O > 1:
+        pieces = [(replace(last, outer=O - 1), _part(final, 0, O - 1)),
+                  (replace(last, b_base=last.b_base + (O - 1) * N * R,
+                           acc_base=last.acc_base + (O - 1) * L, outer=1),
+                   _part(final, O - 1, 1))]
+        prev_store = instrs[-2].store_c
+        for c, st in pieces:
+            epi.append(Instruction(compute=c, store_c=prev_store))
+            prev_store = st
+        epi.append(Instruction(store_c=prev_store))
+    else:
+        epi = instrs[-2:]
+    return mark_preloads(params, pro + instrs[2:-2] + epi)

@@ -46,6 +46,16 @@ OS = SystolicParams(rows=2, cols=3, dataflow="os", in_bits=8, acc_bits=32, ifmap
 REUSE_GEMM = Gemm(m=40, n=8, k=30)
 REUSE_MAPPING = Mapping(tile_m=8, tile_n=8, tile_k=30, order="nmk")
 
+# ws layers whose programs use split ends on WS (found with the model): several n blocks in
+# the first and the last tile, k accumulated over steps, partial tiles, 1 to 7 k blocks
+SPLIT_WS_SHAPES = [
+    (Gemm(m=39, n=5, k=12), Mapping(tile_m=23, tile_n=6, tile_k=3, order="mnk")),
+    (Gemm(m=4, n=8, k=30), Mapping(tile_m=4, tile_n=4, tile_k=6, order="nmk")),
+    (Gemm(m=3, n=9, k=29), Mapping(tile_m=3, tile_n=6, tile_k=12, order="mnk")),
+    (Gemm(m=44, n=9, k=30), Mapping(tile_m=6, tile_n=4, tile_k=21, order="mnk")),
+    (Gemm(m=13, n=9, k=26), Mapping(tile_m=13, tile_n=2, tile_k=21, order="mnk")),
+]
+
 
 def _without_preloads(instrs: list[Instruction]) -> list[Instruction]:
     return [replace(i, preload_next=False) for i in instrs]
@@ -85,7 +95,8 @@ def test_os_programs_never_preload():
 
 
 def test_ws_reuse_program_hides_every_prologue_but_the_first():
-    program = build_program(WS, REUSE_GEMM, REUSE_MAPPING.fit_to(WS, REUSE_GEMM))
+    program = build_program(WS, REUSE_GEMM, REUSE_MAPPING.fit_to(WS, REUSE_GEMM),
+                            split_ends=False)
     instrs = program.instructions
     computes = [i for i in instrs if i.compute is not None]
     assert len(computes) == 5  # five m steps, one B load
@@ -96,6 +107,33 @@ def test_ws_reuse_program_hides_every_prologue_but_the_first():
     assert without - with_preload == 4 * WS.rows
     # the actions do not change: the same weights are read, only earlier
     assert program_cycles(WS, instrs)[1] == program_cycles(WS, _without_preloads(instrs))[1]
+
+
+def test_ws_split_ends_are_kept_only_when_faster():
+    fitted = REUSE_MAPPING.fit_to(WS, REUSE_GEMM)
+    plain = build_program(WS, REUSE_GEMM, fitted, split_ends=False).instructions
+    split = build_program(WS, REUSE_GEMM, fitted).instructions
+    assert len(split) > len(plain)
+    # the first instruction loads one k block of A instead of the whole tile
+    assert split[0].load_a is not None and plain[0].load_a is not None
+    assert split[0].load_a.rows < plain[0].load_a.rows
+    # only one n block of sums is stored after the last compute
+    assert split[-1].store_c is not None and plain[-1].store_c is not None
+    assert split[-1].store_c.rows * 4 == plain[-1].store_c.rows
+    assert program_cycles(WS, split)[0] < program_cycles(WS, plain)[0]
+    assert program_cycles(WS, split)[1] == program_cycles(WS, plain)[1]  # same work
+    # a single-step layer keeps the plain loop
+    one = Gemm(m=4, n=2, k=3)
+    assert build_program(WS, one, Mapping(tile_m=4, tile_n=2, tile_k=3)).instructions == \
+        build_program(WS, one, Mapping(tile_m=4, tile_n=2, tile_k=3),
+                      split_ends=False).instructions
+
+
+@pytest.mark.parametrize("gemm,mapping", SPLIT_WS_SHAPES)
+def test_split_ws_shapes_use_split_ends(gemm, mapping):
+    fitted = mapping.fit_to(WS, gemm)
+    assert len(build_program(WS, gemm, fitted).instructions) > \
+        len(build_program(WS, gemm, fitted, split_ends=False).instructions)
 
 
 def test_instruction_overhead_is_one_dispatch_cycle():
@@ -120,6 +158,7 @@ def _jobs(params: SystolicParams, rng: np.random.Generator) -> list:
         shapes.append((REUSE_GEMM, REUSE_MAPPING))
         shapes.append((Gemm(m=23, n=2 * C + 1, k=2 * R), Mapping(tile_m=5, tile_n=C, tile_k=R,
                                                                  order="nmk")))
+        shapes += SPLIT_WS_SHAPES
         for _ in range(4):
             gemm = Gemm(m=int(rng.integers(1, 40)), n=int(rng.integers(1, 3 * C + 1)),
                         k=int(rng.integers(1, 3 * R + 1)))
@@ -158,27 +197,33 @@ def _run_exact(params: SystolicParams, jobs: list, tmp_path) -> list[int]:
 
 @pytest.mark.rtl
 @pytest.mark.xdist_group("systolic_ws_3x2")
-def test_ws_preload_rtl_equals_model(tmp_path, monkeypatch):
+def test_ws_preload_and_split_ends_rtl_equal_model(tmp_path, monkeypatch):
     print(f"HWLOOP_SEED={SEED}")
     rng = np.random.default_rng(SEED)
     jobs = _jobs(WS, rng)
-    with_preload = _run_exact(WS, jobs, tmp_path / "preload")
-    # the same programs without the preload flags: the hardware pays every prologue again
+    _run_exact(WS, jobs, tmp_path / "default")  # split ends where faster, preloads
+    # the plain tile loop of the first job with and without the preload flags: without them
+    # the hardware pays every prologue again
     original = rtl_module.build_program
 
-    def plain(params, gemm, mapping):
-        program = original(params, gemm, mapping)
-        program.instructions = _without_preloads(program.instructions)
-        return program
+    def plain(preload: bool):
+        def build(params, gemm, mapping):
+            program = original(params, gemm, mapping, split_ends=False)
+            if not preload:
+                program.instructions = _without_preloads(program.instructions)
+            return program
+        return build
 
-    monkeypatch.setattr(rtl_module, "build_program", plain)
-    sim = rtl_module.RtlSimulator(WS, workdir=tmp_path / "plain")
-    runs = sim.run(jobs[:1])
     gemm, mapping, a, b = jobs[0]
-    assert np.array_equal(runs[0].c, gemm_golden(a, b, acc_bits=WS.acc_bits))
-    program = original(WS, gemm, mapping.fit_to(WS, gemm))
-    assert runs[0].cycles == program_cycles(WS, _without_preloads(program.instructions))[0]
-    assert runs[0].cycles - with_preload[0] == 4 * WS.rows
+    cycles = {}
+    for preload in (True, False):
+        monkeypatch.setattr(rtl_module, "build_program", plain(preload))
+        run = rtl_module.RtlSimulator(WS, workdir=tmp_path / f"plain{preload}").run(jobs[:1])[0]
+        assert np.array_equal(run.c, gemm_golden(a, b, acc_bits=WS.acc_bits))
+        program = plain(preload)(WS, gemm, mapping.fit_to(WS, gemm))
+        assert run.cycles == program_cycles(WS, program.instructions)[0]
+        cycles[preload] = run.cycles
+    assert cycles[False] - cycles[True] == 4 * WS.rows
 
 
 @pytest.mark.rtl
