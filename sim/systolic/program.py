@@ -257,9 +257,10 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *, split_ends: bool = Tr
             # the same rule as os: a split program only where the model says it is faster
             from hwloop.sim.systolic.model import program_cycles
 
-            best = program_cycles(params, program.instructions)[0]
+            plain = program.instructions
+            best = program_cycles(params, plain)[0]
             for group in _WS_GROUPS:
-                split = _split_ends_ws(params, program.instructions, group)
+                split = _split_ends_ws(params, plain, group)
                 if split is None:
                     continue
                 cycles = program_cycles(params, split)[0]
