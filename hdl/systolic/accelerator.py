@@ -1,9 +1,10 @@
 """The systolic-array accelerator: controller, compute engine, scratchpads, DMA and counters.
 
-The controller fetches instructions (see ``hwloop.sim.systolic.program``) one at a time and
-starts the compute engine and the DMA engine on them in parallel; the next instruction is
-fetched when both are idle. Scratchpads are double-buffered by the program (it alternates
-halves), so DMA fills one half while the array reads the other.
+The controller dispatches instructions (see ``hwloop.sim.systolic.program``) one at a time to
+the compute engine and the DMA engine, which run them in parallel; the next instruction is
+prefetched meanwhile and dispatched in the first cycle both engines are idle. Scratchpads are
+double-buffered by the program (it alternates halves), so DMA fills one half while the array
+reads the other.
 
 External memory has three row-wide channels (A rows of ``rows`` inputs, B rows of ``cols``
 weights, C rows of ``cols`` sums) on a bus with separate read and write data paths of
@@ -128,6 +129,8 @@ class SystolicAccelerator(wiring.Component):
         geo = scratchpad_geometry(p)
         e, ab = elem_bytes(p), acc_bytes(p)
 
+        # ``instr_data`` holds an instruction in the cycle it is dispatched (``go``), when every
+        # engine latches what it needs; afterwards it holds the prefetched next instruction
         fields = {name: self.instr_data.word_select(i, FIELD_BITS) for i, name in
                   enumerate(FIELDS)}
         flags = fields["flags"]
@@ -155,11 +158,14 @@ class SystolicAccelerator(wiring.Component):
             bumps[name].append((cond, amount))
 
         # ---- controller --------------------------------------------------------------------
+        # FETCH reads instruction 0; then an instruction is dispatched (``go``) in the first
+        # cycle both engines are seen idle, while the instruction memory already reads the next
+        # one (its address is ``pc + 1`` in the dispatch cycle): one cycle per instruction.
         go = Signal()
         comp_busy = Signal()
         dma_busy = Signal()
-        pc = Signal(ADDR_BITS)
-        m.d.comb += self.instr_addr.eq(pc)
+        pc = Signal(ADDR_BITS)  # the next instruction to dispatch
+        m.d.comb += self.instr_addr.eq(Mux(go, pc + 1, pc))
         clear = Signal()
         running = Signal()
         with m.FSM(name="ctrl"):
@@ -173,19 +179,16 @@ class SystolicAccelerator(wiring.Component):
                         m.next = "FETCH"
             with m.State("FETCH"):
                 m.d.comb += running.eq(1)
-                m.next = "DISPATCH"
-            with m.State("DISPATCH"):
-                m.d.comb += [running.eq(1), go.eq(1)]
-                m.next = "WAIT"
-            with m.State("WAIT"):
+                m.next = "RUN"
+            with m.State("RUN"):
                 m.d.comb += running.eq(1)
                 with m.If(~comp_busy & ~dma_busy):
-                    m.d.sync += pc.eq(pc + 1)
-                    with m.If(pc + 1 == self.n_instr):
+                    with m.If(pc == self.n_instr):
                         m.d.sync += self.done.eq(1)
                         m.next = "IDLE"
                     with m.Else():
-                        m.next = "FETCH"
+                        m.d.comb += go.eq(1)
+                        m.d.sync += pc.eq(pc + 1)
         m.d.comb += self.busy.eq(running)
         bump("cycles", running, 1)
 
@@ -199,6 +202,7 @@ class SystolicAccelerator(wiring.Component):
         tiles = Signal(ADDR_BITS)
         feeding = Signal()
         prologue = Signal()
+        weights_ready = Signal()  # ws: the next compute's first weights are already preloaded
         slot = Signal(ADDR_BITS)      # cycle within the array tile's period
         fed = Signal(ADDR_BITS)       # array tiles started
         guard = Signal(ADDR_BITS)     # keeps the feeder busy for at least GUARD cycles
@@ -237,7 +241,8 @@ class SystolicAccelerator(wiring.Component):
                 c_outer.eq(fields["c_outer"]), c_inner.eq(fields["c_inner"]),
                 c_len.eq(length), c_period.eq(period), spacing_wait.eq(1),
                 c_a_base.eq(fields["c_a_base"]), c_b_base.eq(fields["c_b_base"]),
-                tiles.eq(tiles_n), feeding.eq(1), prologue.eq(0 if os_flow else 1),
+                tiles.eq(tiles_n), feeding.eq(1),
+                prologue.eq(0 if os_flow else ~weights_ready),
                 slot.eq(0), fed.eq(0), o_idx.eq(0), i_idx.eq(0),
                 a_tile.eq(fields["c_a_base"]), b_tile.eq(fields["c_b_base"]),
                 guard.eq(GUARD_FACTOR_R * R + C),
@@ -255,21 +260,32 @@ class SystolicAccelerator(wiring.Component):
             m.d.comb += ifmap_r.addr.eq(a_tile + slot)
 
         # WS weight preload: tile 0 during a prologue of ``rows`` cycles; tile j+1 during
-        # slots cols-1 .. cols+rows-2 of tile j (next weights are free once tile j switched)
+        # slots cols-1 .. cols+rows-2 of tile j (next weights are free once tile j switched).
+        # With the preload flag (set by the program only when those weight rows are already in
+        # the scratchpad) the last tile's window loads the next compute's first tile, from the
+        # b base of the prefetched next instruction, and that compute starts without prologue.
         wl_issue = Signal()
         wl_row = Signal(range(max(R, 2)))
         wl_base = Signal(ADDR_BITS)  # weight rows of the next tile to preload
         if not os_flow:
+            c_preload = Signal()
             with m.If(start_compute):
-                m.d.sync += wl_base.eq(fields["c_b_base"])
-            in_window = (slot >= C - 1) & (slot < C - 1 + R) & (fed + 1 < tiles)
+                m.d.sync += [wl_base.eq(fields["c_b_base"] + Mux(weights_ready, R, 0)),
+                             c_preload.eq(flags[5]), weights_ready.eq(0)]
+            last_tile = fed + 1 == tiles
+            in_window = (slot >= C - 1) & (slot < C - 1 + R) & (~last_tile | c_preload)
+            cross = ~prologue & last_tile  # the window of the last tile preloads the next compute
             with m.If(feeding & prologue):
                 m.d.comb += [wl_issue.eq(1), wl_row.eq(slot)]
             with m.Elif(feeding & in_window):
                 m.d.comb += [wl_issue.eq(1), wl_row.eq(slot - (C - 1))]
-            m.d.comb += weight_r.addr.eq(wl_base + wl_row)
+            m.d.comb += weight_r.addr.eq(Mux(cross, fields["c_b_base"], wl_base) + wl_row)
             with m.If(wl_issue & (wl_row == R - 1)):
                 m.d.sync += wl_base.eq(wl_base + R)
+                with m.If(cross):
+                    m.d.sync += weights_ready.eq(1)
+            with m.If(clear):
+                m.d.sync += weights_ready.eq(0)
             bump("weight_sram_read", wl_issue, C)
             bump("pe_reg_write", wl_issue, C)
 

@@ -1,19 +1,22 @@
 """The analytical model: cycles and action counts of a GEMM on the accelerator, in closed form.
 
 It walks the same instruction program the runner writes into the hardware (see program.py) and
-adds up, per instruction, what the controller does. An instruction takes FETCH_CYCLES plus the
-longer of its feeder and its DMA, which run in parallel:
+adds up, per instruction, what the controller does. The controller fetches the first
+instruction (START_CYCLES), then each instruction takes DISPATCH_CYCLES (the next one is
+prefetched while the engines run) plus the longer of its feeder and its DMA, which run in
+parallel; the cycle that sees the last instruction's engines idle ends the run (DONE_CYCLES):
 
 feeder (array tiles back to back, ``P`` cycles apart):
     os: P = max(length, rows) (a column's shadow registers shift out over ``rows`` cycles);
         an instruction's first tile may not end less than ``rows`` cycles after the previous
         tile ended, so its feed may stall: stall = max(0, prev_last + rows - length - dispatch)
     ws: P = max(length, rows + cols - 1, 2), after a ``rows``-cycle weight prologue
-        (the next tile's weights load in slots cols-1 .. cols+rows-2 of the current tile)
+        (the next tile's weights load in slots cols-1 .. cols+rows-2 of the current tile);
+        no prologue when the previous instruction preloaded the weights (``preload_next``)
     at least GUARD = 2*rows + cols cycles (so at most one drain is outstanding)
 drain (overlaps the next instruction): the last sums are in the scratchpad
     stall + (tiles-1)*P + length + 2*rows + cols cycles after dispatch (skew, mesh, deskew,
-    shift-out)
+    shift-out; ws: the prologue, skew, mesh, deskew), ``rows`` fewer without a ws prologue
 DMA (a read path and a write path of ``bus_bytes`` each, working at the same time):
     loads: the A beats, then the B beats, one request every ``ceil(row bytes / bus_bytes)``
         cycles (a beat moves ``floor(bus_bytes / row bytes)`` rows, at least one; bursts never
@@ -48,7 +51,9 @@ ACTIONS: tuple[str, ...] = (
 )
 
 # Fixed cycle costs of the controller's sequencing, from the RTL's pipeline stages.
-FETCH_CYCLES = 3   # fetch, dispatch, and the cycle that sees both engines idle
+START_CYCLES = 1     # fetch of the first instruction
+DISPATCH_CYCLES = 1  # per instruction: the cycle it is dispatched in
+DONE_CYCLES = 1      # the cycle that sees the last instruction's engines idle
 
 
 @dataclass
@@ -73,27 +78,29 @@ def feed_stall(params, c: Compute, since_last: int | None) -> int:
     return max(0, params.rows - c.length - since_last)
 
 
-def feed_cycles(params, c: Compute, stall: int = 0) -> int:
+def _prologue(params, preloaded: bool) -> int:
+    """ws: cycles loading the first tile's weights before the first feed."""
+    return 0 if params.dataflow == "os" or preloaded else params.rows
+
+
+def feed_cycles(params, c: Compute, stall: int = 0, preloaded: bool = False) -> int:
     """Cycles from dispatch until the feeder lets the controller go on."""
     R, C = params.rows, params.cols
-    period = _period(params, c)
-    if params.dataflow == "os":
-        feed = stall + c.array_tiles * period
-    else:
-        feed = R + c.array_tiles * period
+    feed = _prologue(params, preloaded) + stall + c.array_tiles * _period(params, c)
     return max(feed, 2 * R + C)
 
 
-def last_feed_cycles(params, c: Compute, stall: int = 0) -> int:
+def last_feed_cycles(params, c: Compute, stall: int = 0, preloaded: bool = False) -> int:
     """Cycles from dispatch to the feed of the last tile's last element."""
-    prologue = 0 if params.dataflow == "os" else params.rows
-    return prologue + stall + (c.array_tiles - 1) * _period(params, c) + c.length
+    return _prologue(params, preloaded) + stall + (c.array_tiles - 1) * _period(params, c) \
+        + c.length
 
 
-def drain_cycles(params, c: Compute, stall: int = 0) -> int:
+def drain_cycles(params, c: Compute, stall: int = 0, preloaded: bool = False) -> int:
     """Cycles from dispatch until the last tile's last row of sums is read for writing."""
     R, C = params.rows, params.cols
-    return stall + (c.array_tiles - 1) * _period(params, c) + c.length + 2 * R + C
+    latency = 2 * R + C if params.dataflow == "os" else R + C  # after the last feed
+    return last_feed_cycles(params, c, stall, preloaded) + latency
 
 
 @dataclass
@@ -134,11 +141,11 @@ def dma_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | Non
 
 
 def instruction_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | None,
-                       bus: BusState, stall: int = 0) -> int:
+                       bus: BusState, stall: int = 0, preloaded: bool = False) -> int:
     """Cycles of one instruction dispatched at ``dispatch`` (see dma_cycles)."""
     dma = dma_cycles(params, instr, dispatch, drain_ready, bus)
-    comp = feed_cycles(params, instr.compute, stall) if instr.compute is not None else 0
-    return FETCH_CYCLES + max(dma, comp)
+    comp = 0 if instr.compute is None else feed_cycles(params, instr.compute, stall, preloaded)
+    return DISPATCH_CYCLES + max(dma, comp)
 
 
 def instruction_actions(params, instr: Instruction, totals: dict[str, int]) -> None:
@@ -183,20 +190,24 @@ def model_gemm(params, gemm: Gemm, mapping: Mapping) -> GemmRun:
 def program_cycles(params, instructions: list) -> tuple[int, dict[str, int]]:
     """Cycles from start to done, and action counts, of running ``instructions``."""
     totals = dict.fromkeys(ACTIONS, 0)
-    cycles = 0
+    if not instructions:
+        return 0, totals
+    cycles = START_CYCLES
     drain_done: int | None = None  # absolute cycle the last dispatched compute is drained
     last_fed: int | None = None    # absolute cycle the last tile's last element was fed
+    preloaded = False              # ws: the previous instruction preloaded this one's weights
     bus = BusState()
     for instr in instructions:
-        dispatch = cycles + 1
+        dispatch = cycles
         # the drain-completion count is visible two cycles after the last read-for-write
         ready = None if drain_done is None else drain_done + 2 - dispatch
         stall = 0
         if instr.compute is not None:
             stall = feed_stall(params, instr.compute,
                                None if last_fed is None else dispatch - last_fed)
-            drain_done = dispatch + drain_cycles(params, instr.compute, stall)
-            last_fed = dispatch + last_feed_cycles(params, instr.compute, stall)
-        cycles += instruction_cycles(params, instr, dispatch, ready, bus, stall)
+            drain_done = dispatch + drain_cycles(params, instr.compute, stall, preloaded)
+            last_fed = dispatch + last_feed_cycles(params, instr.compute, stall, preloaded)
+        cycles += instruction_cycles(params, instr, dispatch, ready, bus, stall, preloaded)
+        preloaded = instr.preload_next and instr.compute is not None
         instruction_actions(params, instr, totals)
-    return cycles, totals
+    return cycles + DONE_CYCLES, totals

@@ -4,9 +4,8 @@ The runner writes this program into the accelerator's instruction memory; the an
 walks the same program. One instruction is one pipeline step of the double-buffered tile loop:
 it computes scratchpad tile ``j-1``, loads the operands of tile ``j`` and stores the output tile
 finished at step ``j-2``. DMA and compute of an instruction run in parallel; the next
-instruction starts when both are done. The first and last scratchpad tiles are split into
-smaller instructions (``_split_ends``, ``_split_ends_ws``) to shorten the pipeline fill and drain
-where the model says that is faster.
+instruction starts when both are done. On the os dataflow the first and last scratchpad tiles
+are split into smaller instructions (``_split_ends``) to shorten the pipeline fill and drain.
 """
 
 from __future__ import annotations
@@ -81,15 +80,21 @@ class Compute:
 
 @dataclass(frozen=True)
 class Instruction:
+    """One pipeline step. ``preload_next`` (ws): the last array tile of this compute also
+    loads the first weights of the next instruction's compute, which then skips its weight
+    prologue; only set when those weight rows are already in the scratchpad."""
+
     compute: Compute | None = None
     load_a: Transfer | None = None
     load_b: Transfer | None = None
     store_c: Transfer | None = None
+    preload_next: bool = False
 
 
 #: Field order of an encoded instruction, least significant first.
 FIELDS: tuple[str, ...] = (
-    "flags",  # bit0 compute, bit1 load_a, bit2 load_b, bit3 store_c, bit4 overwrite
+    "flags",  # bit0 compute, bit1 load_a, bit2 load_b, bit3 store_c, bit4 overwrite,
+    #           bit5 preload_next
     "c_a_base", "c_b_base", "c_acc_base", "c_outer", "c_inner", "c_length",
     "a_ext_base", "a_ext_stride", "a_spad_base", "a_spad_stride", "a_bursts", "a_length",
     "b_ext_base", "b_ext_stride", "b_spad_base", "b_spad_stride", "b_bursts", "b_length",
@@ -104,7 +109,7 @@ def encode(instr: Instruction) -> int:
     flags = 0
     if instr.compute is not None:
         c = instr.compute
-        flags |= 1 | (16 if c.overwrite else 0)
+        flags |= 1 | (16 if c.overwrite else 0) | (32 if instr.preload_next else 0)
         values.update(c_a_base=c.a_base, c_b_base=c.b_base, c_acc_base=c.acc_base,
                       c_outer=c.outer, c_inner=c.inner, c_length=c.length)
     for bit, prefix, t in ((2, "a", instr.load_a), (4, "b", instr.load_b), (8, "s", instr.store_c)):
@@ -154,13 +159,10 @@ def layout(params, gemm: Gemm) -> Layout:
                   c_rows=(pn // params.cols) * gemm.m)
 
 
-def build_program(params, gemm: Gemm, mapping: Mapping, *,
-                  split_ends: bool | None = None) -> Program:
+def build_program(params, gemm: Gemm, mapping: Mapping, *, split_ends: bool = True) -> Program:
     """The instruction program for ``gemm`` under ``mapping`` (fitted and checked by the caller).
 
-    ``split_ends``: split the first and last scratchpad tiles (True), never (False), or where
-    the model says it is faster (None).
-    """
+    ``split_ends=False`` keeps the plain tile loop (no split first and last tiles)."""
     R, C = params.rows, params.cols
     os_flow = params.dataflow == "os"
     pm, pn, pk = padded_dims(params, gemm)
@@ -241,20 +243,61 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
             load_b=load_b,
             store_c=store(j - 2) if j >= 2 and steps[j - 2][2] == last_k else None,
         ))
-    if len(steps) >= 2 and split_ends is not False:
+    if os_flow and split_ends and len(steps) >= 2:
         # Split ends shorten fill and drain on most layers but cost instruction overhead on
         # short ones: keep whichever program the timing model says is faster.
         from hwloop.sim.systolic.model import program_cycles  # the model walks programs
 
-        plain = program.instructions
-        if os_flow:
-            splits = [_split_ends(params, gemm, plain)]
-        else:
-            splits = [_split_ends_ws(params, gemm, plain, fine=fine) for fine in (False, True)]
-        timed = sorted((program_cycles(params, p)[0], n, p) for n, p in enumerate(splits))
-        if split_ends or timed[0][0] < program_cycles(params, plain)[0]:
-            program.instructions = timed[0][2]
+        split = _split_ends(params, gemm, program.instructions)
+        if program_cycles(params, split)[0] < program_cycles(params, program.instructions)[0]:
+            program.instructions = split
+    if not os_flow:
+        program.instructions = mark_preloads(params, program.instructions)
+        if split_ends and len(steps) >= 2:
+            # the same rule as os: a split program only where the model says it is faster
+            from hwloop.sim.systolic.model import program_cycles
+
+            # (trying larger pieces only while they keep getting faster: on 447 random ws
+            # layers this found the best of all four 445 times at half the model calls)
+            plain = program.instructions
+            best = program_cycles(params, plain)[0]
+            previous: int | None = None
+            for group in _WS_GROUPS:
+                split = _split_ends_ws(params, plain, group)
+                if split is None:
+                    break
+                cycles = program_cycles(params, split)[0]
+                if cycles < best:
+                    best, program.instructions = cycles, split
+                if previous is not None and cycles >= previous:
+                    break
+                previous = cycles
     return program
+
+
+def _rows_written(t: Transfer | None) -> list[tuple[int, int]]:
+    """Scratchpad row ranges ``[lo, hi)`` a transfer writes."""
+    if t is None:
+        return []
+    return [(t.spad_base + b * t.spad_stride, t.spad_base + b * t.spad_stride + t.length)
+            for b in range(t.bursts)]
+
+
+def mark_preloads(params, instrs: list[Instruction]) -> list[Instruction]:
+    """ws: set ``preload_next`` on every instruction whose compute is followed by a compute
+    whose first tile's weight rows (``rows`` rows from its b base) this instruction's DMA does
+    not write: they are in the scratchpad before this instruction starts, so its last tile can
+    load them into the array (the weight prologue of the next compute is hidden)."""
+    R = params.rows
+    out = list(instrs)
+    for j in range(len(out) - 1):
+        cur, nxt = out[j], out[j + 1]
+        if cur.compute is None or nxt.compute is None:
+            continue
+        lo, hi = nxt.compute.b_base, nxt.compute.b_base + R
+        if all(hi <= w_lo or w_hi <= lo for w_lo, w_hi in _rows_written(cur.load_b)):
+            out[j] = replace(cur, preload_next=True)
+    return out
 
 
 def _part(t: Transfer, first: int, bursts: int) -> Transfer:
@@ -328,85 +371,73 @@ def _split_ends(params, gemm: Gemm, instrs: list[Instruction]) -> list[Instructi
     return pro + instrs[2:-2] + epi
 
 
-def _split_ends_ws(params, gemm: Gemm, instrs: list[Instruction], *,
-                   fine: bool) -> list[Instruction]:
+#: k blocks per compute instruction while the rest of the first ws tile loads.
+_WS_GROUPS = (1, 2, 4, 8)
+
+
+def _split_ends_ws(params, instrs: list[Instruction], group: int) -> list[Instruction] | None:
     """ws: shorten the pipeline fill and drain around the first and last scratchpad tile.
 
-    A ws compute runs ``outer`` n blocks of ``inner`` k blocks; array tile (o, i) streams the
-    A rows of k block i (``a_base + i*length``) through the weight rows
-    ``b_base + (o*inner + i)*rows`` and accumulates into the rows ``acc_base + o*length``.
-    Prologue: load k block 0 of A and the first weight block alone, then compute n block 0 one
-    array tile per instruction while the next array tile's operands load (``fine``), or its
-    first array tile while the rest of the first tile loads and then the rest of it; then the
-    other n blocks with the second tile's loads. Epilogue: the last tile's n blocks but the last
-    (storing what the previous tile finished), the last n block's k blocks but the last
-    (storing the others), its last array tile, then the store of that n block alone.
+    Fill: the first instruction loads only the first k block of A and the first two k blocks
+    of weights of the first n block; the first n block is then computed ``group`` k blocks
+    per instruction while each instruction loads the A and weight rows of the piece after
+    next (so every piece's weights are loaded two instructions ahead and preloaded), then the
+    other n blocks (whose weights the last piece loads) with the second tile's loads. Drain:
+    the last tile's n blocks but the last, then its last n block, each instruction storing
+    what the previous one finished, so one n block's sums are stored after the last compute.
+    Returns None when the pieces would not be shorter (a single k block and n block).
     """
     R = params.rows
-    head, tail = instrs[:2], instrs[-2:]
-    first, comp = head[0], head[1].compute
+    first, head = instrs[0], instrs[1]
+    comp = head.compute
     assert comp is not None and first.load_a is not None and first.load_b is not None
-    O, N = comp.outer, comp.inner
+    la, lb = first.load_a, first.load_b
+    O, N, L = comp.outer, comp.inner, comp.length
+    if N <= group and O == 1:
+        return None
 
-    def block(c: Compute, o0: int, outer: int, i0: int, inner: int) -> Compute:
-        """n blocks ``o0 ..`` (``outer``) x k blocks ``i0 ..`` (``inner``) of ``c``."""
-        return replace(c, a_base=c.a_base + i0 * c.length,
-                       b_base=c.b_base + (o0 * c.inner + i0) * R,
-                       acc_base=c.acc_base + o0 * c.length, outer=outer, inner=inner,
-                       overwrite=c.overwrite and i0 == 0)
+    def a_blocks(i0: int, count: int) -> Transfer | None:
+        count = min(count, N - i0)
+        return _part(la, i0, count) if count > 0 else None
 
-    def b_rows(t: Transfer, start: int, length: int) -> Transfer:
-        """Rows ``start .. start+length-1`` of the first burst of ``t``."""
-        return replace(t, ext_base=t.ext_base + start, spad_base=t.spad_base + start, bursts=1,
-                       length=length)
+    def b_rows(o: int, i0: int, count: int) -> Transfer | None:
+        count = min(count, N - i0)
+        if count <= 0:
+            return None
+        return replace(lb, ext_base=lb.ext_base + o * lb.ext_stride + i0 * R,
+                       spad_base=lb.spad_base + o * lb.spad_stride + i0 * R, bursts=1,
+                       length=count * R)
 
-    load_a, load_b = first.load_a, first.load_b
-    next_loads = (head[1].load_a, head[1].load_b)
-    pro = [Instruction(load_a=_part(load_a, 0, 1), load_b=b_rows(load_b, 0, R))]
-    if fine:  # n block 0 one array tile at a time, loading the next tile's operands
-        for i in range(N):
-            if i + 1 < N:
-                loads = (_part(load_a, i + 1, 1), b_rows(load_b, (i + 1) * R, R))
-            elif O > 1:
-                loads = (None, _part(load_b, 1, O - 1))
-            else:
-                loads = next_loads
-            pro.append(Instruction(compute=block(comp, 0, 1, i, 1), load_a=loads[0],
-                                   load_b=loads[1]))
-    else:  # its first array tile while the rest of n block 0 loads, then the rest of it
-        rest_a = _part(load_a, 1, N - 1) if N > 1 else None
-        rest_b = b_rows(load_b, R, load_b.length - R) if N > 1 else None
-        if N > 1:
-            pro.append(Instruction(compute=block(comp, 0, 1, 0, 1), load_a=rest_a, load_b=rest_b))
-        loads = (None, _part(load_b, 1, O - 1)) if O > 1 else next_loads
-        pro.append(Instruction(compute=block(comp, 0, 1, 1 if N > 1 else 0, max(N - 1, 1)),
-                               load_a=loads[0], load_b=loads[1]))
+    pro = [Instruction(load_a=a_blocks(0, group), load_b=b_rows(0, 0, 2 * group))]
+    starts = list(range(0, N, group))
+    for n, i0 in enumerate(starts):
+        nxt = i0 + group
+        load_a, load_b = a_blocks(nxt, group), b_rows(0, nxt + group, group)
+        if n == len(starts) - 1:
+            load_a, load_b = ((None, _part(lb, 1, O - 1)) if O > 1
+                              else (head.load_a, head.load_b))
+        piece = replace(comp, a_base=comp.a_base + i0 * L, b_base=comp.b_base + i0 * R,
+                        outer=1, inner=min(group, N - i0), overwrite=comp.overwrite and i0 == 0)
+        pro.append(Instruction(compute=piece, load_a=load_a, load_b=load_b))
     if O > 1:
-        pro.append(Instruction(compute=block(comp, 1, O - 1, 0, N), load_a=next_loads[0],
-                               load_b=next_loads[1]))
+        pro.append(Instruction(compute=replace(comp, b_base=comp.b_base + N * R,
+                                               acc_base=comp.acc_base + L, outer=O - 1),
+                               load_a=head.load_a, load_b=head.load_b))
 
-    last, final = tail[0].compute, tail[1].store_c
+    last, final = instrs[-2].compute, instrs[-1].store_c
     assert last is not None and final is not None
-    O, N = last.outer, last.inner  # the last tile may be a partial one
-    computes = []
-    if O > 1:
-        computes.append(block(last, 0, O - 1, 0, N))
-    if N > 1:
-        computes.append(block(last, O - 1, 1, 0, N - 1))
-    computes.append(block(last, O - 1, 1, N - 1, 1))
-    # stores wait in line, one per instruction; n blocks 0 .. O-2 of the last tile may go out
-    # once their compute (the first epilogue instruction when O > 1) has been dispatched
-    early = _part(final, 0, O - 1) if O > 1 else None
-    queue = [t for t in (tail[0].store_c,) if t is not None]
+    O, N, L = last.outer, last.inner, last.length
     epi: list[Instruction] = []
-    for n, c in enumerate(computes):
-        epi.append(Instruction(compute=c, store_c=queue.pop(0) if queue else None))
-        if n == 0 and early is not None:
-            queue.append(early)
-    if early is not None and early in queue:  # never went out early: store the tile at once
-        queue.remove(early)
-        queue.append(final)
+    if O > 1:
+        pieces = [(replace(last, outer=O - 1), _part(final, 0, O - 1)),
+                  (replace(last, b_base=last.b_base + (O - 1) * N * R,
+                           acc_base=last.acc_base + (O - 1) * L, outer=1),
+                   _part(final, O - 1, 1))]
+        prev_store = instrs[-2].store_c
+        for c, st in pieces:
+            epi.append(Instruction(compute=c, store_c=prev_store))
+            prev_store = st
+        epi.append(Instruction(store_c=prev_store))
     else:
-        queue.append(_part(final, O - 1, 1))
-    epi += [Instruction(store_c=t) for t in queue]
-    return pro + instrs[2:-2] + epi
+        epi = instrs[-2:]
+    return mark_preloads(params, pro + instrs[2:-2] + epi)

@@ -1,0 +1,234 @@
+"""Controller latency: one dispatch cycle per instruction, and the ws weight prologue hidden
+across instructions (``preload_next``). Model == RTL exactly, bit-exact against the golden GEMM.
+
+The seed is printed and can be set with HWLOOP_SEED.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from hwloop.hdl.systolic.params import SystolicParams
+from hwloop.sim.systolic import rtl as rtl_module
+from hwloop.sim.systolic.golden import gemm_golden, random_operands
+from hwloop.sim.systolic.mapping import Gemm, Mapping
+from hwloop.sim.systolic.model import (
+    DISPATCH_CYCLES,
+    DONE_CYCLES,
+    START_CYCLES,
+    feed_cycles,
+    model_gemm,
+    program_cycles,
+)
+from hwloop.sim.systolic.program import (
+    FIELD_BITS,
+    FIELDS,
+    Compute,
+    Instruction,
+    Transfer,
+    build_program,
+    encode,
+    mark_preloads,
+)
+
+SEED = int(os.environ.get("HWLOOP_SEED", "1234"))
+
+# the default ws test design of test_systolic_rtl.py (same build, same xdist group)
+WS = SystolicParams(rows=3, cols=2, dataflow="ws", in_bits=4, acc_bits=10, ifmap_kib=4,
+                    weight_kib=4, acc_kib=4, bus_bytes=2, mem_latency=5)
+OS = SystolicParams(rows=2, cols=3, dataflow="os", in_bits=8, acc_bits=32, ifmap_kib=4,
+                    weight_kib=4, acc_kib=4, mem_latency=3)
+# ws, weights reused across m steps and compute-bound: 4 n blocks x 10 k blocks per step
+REUSE_GEMM = Gemm(m=40, n=8, k=30)
+REUSE_MAPPING = Mapping(tile_m=8, tile_n=8, tile_k=30, order="nmk")
+
+# ws layers whose programs use split ends on WS (found with the model): several n blocks in
+# the first and the last tile, k accumulated over steps, partial tiles, 1 to 7 k blocks
+SPLIT_WS_SHAPES = [
+    (Gemm(m=39, n=5, k=12), Mapping(tile_m=23, tile_n=6, tile_k=3, order="mnk")),
+    (Gemm(m=4, n=8, k=30), Mapping(tile_m=4, tile_n=4, tile_k=6, order="nmk")),
+    (Gemm(m=3, n=9, k=29), Mapping(tile_m=3, tile_n=6, tile_k=12, order="mnk")),
+    (Gemm(m=44, n=9, k=30), Mapping(tile_m=6, tile_n=4, tile_k=21, order="mnk")),
+    (Gemm(m=13, n=9, k=26), Mapping(tile_m=13, tile_n=2, tile_k=21, order="mnk")),
+]
+
+
+def _without_preloads(instrs: list[Instruction]) -> list[Instruction]:
+    return [replace(i, preload_next=False) for i in instrs]
+
+
+def _flags(instr: Instruction) -> int:
+    return encode(instr) & ((1 << FIELD_BITS) - 1)
+
+
+def test_preload_flag_is_bit5_of_flags():
+    comp = Compute(a_base=1, b_base=2, acc_base=3, outer=1, inner=1, length=4)
+    assert _flags(Instruction(compute=comp)) == 0b1
+    assert _flags(Instruction(compute=comp, preload_next=True)) == 0b100001
+    assert FIELDS[0] == "flags"
+
+
+def test_preload_only_when_the_next_weights_are_not_being_loaded():
+    comp = Compute(b_base=0, outer=1, inner=1, length=8)
+    other = Compute(b_base=64, outer=1, inner=1, length=8)
+    loads_next = Transfer(spad_base=64, spad_stride=6, bursts=2, length=6)  # rows 64..69, 70..75
+    loads_elsewhere = Transfer(spad_base=0, spad_stride=6, bursts=1, length=3)
+    instrs = [Instruction(compute=comp, load_b=loads_next), Instruction(compute=other),
+              Instruction(compute=comp, load_b=loads_elsewhere), Instruction(compute=other),
+              Instruction(compute=comp), Instruction(store_c=Transfer(bursts=1, length=1))]
+    marked = mark_preloads(WS, instrs)
+    assert [i.preload_next for i in marked] == [False, True, True, True, False, False]
+    # the rows of the next compute's first tile (64..66) overlap the load by one row
+    edge = [Instruction(compute=comp, load_b=Transfer(spad_base=66, bursts=1, length=1)),
+            Instruction(compute=other)]
+    assert [i.preload_next for i in mark_preloads(WS, edge)] == [False, False]
+
+
+def test_os_programs_never_preload():
+    program = build_program(OS, Gemm(m=8, n=9, k=5),
+                            Mapping(tile_m=2, tile_n=3, tile_k=5, order="nmk"))
+    assert not any(i.preload_next for i in program.instructions)
+
+
+def test_ws_reuse_program_hides_every_prologue_but_the_first():
+    program = build_program(WS, REUSE_GEMM, REUSE_MAPPING.fit_to(WS, REUSE_GEMM),
+                            split_ends=False)
+    instrs = program.instructions
+    computes = [i for i in instrs if i.compute is not None]
+    assert len(computes) == 5  # five m steps, one B load
+    assert [i.preload_next for i in instrs if i.compute is not None] == [True] * 4 + [False]
+    with_preload = program_cycles(WS, instrs)[0]
+    without = program_cycles(WS, _without_preloads(instrs))[0]
+    # compute-bound steps: each hidden prologue saves ``rows`` cycles
+    assert without - with_preload == 4 * WS.rows
+    # the actions do not change: the same weights are read, only earlier
+    assert program_cycles(WS, instrs)[1] == program_cycles(WS, _without_preloads(instrs))[1]
+
+
+def test_ws_split_ends_are_kept_only_when_faster():
+    fitted = REUSE_MAPPING.fit_to(WS, REUSE_GEMM)
+    plain = build_program(WS, REUSE_GEMM, fitted, split_ends=False).instructions
+    split = build_program(WS, REUSE_GEMM, fitted).instructions
+    assert len(split) > len(plain)
+    # the first instruction loads one k block of A instead of the whole tile
+    assert split[0].load_a is not None and plain[0].load_a is not None
+    assert split[0].load_a.rows < plain[0].load_a.rows
+    # only one n block of sums is stored after the last compute
+    assert split[-1].store_c is not None and plain[-1].store_c is not None
+    assert split[-1].store_c.rows * 4 == plain[-1].store_c.rows
+    assert program_cycles(WS, split)[0] < program_cycles(WS, plain)[0]
+    assert program_cycles(WS, split)[1] == program_cycles(WS, plain)[1]  # same work
+    # a single-step layer keeps the plain loop
+    one = Gemm(m=4, n=2, k=3)
+    assert build_program(WS, one, Mapping(tile_m=4, tile_n=2, tile_k=3)).instructions == \
+        build_program(WS, one, Mapping(tile_m=4, tile_n=2, tile_k=3),
+                      split_ends=False).instructions
+
+
+@pytest.mark.parametrize("gemm,mapping", SPLIT_WS_SHAPES)
+def test_split_ws_shapes_use_split_ends(gemm, mapping):
+    fitted = mapping.fit_to(WS, gemm)
+    assert len(build_program(WS, gemm, fitted).instructions) > \
+        len(build_program(WS, gemm, fitted, split_ends=False).instructions)
+
+
+def test_instruction_overhead_is_one_dispatch_cycle():
+    """A compute-only program's cycles are the feeds plus one cycle per instruction (plus the
+    first fetch and the final idle check): fails if fetch cycles or the ws prologue come back."""
+    comp = Compute(a_base=0, b_base=0, acc_base=0, outer=2, inner=2, length=40)
+    instrs = [Instruction(compute=comp, preload_next=True) for _ in range(6)]
+    instrs[-1] = Instruction(compute=comp)
+    cycles, _ = program_cycles(WS, instrs)
+    feed = 4 * 40  # no prologue: every compute after the first is preloaded
+    expected = START_CYCLES + WS.rows + 6 * (DISPATCH_CYCLES + feed) + DONE_CYCLES
+    assert cycles == expected
+    assert DISPATCH_CYCLES == 1 and START_CYCLES + DONE_CYCLES == 2
+    assert feed_cycles(WS, comp) == WS.rows + feed
+    assert feed_cycles(WS, comp, preloaded=True) == feed
+
+
+def _jobs(params: SystolicParams, rng: np.random.Generator) -> list:
+    R, C = params.rows, params.cols
+    shapes: list[tuple[Gemm, Mapping]] = []
+    if params.dataflow == "ws":
+        shapes.append((REUSE_GEMM, REUSE_MAPPING))
+        shapes.append((Gemm(m=23, n=2 * C + 1, k=2 * R), Mapping(tile_m=5, tile_n=C, tile_k=R,
+                                                                 order="nmk")))
+        shapes += SPLIT_WS_SHAPES
+        for _ in range(4):
+            gemm = Gemm(m=int(rng.integers(1, 40)), n=int(rng.integers(1, 3 * C + 1)),
+                        k=int(rng.integers(1, 3 * R + 1)))
+            shapes.append((gemm, Mapping(tile_m=int(rng.integers(1, 12)),
+                                         tile_n=C * int(rng.integers(1, 3)),
+                                         tile_k=R * int(rng.integers(1, 3)),
+                                         order=str(rng.choice(["mnk", "nmk"])))))
+    else:
+        shapes.append((Gemm(m=1, n=1, k=1), Mapping(tile_m=R, tile_n=C, tile_k=1)))
+        for _ in range(4):
+            gemm = Gemm(m=int(rng.integers(1, 4 * R)), n=int(rng.integers(1, 4 * C)),
+                        k=int(rng.integers(1, 30)))
+            shapes.append((gemm, Mapping(tile_m=R, tile_n=C, tile_k=int(rng.integers(1, 9)),
+                                         order=str(rng.choice(["mnk", "nmk"])))))
+    jobs = []
+    for gemm, mapping in shapes:
+        a, b = random_operands(gemm, in_bits=params.in_bits, rng=rng)
+        jobs.append((gemm, mapping, a, b))
+    return jobs
+
+
+def _run_exact(params: SystolicParams, jobs: list, tmp_path) -> list[int]:
+    sim = rtl_module.RtlSimulator(params, workdir=tmp_path)
+    runs = sim.run(jobs)
+    cycles = []
+    for (gemm, mapping, a, b), run in zip(jobs, runs, strict=True):
+        where = f"seed={SEED} {params.name} {gemm} {mapping}"
+        assert run.c is not None
+        assert np.array_equal(run.c, gemm_golden(a, b, acc_bits=params.acc_bits)), where
+        model = model_gemm(params, gemm, mapping)
+        assert run.cycles == model.cycles, (where, run.cycles, model.cycles)
+        assert run.actions == model.actions, where
+        cycles.append(run.cycles)
+    return cycles
+
+
+@pytest.mark.rtl
+@pytest.mark.xdist_group("systolic_ws_3x2")
+def test_ws_preload_and_split_ends_rtl_equal_model(tmp_path, monkeypatch):
+    print(f"HWLOOP_SEED={SEED}")
+    rng = np.random.default_rng(SEED)
+    jobs = _jobs(WS, rng)
+    _run_exact(WS, jobs, tmp_path / "default")  # split ends where faster, preloads
+    # the plain tile loop of the first job with and without the preload flags: without them
+    # the hardware pays every prologue again
+    original = rtl_module.build_program
+
+    def plain(preload: bool):
+        def build(params, gemm, mapping):
+            program = original(params, gemm, mapping, split_ends=False)
+            if not preload:
+                program.instructions = _without_preloads(program.instructions)
+            return program
+        return build
+
+    gemm, mapping, a, b = jobs[0]
+    cycles = {}
+    for preload in (True, False):
+        monkeypatch.setattr(rtl_module, "build_program", plain(preload))
+        run = rtl_module.RtlSimulator(WS, workdir=tmp_path / f"plain{preload}").run(jobs[:1])[0]
+        assert np.array_equal(run.c, gemm_golden(a, b, acc_bits=WS.acc_bits))
+        program = plain(preload)(WS, gemm, mapping.fit_to(WS, gemm))
+        assert run.cycles == program_cycles(WS, program.instructions)[0]
+        cycles[preload] = run.cycles
+    assert cycles[False] - cycles[True] == 4 * WS.rows
+
+
+@pytest.mark.rtl
+@pytest.mark.xdist_group("systolic_os_2x3")
+def test_os_dispatch_rtl_equals_model(tmp_path):
+    print(f"HWLOOP_SEED={SEED}")
+    rng = np.random.default_rng(SEED)
+    _run_exact(OS, _jobs(OS, rng), tmp_path)
