@@ -45,12 +45,14 @@ SEED = 7
 #: Each measurement is the fastest of this many runs (the machine is shared; the minimum is the
 #: least disturbed run); every run is checked bit-exact.
 REPEATS = 3
+#: Cycles of the mesh build running free with idle inputs (the same binary as the mesh drive).
+IDLE_CYCLES = 1_000_000
 
 
 @dataclass
 class Measured:
     mode: str
-    gemm: Gemm
+    gemm: Gemm | None  # None: no GEMM (idle inputs)
     cycles: int
     run_s: float   # the simulated part only (start .. done; the mesh drive's per-cycle loop)
     job_s: float   # the job inside the simulator process (+ load and dump / job file and result)
@@ -76,8 +78,9 @@ def _best(measure, *args, **kwargs) -> Measured:
 def _accelerator(sim: RtlSimulator, gemm: Gemm, *, step: bool) -> Measured:
     params = sim.params
     a, b = _operands(params, gemm)
+    mapping = default_mapping(params, gemm)  # the mapping search is not simulation (as in _mesh)
     began = time.perf_counter()
-    run = sim.run([(gemm, default_mapping(params, gemm), a, b)], step=step)[0]
+    run = sim.run([(gemm, mapping, a, b)], step=step)[0]
     host_s = time.perf_counter() - began
     return Measured(mode="minimal stepped loop" if step else "free-running", gemm=gemm,
                     cycles=run.cycles, run_s=float(run.extra["run_s"]), job_s=run.sim_s,
@@ -97,13 +100,20 @@ def _mesh(drive: MeshDrive, gemm: Gemm, *, style: str) -> Measured:
                                                                  acc_bits=params.acc_bits))))
 
 
-def _gemm(g: Gemm) -> str:
-    return f"{g.m} x {g.n} x {g.k}"
+def _idle(drive: MeshDrive, cycles: int) -> Measured:
+    run = drive.idle(cycles)
+    return Measured(mode="mesh build running free (idle inputs)", gemm=None,
+                    cycles=run.cycles, run_s=run.run_s, job_s=run.job_s, host_s=run.host_s,
+                    exact=True)
+
+
+def _gemm(g: Gemm | None) -> str:
+    return "none (idle)" if g is None else f"{g.m} x {g.n} x {g.k}"
 
 
 def run() -> str:
     rows: list[tuple[str, Measured]] = []
-    summary: list[tuple[str, Measured, Measured, Measured, Measured, Measured]] = []
+    summary: list[tuple[str, Measured, Measured, Measured, Measured, Measured, Measured]] = []
     for params in DESIGNS:
         shared, large = GEMMS[params.name]
         sim = RtlSimulator(params)
@@ -115,8 +125,10 @@ def run() -> str:
         stepped = _best(_accelerator, sim, shared, step=True)
         mesh = _best(_mesh, drive, shared, style="loop")
         mesh_tasks = _best(_mesh, drive, shared, style="tasks")
-        rows += [(params.name, m) for m in (free_large, free, mesh, mesh_tasks, stepped)]
-        summary.append((params.name, free_large, free, stepped, mesh, mesh_tasks))
+        mesh_free = _best(_idle, drive, IDLE_CYCLES)
+        rows += [(params.name, m) for m in (free_large, free, mesh, mesh_tasks, stepped,
+                                            mesh_free)]
+        summary.append((params.name, free_large, free, stepped, mesh, mesh_tasks, mesh_free))
 
     lines = [
         "## Free-running RTL vs cycle-by-cycle cocotb",
@@ -139,11 +151,16 @@ def run() -> str:
         "- **minimal stepped loop**: the accelerator build again, but Python wakes up on every",
         "  rising edge, peeks `done` and pokes one input. Nothing useful happens in Python: it",
         "  is the floor of any per-cycle Python approach, not a testbench.",
+        "- **mesh build running free**: the mesh drive's own binary, clocked for",
+        f"  {IDLE_CYCLES:,} cycles with idle inputs while Python sleeps: the same array, the",
+        "  same build, with and without Python on every cycle (the array evaluates the same",
+        "  logic whether its operands are zero or not). No result, so no bit-exact check.",
         "",
         "Rates are simulated cycles per wall second of the simulated part (*run*: start..done,",
         "or the mesh drive's per-cycle loop). *job* adds the job's bulk load and C dump (mesh",
         "drive: reading the job file); *host* is the whole Python call (operand encoding,",
-        "simulator process start-up and shutdown, decoding C). The mesh drive's cycles are",
+        "simulator process start-up and shutdown, decoding C; not the mapping search). The",
+        "mesh drive's cycles are",
         "array cycles only; the accelerator's include its DMA, so the fair per-GEMM comparison",
         f"is wall time for the same GEMM. Each row is the fastest of {REPEATS} runs (all",
         "bit-exact); builds are cached and not counted. The machine is shared (2 cores,",
@@ -156,7 +173,7 @@ def run() -> str:
     for name, m in rows:
         lines.append(f"| {name} | {m.mode} | {_gemm(m.gemm)} | {m.cycles:,} | {m.run_s:.2f} | "
                      f"{m.job_s:.2f} | {m.host_s:.2f} | {m.rate:,.0f} | "
-                     f"{'yes' if m.exact else 'NO'} |")
+                     f"{('yes' if m.exact else 'NO') if m.gemm else '-'} |")
     lines += [
         "",
         "Ratios, free-running over each per-cycle way. *Per cycle*: the free-running rate on",
@@ -165,17 +182,18 @@ def run() -> str:
         "",
         "| design | vs mesh drive per cycle | vs mesh drive per GEMM, job (call) | "
         "vs driver + monitor per cycle | vs minimal loop per cycle | "
-        "vs minimal loop per GEMM, job (call) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "vs minimal loop per GEMM, job (call) | same mesh build: free / mesh drive |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     verdicts = []
-    for name, free_large, free, stepped, mesh, mesh_tasks in summary:
+    for name, free_large, free, stepped, mesh, mesh_tasks, mesh_free in summary:
         per_cycle = free_large.rate / mesh.rate
         lines.append(
             f"| {name} | **{per_cycle:,.0f}x** | {mesh.job_s / free.job_s:,.0f}x "
             f"({mesh.host_s / free.host_s:,.1f}x) | {free_large.rate / mesh_tasks.rate:,.0f}x | "
             f"{free_large.rate / stepped.rate:,.0f}x | "
-            f"{stepped.job_s / free.job_s:,.0f}x ({stepped.host_s / free.host_s:,.1f}x) |")
+            f"{stepped.job_s / free.job_s:,.0f}x ({stepped.host_s / free.host_s:,.1f}x) | "
+            f"{mesh_free.rate / mesh.rate:,.0f}x |")
         verdicts.append(f"{name} {per_cycle:,.0f}x "
                         f"({'meets' if per_cycle >= 100 else 'misses'} 100x)")
     lines += [
@@ -187,6 +205,13 @@ def run() -> str:
         "its ratio is a lower bound that no per-cycle testbench can beat. Per GEMM, the whole",
         "call adds the simulator process's start-up and shutdown (~0.3-0.5 s) to both sides;",
         "`RtlSimulator.run` pays it once for a whole list of GEMMs.",
+        "",
+        "Why 100x is out of reach here: a Python step per cycle costs ~15-20 us (mesh drive),",
+        "while the array itself, running free in the same build, costs ~0.3 us (2x3) to ~0.7",
+        "us (8x8) per cycle, of which about 0.3 us is Verilator's and cocotb's per-time-slot",
+        "work for the two clock edges and the rest the array's own evaluation (a perf profile",
+        "shows flat generated code, no hot spot). The last column is that ceiling for the",
+        "same binary; the whole accelerator adds its controller, scratchpads and DMA on top.",
         "",
         "Breakdown of the free-running time and what has been tried: docs/systolic-hw.md",
         "(Co-simulation).",
