@@ -40,6 +40,7 @@ MESH_MODULE = "hwloop_os_mesh"
 MESH_TOP = "hwloop_mesh_harness"
 MESH_SIGNALS = ("clk", "rst", "a", "b", "valid", "first", "last", "early", "out_row", "out")
 TB_MODULE = "hwloop_mesh_drive_tb"
+STYLES = ("loop", "tasks")
 _MESH_SOURCE = Path(__file__).resolve().parents[1] / "hdl" / "systolic" / "mesh.py"
 
 
@@ -145,8 +146,13 @@ class MeshDrive:
             flags=[*VERILATOR_LINT_FLAGS, *SPEED_FLAGS], extra={"what": "systolic-mesh-drive"})
         return time.monotonic() - began if built else 0.0
 
-    def run(self, gemm: Gemm, a: np.ndarray, b: np.ndarray,
-            mapping: Mapping | None = None) -> MeshRun:
+    def run(self, gemm: Gemm, a: np.ndarray, b: np.ndarray, mapping: Mapping | None = None,
+            *, style: str = "loop") -> MeshRun:
+        """Drive ``A @ B`` through the mesh; ``style``: "loop" (one coroutine samples the
+        outputs inline) or "tasks" (a separate monitor coroutine samples them)."""
+        if style not in STYLES:
+            raise ParameterError(f"mesh drive style must be one of {', '.join(STYLES)}, "
+                                 f"not {style!r}")
         if self._build_path is None:
             self.build()
         assert self._build_path is not None
@@ -168,7 +174,8 @@ class MeshDrive:
             (work / "job.json").write_text(json.dumps({
                 "rows": p.rows, "cols": p.cols, "in_bits": p.in_bits, "acc_bits": p.acc_bits,
                 "m": pm, "n": pn, "a": a_pad.tolist(), "b": b_pad.tolist(),
-                "tiles": array_tiles(p, gemm, mapping), "result": str(result)}))
+                "tiles": array_tiles(p, gemm, mapping), "style": style,
+                "result": str(result)}))
             log = work / "sim.log"
             process_s = run_testbench(
                 self._build_path, top=MESH_TOP, module=TB_MODULE, work=work, log=log,

@@ -39,6 +39,13 @@ def test_mesh_drive_needs_output_stationary() -> None:
         mesh_verilog(ws)
 
 
+def test_mesh_drive_style_is_checked() -> None:
+    gemm = Gemm(m=1, n=1, k=1)
+    one = np.ones((1, 1), dtype=np.int64)
+    with pytest.raises(ParameterError, match="style must be one of loop, tasks, not 'uvm'"):
+        MeshDrive(PARAMS).run(gemm, one, one, style="uvm")
+
+
 @pytest.mark.rtl
 def test_mesh_drive_bit_exact() -> None:
     print(f"seed {SEED}")
@@ -51,11 +58,11 @@ def test_mesh_drive_bit_exact() -> None:
         gemm = Gemm(m=int(rng.integers(1, 9)), n=int(rng.integers(1, 9)),
                     k=int(rng.integers(1, 20)))
         cases.append((gemm, None))
-    for gemm, mapping in cases:
+    for i, (gemm, mapping) in enumerate(cases):
         a, b = random_operands(gemm, in_bits=PARAMS.in_bits, rng=rng)
-        run = drive.run(gemm, a, b, mapping)
+        run = drive.run(gemm, a, b, mapping, style="tasks" if i % 2 else "loop")
         expected = gemm_golden(a, b, acc_bits=PARAMS.acc_bits)
-        assert np.array_equal(run.c, expected), (SEED, gemm, mapping)
+        assert np.array_equal(run.c, expected), (SEED, gemm, mapping, i)
         used = (mapping or default_mapping(PARAMS, gemm)).fit_to(PARAMS, gemm)
         tiles = array_tiles(PARAMS, gemm, used)
         # every k streamed once; the waits between short tiles and the final drain are short

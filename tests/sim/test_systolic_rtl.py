@@ -1,4 +1,4 @@
-"""RTL co-simulation of the accelerator, bit-exact against the golden model, model cycles <= 1%.
+"""RTL co-simulation of the accelerator, bit-exact against the golden model, model cycles exact.
 
 One simulator build per design, many GEMM jobs per simulator process. Stimulus is random; the
 seed is printed and can be set with HWLOOP_SEED.
@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from hwloop.hdl.systolic.params import SystolicParams
+from hwloop.sim.systolic import program as program_module
+from hwloop.sim.systolic import rtl as rtl_module
 from hwloop.sim.systolic.golden import gemm_golden, random_operands
 from hwloop.sim.systolic.mapping import Gemm, Mapping, default_mapping
-from hwloop.sim.systolic.model import model_gemm
+from hwloop.sim.systolic.model import model_gemm, program_cycles
 from hwloop.sim.systolic.rtl import RtlSimulator
 
 SEED = int(os.environ.get("HWLOOP_SEED", "1234"))
@@ -55,8 +57,7 @@ def _check_design(params: SystolicParams, tmp_path, count: int = 6) -> None:
         assert run.c is not None and run.c.shape == gold.shape, where
         assert np.array_equal(run.c, gold), where
         model = model_gemm(params, gemm, mapping)
-        assert abs(model.cycles - run.cycles) <= 0.01 * run.cycles, (where, model.cycles,
-                                                                     run.cycles)
+        assert model.cycles == run.cycles, (where, model.cycles, run.cycles)
         assert run.actions == model.actions, where
 
 
@@ -65,6 +66,71 @@ def _check_design(params: SystolicParams, tmp_path, count: int = 6) -> None:
 def test_os_2x3_int8(tmp_path):
     _check_design(SystolicParams(rows=2, cols=3, dataflow="os", in_bits=8, acc_bits=32,
                                  ifmap_kib=4, weight_kib=4, acc_kib=4, mem_latency=3), tmp_path)
+
+
+_SPLIT_DESIGNS = {
+    "os": SystolicParams(rows=2, cols=3, dataflow="os", in_bits=8, acc_bits=32, ifmap_kib=4,
+                         weight_kib=4, acc_kib=4, mem_latency=3),
+    "ws": SystolicParams(rows=3, cols=2, dataflow="ws", in_bits=4, acc_bits=10, ifmap_kib=4,
+                         weight_kib=4, acc_kib=4, bus_bytes=2, mem_latency=5),
+}
+
+
+def _split_program(params, gemm, mapping, variant):
+    program = program_module.build_program(params, gemm, mapping, split_ends=False)
+    if variant == "os":
+        program.instructions = program_module._split_ends(params, gemm, program.instructions)
+    else:
+        program.instructions = program_module._split_ends_ws(
+            params, gemm, program.instructions, fine=variant == "ws-fine")
+    return program
+
+
+@pytest.mark.parametrize("variant", [
+    pytest.param("os", marks=pytest.mark.xdist_group("systolic_os_2x3")),
+    pytest.param("ws-coarse", marks=pytest.mark.xdist_group("systolic_ws_3x2")),
+    pytest.param("ws-fine", marks=pytest.mark.xdist_group("systolic_ws_3x2")),
+])
+def test_split_ends_forced(variant, tmp_path, monkeypatch):
+    """Programs with split first and last tiles (whether or not the model prefers them), over
+    1-3 blocks in each tile dimension: bit-exact, and the model walks them exactly."""
+    dataflow = variant[:2]
+    params = _SPLIT_DESIGNS[dataflow]
+    R, C = params.rows, params.cols
+    print(f"HWLOOP_SEED={SEED} design={params.name}")
+    rng = np.random.default_rng(SEED)
+    forced = []
+
+    def build_split(p, gemm, mapping):
+        built = _split_program(p, gemm, mapping, variant)
+        forced.append(len(built.instructions))
+        return built
+
+    monkeypatch.setattr(rtl_module, "build_program", build_split)
+    jobs = []
+    for outer in (1, 2, 3):
+        for inner in (1, 2, 3):
+            for steps in (2, 3):
+                if dataflow == "os":  # outer: m blocks, inner: n blocks
+                    mapping = Mapping(tile_m=outer * R, tile_n=inner * C,
+                                      tile_k=int(rng.integers(1, 5)))
+                    gemm = Gemm(m=outer * R * steps - int(rng.integers(0, R)),
+                                n=inner * C, k=mapping.tile_k)
+                else:  # outer: n blocks, inner: k blocks
+                    mapping = Mapping(tile_m=int(rng.integers(1, 5)), tile_n=outer * C,
+                                      tile_k=inner * R)
+                    gemm = Gemm(m=mapping.tile_m * steps, n=outer * C - int(rng.integers(0, C)),
+                                k=inner * R - int(rng.integers(0, R)))
+                a, b = random_operands(gemm, in_bits=params.in_bits, rng=rng)
+                jobs.append((gemm, mapping, a, b))
+    runs = RtlSimulator(params, workdir=tmp_path).run(jobs)
+    assert len(forced) == len(jobs)
+    for (gemm, mapping, a, b), run in zip(jobs, runs, strict=True):
+        where = f"seed={SEED} {params.name} {gemm} {mapping}"
+        assert np.array_equal(run.c, gemm_golden(a, b, acc_bits=params.acc_bits)), where
+        split = _split_program(params, gemm, mapping.fit_to(params, gemm), variant)
+        cycles, actions = program_cycles(params, split.instructions)
+        assert (cycles, actions) == (run.cycles, run.actions), where
 
 
 @pytest.mark.rtl
