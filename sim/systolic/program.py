@@ -84,19 +84,22 @@ class Compute:
 class Instruction:
     """One pipeline step. ``preload_next`` (ws): the last array tile of this compute also
     loads the first weights of the next instruction's compute, which then skips its weight
-    prologue; only set when those weight rows are already in the scratchpad."""
+    prologue; only set when those weight rows are already in the scratchpad.
+    ``preload_next_when_loaded``: the same when this instruction's own weight load (which
+    writes some of those rows) is complete as the last tile's preload window opens."""
 
     compute: Compute | None = None
     load_a: Transfer | None = None
     load_b: Transfer | None = None
     store_c: Transfer | None = None
     preload_next: bool = False
+    preload_next_when_loaded: bool = False
 
 
 #: Field order of an encoded instruction, least significant first.
 FIELDS: tuple[str, ...] = (
     "flags",  # bit0 compute, bit1 load_a, bit2 load_b, bit3 store_c, bit4 overwrite,
-    #           bit5 preload_next
+    #           bit5 preload_next, bit6 preload_next_when_loaded
     "c_a_base", "c_b_base", "c_acc_base", "c_outer", "c_inner", "c_length",
     "a_ext_base", "a_ext_stride", "a_spad_base", "a_spad_stride", "a_bursts", "a_length",
     "b_ext_base", "b_ext_stride", "b_spad_base", "b_spad_stride", "b_bursts", "b_length",
@@ -111,7 +114,8 @@ def encode(instr: Instruction) -> int:
     flags = 0
     if instr.compute is not None:
         c = instr.compute
-        flags |= 1 | (16 if c.overwrite else 0) | (32 if instr.preload_next else 0)
+        flags |= 1 | (16 if c.overwrite else 0) | (32 if instr.preload_next else 0) \
+            | (64 if instr.preload_next_when_loaded else 0)
         values.update(c_a_base=c.a_base, c_b_base=c.b_base, c_acc_base=c.acc_base,
                       c_outer=c.outer, c_inner=c.inner, c_length=c.length)
     for bit, prefix, t in ((2, "a", instr.load_a), (4, "b", instr.load_b), (8, "s", instr.store_c)):
@@ -288,14 +292,13 @@ def mark_preloads(params, instrs: list[Instruction]) -> list[Instruction]:
     for j in range(len(out)):
         cur = out[j]
         nxt = out[j + 1] if j + 1 < len(out) else Instruction()
-        if cur.compute is None or nxt.compute is None:
-            if cur.preload_next:
-                out[j] = replace(cur, preload_next=False)
-            continue
-        lo, hi = nxt.compute.b_base, nxt.compute.b_base + R
-        safe = all(hi <= w_lo or w_hi <= lo for w_lo, w_hi in _rows_written(cur.load_b))
-        if cur.preload_next != safe:
-            out[j] = replace(cur, preload_next=safe)
+        safe = when_loaded = False
+        if cur.compute is not None and nxt.compute is not None:
+            lo, hi = nxt.compute.b_base, nxt.compute.b_base + R
+            safe = all(hi <= w_lo or w_hi <= lo for w_lo, w_hi in _rows_written(cur.load_b))
+            when_loaded = not safe
+        if (cur.preload_next, cur.preload_next_when_loaded) != (safe, when_loaded):
+            out[j] = replace(cur, preload_next=safe, preload_next_when_loaded=when_loaded)
     return out
 
 
