@@ -203,6 +203,7 @@ class SystolicAccelerator(wiring.Component):
         feeding = Signal()
         prologue = Signal()
         weights_ready = Signal()  # ws: the next compute's first weights are already preloaded
+        weights_loaded = Signal()  # ws: the weight rows this instruction's DMA loads are written
         slot = Signal(ADDR_BITS)      # cycle within the array tile's period
         fed = Signal(ADDR_BITS)       # array tiles started
         guard = Signal(ADDR_BITS)     # keeps the feeder busy for at least GUARD cycles
@@ -268,12 +269,23 @@ class SystolicAccelerator(wiring.Component):
         wl_row = Signal(range(max(R, 2)))
         wl_base = Signal(ADDR_BITS)  # weight rows of the next tile to preload
         if not os_flow:
+            # bit 5: preload; bit 6: preload if this instruction's weight load (which writes
+            # those rows) is complete when the window opens, decided in its first cycle
             c_preload = Signal()
+            c_preload_loaded = Signal()
             with m.If(start_compute):
                 m.d.sync += [wl_base.eq(fields["c_b_base"] + Mux(weights_ready, R, 0)),
-                             c_preload.eq(flags[5]), weights_ready.eq(0)]
+                             c_preload.eq(flags[5]), c_preload_loaded.eq(flags[6]),
+                             weights_ready.eq(0)]
             last_tile = fed + 1 == tiles
-            in_window = (slot >= C - 1) & (slot < C - 1 + R) & (~last_tile | c_preload)
+            window_opens = slot == C - 1
+            cross_now = Signal()
+            cross_held = Signal()
+            m.d.comb += cross_now.eq(c_preload | (c_preload_loaded & weights_loaded))
+            with m.If(feeding & ~prologue & last_tile & window_opens):
+                m.d.sync += cross_held.eq(cross_now)
+            cross_ok = Mux(window_opens, cross_now, cross_held)
+            in_window = (slot >= C - 1) & (slot < C - 1 + R) & (~last_tile | cross_ok)
             cross = ~prologue & last_tile  # the window of the last tile preloads the next compute
             with m.If(feeding & prologue):
                 m.d.comb += [wl_issue.eq(1), wl_row.eq(slot)]
@@ -501,6 +513,9 @@ class SystolicAccelerator(wiring.Component):
                 m.d.sync += walker.load(fields, prefix)
                 with m.If(~flags[flag]):
                     m.d.sync += walker.left.eq(0)
+
+        # ws cross-instruction preload (feeder): the weight load's responses are all written
+        m.d.comb += weights_loaded.eq(rsp_b.left == 0)
 
         # ---- counter updates ---------------------------------------------------------------
         for name, items in bumps.items():

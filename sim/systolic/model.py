@@ -12,7 +12,7 @@ feeder (array tiles back to back, ``P`` cycles apart):
         tile ended, so its feed may stall: stall = max(0, prev_last + rows - length - dispatch)
     ws: P = max(length, rows + cols - 1, 2), after a ``rows``-cycle weight prologue
         (the next tile's weights load in slots cols-1 .. cols+rows-2 of the current tile);
-        no prologue when the previous instruction preloaded the weights (``preload_next``)
+        no prologue when the previous instruction preloaded the weights (``preloads_next``)
     at least GUARD = 2*rows + cols cycles (so at most one drain is outstanding)
 drain (overlaps the next instruction): the last sums are in the scratchpad
     stall + (tiles-1)*P + length + 2*rows + cols cycles after dispatch (skew, mesh, deskew,
@@ -148,6 +148,35 @@ def instruction_cycles(params, instr: Instruction, dispatch: int, drain_ready: i
     return DISPATCH_CYCLES + max(dma, comp)
 
 
+def weights_written_cycle(params, instr: Instruction, dispatch: int, read_free: int) -> int:
+    """Absolute cycle from which the rows of ``instr.load_b`` are all written (its last response
+    plus one), with the read path free from ``read_free``: as in ``dma_cycles``, the A beats
+    and then the B beats are requested back to back, responses ``mem_latency + 1`` later."""
+    e = elem_bytes(params)
+    issue = max(dispatch + 1, read_free)
+    for t, row in ((instr.load_a, params.rows * e), (instr.load_b, params.cols * e)):
+        if t is not None:
+            issue += beats(t, row, params.bus_bytes) * cycles_per_beat(row, params.bus_bytes)
+    return issue - cycles_per_beat(params.cols * e, params.bus_bytes) + params.mem_latency + 2
+
+
+def preloads_next(params, instr: Instruction, dispatch: int, read_free: int,
+                  preloaded: bool) -> bool:
+    """ws: whether the last tile of ``instr`` (dispatched at ``dispatch``) preloads the next
+    compute's first weights: always with ``preload_next``; with ``preload_next_when_loaded``
+    if its weight load is written when the window opens (slot ``cols-1`` of the last tile)."""
+    c = instr.compute
+    if c is None or params.dataflow == "os":
+        return False
+    if instr.preload_next:
+        return True
+    if not instr.preload_next_when_loaded or instr.load_b is None:
+        return False
+    window = dispatch + 1 + _prologue(params, preloaded) \
+        + (c.array_tiles - 1) * _period(params, c) + params.cols - 1
+    return weights_written_cycle(params, instr, dispatch, read_free) <= window
+
+
 def instruction_actions(params, instr: Instruction, totals: dict[str, int]) -> None:
     R, C = params.rows, params.cols
     e, a = elem_bytes(params), acc_bytes(params)
@@ -207,7 +236,8 @@ def program_cycles(params, instructions: list) -> tuple[int, dict[str, int]]:
                                None if last_fed is None else dispatch - last_fed)
             drain_done = dispatch + drain_cycles(params, instr.compute, stall, preloaded)
             last_fed = dispatch + last_feed_cycles(params, instr.compute, stall, preloaded)
+        read_free = bus.read_free
         cycles += instruction_cycles(params, instr, dispatch, ready, bus, stall, preloaded)
-        preloaded = instr.preload_next and instr.compute is not None
+        preloaded = preloads_next(params, instr, dispatch, read_free, preloaded)
         instruction_actions(params, instr, totals)
     return cycles + DONE_CYCLES, totals

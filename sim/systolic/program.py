@@ -4,8 +4,10 @@ The runner writes this program into the accelerator's instruction memory; the an
 walks the same program. One instruction is one pipeline step of the double-buffered tile loop:
 it computes scratchpad tile ``j-1``, loads the operands of tile ``j`` and stores the output tile
 finished at step ``j-2``. DMA and compute of an instruction run in parallel; the next
-instruction starts when both are done. On the os dataflow the first and last scratchpad tiles
-are split into smaller instructions (``_split_ends``) to shorten the pipeline fill and drain.
+instruction starts when both are done. The first and last scratchpad tiles are split into
+smaller instructions (``_split_ends``, ``_split_ends_ws_pieces``) to shorten
+the pipeline fill and drain where the model says that is faster. On ws an instruction may
+preload the next compute's first weights (``mark_preloads``).
 """
 
 from __future__ import annotations
@@ -82,19 +84,22 @@ class Compute:
 class Instruction:
     """One pipeline step. ``preload_next`` (ws): the last array tile of this compute also
     loads the first weights of the next instruction's compute, which then skips its weight
-    prologue; only set when those weight rows are already in the scratchpad."""
+    prologue; only set when those weight rows are already in the scratchpad.
+    ``preload_next_when_loaded``: the same when this instruction's own weight load (which
+    writes some of those rows) is complete as the last tile's preload window opens."""
 
     compute: Compute | None = None
     load_a: Transfer | None = None
     load_b: Transfer | None = None
     store_c: Transfer | None = None
     preload_next: bool = False
+    preload_next_when_loaded: bool = False
 
 
 #: Field order of an encoded instruction, least significant first.
 FIELDS: tuple[str, ...] = (
     "flags",  # bit0 compute, bit1 load_a, bit2 load_b, bit3 store_c, bit4 overwrite,
-    #           bit5 preload_next
+    #           bit5 preload_next, bit6 preload_next_when_loaded
     "c_a_base", "c_b_base", "c_acc_base", "c_outer", "c_inner", "c_length",
     "a_ext_base", "a_ext_stride", "a_spad_base", "a_spad_stride", "a_bursts", "a_length",
     "b_ext_base", "b_ext_stride", "b_spad_base", "b_spad_stride", "b_bursts", "b_length",
@@ -109,7 +114,8 @@ def encode(instr: Instruction) -> int:
     flags = 0
     if instr.compute is not None:
         c = instr.compute
-        flags |= 1 | (16 if c.overwrite else 0) | (32 if instr.preload_next else 0)
+        flags |= 1 | (16 if c.overwrite else 0) | (32 if instr.preload_next else 0) \
+            | (64 if instr.preload_next_when_loaded else 0)
         values.update(c_a_base=c.a_base, c_b_base=c.b_base, c_acc_base=c.acc_base,
                       c_outer=c.outer, c_inner=c.inner, c_length=c.length)
     for bit, prefix, t in ((2, "a", instr.load_a), (4, "b", instr.load_b), (8, "s", instr.store_c)):
@@ -159,10 +165,13 @@ def layout(params, gemm: Gemm) -> Layout:
                   c_rows=(pn // params.cols) * gemm.m)
 
 
-def build_program(params, gemm: Gemm, mapping: Mapping, *, split_ends: bool = True) -> Program:
+def build_program(params, gemm: Gemm, mapping: Mapping, *,
+                  split_ends: bool | None = None) -> Program:
     """The instruction program for ``gemm`` under ``mapping`` (fitted and checked by the caller).
 
-    ``split_ends=False`` keeps the plain tile loop (no split first and last tiles)."""
+    ``split_ends``: split the first and last scratchpad tiles (True), never (False), or where
+    the model says it is faster (None).
+    """
     R, C = params.rows, params.cols
     os_flow = params.dataflow == "os"
     pm, pn, pk = padded_dims(params, gemm)
@@ -243,35 +252,23 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *, split_ends: bool = Tr
             load_b=load_b,
             store_c=store(j - 2) if j >= 2 and steps[j - 2][2] == last_k else None,
         ))
-    if os_flow and split_ends and len(steps) >= 2:
+    if not os_flow:
+        program.instructions = mark_preloads(params, program.instructions)
+    if len(steps) >= 2 and split_ends is not False:
         # Split ends shorten fill and drain on most layers but cost instruction overhead on
         # short ones: keep whichever program the timing model says is faster.
         from hwloop.sim.systolic.model import program_cycles  # the model walks programs
 
-        split = _split_ends(params, gemm, program.instructions)
-        if program_cycles(params, split)[0] < program_cycles(params, program.instructions)[0]:
-            program.instructions = split
-    if not os_flow:
-        program.instructions = mark_preloads(params, program.instructions)
-        if split_ends and len(steps) >= 2:
-            # the same rule as os: a split program only where the model says it is faster
-            from hwloop.sim.systolic.model import program_cycles
-
-            # (trying larger pieces only while they keep getting faster: on 447 random ws
-            # layers this found the best of all four 445 times at half the model calls)
-            plain = program.instructions
-            best = program_cycles(params, plain)[0]
-            previous: int | None = None
-            for group in _WS_GROUPS:
-                split = _split_ends_ws(params, plain, group)
-                if split is None:
-                    break
-                cycles = program_cycles(params, split)[0]
-                if cycles < best:
-                    best, program.instructions = cycles, split
-                if previous is not None and cycles >= previous:
-                    break
-                previous = cycles
+        plain = program.instructions
+        if os_flow:
+            split = _split_ends(params, gemm, plain)
+            timed = [(program_cycles(params, split)[0], 0, split)]
+        else:
+            timed = _timed_ws_pieces(params, plain, 0)
+        if timed:
+            best = min(timed, key=lambda t: t[:2])
+            if split_ends or best[0] < program_cycles(params, plain)[0]:
+                program.instructions = best[2]
     return program
 
 
@@ -284,19 +281,22 @@ def _rows_written(t: Transfer | None) -> list[tuple[int, int]]:
 
 
 def mark_preloads(params, instrs: list[Instruction]) -> list[Instruction]:
-    """ws: set ``preload_next`` on every instruction whose compute is followed by a compute
+    """ws: ``preload_next`` on exactly the instructions whose compute is followed by a compute
     whose first tile's weight rows (``rows`` rows from its b base) this instruction's DMA does
     not write: they are in the scratchpad before this instruction starts, so its last tile can
     load them into the array (the weight prologue of the next compute is hidden)."""
     R = params.rows
     out = list(instrs)
-    for j in range(len(out) - 1):
-        cur, nxt = out[j], out[j + 1]
-        if cur.compute is None or nxt.compute is None:
-            continue
-        lo, hi = nxt.compute.b_base, nxt.compute.b_base + R
-        if all(hi <= w_lo or w_hi <= lo for w_lo, w_hi in _rows_written(cur.load_b)):
-            out[j] = replace(cur, preload_next=True)
+    for j in range(len(out)):
+        cur = out[j]
+        nxt = out[j + 1] if j + 1 < len(out) else Instruction()
+        safe = when_loaded = False
+        if cur.compute is not None and nxt.compute is not None:
+            lo, hi = nxt.compute.b_base, nxt.compute.b_base + R
+            safe = all(hi <= w_lo or w_hi <= lo for w_lo, w_hi in _rows_written(cur.load_b))
+            when_loaded = not safe
+        if (cur.preload_next, cur.preload_next_when_loaded) != (safe, when_loaded):
+            out[j] = replace(cur, preload_next=safe, preload_next_when_loaded=when_loaded)
     return out
 
 
@@ -375,7 +375,28 @@ def _split_ends(params, gemm: Gemm, instrs: list[Instruction]) -> list[Instructi
 _WS_GROUPS = (1, 2, 4, 8)
 
 
-def _split_ends_ws(params, instrs: list[Instruction], group: int) -> list[Instruction] | None:
+def _timed_ws_pieces(params, plain: list[Instruction],
+                     first: int) -> list[tuple[int, int, list[Instruction]]]:
+    """(model cycles, candidate number from ``first``, program) of ``_split_ends_ws_pieces``
+    with pieces of 1, 2, 4, 8 k blocks, trying larger pieces only while they keep getting
+    faster (on 447 random ws layers this found the best of the four 445 times with half the
+    model calls)."""
+    from hwloop.sim.systolic.model import program_cycles
+
+    timed: list[tuple[int, int, list[Instruction]]] = []
+    for group in _WS_GROUPS:
+        split = _split_ends_ws_pieces(params, plain, group)
+        if split is None:
+            break
+        cycles = program_cycles(params, split)[0]
+        timed.append((cycles, first + len(timed), split))
+        if len(timed) >= 2 and cycles >= timed[-2][0]:
+            break
+    return timed
+
+
+def _split_ends_ws_pieces(params, instrs: list[Instruction],
+                          group: int) -> list[Instruction] | None:
     """ws: shorten the pipeline fill and drain around the first and last scratchpad tile.
 
     Fill: the first instruction loads only the first k block of A and the first two k blocks

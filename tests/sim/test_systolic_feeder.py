@@ -45,6 +45,10 @@ OS = SystolicParams(rows=2, cols=3, dataflow="os", in_bits=8, acc_bits=32, ifmap
 # ws, weights reused across m steps and compute-bound: 4 n blocks x 10 k blocks per step
 REUSE_GEMM = Gemm(m=40, n=8, k=30)
 REUSE_MAPPING = Mapping(tile_m=8, tile_n=8, tile_k=30, order="nmk")
+# ws, new weights every step: the next compute's weights are preloaded when this instruction's
+# weight load is written by the time the last tile's preload window opens
+DYN_GEMM = Gemm(m=70, n=6, k=26)
+DYN_MAPPING = Mapping(tile_m=46, tile_n=6, tile_k=6, order="mnk")
 
 # ws layers whose programs use split ends on WS (found with the model): several n blocks in
 # the first and the last tile, k accumulated over steps, partial tiles, 1 to 7 k blocks
@@ -57,8 +61,11 @@ SPLIT_WS_SHAPES = [
 ]
 
 
-def _without_preloads(instrs: list[Instruction]) -> list[Instruction]:
-    return [replace(i, preload_next=False) for i in instrs]
+def _without_preloads(instrs: list[Instruction], *, static: bool = True) -> list[Instruction]:
+    """The program with no ``preload_next_when_loaded`` flags, and no ``preload_next`` flags
+    either unless ``static`` is False."""
+    return [replace(i, preload_next=i.preload_next and not static,
+                    preload_next_when_loaded=False) for i in instrs]
 
 
 def _flags(instr: Instruction) -> int:
@@ -136,6 +143,18 @@ def test_split_ws_shapes_use_split_ends(gemm, mapping):
         len(build_program(WS, gemm, fitted, split_ends=False).instructions)
 
 
+def test_ws_preload_when_loaded():
+    program = build_program(WS, DYN_GEMM, DYN_MAPPING.fit_to(WS, DYN_GEMM), split_ends=False)
+    instrs = program.instructions
+    assert not any(i.preload_next for i in instrs)  # every compute's weights are loaded just before
+    flagged = [i.preload_next_when_loaded for i in instrs]
+    assert flagged == [i.compute is not None and j + 1 < len(instrs)
+                       and instrs[j + 1].compute is not None for j, i in enumerate(instrs)]
+    saved = program_cycles(WS, _without_preloads(instrs))[0] - program_cycles(WS, instrs)[0]
+    assert saved > 0 and saved % WS.rows == 0
+    assert _flags(instrs[1]) & 0b1100000 == 0b1000000
+
+
 def test_instruction_overhead_is_one_dispatch_cycle():
     """A compute-only program's cycles are the feeds plus one cycle per instruction (plus the
     first fetch and the final idle check): fails if fetch cycles or the ws prologue come back."""
@@ -202,28 +221,34 @@ def test_ws_preload_and_split_ends_rtl_equal_model(tmp_path, monkeypatch):
     rng = np.random.default_rng(SEED)
     jobs = _jobs(WS, rng)
     _run_exact(WS, jobs, tmp_path / "default")  # split ends where faster, preloads
-    # the plain tile loop of the first job with and without the preload flags: without them
-    # the hardware pays every prologue again
+    # plain tile loops with all, only static, and no preload flags: the hardware pays the
+    # prologues again exactly as the model says (REUSE: static preloads, DYN: when loaded)
     original = rtl_module.build_program
 
-    def plain(preload: bool):
+    def plain(variant: str):
         def build(params, gemm, mapping):
             program = original(params, gemm, mapping, split_ends=False)
-            if not preload:
-                program.instructions = _without_preloads(program.instructions)
+            if variant != "all":
+                program.instructions = _without_preloads(program.instructions,
+                                                         static=variant == "none")
             return program
         return build
 
-    gemm, mapping, a, b = jobs[0]
+    pair = [jobs[0], (DYN_GEMM, DYN_MAPPING, *random_operands(DYN_GEMM, in_bits=WS.in_bits,
+                                                                  rng=rng))]
     cycles = {}
-    for preload in (True, False):
-        monkeypatch.setattr(rtl_module, "build_program", plain(preload))
-        run = rtl_module.RtlSimulator(WS, workdir=tmp_path / f"plain{preload}").run(jobs[:1])[0]
-        assert np.array_equal(run.c, gemm_golden(a, b, acc_bits=WS.acc_bits))
-        program = plain(preload)(WS, gemm, mapping.fit_to(WS, gemm))
-        assert run.cycles == program_cycles(WS, program.instructions)[0]
-        cycles[preload] = run.cycles
-    assert cycles[False] - cycles[True] == 4 * WS.rows
+    for variant in ("all", "static", "none"):
+        monkeypatch.setattr(rtl_module, "build_program", plain(variant))
+        runs = rtl_module.RtlSimulator(WS, workdir=tmp_path / variant).run(pair)
+        for (gemm, mapping, a, b), run in zip(pair, runs, strict=True):
+            assert np.array_equal(run.c, gemm_golden(a, b, acc_bits=WS.acc_bits))
+            program = plain(variant)(WS, gemm, mapping.fit_to(WS, gemm))
+            assert run.cycles == program_cycles(WS, program.instructions)[0], (variant, gemm)
+        cycles[variant] = [run.cycles for run in runs]
+    assert cycles["none"][0] - cycles["all"][0] == 4 * WS.rows  # REUSE: static only
+    assert cycles["static"][0] == cycles["all"][0]
+    assert cycles["static"][1] > cycles["all"][1]  # DYN: when-loaded preloads taken
+    assert cycles["none"][1] == cycles["static"][1]
 
 
 @pytest.mark.rtl
