@@ -487,12 +487,24 @@ class SystolicAccelerator(wiring.Component):
             bump(f"{name}_sram_write", 1, rows_in * width)
             bump("dram_read_bytes", 1, rows_in * (width * e))
 
-        # store engine: the stored tile's last sums may still be draining from the previous
-        # instruction
-        m.d.comb += st_fire.eq((st.left != 0) & (wr_pace == 0)
-                               & (drains_done >= need_drained))
+        # store engine: the stored tile's last sums may still be draining from the last
+        # compute. A store marked by the program (``s_wait_first``) starts each burst once
+        # the array tiles it reads are drained: ``st_need`` tiles (``wait_first``, then
+        # ``wait_step`` more per burst) of the drain in progress, which is the last compute's
+        # when only it is outstanding. The tile count is looked at one cycle late, so that the
+        # tile's last row is written before it is read.
+        st_need = Signal(ADDR_BITS)
+        st_step = Signal(ADDR_BITS)
+        st_early = Signal()
+        tiles_drained = Signal(ADDR_BITS)
+        m.d.sync += tiles_drained.eq(d_drained)
+        drained = (drains_done >= need_drained) | (
+            st_early & (drains_done + 1 == need_drained) & (tiles_drained >= st_need))
+        m.d.comb += st_fire.eq((st.left != 0) & (wr_pace == 0) & drained)
         m.d.comb += acc_s.addr.eq(st.spad)
         with m.If(st_fire):
+            with m.If(st.elem + 1 == st.length):
+                m.d.sync += st_need.eq(st_need + st_step)
             st.step()
             m.d.sync += wr_pace.eq(cpr_c - 1)
         with m.Elif(wr_pace != 0):
@@ -507,7 +519,9 @@ class SystolicAccelerator(wiring.Component):
         # dispatch: latch the transfers (both engines are idle then; a bus pace may still be
         # counting down from the previous instruction's last beat and keeps the bus rate)
         with m.If(go):
-            m.d.sync += need_drained.eq(computes_started)
+            m.d.sync += [need_drained.eq(computes_started), st_need.eq(fields["s_wait_first"]),
+                         st_step.eq(fields["s_wait_step"]),
+                         st_early.eq(fields["s_wait_first"] != 0)]
             for walker, flag, prefix in ((iss_a, 1, "a"), (rsp_a, 1, "a"), (iss_b, 2, "b"),
                                          (rsp_b, 2, "b"), (st, 3, "s")):
                 m.d.sync += walker.load(fields, prefix)

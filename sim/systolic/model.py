@@ -23,13 +23,16 @@ DMA (a read path and a write path of ``bus_bytes`` each, working at the same tim
         share a beat), from the cycle after dispatch or when the read path is free again; done
         ``mem_latency + 1`` cycles after the last request
     stores: one row per ``ceil(row bytes / bus_bytes)`` cycles, from the cycle after dispatch,
-        when the write path is free and the previous instruction's drain is complete; done
-        two cycles after the last row is read
+        when the write path is free and the previous instruction's drain is complete, or (a
+        store marked by ``mark_store_waits``) burst by burst once the array tiles it reads
+        are drained; done two cycles after the last row is read
 """
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -96,11 +99,15 @@ def last_feed_cycles(params, c: Compute, stall: int = 0, preloaded: bool = False
         + c.length
 
 
-def drain_cycles(params, c: Compute, stall: int = 0, preloaded: bool = False) -> int:
-    """Cycles from dispatch until the last tile's last row of sums is read for writing."""
+def drain_cycles(params, c: Compute, stall: int = 0, preloaded: bool = False,
+                 tile: int | None = None) -> int:
+    """Cycles from dispatch until the last row of sums of array tile ``tile`` (default: the
+    last) is read for writing."""
     R, C = params.rows, params.cols
-    latency = 2 * R + C if params.dataflow == "os" else R + C  # after the last feed
-    return last_feed_cycles(params, c, stall, preloaded) + latency
+    latency = 2 * R + C if params.dataflow == "os" else R + C  # after the tile's last feed
+    last = c.array_tiles - 1 if tile is None else tile
+    return last_feed_cycles(params, c, stall, preloaded) \
+        - (c.array_tiles - 1 - last) * _period(params, c) + latency
 
 
 @dataclass
@@ -112,11 +119,12 @@ class BusState:
 
 
 def dma_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | None,
-               bus: BusState) -> int:
+               bus: BusState, tiles_drained: Callable[[int], int] | None = None) -> int:
     """Cycles after dispatch until the DMA is seen idle (0 without transfers); advances ``bus``.
 
     ``drain_ready`` is the cycle (relative to dispatch) from which the previous instruction's
-    sums are all in the scratchpad.
+    sums are all in the scratchpad; ``tiles_drained(n)`` the absolute cycle from which the
+    first ``n`` array tiles of the last compute are (for stores with ``wait_first``).
     """
     e = elem_bytes(params)
     done = dispatch
@@ -131,19 +139,26 @@ def dma_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | Non
         bus.read_free = issue
         done = issue - last_cpb + params.mem_latency + 1
     if instr.store_c is not None:
+        t = instr.store_c
         cpb = cycles_per_beat(params.cols * acc_bytes(params), params.bus_bytes)
-        first = max(dispatch + 1, bus.write_free,
-                    dispatch + (drain_ready if drain_ready is not None else 0))
-        last = first + (instr.store_c.rows - 1) * cpb
-        bus.write_free = last + cpb
+        whole = dispatch + (drain_ready if drain_ready is not None else 0)
+        fire = max(dispatch + 1, bus.write_free)  # the next row's earliest cycle
+        for burst in range(t.bursts):
+            ready = whole
+            if t.wait_first and tiles_drained is not None:
+                ready = min(whole, tiles_drained(t.wait_first + burst * t.wait_step))
+            last = max(fire, ready) + (t.length - 1) * cpb
+            fire = last + cpb
+        bus.write_free = fire
         done = max(done, last + 1)
     return done - dispatch
 
 
 def instruction_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | None,
-                       bus: BusState, stall: int = 0, preloaded: bool = False) -> int:
+                       bus: BusState, stall: int = 0, preloaded: bool = False,
+                       tiles_drained: Callable[[int], int] | None = None) -> int:
     """Cycles of one instruction dispatched at ``dispatch`` (see dma_cycles)."""
-    dma = dma_cycles(params, instr, dispatch, drain_ready, bus)
+    dma = dma_cycles(params, instr, dispatch, drain_ready, bus, tiles_drained)
     comp = 0 if instr.compute is None else feed_cycles(params, instr.compute, stall, preloaded)
     return DISPATCH_CYCLES + max(dma, comp)
 
@@ -216,6 +231,13 @@ def model_gemm(params, gemm: Gemm, mapping: Mapping) -> GemmRun:
     return GemmRun(cycles=cycles, actions=totals, sim_s=time.perf_counter() - start)
 
 
+def _tiles_drained(params, c: Compute, dispatch: int, stall: int, preloaded: bool,
+                   tiles: int) -> int:
+    """Absolute cycle from which the drain's tile count (seen by the store engine one cycle
+    late) shows ``tiles`` tiles of ``c`` written."""
+    return dispatch + drain_cycles(params, c, stall, preloaded, tile=tiles - 1) + 2
+
+
 def program_cycles(params, instructions: list) -> tuple[int, dict[str, int]]:
     """Cycles from start to done, and action counts, of running ``instructions``."""
     totals = dict.fromkeys(ACTIONS, 0)
@@ -226,18 +248,23 @@ def program_cycles(params, instructions: list) -> tuple[int, dict[str, int]]:
     last_fed: int | None = None    # absolute cycle the last tile's last element was fed
     preloaded = False              # ws: the previous instruction preloaded this one's weights
     bus = BusState()
+    tiles_drained: Callable[[int], int] | None = None  # of the last compute
     for instr in instructions:
         dispatch = cycles
         # the drain-completion count is visible two cycles after the last read-for-write
         ready = None if drain_done is None else drain_done + 2 - dispatch
         stall = 0
+        drained_before = tiles_drained
         if instr.compute is not None:
             stall = feed_stall(params, instr.compute,
                                None if last_fed is None else dispatch - last_fed)
             drain_done = dispatch + drain_cycles(params, instr.compute, stall, preloaded)
             last_fed = dispatch + last_feed_cycles(params, instr.compute, stall, preloaded)
+            tiles_drained = functools.partial(_tiles_drained, params, instr.compute, dispatch,
+                                              stall, preloaded)
         read_free = bus.read_free
-        cycles += instruction_cycles(params, instr, dispatch, ready, bus, stall, preloaded)
+        cycles += instruction_cycles(params, instr, dispatch, ready, bus, stall, preloaded,
+                                     drained_before)
         preloaded = preloads_next(params, instr, dispatch, read_free, preloaded)
         instruction_actions(params, instr, totals)
     return cycles + DONE_CYCLES, totals

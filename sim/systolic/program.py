@@ -45,7 +45,13 @@ def beats(transfer: Transfer, row_bytes: int, bus_bytes: int) -> int:
 @dataclass(frozen=True)
 class Transfer:
     """A 2-D DMA transfer: ``bursts`` bursts of ``length`` rows, external rows ``stride`` apart,
-    scratchpad bursts ``spad_stride`` rows apart from ``spad_base``."""
+    scratchpad bursts ``spad_stride`` rows apart from ``spad_base``.
+
+    Stores only: with ``wait_first`` > 0, burst ``b`` may start once the drain of the last
+    compute dispatched before this instruction has written ``wait_first + b * wait_step`` of
+    its array tiles (``mark_store_waits``); otherwise, and in any case once that drain is
+    complete, the store waits for nothing.
+    """
 
     ext_base: int = 0
     ext_stride: int = 0
@@ -53,6 +59,8 @@ class Transfer:
     spad_stride: int = 0
     bursts: int = 0
     length: int = 0
+    wait_first: int = 0
+    wait_step: int = 0
 
     @property
     def rows(self) -> int:
@@ -104,6 +112,7 @@ FIELDS: tuple[str, ...] = (
     "a_ext_base", "a_ext_stride", "a_spad_base", "a_spad_stride", "a_bursts", "a_length",
     "b_ext_base", "b_ext_stride", "b_spad_base", "b_spad_stride", "b_bursts", "b_length",
     "s_ext_base", "s_ext_stride", "s_spad_base", "s_spad_stride", "s_bursts", "s_length",
+    "s_wait_first", "s_wait_step",
 )
 INSTRUCTION_BITS = FIELD_BITS * len(FIELDS)
 
@@ -125,6 +134,9 @@ def encode(instr: Instruction) -> int:
                            f"{prefix}_spad_base": t.spad_base,
                            f"{prefix}_spad_stride": t.spad_stride, f"{prefix}_bursts": t.bursts,
                            f"{prefix}_length": t.length})
+    if instr.store_c is not None:
+        values.update(s_wait_first=instr.store_c.wait_first,
+                      s_wait_step=instr.store_c.wait_step)
     values["flags"] = flags
     word = 0
     for i, name in enumerate(FIELDS):
@@ -269,7 +281,43 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
             best = min(timed, key=lambda t: t[:2])
             if split_ends or best[0] < program_cycles(params, plain)[0]:
                 program.instructions = best[2]
+    program.instructions = mark_store_waits(params, program.instructions)
     return program
+
+
+def mark_store_waits(params, instrs: list[Instruction]) -> list[Instruction]:
+    """Let each store start on the array tiles already drained, burst by burst.
+
+    A store that reads exactly the accumulator rows of the last compute before it, one burst
+    per n block of that compute, waits per burst for the tiles of its n block instead of the
+    whole drain. os drains tiles m block by m block, n blocks inside (tile ``o*inner + i``
+    writes rows ``acc_base + i*outer*rows + o*rows ..``): n block ``b`` is complete after tile
+    ``(outer-1)*inner + b``. ws drains n block by n block, k blocks inside (tile ``o*inner + i``
+    accumulates into rows ``acc_base + o*length ..``): n block ``b`` is final after tile
+    ``(b+1)*inner - 1``. Any other store keeps waiting for the whole drain.
+    """
+    R = params.rows
+    out: list[Instruction] = []
+    last: Compute | None = None
+    for instr in instrs:
+        t = instr.store_c
+        if t is not None:
+            first = step = 0
+            if last is not None and t.spad_base == last.acc_base:
+                block = last.outer * R if params.dataflow == "os" else last.length
+                blocks = last.inner if params.dataflow == "os" else last.outer
+                if ((t.bursts == 1 or t.spad_stride == block) and t.length <= block
+                        and t.bursts <= blocks):
+                    if params.dataflow == "os":
+                        first, step = (last.outer - 1) * last.inner + 1, 1
+                    else:
+                        first, step = last.inner, last.inner
+            if (t.wait_first, t.wait_step) != (first, step):
+                instr = replace(instr, store_c=replace(t, wait_first=first, wait_step=step))
+        out.append(instr)
+        if instr.compute is not None:
+            last = instr.compute
+    return out
 
 
 def _rows_written(t: Transfer | None) -> list[tuple[int, int]]:
