@@ -42,12 +42,17 @@ GEMMS = {
     "systolic_8x8_os_i8a32": (Gemm(m=256, n=256, k=192), Gemm(m=256, n=256, k=1024)),
 }
 SEED = 7
+#: Each measurement is the fastest of this many runs (the machine is shared; the minimum is the
+#: least disturbed run); every run is checked bit-exact.
+REPEATS = 3
+#: Cycles of the mesh build running free with idle inputs (the same binary as the mesh drive).
+IDLE_CYCLES = 1_000_000
 
 
 @dataclass
 class Measured:
     mode: str
-    gemm: Gemm
+    gemm: Gemm | None  # None: no GEMM (idle inputs)
     cycles: int
     run_s: float   # the simulated part only (start .. done; the mesh drive's per-cycle loop)
     job_s: float   # the job inside the simulator process (+ load and dump / job file and result)
@@ -63,11 +68,19 @@ def _operands(params: SystolicParams, gemm: Gemm) -> tuple[np.ndarray, np.ndarra
     return random_operands(gemm, in_bits=params.in_bits, rng=np.random.default_rng(SEED))
 
 
+def _best(measure, *args, **kwargs) -> Measured:
+    runs = [measure(*args, **kwargs) for _ in range(REPEATS)]
+    best = min(runs, key=lambda m: m.run_s)
+    best.exact = all(m.exact for m in runs)
+    return best
+
+
 def _accelerator(sim: RtlSimulator, gemm: Gemm, *, step: bool) -> Measured:
     params = sim.params
     a, b = _operands(params, gemm)
+    mapping = default_mapping(params, gemm)  # the mapping search is not simulation (as in _mesh)
     began = time.perf_counter()
-    run = sim.run([(gemm, default_mapping(params, gemm), a, b)], step=step)[0]
+    run = sim.run([(gemm, mapping, a, b)], step=step)[0]
     host_s = time.perf_counter() - began
     return Measured(mode="minimal stepped loop" if step else "free-running", gemm=gemm,
                     cycles=run.cycles, run_s=float(run.extra["run_s"]), job_s=run.sim_s,
@@ -76,35 +89,46 @@ def _accelerator(sim: RtlSimulator, gemm: Gemm, *, step: bool) -> Measured:
                                                                  acc_bits=params.acc_bits))))
 
 
-def _mesh(drive: MeshDrive, gemm: Gemm) -> Measured:
+def _mesh(drive: MeshDrive, gemm: Gemm, *, style: str) -> Measured:
     params = drive.params
     a, b = _operands(params, gemm)
-    run = drive.run(gemm, a, b)
-    return Measured(mode="per-cycle mesh drive", gemm=gemm, cycles=run.cycles, run_s=run.run_s,
+    run = drive.run(gemm, a, b, style=style)
+    mode = "per-cycle mesh drive" + (", driver + monitor" if style == "tasks" else "")
+    return Measured(mode=mode, gemm=gemm, cycles=run.cycles, run_s=run.run_s,
                     job_s=run.job_s, host_s=run.host_s,
                     exact=bool(np.array_equal(run.c, gemm_golden(a, b,
                                                                  acc_bits=params.acc_bits))))
 
 
-def _gemm(g: Gemm) -> str:
-    return f"{g.m} x {g.n} x {g.k}"
+def _idle(drive: MeshDrive, cycles: int) -> Measured:
+    run = drive.idle(cycles)
+    return Measured(mode="mesh build running free (idle inputs)", gemm=None,
+                    cycles=run.cycles, run_s=run.run_s, job_s=run.job_s, host_s=run.host_s,
+                    exact=True)
+
+
+def _gemm(g: Gemm | None) -> str:
+    return "none (idle)" if g is None else f"{g.m} x {g.n} x {g.k}"
 
 
 def run() -> str:
     rows: list[tuple[str, Measured]] = []
-    summary: list[tuple[str, Measured, Measured, Measured, Measured]] = []
+    summary: list[tuple[str, Measured, Measured, Measured, Measured, Measured, Measured]] = []
     for params in DESIGNS:
         shared, large = GEMMS[params.name]
         sim = RtlSimulator(params)
         sim.build()
         drive = MeshDrive(params)
         drive.build()
-        free_large = _accelerator(sim, large, step=False)
-        free = _accelerator(sim, shared, step=False)
-        stepped = _accelerator(sim, shared, step=True)
-        mesh = _mesh(drive, shared)
-        rows += [(params.name, m) for m in (free_large, free, stepped, mesh)]
-        summary.append((params.name, free_large, free, stepped, mesh))
+        free_large = _best(_accelerator, sim, large, step=False)
+        free = _best(_accelerator, sim, shared, step=False)
+        stepped = _best(_accelerator, sim, shared, step=True)
+        mesh = _best(_mesh, drive, shared, style="loop")
+        mesh_tasks = _best(_mesh, drive, shared, style="tasks")
+        mesh_free = _best(_idle, drive, IDLE_CYCLES)
+        rows += [(params.name, m) for m in (free_large, free, mesh, mesh_tasks, stepped,
+                                            mesh_free)]
+        summary.append((params.name, free_large, free, stepped, mesh, mesh_tasks, mesh_free))
 
     lines = [
         "## Free-running RTL vs cycle-by-cycle cocotb",
@@ -122,18 +146,25 @@ def run() -> str:
         "  read and summed into C in Python (the K tiles' partial sums). Array tiles, their order",
         "  and spacing are the accelerator's (same mapping). This is the issue's \"driving the",
         "  same array cycle by cycle from cocotb\", and a lean one: one coroutine, operands",
-        "  packed once per tile, no driver/monitor objects.",
+        "  packed once per tile, no driver/monitor objects. *Driver + monitor*: the same with",
+        "  the outputs sampled by a second coroutine, the usual cocotb structure.",
         "- **minimal stepped loop**: the accelerator build again, but Python wakes up on every",
         "  rising edge, peeks `done` and pokes one input. Nothing useful happens in Python: it",
         "  is the floor of any per-cycle Python approach, not a testbench.",
+        "- **mesh build running free**: the mesh drive's own binary, clocked for",
+        f"  {IDLE_CYCLES:,} cycles with idle inputs while Python sleeps: the same array, the",
+        "  same build, with and without Python on every cycle (the array evaluates the same",
+        "  logic whether its operands are zero or not). No result, so no bit-exact check.",
         "",
         "Rates are simulated cycles per wall second of the simulated part (*run*: start..done,",
         "or the mesh drive's per-cycle loop). *job* adds the job's bulk load and C dump (mesh",
         "drive: reading the job file); *host* is the whole Python call (operand encoding,",
-        "simulator process start-up and shutdown, decoding C). The mesh drive's cycles are",
+        "simulator process start-up and shutdown, decoding C; not the mapping search). The",
+        "mesh drive's cycles are",
         "array cycles only; the accelerator's include its DMA, so the fair per-GEMM comparison",
-        "is wall time for the same GEMM. Builds are cached and not counted. The machine is",
-        "shared (2 cores, other jobs running).",
+        f"is wall time for the same GEMM. Each row is the fastest of {REPEATS} runs (all",
+        "bit-exact); builds are cached and not counted. The machine is shared (2 cores,",
+        "other jobs running), so rates vary by tens of percent between runs.",
         "",
         "| design | mode | GEMM (m x n x k) | cycles | run s | job s | host s | "
         "cycles/s (run) | bit-exact |",
@@ -142,7 +173,7 @@ def run() -> str:
     for name, m in rows:
         lines.append(f"| {name} | {m.mode} | {_gemm(m.gemm)} | {m.cycles:,} | {m.run_s:.2f} | "
                      f"{m.job_s:.2f} | {m.host_s:.2f} | {m.rate:,.0f} | "
-                     f"{'yes' if m.exact else 'NO'} |")
+                     f"{('yes' if m.exact else 'NO') if m.gemm else '-'} |")
     lines += [
         "",
         "Ratios, free-running over each per-cycle way. *Per cycle*: the free-running rate on",
@@ -150,16 +181,19 @@ def run() -> str:
         "per-cycle over free-running, job (and whole call).",
         "",
         "| design | vs mesh drive per cycle | vs mesh drive per GEMM, job (call) | "
-        "vs minimal loop per cycle | vs minimal loop per GEMM, job (call) |",
-        "|---|---:|---:|---:|---:|",
+        "vs driver + monitor per cycle | vs minimal loop per cycle | "
+        "vs minimal loop per GEMM, job (call) | same mesh build: free / mesh drive |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     verdicts = []
-    for name, free_large, free, stepped, mesh in summary:
+    for name, free_large, free, stepped, mesh, mesh_tasks, mesh_free in summary:
         per_cycle = free_large.rate / mesh.rate
         lines.append(
             f"| {name} | **{per_cycle:,.0f}x** | {mesh.job_s / free.job_s:,.0f}x "
-            f"({mesh.host_s / free.host_s:,.1f}x) | {free_large.rate / stepped.rate:,.0f}x | "
-            f"{stepped.job_s / free.job_s:,.0f}x ({stepped.host_s / free.host_s:,.1f}x) |")
+            f"({mesh.host_s / free.host_s:,.1f}x) | {free_large.rate / mesh_tasks.rate:,.0f}x | "
+            f"{free_large.rate / stepped.rate:,.0f}x | "
+            f"{stepped.job_s / free.job_s:,.0f}x ({stepped.host_s / free.host_s:,.1f}x) | "
+            f"{mesh_free.rate / mesh.rate:,.0f}x |")
         verdicts.append(f"{name} {per_cycle:,.0f}x "
                         f"({'meets' if per_cycle >= 100 else 'misses'} 100x)")
     lines += [
@@ -168,9 +202,16 @@ def run() -> str:
         "cocotb\", per simulated cycle) is judged against the per-cycle mesh drive: it is the",
         "array driven cycle by cycle doing the whole GEMM. Per simulated cycle: "
         + "; ".join(verdicts) + ". The minimal stepped loop does no testbench work at all, so",
-        "its ratio is a lower bound that no per-cycle testbench can beat. Per GEMM the whole",
-        "call includes the simulator's start-up (~0.3 s), which the free-running call pays",
-        "once per job list (`RtlSimulator.run` runs many GEMMs per process).",
+        "its ratio is a lower bound that no per-cycle testbench can beat. Per GEMM, the whole",
+        "call adds the simulator process's start-up and shutdown (~0.3-0.5 s) to both sides;",
+        "`RtlSimulator.run` pays it once for a whole list of GEMMs.",
+        "",
+        "Why 100x is out of reach here: a Python step per cycle costs ~15-20 us (mesh drive),",
+        "while the array itself, running free in the same build, costs ~0.3 us (2x3) to ~0.7",
+        "us (8x8) per cycle, of which about 0.3 us is Verilator's and cocotb's per-time-slot",
+        "work for the two clock edges and the rest the array's own evaluation (a perf profile",
+        "shows flat generated code, no hot spot). The last column is that ceiling for the",
+        "same binary; the whole accelerator adds its controller, scratchpads and DMA on top.",
         "",
         "Breakdown of the free-running time and what has been tried: docs/systolic-hw.md",
         "(Co-simulation).",

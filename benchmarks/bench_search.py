@@ -60,7 +60,20 @@ def bench_space(area: float) -> Space:
 
 def table(space: Space) -> dict[tuple[Any, ...], PointResult]:
     """Every point's result (budgets applied later by rescore), cached on disk."""
-    path = cache_dir() / "bench_search" / f"{space.hash}.json"
+    # keyed by the space and by the sources that decide a point's cycles, area and energy
+    import hashlib
+    from pathlib import Path
+
+    import hwloop.hdl.systolic
+    import hwloop.sim.systolic
+
+    digest = hashlib.sha256(space.hash.encode())
+    for package in (hwloop.hdl.systolic, hwloop.sim.systolic):
+        for source in sorted(Path(package.__file__).parent.glob("*.py")):
+            digest.update(source.read_bytes())
+    for name in ("area.py", "energy.py", "evaluate.py"):
+        digest.update((Path(hwloop.sim.systolic.__file__).parent.parent / name).read_bytes())
+    path = cache_dir() / "bench_search" / f"{digest.hexdigest()[:16]}.json"
     if path.exists():
         rows = json.loads(path.read_text())
         results = [PointResult.from_dict(r) for r in rows]

@@ -168,14 +168,38 @@ class MeshDrive:
         a_pad[:gemm.m, :gemm.k] = a
         b_pad = np.zeros((pk, pn), dtype=np.int64)
         b_pad[:gemm.k, :gemm.n] = b
+        res = self._simulate({
+            "m": pm, "n": pn, "a": a_pad.tolist(), "b": b_pad.tolist(),
+            "tiles": array_tiles(p, gemm, mapping), "style": style})
+        if res.get("error"):
+            raise SimulationError(f"mesh drive of {p.name}: {res['error']}")
+        c = wrap(np.array(res["c"], dtype=np.int64), p.acc_bits)[:gemm.m, :gemm.n]
+        return MeshRun(c=c, cycles=res["cycles"], run_s=res["run_s"], job_s=res["job_s"],
+                       process_s=res["process_s"], host_s=time.perf_counter() - began)
+
+    def idle(self, cycles: int) -> MeshRun:
+        """The same build running free: ``cycles`` clock cycles with idle inputs while Python
+        sleeps (``c`` is empty). The array evaluates the same logic every cycle either way."""
+        if cycles < 1:
+            raise ParameterError(f"idle cycles must be at least 1, not {cycles}")
+        began = time.perf_counter()
+        res = self._simulate({"idle_cycles": cycles})
+        return MeshRun(c=np.zeros((0, 0), dtype=np.int64), cycles=res["cycles"],
+                       run_s=res["run_s"], job_s=res["job_s"], process_s=res["process_s"],
+                       host_s=time.perf_counter() - began)
+
+    def _simulate(self, job: dict) -> dict:
+        """One simulator process on ``job`` (plus the design's sizes); the test's result."""
+        if self._build_path is None:
+            self.build()
+        assert self._build_path is not None
+        p = self.params
         work = Path(tempfile.mkdtemp(prefix="hwloop-mesh-drive-"))
         try:
             result = work / "result.json"
             (work / "job.json").write_text(json.dumps({
                 "rows": p.rows, "cols": p.cols, "in_bits": p.in_bits, "acc_bits": p.acc_bits,
-                "m": pm, "n": pn, "a": a_pad.tolist(), "b": b_pad.tolist(),
-                "tiles": array_tiles(p, gemm, mapping), "style": style,
-                "result": str(result)}))
+                **job, "result": str(result)}))
             log = work / "sim.log"
             process_s = run_testbench(
                 self._build_path, top=MESH_TOP, module=TB_MODULE, work=work, log=log,
@@ -187,11 +211,6 @@ class MeshDrive:
                     shutil.copy(log, kept)
                 raise SimulationError(f"the mesh drive of {p.name} produced no result "
                                       f"(log: {kept})", log_path=kept)
-            res = json.loads(result.read_text())
+            return {**json.loads(result.read_text()), "process_s": process_s}
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        if res.get("error"):
-            raise SimulationError(f"mesh drive of {p.name}: {res['error']}")
-        c = wrap(np.array(res["c"], dtype=np.int64), p.acc_bits)[:gemm.m, :gemm.n]
-        return MeshRun(c=c, cycles=res["cycles"], run_s=res["run_s"], job_s=res["job_s"],
-                       process_s=process_s, host_s=time.perf_counter() - began)

@@ -4,10 +4,8 @@ The runner writes this program into the accelerator's instruction memory; the an
 walks the same program. One instruction is one pipeline step of the double-buffered tile loop:
 it computes scratchpad tile ``j-1``, loads the operands of tile ``j`` and stores the output tile
 finished at step ``j-2``. DMA and compute of an instruction run in parallel; the next
-instruction starts when both are done. The first and last scratchpad tiles are split into
-smaller instructions (``_split_ends``, ``_split_ends_ws``, ``_split_ends_ws_pieces``) to shorten
-the pipeline fill and drain where the model says that is faster. On ws an instruction may
-preload the next compute's first weights (``mark_preloads``).
+instruction starts when both are done. On the os dataflow the first and last scratchpad tiles
+are split into smaller instructions (``_split_ends``) to shorten the pipeline fill and drain.
 """
 
 from __future__ import annotations
@@ -165,13 +163,10 @@ def layout(params, gemm: Gemm) -> Layout:
                   c_rows=(pn // params.cols) * gemm.m)
 
 
-def build_program(params, gemm: Gemm, mapping: Mapping, *,
-                  split_ends: bool | None = None) -> Program:
+def build_program(params, gemm: Gemm, mapping: Mapping, *, split_ends: bool = True) -> Program:
     """The instruction program for ``gemm`` under ``mapping`` (fitted and checked by the caller).
 
-    ``split_ends``: split the first and last scratchpad tiles (True), never (False), or where
-    the model says it is faster (None).
-    """
+    ``split_ends=False`` keeps the plain tile loop (no split first and last tiles)."""
     R, C = params.rows, params.cols
     os_flow = params.dataflow == "os"
     pm, pn, pk = padded_dims(params, gemm)
@@ -252,25 +247,35 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
             load_b=load_b,
             store_c=store(j - 2) if j >= 2 and steps[j - 2][2] == last_k else None,
         ))
-    if not os_flow:
-        program.instructions = mark_preloads(params, program.instructions)
-    if len(steps) >= 2 and split_ends is not False:
+    if os_flow and split_ends and len(steps) >= 2:
         # Split ends shorten fill and drain on most layers but cost instruction overhead on
         # short ones: keep whichever program the timing model says is faster.
         from hwloop.sim.systolic.model import program_cycles  # the model walks programs
 
-        plain = program.instructions
-        if os_flow:
-            splits = [_split_ends(params, gemm, plain)]
-        else:
-            splits = [mark_preloads(params, _split_ends_ws(params, gemm, plain, fine=fine))
-                      for fine in (False, True)]
-        timed = [(program_cycles(params, p)[0], n, p) for n, p in enumerate(splits)]
-        if not os_flow:
-            timed += _timed_ws_pieces(params, plain, len(timed))
-        best = min(timed, key=lambda t: t[:2])
-        if split_ends or best[0] < program_cycles(params, plain)[0]:
-            program.instructions = best[2]
+        split = _split_ends(params, gemm, program.instructions)
+        if program_cycles(params, split)[0] < program_cycles(params, program.instructions)[0]:
+            program.instructions = split
+    if not os_flow:
+        program.instructions = mark_preloads(params, program.instructions)
+        if split_ends and len(steps) >= 2:
+            # the same rule as os: a split program only where the model says it is faster
+            from hwloop.sim.systolic.model import program_cycles
+
+            # (trying larger pieces only while they keep getting faster: on 447 random ws
+            # layers this found the best of all four 445 times at half the model calls)
+            plain = program.instructions
+            best = program_cycles(params, plain)[0]
+            previous: int | None = None
+            for group in _WS_GROUPS:
+                split = _split_ends_ws(params, plain, group)
+                if split is None:
+                    break
+                cycles = program_cycles(params, split)[0]
+                if cycles < best:
+                    best, program.instructions = cycles, split
+                if previous is not None and cycles >= previous:
+                    break
+                previous = cycles
     return program
 
 
@@ -286,7 +291,8 @@ def mark_preloads(params, instrs: list[Instruction]) -> list[Instruction]:
     """ws: ``preload_next`` on exactly the instructions whose compute is followed by a compute
     whose first tile's weight rows (``rows`` rows from its b base) this instruction's DMA does
     not write: they are in the scratchpad before this instruction starts, so its last tile can
-    load them into the array (the weight prologue of the next compute is hidden)."""
+    load them into the array (the weight prologue of the next compute is hidden). Where this
+    instruction's weight load writes them, ``preload_next_when_loaded`` instead."""
     R = params.rows
     out = list(instrs)
     for j in range(len(out)):
@@ -373,116 +379,11 @@ def _split_ends(params, gemm: Gemm, instrs: list[Instruction]) -> list[Instructi
     return pro + instrs[2:-2] + epi
 
 
-def _split_ends_ws(params, gemm: Gemm, instrs: list[Instruction], *,
-                   fine: bool) -> list[Instruction]:
-    """ws: shorten the pipeline fill and drain around the first and last scratchpad tile.
-
-    A ws compute runs ``outer`` n blocks of ``inner`` k blocks; array tile (o, i) streams the
-    A rows of k block i (``a_base + i*length``) through the weight rows
-    ``b_base + (o*inner + i)*rows`` and accumulates into the rows ``acc_base + o*length``.
-    Prologue: load k block 0 of A and the first weight block alone, then compute n block 0 one
-    array tile per instruction while the next array tile's operands load (``fine``), or its
-    first array tile while the rest of the first tile loads and then the rest of it; then the
-    other n blocks with the second tile's loads. Epilogue: the last tile's n blocks but the last
-    (storing what the previous tile finished), the last n block's k blocks but the last
-    (storing the others), its last array tile, then the store of that n block alone.
-    """
-    R = params.rows
-    head, tail = instrs[:2], instrs[-2:]
-    first, comp = head[0], head[1].compute
-    assert comp is not None and first.load_a is not None and first.load_b is not None
-    O, N = comp.outer, comp.inner
-
-    def block(c: Compute, o0: int, outer: int, i0: int, inner: int) -> Compute:
-        """n blocks ``o0 ..`` (``outer``) x k blocks ``i0 ..`` (``inner``) of ``c``."""
-        return replace(c, a_base=c.a_base + i0 * c.length,
-                       b_base=c.b_base + (o0 * c.inner + i0) * R,
-                       acc_base=c.acc_base + o0 * c.length, outer=outer, inner=inner,
-                       overwrite=c.overwrite and i0 == 0)
-
-    def b_rows(t: Transfer, start: int, length: int) -> Transfer:
-        """Rows ``start .. start+length-1`` of the first burst of ``t``."""
-        return replace(t, ext_base=t.ext_base + start, spad_base=t.spad_base + start, bursts=1,
-                       length=length)
-
-    load_a, load_b = first.load_a, first.load_b
-    next_loads = (head[1].load_a, head[1].load_b)
-    pro = [Instruction(load_a=_part(load_a, 0, 1), load_b=b_rows(load_b, 0, R))]
-    if fine:  # n block 0 one array tile at a time, loading the next tile's operands
-        for i in range(N):
-            if i + 1 < N:
-                loads = (_part(load_a, i + 1, 1), b_rows(load_b, (i + 1) * R, R))
-            elif O > 1:
-                loads = (None, _part(load_b, 1, O - 1))
-            else:
-                loads = next_loads
-            pro.append(Instruction(compute=block(comp, 0, 1, i, 1), load_a=loads[0],
-                                   load_b=loads[1]))
-    else:  # its first array tile while the rest of n block 0 loads, then the rest of it
-        rest_a = _part(load_a, 1, N - 1) if N > 1 else None
-        rest_b = b_rows(load_b, R, load_b.length - R) if N > 1 else None
-        if N > 1:
-            pro.append(Instruction(compute=block(comp, 0, 1, 0, 1), load_a=rest_a, load_b=rest_b))
-        loads = (None, _part(load_b, 1, O - 1)) if O > 1 else next_loads
-        pro.append(Instruction(compute=block(comp, 0, 1, 1 if N > 1 else 0, max(N - 1, 1)),
-                               load_a=loads[0], load_b=loads[1]))
-    if O > 1:
-        pro.append(Instruction(compute=block(comp, 1, O - 1, 0, N), load_a=next_loads[0],
-                               load_b=next_loads[1]))
-
-    last, final = tail[0].compute, tail[1].store_c
-    assert last is not None and final is not None
-    O, N = last.outer, last.inner  # the last tile may be a partial one
-    computes = []
-    if O > 1:
-        computes.append(block(last, 0, O - 1, 0, N))
-    if N > 1:
-        computes.append(block(last, O - 1, 1, 0, N - 1))
-    computes.append(block(last, O - 1, 1, N - 1, 1))
-    # stores wait in line, one per instruction; n blocks 0 .. O-2 of the last tile may go out
-    # once their compute (the first epilogue instruction when O > 1) has been dispatched
-    early = _part(final, 0, O - 1) if O > 1 else None
-    queue = [t for t in (tail[0].store_c,) if t is not None]
-    epi: list[Instruction] = []
-    for n, c in enumerate(computes):
-        epi.append(Instruction(compute=c, store_c=queue.pop(0) if queue else None))
-        if n == 0 and early is not None:
-            queue.append(early)
-    if early is not None and early in queue:  # never went out early: store the tile at once
-        queue.remove(early)
-        queue.append(final)
-    else:
-        queue.append(_part(final, O - 1, 1))
-    epi += [Instruction(store_c=t) for t in queue]
-    return pro + instrs[2:-2] + epi
-
-
 #: k blocks per compute instruction while the rest of the first ws tile loads.
 _WS_GROUPS = (1, 2, 4, 8)
 
 
-def _timed_ws_pieces(params, plain: list[Instruction],
-                     first: int) -> list[tuple[int, int, list[Instruction]]]:
-    """(model cycles, candidate number from ``first``, program) of ``_split_ends_ws_pieces``
-    with pieces of 1, 2, 4, 8 k blocks, trying larger pieces only while they keep getting
-    faster (on 447 random ws layers this found the best of the four 445 times with half the
-    model calls)."""
-    from hwloop.sim.systolic.model import program_cycles
-
-    timed: list[tuple[int, int, list[Instruction]]] = []
-    for group in _WS_GROUPS:
-        split = _split_ends_ws_pieces(params, plain, group)
-        if split is None:
-            break
-        cycles = program_cycles(params, split)[0]
-        timed.append((cycles, first + len(timed), split))
-        if len(timed) >= 2 and cycles >= timed[-2][0]:
-            break
-    return timed
-
-
-def _split_ends_ws_pieces(params, instrs: list[Instruction],
-                          group: int) -> list[Instruction] | None:
+def _split_ends_ws(params, instrs: list[Instruction], group: int) -> list[Instruction] | None:
     """ws: shorten the pipeline fill and drain around the first and last scratchpad tile.
 
     Fill: the first instruction loads only the first k block of A and the first two k blocks

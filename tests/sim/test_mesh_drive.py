@@ -69,3 +69,11 @@ def test_mesh_drive_bit_exact() -> None:
         streamed = sum(length for *_, length in tiles)
         spaced = sum(max(length, PARAMS.rows) for *_, length in tiles)
         assert streamed < run.cycles <= spaced + 4 * (PARAMS.rows + PARAMS.cols)
+
+
+@pytest.mark.rtl
+def test_mesh_idle_runs_free() -> None:
+    run = MeshDrive(PARAMS).idle(1000)
+    assert run.cycles == 1000 and run.c.size == 0 and 0 < run.run_s <= run.job_s
+    with pytest.raises(ParameterError, match="idle cycles must be at least 1, not 0"):
+        MeshDrive(PARAMS).idle(0)

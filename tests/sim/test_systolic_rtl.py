@@ -80,16 +80,17 @@ def _split_program(params, gemm, mapping, variant):
     program = program_module.build_program(params, gemm, mapping, split_ends=False)
     if variant == "os":
         program.instructions = program_module._split_ends(params, gemm, program.instructions)
-    else:
-        program.instructions = program_module._split_ends_ws(
-            params, gemm, program.instructions, fine=variant == "ws-fine")
+    else:  # ws-<k blocks per prologue piece>
+        split = program_module._split_ends_ws(params, program.instructions,
+                                              int(variant.split("-")[1]))
+        program.instructions = split if split is not None else program.instructions
     return program
 
 
 @pytest.mark.parametrize("variant", [
     pytest.param("os", marks=pytest.mark.xdist_group("systolic_os_2x3")),
-    pytest.param("ws-coarse", marks=pytest.mark.xdist_group("systolic_ws_3x2")),
-    pytest.param("ws-fine", marks=pytest.mark.xdist_group("systolic_ws_3x2")),
+    pytest.param("ws-1", marks=pytest.mark.xdist_group("systolic_ws_3x2")),
+    pytest.param("ws-2", marks=pytest.mark.xdist_group("systolic_ws_3x2")),
 ])
 def test_split_ends_forced(variant, tmp_path, monkeypatch):
     """Programs with split first and last tiles (whether or not the model prefers them), over
