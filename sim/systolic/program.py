@@ -253,7 +253,8 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *, split_ends: bool = Tr
         from hwloop.sim.systolic.model import program_cycles  # the model walks programs
 
         split = _split_ends(params, gemm, program.instructions)
-        if program_cycles(params, split)[0] < program_cycles(params, program.instructions)[0]:
+        if program_cycles(params, split, actions=False)[0] < \
+                program_cycles(params, program.instructions, actions=False)[0]:
             program.instructions = split
     if not os_flow:
         program.instructions = mark_preloads(params, program.instructions)
@@ -264,13 +265,13 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *, split_ends: bool = Tr
             # (trying larger pieces only while they keep getting faster: on 447 random ws
             # layers this found the best of all four 445 times at half the model calls)
             plain = program.instructions
-            best = program_cycles(params, plain)[0]
+            best = program_cycles(params, plain, actions=False)[0]
             previous: int | None = None
             for group in _WS_GROUPS:
                 split = _split_ends_ws(params, plain, group)
                 if split is None:
                     break
-                cycles = program_cycles(params, split)[0]
+                cycles = program_cycles(params, split, actions=False)[0]
                 if cycles < best:
                     best, program.instructions = cycles, split
                 if previous is not None and cycles >= previous:
