@@ -247,37 +247,48 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *, split_ends: bool = Tr
             load_b=load_b,
             store_c=store(j - 2) if j >= 2 and steps[j - 2][2] == last_k else None,
         ))
-    if os_flow and split_ends and len(steps) >= 2:
+    if not os_flow:
+        program.instructions = mark_preloads(params, program.instructions)
+    if split_ends and len(steps) >= 2:
         # Split ends shorten fill and drain on most layers but cost instruction overhead on
         # short ones: keep whichever program the timing model says is faster.
         from hwloop.sim.systolic.model import program_cycles  # the model walks programs
 
-        split = _split_ends(params, gemm, program.instructions)
-        if program_cycles(params, split, actions=False)[0] < \
-                program_cycles(params, program.instructions, actions=False)[0]:
-            program.instructions = split
-    if not os_flow:
-        program.instructions = mark_preloads(params, program.instructions)
-        if split_ends and len(steps) >= 2:
-            # the same rule as os: a split program only where the model says it is faster
-            from hwloop.sim.systolic.model import program_cycles
-
+        plain = program.instructions
+        trace: list = []
+        best = program_cycles(params, plain, actions=False, trace=trace)[0]
+        if os_flow:
+            split = _split_ends(params, gemm, plain)
+            if _split_cycles(params, plain, trace, split) < best:
+                program.instructions = split
+        else:
             # (trying larger pieces only while they keep getting faster: on 447 random ws
             # layers this found the best of all four 445 times at half the model calls)
-            plain = program.instructions
-            best = program_cycles(params, plain, actions=False)[0]
             previous: int | None = None
             for group in _WS_GROUPS:
                 split = _split_ends_ws(params, plain, group)
                 if split is None:
                     break
-                cycles = program_cycles(params, split, actions=False)[0]
+                cycles = _split_cycles(params, plain, trace, split)
                 if cycles < best:
                     best, program.instructions = cycles, split
                 if previous is not None and cycles >= previous:
                     break
                 previous = cycles
     return program
+
+
+def _split_cycles(params, plain: list[Instruction], trace: list,
+                  split: list[Instruction]) -> int:
+    """Model cycles of ``split``, which keeps ``plain[2:-2]`` (walked in ``trace``)."""
+    from hwloop.sim.systolic.model import program_cycles, spliced_cycles
+
+    middle = len(plain) - 4
+    if middle > 0:
+        head = next((i for i, x in enumerate(split) if x is plain[2]), None)
+        if head is not None and split[head:head + middle] == plain[2:2 + middle]:
+            return spliced_cycles(params, split, head, middle, trace)
+    return program_cycles(params, split, actions=False)[0]
 
 
 def _rows_written(t: Transfer | None) -> list[tuple[int, int]]:
@@ -449,4 +460,9 @@ def _split_ends_ws(params, instrs: list[Instruction], group: int) -> list[Instru
         epi.append(Instruction(store_c=prev_store))
     else:
         epi = instrs[-2:]
-    return mark_preloads(params, pro + instrs[2:-2] + epi)
+    if len(instrs) <= 5:
+        return mark_preloads(params, pro + instrs[2:-2] + epi)
+    # only the flags next to the new instructions change (each depends on its successor)
+    head = mark_preloads(params, pro + instrs[2:3])[:-1]
+    tail = mark_preloads(params, instrs[-3:-2] + epi)
+    return head + instrs[2:-3] + tail
