@@ -4,8 +4,10 @@ The runner writes this program into the accelerator's instruction memory; the an
 walks the same program. One instruction is one pipeline step of the double-buffered tile loop:
 it computes scratchpad tile ``j-1``, loads the operands of tile ``j`` and stores the output tile
 finished at step ``j-2``. DMA and compute of an instruction run in parallel; the next
-instruction starts when both are done. On the os dataflow the first and last scratchpad tiles
-are split into smaller instructions (``_split_ends``) to shorten the pipeline fill and drain.
+instruction starts when both are done. The first and last scratchpad tiles are split into
+smaller instructions (``_split_ends``, ``_split_ends_ws_pieces``) to shorten
+the pipeline fill and drain where the model says that is faster. On ws an instruction may
+preload the next compute's first weights (``mark_preloads``).
 """
 
 from __future__ import annotations
@@ -163,10 +165,13 @@ def layout(params, gemm: Gemm) -> Layout:
                   c_rows=(pn // params.cols) * gemm.m)
 
 
-def build_program(params, gemm: Gemm, mapping: Mapping, *, split_ends: bool = True) -> Program:
+def build_program(params, gemm: Gemm, mapping: Mapping, *,
+                  split_ends: bool | None = None) -> Program:
     """The instruction program for ``gemm`` under ``mapping`` (fitted and checked by the caller).
 
-    ``split_ends=False`` keeps the plain tile loop (no split first and last tiles)."""
+    ``split_ends``: split the first and last scratchpad tiles (True), never (False), or where
+    the model says it is faster (None).
+    """
     R, C = params.rows, params.cols
     os_flow = params.dataflow == "os"
     pm, pn, pk = padded_dims(params, gemm)
@@ -249,32 +254,23 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *, split_ends: bool = Tr
         ))
     if not os_flow:
         program.instructions = mark_preloads(params, program.instructions)
-    if split_ends and len(steps) >= 2:
+    if len(steps) >= 2 and split_ends is not False:
         # Split ends shorten fill and drain on most layers but cost instruction overhead on
         # short ones: keep whichever program the timing model says is faster.
         from hwloop.sim.systolic.model import program_cycles  # the model walks programs
 
         plain = program.instructions
         trace: list = []
-        best = program_cycles(params, plain, actions=False, trace=trace)[0]
+        plain_cycles = program_cycles(params, plain, actions=False, trace=trace)[0]
         if os_flow:
             split = _split_ends(params, gemm, plain)
-            if _split_cycles(params, plain, trace, split) < best:
-                program.instructions = split
+            timed = [(_split_cycles(params, plain, trace, split), 0, split)]
         else:
-            # (trying larger pieces only while they keep getting faster: on 447 random ws
-            # layers this found the best of all four 445 times at half the model calls)
-            previous: int | None = None
-            for group in _WS_GROUPS:
-                split = _split_ends_ws(params, plain, group)
-                if split is None:
-                    break
-                cycles = _split_cycles(params, plain, trace, split)
-                if cycles < best:
-                    best, program.instructions = cycles, split
-                if previous is not None and cycles >= previous:
-                    break
-                previous = cycles
+            timed = _timed_ws_pieces(params, plain, trace)
+        if timed:
+            best = min(timed, key=lambda t: t[:2])
+            if split_ends or best[0] < plain_cycles:
+                program.instructions = best[2]
     return program
 
 
@@ -395,7 +391,26 @@ def _split_ends(params, gemm: Gemm, instrs: list[Instruction]) -> list[Instructi
 _WS_GROUPS = (1, 2, 4, 8)
 
 
-def _split_ends_ws(params, instrs: list[Instruction], group: int) -> list[Instruction] | None:
+def _timed_ws_pieces(params, plain: list[Instruction],
+                     trace: list) -> list[tuple[int, int, list[Instruction]]]:
+    """(model cycles, candidate number, program) of ``_split_ends_ws_pieces`` with pieces of 1,
+    2, 4, 8 k blocks, trying larger pieces only while they keep getting faster (on 447 random
+    ws layers this found the best of the four 445 times with half the model calls); ``trace``
+    is the walk of ``plain`` (``program_cycles(trace=)``)."""
+    timed: list[tuple[int, int, list[Instruction]]] = []
+    for group in _WS_GROUPS:
+        split = _split_ends_ws_pieces(params, plain, group)
+        if split is None:
+            break
+        cycles = _split_cycles(params, plain, trace, split)
+        timed.append((cycles, len(timed), split))
+        if len(timed) >= 2 and cycles >= timed[-2][0]:
+            break
+    return timed
+
+
+def _split_ends_ws_pieces(params, instrs: list[Instruction],
+                          group: int) -> list[Instruction] | None:
     """ws: shorten the pipeline fill and drain around the first and last scratchpad tile.
 
     Fill: the first instruction loads only the first k block of A and the first two k blocks

@@ -190,7 +190,7 @@ def test_split_choice_shortcuts_are_exact():
         if os_flow:
             splits = [program_module._split_ends(params, gemm, plain)]
         else:
-            splits = [s for s in (program_module._split_ends_ws(params, plain, g)
+            splits = [s for s in (program_module._split_ends_ws_pieces(params, plain, g)
                                   for g in (1, 2, 4, 8)) if s is not None]
         for split in splits:
             where = (params, gemm, mapping)

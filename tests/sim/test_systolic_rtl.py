@@ -81,8 +81,8 @@ def _split_program(params, gemm, mapping, variant):
     if variant == "os":
         program.instructions = program_module._split_ends(params, gemm, program.instructions)
     else:  # ws-<k blocks per prologue piece>
-        split = program_module._split_ends_ws(params, program.instructions,
-                                              int(variant.split("-")[1]))
+        split = program_module._split_ends_ws_pieces(params, program.instructions,
+                                                     int(variant.split("-")[1]))
         program.instructions = split if split is not None else program.instructions
     return program
 
