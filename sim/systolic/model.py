@@ -30,7 +30,6 @@ DMA (a read path and a write path of ``bus_bytes`` each, working at the same tim
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -231,40 +230,109 @@ def model_gemm(params, gemm: Gemm, mapping: Mapping) -> GemmRun:
     return GemmRun(cycles=cycles, actions=totals, sim_s=time.perf_counter() - start)
 
 
-def _tiles_drained(params, c: Compute, dispatch: int, stall: int, preloaded: bool,
-                   tiles: int) -> int:
-    """Absolute cycle from which the drain's tile count (seen by the store engine one cycle
-    late) shows ``tiles`` tiles of ``c`` written."""
-    return dispatch + drain_cycles(params, c, stall, preloaded, tile=tiles - 1) + 2
+@dataclass
+class _Walk:
+    """Where the walk of a program stands at an instruction's dispatch (absolute cycles)."""
+
+    cycles: int = START_CYCLES
+    drain_done: int | None = None  # the last dispatched compute is drained
+    last_fed: int | None = None    # the last tile's last element was fed
+    preloaded: bool = False        # ws: the previous instruction preloaded this one's weights
+    bus: BusState = field(default_factory=BusState)
+    #: the last compute, its dispatch, feed stall and whether it was preloaded (store waits)
+    last_compute: tuple[Compute, int, int, bool] | None = None
+
+    def tiles_drained(self, params) -> Callable[[int], int] | None:
+        """Absolute cycle from which the drain's tile count (seen by the store engine one
+        cycle late) shows ``n`` tiles of the last compute written."""
+        if self.last_compute is None:
+            return None
+        c, dispatch, stall, preloaded = self.last_compute
+        return lambda n: dispatch + drain_cycles(params, c, stall, preloaded, tile=n - 1) + 2
+
+    def copy(self, delta: int = 0) -> _Walk:
+        def move(x: int | None) -> int | None:
+            return None if x is None else x + delta
+        last = None
+        if self.last_compute is not None:
+            c, dispatch, stall, preloaded = self.last_compute
+            last = (c, dispatch + delta, stall, preloaded)
+        return _Walk(self.cycles + delta, move(self.drain_done), move(self.last_fed),
+                     self.preloaded, BusState(self.bus.read_free + delta,
+                                              self.bus.write_free + delta), last)
+
+    def key(self, params) -> tuple:
+        """The state relative to the dispatch, with values that act alike merged: the
+        instructions from here on take the same cycles for equal keys."""
+        d = self.cycles
+        drain = -1 if self.drain_done is None else max(self.drain_done - d, -1)
+        fed = 0
+        if params.dataflow == "os":  # a feed stall needs the last feed < rows-1 cycles ago
+            fed = -(params.rows - 1) if self.last_fed is None \
+                else max(self.last_fed - d, -(params.rows - 1))
+        last = None  # matters to a store only while the last compute still drains
+        if self.last_compute is not None and drain >= 0:
+            c, dispatch, stall, preloaded = self.last_compute
+            last = (c.outer, c.inner, c.length, dispatch - d, stall, preloaded)
+        return (drain, fed, self.preloaded, max(self.bus.read_free - d, 1),
+                max(self.bus.write_free - d, 1), last)
 
 
-def program_cycles(params, instructions: list) -> tuple[int, dict[str, int]]:
-    """Cycles from start to done, and action counts, of running ``instructions``."""
+def _step(params, instr: Instruction, w: _Walk) -> None:
+    """Dispatch ``instr`` at ``w.cycles`` and advance ``w`` to the next dispatch."""
+    dispatch = w.cycles
+    # the drain-completion count is visible two cycles after the last read-for-write
+    ready = None if w.drain_done is None else w.drain_done + 2 - dispatch
+    stall = 0
+    drained_before = w.tiles_drained(params)
+    if instr.compute is not None:
+        stall = feed_stall(params, instr.compute,
+                           None if w.last_fed is None else dispatch - w.last_fed)
+        w.drain_done = dispatch + drain_cycles(params, instr.compute, stall, w.preloaded)
+        w.last_fed = dispatch + last_feed_cycles(params, instr.compute, stall, w.preloaded)
+        w.last_compute = (instr.compute, dispatch, stall, w.preloaded)
+    read_free = w.bus.read_free
+    w.cycles += instruction_cycles(params, instr, dispatch, ready, w.bus, stall, w.preloaded,
+                                   drained_before)
+    w.preloaded = preloads_next(params, instr, dispatch, read_free, w.preloaded)
+
+
+def program_cycles(params, instructions: list, *, actions: bool = True,
+                   trace: list | None = None) -> tuple[int, dict[str, int]]:
+    """Cycles from start to done, and action counts (all zero with ``actions=False``, which
+    program choices that only compare cycles use), of running ``instructions``. ``trace``
+    receives the walk's state at every dispatch (for ``spliced_cycles``)."""
     totals = dict.fromkeys(ACTIONS, 0)
     if not instructions:
         return 0, totals
-    cycles = START_CYCLES
-    drain_done: int | None = None  # absolute cycle the last dispatched compute is drained
-    last_fed: int | None = None    # absolute cycle the last tile's last element was fed
-    preloaded = False              # ws: the previous instruction preloaded this one's weights
-    bus = BusState()
-    tiles_drained: Callable[[int], int] | None = None  # of the last compute
+    w = _Walk()
     for instr in instructions:
-        dispatch = cycles
-        # the drain-completion count is visible two cycles after the last read-for-write
-        ready = None if drain_done is None else drain_done + 2 - dispatch
-        stall = 0
-        drained_before = tiles_drained
-        if instr.compute is not None:
-            stall = feed_stall(params, instr.compute,
-                               None if last_fed is None else dispatch - last_fed)
-            drain_done = dispatch + drain_cycles(params, instr.compute, stall, preloaded)
-            last_fed = dispatch + last_feed_cycles(params, instr.compute, stall, preloaded)
-            tiles_drained = functools.partial(_tiles_drained, params, instr.compute, dispatch,
-                                              stall, preloaded)
-        read_free = bus.read_free
-        cycles += instruction_cycles(params, instr, dispatch, ready, bus, stall, preloaded,
-                                     drained_before)
-        preloaded = preloads_next(params, instr, dispatch, read_free, preloaded)
-        instruction_actions(params, instr, totals)
-    return cycles + DONE_CYCLES, totals
+        if trace is not None:
+            trace.append(w.copy())
+        _step(params, instr, w)
+        if actions:
+            instruction_actions(params, instr, totals)
+    return w.cycles + DONE_CYCLES, totals
+
+
+def spliced_cycles(params, program: list, head: int, middle: int, plain_trace: list,
+                   plain_start: int = 2) -> int:
+    """Cycles of ``program``, whose instructions ``head .. head+middle-1`` are those of another
+    program from ``plain_start`` on, walked with ``plain_trace`` (``program_cycles(trace=)``).
+
+    Exactly ``program_cycles(params, program)[0]``, faster: once the walk reaches a shared
+    instruction in a state (relative to its dispatch) the other walk had there, the rest of
+    the shared run repeats that walk shifted in time, so it jumps to the end of the run.
+    """
+    w = _Walk()
+    j = 0
+    while j < len(program):
+        if head <= j < head + middle:
+            ref = plain_trace[plain_start + j - head]
+            if w.key(params) == ref.key(params):
+                w = plain_trace[plain_start + middle].copy(w.cycles - ref.cycles)
+                j = head + middle
+                continue
+        _step(params, program[j], w)
+        j += 1
+    return w.cycles + DONE_CYCLES

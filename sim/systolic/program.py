@@ -272,14 +272,16 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
         from hwloop.sim.systolic.model import program_cycles  # the model walks programs
 
         plain = program.instructions
+        trace: list = []
+        plain_cycles = program_cycles(params, plain, actions=False, trace=trace)[0]
         if os_flow:
             split = _split_ends(params, gemm, plain)
-            timed = [(program_cycles(params, split)[0], 0, split)]
+            timed = [(_split_cycles(params, plain, trace, split), 0, split)]
         else:
-            timed = _timed_ws_pieces(params, plain, 0)
+            timed = _timed_ws_pieces(params, plain, trace)
         if timed:
             best = min(timed, key=lambda t: t[:2])
-            if split_ends or best[0] < program_cycles(params, plain)[0]:
+            if split_ends or best[0] < plain_cycles:
                 program.instructions = best[2]
     program.instructions = mark_store_waits(params, program.instructions)
     return program
@@ -320,6 +322,19 @@ def mark_store_waits(params, instrs: list[Instruction]) -> list[Instruction]:
     return out
 
 
+def _split_cycles(params, plain: list[Instruction], trace: list,
+                  split: list[Instruction]) -> int:
+    """Model cycles of ``split``, which keeps ``plain[2:-2]`` (walked in ``trace``)."""
+    from hwloop.sim.systolic.model import program_cycles, spliced_cycles
+
+    middle = len(plain) - 4
+    if middle > 0:
+        head = next((i for i, x in enumerate(split) if x is plain[2]), None)
+        if head is not None and split[head:head + middle] == plain[2:2 + middle]:
+            return spliced_cycles(params, split, head, middle, trace)
+    return program_cycles(params, split, actions=False)[0]
+
+
 def _rows_written(t: Transfer | None) -> list[tuple[int, int]]:
     """Scratchpad row ranges ``[lo, hi)`` a transfer writes."""
     if t is None:
@@ -332,7 +347,8 @@ def mark_preloads(params, instrs: list[Instruction]) -> list[Instruction]:
     """ws: ``preload_next`` on exactly the instructions whose compute is followed by a compute
     whose first tile's weight rows (``rows`` rows from its b base) this instruction's DMA does
     not write: they are in the scratchpad before this instruction starts, so its last tile can
-    load them into the array (the weight prologue of the next compute is hidden)."""
+    load them into the array (the weight prologue of the next compute is hidden). Where this
+    instruction's weight load writes them, ``preload_next_when_loaded`` instead."""
     R = params.rows
     out = list(instrs)
     for j in range(len(out)):
@@ -424,20 +440,18 @@ _WS_GROUPS = (1, 2, 4, 8)
 
 
 def _timed_ws_pieces(params, plain: list[Instruction],
-                     first: int) -> list[tuple[int, int, list[Instruction]]]:
-    """(model cycles, candidate number from ``first``, program) of ``_split_ends_ws_pieces``
-    with pieces of 1, 2, 4, 8 k blocks, trying larger pieces only while they keep getting
-    faster (on 447 random ws layers this found the best of the four 445 times with half the
-    model calls)."""
-    from hwloop.sim.systolic.model import program_cycles
-
+                     trace: list) -> list[tuple[int, int, list[Instruction]]]:
+    """(model cycles, candidate number, program) of ``_split_ends_ws_pieces`` with pieces of 1,
+    2, 4, 8 k blocks, trying larger pieces only while they keep getting faster (on 447 random
+    ws layers this found the best of the four 445 times with half the model calls); ``trace``
+    is the walk of ``plain`` (``program_cycles(trace=)``)."""
     timed: list[tuple[int, int, list[Instruction]]] = []
     for group in _WS_GROUPS:
         split = _split_ends_ws_pieces(params, plain, group)
         if split is None:
             break
-        cycles = program_cycles(params, split)[0]
-        timed.append((cycles, first + len(timed), split))
+        cycles = _split_cycles(params, plain, trace, split)
+        timed.append((cycles, len(timed), split))
         if len(timed) >= 2 and cycles >= timed[-2][0]:
             break
     return timed
@@ -509,4 +523,9 @@ def _split_ends_ws_pieces(params, instrs: list[Instruction],
         epi.append(Instruction(store_c=prev_store))
     else:
         epi = instrs[-2:]
-    return mark_preloads(params, pro + instrs[2:-2] + epi)
+    if len(instrs) <= 5:
+        return mark_preloads(params, pro + instrs[2:-2] + epi)
+    # only the flags next to the new instructions change (each depends on its successor)
+    head = mark_preloads(params, pro + instrs[2:3])[:-1]
+    tail = mark_preloads(params, instrs[-3:-2] + epi)
+    return head + instrs[2:-3] + tail

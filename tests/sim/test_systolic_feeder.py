@@ -12,10 +12,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from hwloop.errors import ParameterError
 from hwloop.hdl.systolic.params import SystolicParams
+from hwloop.sim.systolic import program as program_module
 from hwloop.sim.systolic import rtl as rtl_module
 from hwloop.sim.systolic.golden import gemm_golden, random_operands
-from hwloop.sim.systolic.mapping import Gemm, Mapping
+from hwloop.sim.systolic.mapping import Gemm, Mapping, check_mapping
 from hwloop.sim.systolic.model import (
     DISPATCH_CYCLES,
     DONE_CYCLES,
@@ -153,6 +155,50 @@ def test_ws_preload_when_loaded():
     saved = program_cycles(WS, _without_preloads(instrs))[0] - program_cycles(WS, instrs)[0]
     assert saved > 0 and saved % WS.rows == 0
     assert _flags(instrs[1]) & 0b1100000 == 0b1000000
+
+
+def test_split_choice_shortcuts_are_exact():
+    """The program choice walks only the split ends of each candidate (``spliced_cycles``) and
+    marks preload flags only around them: both equal the full walk and full marking."""
+    print(f"HWLOOP_SEED={SEED}")
+    rng = np.random.default_rng(SEED)
+    checked = 0
+    while checked < 150:
+        R, C = int(rng.integers(1, 9)), int(rng.integers(1, 9))
+        dataflow = str(rng.choice(["os", "ws"]))
+        params = SystolicParams(rows=R, cols=C, dataflow=dataflow, ifmap_kib=8, weight_kib=8,
+                                acc_kib=8, bus_bytes=int(rng.choice([2, 4, 8, 16])),
+                                mem_latency=int(rng.integers(0, 25)))
+        gemm = Gemm(m=int(rng.integers(1, 100)), n=int(rng.integers(1, 60)),
+                    k=int(rng.integers(1, 100)))
+        os_flow = dataflow == "os"
+        mapping = Mapping(tile_m=R * int(rng.integers(1, 4)) if os_flow
+                          else int(rng.integers(1, 40)),
+                          tile_n=C * int(rng.integers(1, 4)),
+                          tile_k=int(rng.integers(1, 40)) if os_flow
+                          else R * int(rng.integers(1, 4)),
+                          order=str(rng.choice(["mnk", "nmk"]))).fit_to(params, gemm)
+        try:
+            check_mapping(params, gemm, mapping)
+        except ParameterError:
+            continue
+        plain = build_program(params, gemm, mapping, split_ends=False).instructions
+        if sum(i.compute is not None for i in plain) < 2:
+            continue
+        trace: list = []
+        program_cycles(params, plain, actions=False, trace=trace)
+        if os_flow:
+            splits = [program_module._split_ends(params, gemm, plain)]
+        else:
+            splits = [s for s in (program_module._split_ends_ws_pieces(params, plain, g)
+                                  for g in (1, 2, 4, 8)) if s is not None]
+        for split in splits:
+            where = (params, gemm, mapping)
+            if not os_flow:
+                assert split == mark_preloads(params, split), where
+            assert program_module._split_cycles(params, plain, trace, split) == \
+                program_cycles(params, split, actions=False)[0], where
+            checked += 1
 
 
 def test_instruction_overhead_is_one_dispatch_cycle():
