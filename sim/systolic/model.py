@@ -284,7 +284,8 @@ def _step(params, instr: Instruction, w: _Walk) -> None:
     # the drain-completion count is visible two cycles after the last read-for-write
     ready = None if w.drain_done is None else w.drain_done + 2 - dispatch
     stall = 0
-    drained_before = w.tiles_drained(params)
+    waits = instr.store_c is not None and instr.store_c.wait_first
+    drained_before = w.tiles_drained(params) if waits else None
     if instr.compute is not None:
         stall = feed_stall(params, instr.compute,
                            None if w.last_fed is None else dispatch - w.last_fed)
