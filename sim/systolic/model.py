@@ -115,6 +115,8 @@ class BusState:
 
     read_free: int = 0
     write_free: int = 0
+    #: the last instruction's loads: absolute cycle of their last response (transient)
+    loads_done: int = 0
 
 
 def dma_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | None,
@@ -127,16 +129,15 @@ def dma_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | Non
     """
     e = elem_bytes(params)
     done = dispatch
-    reads = [(t, row) for t, row in ((instr.load_a, params.rows * e),
-                                     (instr.load_b, params.cols * e)) if t is not None]
-    if reads:
+    if instr.load_a is not None or instr.load_b is not None:
         issue = max(dispatch + 1, bus.read_free)
-        for t, row in reads:
-            cpb = cycles_per_beat(row, params.bus_bytes)
-            issue += beats(t, row, params.bus_bytes) * cpb
-            last_cpb = cpb
+        for t, row in ((instr.load_a, params.rows * e), (instr.load_b, params.cols * e)):
+            if t is not None:
+                cpb = cycles_per_beat(row, params.bus_bytes)
+                issue += beats(t, row, params.bus_bytes) * cpb
+                last_cpb = cpb
         bus.read_free = issue
-        done = issue - last_cpb + params.mem_latency + 1
+        done = bus.loads_done = issue - last_cpb + params.mem_latency + 1
     if instr.store_c is not None:
         t = instr.store_c
         cpb = cycles_per_beat(params.cols * acc_bytes(params), params.bus_bytes)
@@ -162,23 +163,13 @@ def instruction_cycles(params, instr: Instruction, dispatch: int, drain_ready: i
     return DISPATCH_CYCLES + max(dma, comp)
 
 
-def weights_written_cycle(params, instr: Instruction, dispatch: int, read_free: int) -> int:
-    """Absolute cycle from which the rows of ``instr.load_b`` are all written (its last response
-    plus one), with the read path free from ``read_free``: as in ``dma_cycles``, the A beats
-    and then the B beats are requested back to back, responses ``mem_latency + 1`` later."""
-    e = elem_bytes(params)
-    issue = max(dispatch + 1, read_free)
-    for t, row in ((instr.load_a, params.rows * e), (instr.load_b, params.cols * e)):
-        if t is not None:
-            issue += beats(t, row, params.bus_bytes) * cycles_per_beat(row, params.bus_bytes)
-    return issue - cycles_per_beat(params.cols * e, params.bus_bytes) + params.mem_latency + 2
-
-
-def preloads_next(params, instr: Instruction, dispatch: int, read_free: int,
+def preloads_next(params, instr: Instruction, dispatch: int, loads_done: int,
                   preloaded: bool) -> bool:
     """ws: whether the last tile of ``instr`` (dispatched at ``dispatch``) preloads the next
     compute's first weights: always with ``preload_next``; with ``preload_next_when_loaded``
-    if its weight load is written when the window opens (slot ``cols-1`` of the last tile)."""
+    if its weight load is written when the window opens (slot ``cols-1`` of the last tile).
+    ``loads_done``: the cycle of its loads' last response (``dma_cycles``; the B beats are
+    requested after the A beats, so it is the weights'), written one cycle later."""
     c = instr.compute
     if c is None or params.dataflow == "os":
         return False
@@ -188,7 +179,7 @@ def preloads_next(params, instr: Instruction, dispatch: int, read_free: int,
         return False
     window = dispatch + 1 + _prologue(params, preloaded) \
         + (c.array_tiles - 1) * _period(params, c) + params.cols - 1
-    return weights_written_cycle(params, instr, dispatch, read_free) <= window
+    return loads_done + 1 <= window
 
 
 def instruction_actions(params, instr: Instruction, totals: dict[str, int]) -> None:
@@ -292,10 +283,9 @@ def _step(params, instr: Instruction, w: _Walk) -> None:
         w.drain_done = dispatch + drain_cycles(params, instr.compute, stall, w.preloaded)
         w.last_fed = dispatch + last_feed_cycles(params, instr.compute, stall, w.preloaded)
         w.last_compute = (instr.compute, dispatch, stall, w.preloaded)
-    read_free = w.bus.read_free
     w.cycles += instruction_cycles(params, instr, dispatch, ready, w.bus, stall, w.preloaded,
                                    drained_before)
-    w.preloaded = preloads_next(params, instr, dispatch, read_free, w.preloaded)
+    w.preloaded = preloads_next(params, instr, dispatch, w.bus.loads_done, w.preloaded)
 
 
 def program_cycles(params, instructions: list, *, actions: bool = True,
