@@ -165,6 +165,8 @@ class Layout:
 class Program:
     instructions: list[Instruction] = field(default_factory=list)
     layout: Layout = field(default_factory=lambda: Layout(0, 0, 0))
+    #: the model's cycles for ``instructions`` when the builder walked them to choose them
+    cycles: int | None = None
 
 
 def layout(params, gemm: Gemm) -> Layout:
@@ -266,6 +268,7 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
         ))
     if not os_flow:
         program.instructions = mark_preloads(params, program.instructions)
+    program.instructions = mark_store_waits(params, program.instructions)
     if len(steps) >= 2 and split_ends is not False:
         # Split ends shorten fill and drain on most layers but cost instruction overhead on
         # short ones: keep whichever program the timing model says is faster.
@@ -274,16 +277,16 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
         plain = program.instructions
         trace: list = []
         plain_cycles = program_cycles(params, plain, actions=False, trace=trace)[0]
+        program.cycles = plain_cycles
         if os_flow:
-            split = _split_ends(params, gemm, plain)
+            split = mark_store_waits(params, _split_ends(params, gemm, plain))
             timed = [(_split_cycles(params, plain, trace, split), 0, split)]
         else:
             timed = _timed_ws_pieces(params, plain, trace)
         if timed:
             best = min(timed, key=lambda t: t[:2])
             if split_ends or best[0] < plain_cycles:
-                program.instructions = best[2]
-    program.instructions = mark_store_waits(params, program.instructions)
+                program.cycles, program.instructions = best[0], best[2]
     return program
 
 
@@ -324,14 +327,18 @@ def mark_store_waits(params, instrs: list[Instruction]) -> list[Instruction]:
 
 def _split_cycles(params, plain: list[Instruction], trace: list,
                   split: list[Instruction]) -> int:
-    """Model cycles of ``split``, which keeps ``plain[2:-2]`` (walked in ``trace``)."""
+    """Model cycles of ``split``, which keeps ``plain[2:-2]`` (walked in ``trace``); its first
+    kept instruction may differ in its store's wait marks (its last compute is a different
+    one), then the shared run starts at ``plain[3]``."""
     from hwloop.sim.systolic.model import program_cycles, spliced_cycles
 
-    middle = len(plain) - 4
-    if middle > 0:
-        head = next((i for i, x in enumerate(split) if x is plain[2]), None)
-        if head is not None and split[head:head + middle] == plain[2:2 + middle]:
-            return spliced_cycles(params, split, head, middle, trace)
+    for start in (2, 3):
+        middle = len(plain) - 2 - start
+        if middle <= 0:
+            break
+        head = next((i for i, x in enumerate(split) if x is plain[start]), None)
+        if head is not None and split[head:head + middle] == plain[start:start + middle]:
+            return spliced_cycles(params, split, head, middle, trace, plain_start=start)
     return program_cycles(params, split, actions=False)[0]
 
 
@@ -450,6 +457,7 @@ def _timed_ws_pieces(params, plain: list[Instruction],
         split = _split_ends_ws_pieces(params, plain, group)
         if split is None:
             break
+        split = mark_store_waits(params, split)
         cycles = _split_cycles(params, plain, trace, split)
         timed.append((cycles, len(timed), split))
         if len(timed) >= 2 and cycles >= timed[-2][0]:
