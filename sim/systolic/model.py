@@ -105,8 +105,7 @@ def drain_cycles(params, c: Compute, stall: int = 0, preloaded: bool = False,
     R, C = params.rows, params.cols
     latency = 2 * R + C if params.dataflow == "os" else R + C  # after the tile's last feed
     last = c.array_tiles - 1 if tile is None else tile
-    return last_feed_cycles(params, c, stall, preloaded) \
-        - (c.array_tiles - 1 - last) * _period(params, c) + latency
+    return _prologue(params, preloaded) + stall + last * _period(params, c) + c.length + latency
 
 
 @dataclass
