@@ -111,12 +111,12 @@ def test_bad_fidelity_and_params():
         evaluate({"rows": 0}, "tiny", fidelity="model")
 
 
-def test_wrong_rtl_result_is_loud(monkeypatch, no_synthesis):
-    """A simulator that returns a wrong result must make evaluate() raise, naming the layer."""
-    rtl = importlib.import_module("hwloop.sim.systolic.rtl")
+def _model_simulator(*, corrupt=None, calls: list | None = None):
+    """A stand-in for ``RtlSimulator``: the model's cycles and actions, the golden C (which
+    ``corrupt(gemm, c)`` may return changed); ``calls`` gets the job count of every run."""
     from hwloop.sim.systolic.golden import gemm_golden
 
-    class Corrupting:
+    class ModelSimulator:
         def __init__(self, params, *, waves=False, workdir=None):
             self.params = params
 
@@ -124,18 +124,31 @@ def test_wrong_rtl_result_is_loud(monkeypatch, no_synthesis):
             return 0.0
 
         def run(self, jobs):
+            if calls is not None:
+                calls.append(len(jobs))
             runs = []
             for gemm, mapping, a, b in jobs:
                 run = model_gemm(self.params, gemm, mapping)
-                c = gemm_golden(a, b, acc_bits=self.params.acc_bits)
-                if gemm.m == 7:
-                    c = c.copy()
-                    c[3, 2] += 1
-                run.c = c
+                run.c = gemm_golden(a, b, acc_bits=self.params.acc_bits)
+                if corrupt is not None:
+                    run.c = corrupt(gemm, run.c)
                 runs.append(run)
             return runs
 
-    monkeypatch.setattr(rtl, "RtlSimulator", Corrupting)
+    return ModelSimulator
+
+
+def test_wrong_rtl_result_is_loud(monkeypatch, no_synthesis):
+    """A simulator that returns a wrong result must make evaluate() raise, naming the layer."""
+    rtl = importlib.import_module("hwloop.sim.systolic.rtl")
+
+    def corrupt(gemm, c):
+        if gemm.m == 7:
+            c = c.copy()
+            c[3, 2] += 1
+        return c
+
+    monkeypatch.setattr(rtl, "RtlSimulator", _model_simulator(corrupt=corrupt))
     with pytest.raises(SimulationError) as info:
         evaluate(SMALL, tiny_workload(), fidelity="rtl", seed=5, reuse=False)
     message = str(info.value)
@@ -147,27 +160,8 @@ def test_finished_evaluations_are_reused_only_when_nothing_changed(monkeypatch, 
                                                                     no_synthesis):
     monkeypatch.setenv("HWLOOP_CACHE", str(tmp_path))
     rtl = importlib.import_module("hwloop.sim.systolic.rtl")
-    from hwloop.sim.systolic.golden import gemm_golden
-
-    calls = []
-
-    class Exact:
-        def __init__(self, params, *, waves=False, workdir=None):
-            self.params = params
-
-        def build(self):
-            return 0.0
-
-        def run(self, jobs):
-            calls.append(len(jobs))
-            runs = []
-            for gemm, mapping, a, b in jobs:
-                run = model_gemm(self.params, gemm, mapping)
-                run.c = gemm_golden(a, b, acc_bits=self.params.acc_bits)
-                runs.append(run)
-            return runs
-
-    monkeypatch.setattr(rtl, "RtlSimulator", Exact)
+    calls: list[int] = []
+    monkeypatch.setattr(rtl, "RtlSimulator", _model_simulator(calls=calls))
     first = evaluate(SMALL, tiny_workload(), fidelity="rtl", seed=1)
     again = evaluate(SMALL, tiny_workload(), fidelity="rtl", seed=1)
     assert calls == [3] and "reused" in again.artifacts and "reused" not in first.artifacts
