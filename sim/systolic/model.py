@@ -219,9 +219,7 @@ def model_gemm(params, gemm: Gemm, mapping: Mapping) -> GemmRun:
     if program.cycles is None:
         cycles, totals = program_cycles(params, program.instructions)
     else:  # the builder walked the program it chose: only the actions are left to add up
-        cycles, totals = program.cycles, dict.fromkeys(ACTIONS, 0)
-        for instr in program.instructions:
-            instruction_actions(params, instr, totals)
+        cycles, totals = program.cycles, program_actions(params, program.instructions)
     return GemmRun(cycles=cycles, actions=totals, sim_s=time.perf_counter() - start)
 
 
@@ -292,25 +290,114 @@ def _step(params, instr: Instruction, w: _Walk) -> None:
     w.preloaded = preloads_next(params, instr, dispatch, w.bus.loads_done, w.preloaded)
 
 
+def timing_shape(instr: Instruction) -> tuple:
+    """What an instruction's timing depends on: its sizes, waits and flags, not its
+    addresses. Instructions of equal shape dispatched in equal walk states (``_Walk.key``)
+    take the same cycles and leave equal states."""
+    c, a, b, s = instr.compute, instr.load_a, instr.load_b, instr.store_c
+    return (None if c is None else (c.outer, c.inner, c.length),
+            None if a is None else (a.bursts, a.length),
+            None if b is None else (b.bursts, b.length),
+            None if s is None else (s.bursts, s.length, s.wait_first, s.wait_step),
+            instr.preload_next, instr.preload_next_when_loaded)
+
+
+class WalkTrace:
+    """The walk's state at every dispatch of a program (for ``spliced_cycles``). States the
+    walk jumped over are kept as (earlier index, cycle shift) and made on demand."""
+
+    def __init__(self) -> None:
+        self._items: list[_Walk | tuple[int, int]] = []
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index: int) -> _Walk:
+        item = self._items[index]
+        if isinstance(item, _Walk):
+            return item
+        source, delta = item
+        return self[source].copy(delta)
+
+    def append(self, state: _Walk) -> None:
+        self._items.append(state)
+
+    def repeat(self, start: int, count: int, delta: int) -> None:
+        """Append the states ``start .. start+count-1`` again, ``delta`` cycles later."""
+        self._items.extend((start + t, delta) for t in range(count))
+
+
+def _walk(params, instructions: list, trace: WalkTrace) -> _Walk:
+    """The walk of ``instructions``, every state recorded in ``trace``; returns the state after
+    the last instruction.
+
+    A tiled program repeats itself: when an instruction meets a state (relative to its
+    dispatch) an earlier instruction of the same shape met, the instructions from there on
+    repeat the walk from the earlier one, shifted in time, for as long as their shapes match
+    (at most up to where the walk stands). The walk jumps over such runs, and since the first
+    index of a state is remembered, the runs it jumps double in length.
+    """
+    shapes: dict[tuple, int] = {}
+    ids = [shapes.setdefault(timing_shape(instr), len(shapes)) for instr in instructions]
+    first_index: dict[tuple, int] = {}
+    w = _Walk()
+    j, n = 0, len(instructions)
+    while j < n:
+        i = first_index.setdefault((ids[j], w.key(params)), j)
+        if i == j:
+            trace.append(w.copy())
+            _step(params, instructions[j], w)
+            j += 1
+            continue
+        span = min(j - i, n - j)
+        if ids[i:i + span] == ids[j:j + span]:
+            count = span
+        else:
+            count = next(t for t in range(span) if ids[i + t] != ids[j + t])
+        delta = w.cycles - trace[i].cycles
+        trace.repeat(i, count, delta)
+        w = trace[i + count].copy(delta)  # i + count <= j: already in the trace
+        j += count
+    return w
+
+
+def _action_shape(instr: Instruction) -> tuple:
+    """What an instruction's action counts depend on."""
+    c, a, b, s = instr.compute, instr.load_a, instr.load_b, instr.store_c
+    return (None if c is None else (c.outer, c.inner, c.length, c.overwrite),
+            None if a is None else a.rows, None if b is None else b.rows,
+            None if s is None else s.rows)
+
+
+def program_actions(params, instructions: list) -> dict[str, int]:
+    """Action counts of running ``instructions``: each distinct shape counted once, times its
+    number of instructions."""
+    groups: dict[tuple, list] = {}
+    for instr in instructions:
+        group = groups.setdefault(_action_shape(instr), [instr, 0])
+        group[1] += 1
+    totals = dict.fromkeys(ACTIONS, 0)
+    for instr, count in groups.values():
+        one = dict.fromkeys(ACTIONS, 0)
+        instruction_actions(params, instr, one)
+        for name, value in one.items():
+            totals[name] += value * count
+    return totals
+
+
 def program_cycles(params, instructions: list, *, actions: bool = True,
-                   trace: list | None = None) -> tuple[int, dict[str, int]]:
+                   trace: WalkTrace | None = None) -> tuple[int, dict[str, int]]:
     """Cycles from start to done, and action counts (all zero with ``actions=False``, which
     program choices that only compare cycles use), of running ``instructions``. ``trace``
     receives the walk's state at every dispatch (for ``spliced_cycles``)."""
-    totals = dict.fromkeys(ACTIONS, 0)
+    totals = program_actions(params, instructions) if actions else dict.fromkeys(ACTIONS, 0)
     if not instructions:
         return 0, totals
-    w = _Walk()
-    for instr in instructions:
-        if trace is not None:
-            trace.append(w.copy())
-        _step(params, instr, w)
-        if actions:
-            instruction_actions(params, instr, totals)
+    w = _walk(params, instructions, trace if trace is not None else WalkTrace())
     return w.cycles + DONE_CYCLES, totals
 
 
-def spliced_cycles(params, program: list, head: int, middle: int, plain_trace: list,
+def spliced_cycles(params, program: list, head: int, middle: int, plain_trace: WalkTrace,
                    plain_start: int = 2) -> int:
     """Cycles of ``program``, whose instructions ``head .. head+middle-1`` are those of another
     program from ``plain_start`` on, walked with ``plain_trace`` (``program_cycles(trace=)``).

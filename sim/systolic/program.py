@@ -13,6 +13,7 @@ preload the next compute's first weights (``mark_preloads``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from hwloop.sim.systolic.mapping import (
     Gemm,
@@ -20,6 +21,9 @@ from hwloop.sim.systolic.mapping import (
     padded_dims,
     scratchpad_geometry,
 )
+
+if TYPE_CHECKING:
+    from hwloop.sim.systolic.model import WalkTrace
 
 #: Bits of every instruction field (row addresses, counts, strides).
 FIELD_BITS = 32
@@ -272,10 +276,10 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
     if len(steps) >= 2 and split_ends is not False:
         # Split ends shorten fill and drain on most layers but cost instruction overhead on
         # short ones: keep whichever program the timing model says is faster.
-        from hwloop.sim.systolic.model import program_cycles  # the model walks programs
+        from hwloop.sim.systolic.model import WalkTrace, program_cycles  # the model walks
 
         plain = program.instructions
-        trace: list = []
+        trace = WalkTrace()
         plain_cycles = program_cycles(params, plain, actions=False, trace=trace)[0]
         program.cycles = plain_cycles
         if os_flow:
@@ -325,7 +329,7 @@ def mark_store_waits(params, instrs: list[Instruction]) -> list[Instruction]:
     return out
 
 
-def _split_cycles(params, plain: list[Instruction], trace: list,
+def _split_cycles(params, plain: list[Instruction], trace: WalkTrace,
                   split: list[Instruction]) -> int:
     """Model cycles of ``split``, which keeps ``plain[2:-2]`` (walked in ``trace``); its first
     kept instruction may differ in its store's wait marks (its last compute is a different
@@ -447,7 +451,7 @@ _WS_GROUPS = (1, 2, 4, 8)
 
 
 def _timed_ws_pieces(params, plain: list[Instruction],
-                     trace: list) -> list[tuple[int, int, list[Instruction]]]:
+                     trace: WalkTrace) -> list[tuple[int, int, list[Instruction]]]:
     """(model cycles, candidate number, program) of ``_split_ends_ws_pieces`` with pieces of 1,
     2, 4, 8 k blocks, trying larger pieces only while they keep getting faster (on 447 random
     ws layers this found the best of the four 445 times with half the model calls); ``trace``

@@ -14,6 +14,7 @@ import pytest
 
 from hwloop.errors import ParameterError
 from hwloop.hdl.systolic.params import SystolicParams
+from hwloop.sim.systolic import model as model_module
 from hwloop.sim.systolic import program as program_module
 from hwloop.sim.systolic import rtl as rtl_module
 from hwloop.sim.systolic.golden import gemm_golden, random_operands
@@ -22,7 +23,9 @@ from hwloop.sim.systolic.model import (
     DISPATCH_CYCLES,
     DONE_CYCLES,
     START_CYCLES,
+    WalkTrace,
     feed_cycles,
+    instruction_actions,
     model_gemm,
     program_cycles,
 )
@@ -201,7 +204,7 @@ def test_split_choice_shortcuts_are_exact():
         plain = build_program(params, gemm, mapping, split_ends=False).instructions
         if sum(i.compute is not None for i in plain) < 2:
             continue
-        trace: list = []
+        trace = WalkTrace()
         program_cycles(params, plain, actions=False, trace=trace)
         if os_flow:
             splits = [program_module._split_ends(params, gemm, plain)]
@@ -215,6 +218,69 @@ def test_split_choice_shortcuts_are_exact():
             assert program_module._split_cycles(params, plain, trace, split) == \
                 program_cycles(params, split, actions=False)[0], where
             checked += 1
+
+
+def _stepwise(params, instrs: list[Instruction]) -> tuple[int, dict[str, int]]:
+    """The model's walk one instruction at a time, no jumps, and per-instruction actions."""
+    w = model_module._Walk()
+    totals = dict.fromkeys(model_module.ACTIONS, 0)
+    for instr in instrs:
+        model_module._step(params, instr, w)
+        instruction_actions(params, instr, totals)
+    return w.cycles + DONE_CYCLES, totals
+
+
+def test_walk_jumps_are_exact(monkeypatch):
+    """``program_cycles`` jumps over runs of instructions that repeat an earlier walk and
+    counts actions once per instruction shape: both equal the walk one instruction at a time,
+    on random layers and mappings (plain and split programs), and the states the trace makes
+    on demand equal the stepwise walk's."""
+    print(f"HWLOOP_SEED={SEED}")
+    rng = np.random.default_rng(SEED + 1)
+    steps = 0
+    real_step = model_module._step
+
+    def counting_step(*args):
+        nonlocal steps
+        steps += 1
+        real_step(*args)
+
+    checked = instructions = 0
+    while checked < 60:
+        R, C = int(rng.integers(1, 9)), int(rng.integers(1, 9))
+        dataflow = str(rng.choice(["os", "ws"]))
+        params = SystolicParams(rows=R, cols=C, dataflow=dataflow, ifmap_kib=8, weight_kib=8,
+                                acc_kib=8, bus_bytes=int(rng.choice([2, 4, 8, 16])),
+                                mem_latency=int(rng.integers(0, 25)))
+        gemm = Gemm(m=int(rng.integers(1, 200)), n=int(rng.integers(1, 100)),
+                    k=int(rng.integers(1, 200)))
+        os_flow = dataflow == "os"
+        mapping = Mapping(tile_m=R * int(rng.integers(1, 4)) if os_flow
+                          else int(rng.integers(1, 40)),
+                          tile_n=C * int(rng.integers(1, 4)),
+                          tile_k=int(rng.integers(1, 40)) if os_flow
+                          else R * int(rng.integers(1, 4)),
+                          order=str(rng.choice(["mnk", "nmk"]))).fit_to(params, gemm)
+        try:
+            check_mapping(params, gemm, mapping)
+        except ParameterError:
+            continue
+        where = (params, gemm, mapping)
+        for split in (False, True):
+            instrs = build_program(params, gemm, mapping, split_ends=split).instructions
+            trace = WalkTrace()
+            monkeypatch.setattr(model_module, "_step", counting_step)
+            jumped = program_cycles(params, instrs, trace=trace)
+            monkeypatch.setattr(model_module, "_step", real_step)
+            assert jumped == _stepwise(params, instrs), where
+            w = model_module._Walk()
+            for j, instr in enumerate(instrs):
+                assert trace[j].key(params) == w.key(params), (where, j)
+                assert trace[j].cycles == w.cycles, (where, j)
+                real_step(params, instr, w)
+            instructions += len(instrs)
+        checked += 1
+    assert steps < instructions / 2  # the walk does jump (on these layers about 4x fewer)
 
 
 def test_instruction_overhead_is_one_dispatch_cycle():
