@@ -256,6 +256,12 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
     def store(s: int) -> Transfer:
         m0, tm_e, n0, tn_e, k0, tk_e = extents(steps[s])
         length = min(tm_e, gemm.m - m0)
+        if os_flow and tn_e == C and length == tm_e and tm_e > R:
+            # one n block: a burst per m block, so each starts as soon as its array tile is
+            # drained (os drains the tile m block by m block) instead of after the last one
+            return Transfer(ext_base=m0 + (n0 // C) * gemm.m, ext_stride=R,
+                            spad_base=acc_slots[s] * acc_half, spad_stride=R,
+                            bursts=tm_e // R, length=R)
         return Transfer(ext_base=(n0 // C) * gemm.m + m0, ext_stride=gemm.m,
                         spad_base=acc_slots[s] * acc_half, spad_stride=tm_e,
                         bursts=tn_e // C, length=length)
@@ -312,7 +318,11 @@ def mark_store_waits(params, instrs: list[Instruction]) -> list[Instruction]:
         t = instr.store_c
         if t is not None:
             first = step = 0
-            if last is not None and t.spad_base == last.acc_base:
+            if (last is not None and t.spad_base == last.acc_base and params.dataflow == "os"
+                    and last.inner == 1 and t.length == R and t.spad_stride == R
+                    and t.bursts <= last.outer):
+                first, step = 1, 1  # one burst per m block: tile b holds burst b's rows
+            elif last is not None and t.spad_base == last.acc_base:
                 block = last.outer * R if params.dataflow == "os" else last.length
                 blocks = last.inner if params.dataflow == "os" else last.outer
                 if ((t.bursts == 1 or t.spad_stride == block) and t.length <= block
@@ -431,12 +441,15 @@ def _split_ends(params, gemm: Gemm, instrs: list[Instruction]) -> list[Instructi
         pieces.append((columns(last, 0, N - 2), _part(final, 0, N - 2)))
     if N > 1:
         pieces.append((columns(last, N - 2, 1), _part(final, N - 2, 1)))
-    col = _part(final, N - 1, 1)
+    if N == 1 and final.length == R and final.spad_stride == R:
+        tile_stores = [_part(final, o, 1) for o in range(O)]  # a burst per m block already
+    else:
+        col = _part(final, N - 1, 1)
+        tile_stores = [replace(col, ext_base=col.ext_base + o * R,
+                               spad_base=col.spad_base + o * R,
+                               length=min(R, col.length - o * R)) for o in range(O)]
     for o in range(O):
-        rows = min(R, col.length - o * R)
-        pieces.append((tile(last, o, N - 1),
-                       replace(col, ext_base=col.ext_base + o * R,
-                               spad_base=col.spad_base + o * R, length=rows)))
+        pieces.append((tile(last, o, N - 1), tile_stores[o]))
     epi: list[Instruction] = []
     prev_store = tail[0].store_c
     for c, s in pieces:

@@ -97,11 +97,15 @@ def test_store_waits_per_burst(dataflow, tmp_path):
     """Stores that start on the array tiles already drained: fewer model cycles than waiting
     for whole drains on these write-bound layers, and the RTL takes exactly the model's."""
     params = _SPLIT_DESIGNS[dataflow]
+    R = params.rows
     print(f"HWLOOP_SEED={SEED} design={params.name}")
     rng = np.random.default_rng(SEED)
     if dataflow == "os":
         cases = [(Gemm(m=12, n=15, k=3), Mapping(tile_m=4, tile_n=15, tile_k=3)),
-                 (Gemm(m=20, n=9, k=2), Mapping(tile_m=6, tile_n=9, tile_k=2, order="nmk"))]
+                 (Gemm(m=20, n=9, k=2), Mapping(tile_m=6, tile_n=9, tile_k=2, order="nmk")),
+                 # one n block per tile: the store has a burst per m block, each waiting for
+                 # its own array tile
+                 (Gemm(m=16, n=5, k=2), Mapping(tile_m=8, tile_n=3, tile_k=2))]
     else:
         cases = [(Gemm(m=8, n=6, k=3), Mapping(tile_m=4, tile_n=6, tile_k=3)),
                  (Gemm(m=9, n=4, k=6), Mapping(tile_m=3, tile_n=4, tile_k=6))]
@@ -110,6 +114,9 @@ def test_store_waits_per_burst(dataflow, tmp_path):
         fitted = mapping.fit_to(params, gemm)
         marked = program_module.build_program(params, gemm, fitted).instructions
         assert any(i.store_c is not None and i.store_c.wait_first for i in marked)
+        if fitted.tile_n == params.cols and dataflow == "os":
+            assert any(i.store_c is not None and i.store_c.bursts == fitted.tile_m // R
+                       and i.store_c.length == R for i in marked)
         unmarked = [i if i.store_c is None else
                     replace(i, store_c=replace(i.store_c, wait_first=0, wait_step=0))
                     for i in marked]
