@@ -493,13 +493,21 @@ class SystolicAccelerator(wiring.Component):
         # ``wait_step`` more per burst) of the drain in progress, which is the last compute's
         # when only it is outstanding. The tile count is looked at one cycle late, so that the
         # tile's last row is written before it is read.
+        # ws drains a tile's rows in order, one per cycle: a burst may then also start on the
+        # rows of its last tile already written (``rows_drained``, one cycle late as well), and
+        # its later rows never overtake the drain
         st_need = Signal(ADDR_BITS)
         st_step = Signal(ADDR_BITS)
         st_early = Signal()
         tiles_drained = Signal(ADDR_BITS)
         m.d.sync += tiles_drained.eq(d_drained)
+        tiles_ok = tiles_drained >= st_need
+        if not os_flow:
+            rows_drained = Signal(ADDR_BITS)
+            m.d.sync += rows_drained.eq(d_m)
+            tiles_ok = tiles_ok | ((tiles_drained + 1 == st_need) & (rows_drained > st.elem))
         drained = (drains_done >= need_drained) | (
-            st_early & (drains_done + 1 == need_drained) & (tiles_drained >= st_need))
+            st_early & (drains_done + 1 == need_drained) & tiles_ok)
         m.d.comb += st_fire.eq((st.left != 0) & (wr_pace == 0) & drained)
         m.d.comb += acc_s.addr.eq(st.spad)
         with m.If(st_fire):

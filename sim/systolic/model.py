@@ -25,7 +25,8 @@ DMA (a read path and a write path of ``bus_bytes`` each, working at the same tim
     stores: one row per ``ceil(row bytes / bus_bytes)`` cycles, from the cycle after dispatch,
         when the write path is free and the previous instruction's drain is complete, or (a
         store marked by ``mark_store_waits``) burst by burst once the array tiles it reads
-        are drained; done two cycles after the last row is read
+        are drained (ws: once the first row of its last tile is; the drain stays ahead);
+        done two cycles after the last row is read
 """
 
 from __future__ import annotations
@@ -236,12 +237,16 @@ class _Walk:
     last_compute: tuple[Compute, int, int, bool] | None = None
 
     def tiles_drained(self, params) -> Callable[[int], int] | None:
-        """Absolute cycle from which the drain's tile count (seen by the store engine one
-        cycle late) shows ``n`` tiles of the last compute written."""
+        """Absolute cycle from which a store burst waiting for ``n`` tiles of the last compute
+        may start: os, when the drain's tile count (seen by the store engine one cycle late)
+        shows them written; ws, when the first row of tile ``n`` is (ws drains a tile's rows
+        in order, one per cycle, so the burst's later rows never overtake the drain)."""
         if self.last_compute is None:
             return None
         c, dispatch, stall, preloaded = self.last_compute
-        return lambda n: dispatch + drain_cycles(params, c, stall, preloaded, tile=n - 1) + 2
+        first_row = 0 if params.dataflow == "os" else c.length - 1
+        return lambda n: dispatch + drain_cycles(params, c, stall, preloaded, tile=n - 1) \
+            - first_row + 2
 
     def copy(self, delta: int = 0) -> _Walk:
         def move(x: int | None) -> int | None:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from hwloop.hdl.systolic.params import SystolicParams
+from hwloop.sim.systolic import model as model_module
 from hwloop.sim.systolic import program as program_module
 from hwloop.sim.systolic import rtl as rtl_module
 from hwloop.sim.systolic.golden import gemm_golden, random_operands
@@ -89,13 +90,21 @@ def _split_program(params, gemm, mapping, variant):
     return program
 
 
+def _whole_tiles(walk, params):
+    """A store burst's start when it waits for whole tiles (os's rule), for comparison."""
+    c, dispatch, stall, preloaded = walk.last_compute
+    return lambda n: dispatch + model_module.drain_cycles(params, c, stall, preloaded,
+                                                          tile=n - 1) + 2
+
+
 @pytest.mark.parametrize("dataflow", [
     pytest.param("os", marks=pytest.mark.xdist_group("systolic_os_2x3")),
     pytest.param("ws", marks=pytest.mark.xdist_group("systolic_ws_3x2")),
 ])
-def test_store_waits_per_burst(dataflow, tmp_path):
-    """Stores that start on the array tiles already drained: fewer model cycles than waiting
-    for whole drains on these write-bound layers, and the RTL takes exactly the model's."""
+def test_store_waits_per_burst(dataflow, tmp_path, monkeypatch):
+    """Stores that start on the array tiles already drained (ws: on the rows of the last one
+    drained so far): fewer model cycles than waiting for whole drains on these write-bound
+    layers, and the RTL takes exactly the model's."""
     params = _SPLIT_DESIGNS[dataflow]
     R = params.rows
     print(f"HWLOOP_SEED={SEED} design={params.name}")
@@ -108,8 +117,12 @@ def test_store_waits_per_burst(dataflow, tmp_path):
                  (Gemm(m=16, n=5, k=2), Mapping(tile_m=8, tile_n=3, tile_k=2))]
     else:
         cases = [(Gemm(m=8, n=6, k=3), Mapping(tile_m=4, tile_n=6, tile_k=3)),
-                 (Gemm(m=9, n=4, k=6), Mapping(tile_m=3, tile_n=4, tile_k=6))]
+                 (Gemm(m=9, n=4, k=6), Mapping(tile_m=3, tile_n=4, tile_k=6)),
+                 # long computes of one n block: the last store follows the last drain
+                 (Gemm(m=24, n=2, k=15), Mapping(tile_m=12, tile_n=2, tile_k=15))]
     jobs = []
+    tile_level: list[int] = []
+    row_level: list[int] = []
     for gemm, mapping in cases:
         fitted = mapping.fit_to(params, gemm)
         marked = program_module.build_program(params, gemm, fitted).instructions
@@ -121,8 +134,16 @@ def test_store_waits_per_burst(dataflow, tmp_path):
                     replace(i, store_c=replace(i.store_c, wait_first=0, wait_step=0))
                     for i in marked]
         assert program_cycles(params, marked)[0] < program_cycles(params, unmarked)[0], gemm
+        if dataflow == "ws":  # a burst starts on the rows of its last tile drained so far
+            with monkeypatch.context() as patch:
+                patch.setattr(model_module._Walk, "tiles_drained", _whole_tiles)
+                tile_level.append(program_cycles(params, marked)[0])
+            row_level.append(program_cycles(params, marked)[0])
         a, b = random_operands(gemm, in_bits=params.in_bits, rng=rng)
         jobs.append((gemm, mapping, a, b))
+    assert all(r <= t for r, t in zip(row_level, tile_level, strict=True))
+    if dataflow == "ws":
+        assert row_level[-1] < tile_level[-1]  # the case made for it: strictly fewer
     runs = RtlSimulator(params, workdir=tmp_path).run(jobs)
     for (gemm, mapping, a, b), run in zip(jobs, runs, strict=True):
         where = f"seed={SEED} {params.name} {gemm} {mapping}"
