@@ -51,7 +51,7 @@ COUNTERS: tuple[str, ...] = (
 class _Walker:
     """A 2-D address walker: ``bursts`` bursts of ``length`` rows (external and scratchpad)."""
 
-    def __init__(self, m: Module, name: str):
+    def __init__(self, m: Module, name: str, *, reverse=None):
         self.ext = Signal(ADDR_BITS, name=f"{name}_ext")
         self.spad = Signal(ADDR_BITS, name=f"{name}_spad")
         self.ext_stride = Signal(ADDR_BITS, name=f"{name}_ext_stride")
@@ -62,8 +62,10 @@ class _Walker:
         self.spad_base = Signal(ADDR_BITS, name=f"{name}_spad_base")
         self.left = Signal(ADDR_BITS, name=f"{name}_left")  # rows still to walk
         self._m = m
-        m.d.comb += [self.ext.eq(self.ext_base + self.elem),
-                     self.spad.eq(self.spad_base + self.elem)]
+        # ``reverse``: each burst's rows are walked last row first
+        offset = self.elem if reverse is None else Mux(reverse, self.length - 1 - self.elem,
+                                                         self.elem)
+        m.d.comb += [self.ext.eq(self.ext_base + offset), self.spad.eq(self.spad_base + offset)]
 
     def load(self, fields: dict, prefix: str) -> list:
         f = fields
@@ -444,7 +446,8 @@ class SystolicAccelerator(wiring.Component):
         # word afterwards.
         iss_a, rsp_a = _Walker(m, "iss_a"), _Walker(m, "rsp_a")
         iss_b, rsp_b = _Walker(m, "iss_b"), _Walker(m, "rsp_b")
-        st = _Walker(m, "st")
+        st_rev = Signal()  # the store's rows in drain order (os: each burst last row first)
+        st = _Walker(m, "st", reverse=st_rev if os_flow else None)
         cpr_a = cycles_per_beat(R * e, p.bus_bytes)
         cpr_b = cycles_per_beat(C * e, p.bus_bytes)
         cpr_c = cycles_per_beat(C * ab, p.bus_bytes)
@@ -493,19 +496,24 @@ class SystolicAccelerator(wiring.Component):
         # ``wait_step`` more per burst) of the drain in progress, which is the last compute's
         # when only it is outstanding. The tile count is looked at one cycle late, so that the
         # tile's last row is written before it is read.
-        # ws drains a tile's rows in order, one per cycle: a burst may then also start on the
-        # rows of its last tile already written (``rows_drained``, one cycle late as well), and
-        # its later rows never overtake the drain
+        # The drain writes a tile's rows one per cycle (ws: in order; os: last row first): a
+        # burst stored in that order (always on ws; os: ``in_drain_order``) may then also start
+        # on the rows of its last tile already written (``rows_drained``, one cycle late as
+        # well), and its later rows never overtake the drain.
         st_need = Signal(ADDR_BITS)
         st_step = Signal(ADDR_BITS)
         st_early = Signal()
         tiles_drained = Signal(ADDR_BITS)
         m.d.sync += tiles_drained.eq(d_drained)
-        tiles_ok = tiles_drained >= st_need
-        if not os_flow:
-            rows_drained = Signal(ADDR_BITS)
+        rows_drained = Signal(ADDR_BITS)
+        if os_flow:
+            m.d.sync += rows_drained.eq(Mux(mesh.early, R - 1 - mesh.out_row, 0))
+            follow = st_rev
+        else:
             m.d.sync += rows_drained.eq(d_m)
-            tiles_ok = tiles_ok | ((tiles_drained + 1 == st_need) & (rows_drained > st.elem))
+            follow = 1
+        tiles_ok = (tiles_drained >= st_need) | (
+            follow & (tiles_drained + 1 == st_need) & (rows_drained > st.elem))
         drained = (drains_done >= need_drained) | (
             st_early & (drains_done + 1 == need_drained) & tiles_ok)
         m.d.comb += st_fire.eq((st.left != 0) & (wr_pace == 0) & drained)
@@ -528,6 +536,7 @@ class SystolicAccelerator(wiring.Component):
         # counting down from the previous instruction's last beat and keeps the bus rate)
         with m.If(go):
             m.d.sync += [need_drained.eq(computes_started), st_need.eq(fields["s_wait_first"]),
+                         st_rev.eq(flags[7]),
                          st_step.eq(fields["s_wait_step"]),
                          st_early.eq(fields["s_wait_first"] != 0)]
             for walker, flag, prefix in ((iss_a, 1, "a"), (rsp_a, 1, "a"), (iss_b, 2, "b"),

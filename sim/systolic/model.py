@@ -120,7 +120,7 @@ class BusState:
 
 
 def dma_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | None,
-               bus: BusState, tiles_drained: Callable[[int], int] | None = None) -> int:
+               bus: BusState, tiles_drained: Callable[[int, bool], int] | None = None) -> int:
     """Cycles after dispatch until the DMA is seen idle (0 without transfers); advances ``bus``.
 
     ``drain_ready`` is the cycle (relative to dispatch) from which the previous instruction's
@@ -146,7 +146,8 @@ def dma_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | Non
         for burst in range(t.bursts):
             ready = whole
             if t.wait_first and tiles_drained is not None:
-                ready = min(whole, tiles_drained(t.wait_first + burst * t.wait_step))
+                need = t.wait_first + burst * t.wait_step
+                ready = min(whole, tiles_drained(need, t.in_drain_order))
             last = max(fire, ready) + (t.length - 1) * cpb
             fire = last + cpb
         bus.write_free = fire
@@ -156,7 +157,7 @@ def dma_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | Non
 
 def instruction_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | None,
                        bus: BusState, stall: int = 0, preloaded: bool = False,
-                       tiles_drained: Callable[[int], int] | None = None) -> int:
+                       tiles_drained: Callable[[int, bool], int] | None = None) -> int:
     """Cycles of one instruction dispatched at ``dispatch`` (see dma_cycles)."""
     dma = dma_cycles(params, instr, dispatch, drain_ready, bus, tiles_drained)
     comp = 0 if instr.compute is None else feed_cycles(params, instr.compute, stall, preloaded)
@@ -236,17 +237,22 @@ class _Walk:
     #: the last compute, its dispatch, feed stall and whether it was preloaded (store waits)
     last_compute: tuple[Compute, int, int, bool] | None = None
 
-    def tiles_drained(self, params) -> Callable[[int], int] | None:
-        """Absolute cycle from which a store burst waiting for ``n`` tiles of the last compute
-        may start: os, when the drain's tile count (seen by the store engine one cycle late)
-        shows them written; ws, when the first row of tile ``n`` is (ws drains a tile's rows
-        in order, one per cycle, so the burst's later rows never overtake the drain)."""
+    def tiles_drained(self, params) -> Callable[[int, bool], int] | None:
+        """``(n, in_drain_order) ->`` the absolute cycle from which a store burst waiting for
+        ``n`` tiles of the last compute may start: when the drain's tile count (seen by the
+        store engine one cycle late) shows them written; ws, and os stores in drain order,
+        already when the first row of tile ``n`` is (the drain writes a tile's rows one per
+        cycle, so the burst's later rows never overtake it)."""
         if self.last_compute is None:
             return None
         c, dispatch, stall, preloaded = self.last_compute
-        first_row = 0 if params.dataflow == "os" else c.length - 1
-        return lambda n: dispatch + drain_cycles(params, c, stall, preloaded, tile=n - 1) \
-            - first_row + 2
+        rows_before_last = params.rows - 1 if params.dataflow == "os" else c.length - 1
+
+        def ready(n: int, in_drain_order: bool) -> int:
+            follow = in_drain_order or params.dataflow == "ws"
+            return dispatch + drain_cycles(params, c, stall, preloaded, tile=n - 1) + 2 \
+                - (rows_before_last if follow else 0)
+        return ready
 
     def copy(self, delta: int = 0) -> _Walk:
         def move(x: int | None) -> int | None:
@@ -303,7 +309,8 @@ def timing_shape(instr: Instruction) -> tuple:
     return (None if c is None else (c.outer, c.inner, c.length),
             None if a is None else (a.bursts, a.length),
             None if b is None else (b.bursts, b.length),
-            None if s is None else (s.bursts, s.length, s.wait_first, s.wait_step),
+            None if s is None else (s.bursts, s.length, s.wait_first, s.wait_step,
+                                    s.in_drain_order),
             instr.preload_next, instr.preload_next_when_loaded)
 
 

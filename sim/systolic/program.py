@@ -54,7 +54,10 @@ class Transfer:
     Stores only: with ``wait_first`` > 0, burst ``b`` may start once the drain of the last
     compute dispatched before this instruction has written ``wait_first + b * wait_step`` of
     its array tiles (``mark_store_waits``); otherwise, and in any case once that drain is
-    complete, the store waits for nothing.
+    complete, the store waits for nothing. ``in_drain_order`` (os stores whose every burst is
+    one array tile of ``rows`` rows): each burst is stored last row first, the order the os
+    drain writes a tile, so it starts on the rows already written (ws always drains and
+    stores rows in the same order).
     """
 
     ext_base: int = 0
@@ -65,6 +68,7 @@ class Transfer:
     length: int = 0
     wait_first: int = 0
     wait_step: int = 0
+    in_drain_order: bool = False
 
     @property
     def rows(self) -> int:
@@ -111,7 +115,7 @@ class Instruction:
 #: Field order of an encoded instruction, least significant first.
 FIELDS: tuple[str, ...] = (
     "flags",  # bit0 compute, bit1 load_a, bit2 load_b, bit3 store_c, bit4 overwrite,
-    #           bit5 preload_next, bit6 preload_next_when_loaded
+    #           bit5 preload_next, bit6 preload_next_when_loaded, bit7 store in drain order
     "c_a_base", "c_b_base", "c_acc_base", "c_outer", "c_inner", "c_length",
     "a_ext_base", "a_ext_stride", "a_spad_base", "a_spad_stride", "a_bursts", "a_length",
     "b_ext_base", "b_ext_stride", "b_spad_base", "b_spad_stride", "b_bursts", "b_length",
@@ -139,6 +143,7 @@ def encode(instr: Instruction) -> int:
                            f"{prefix}_spad_stride": t.spad_stride, f"{prefix}_bursts": t.bursts,
                            f"{prefix}_length": t.length})
     if instr.store_c is not None:
+        flags |= 128 if instr.store_c.in_drain_order else 0
         values.update(s_wait_first=instr.store_c.wait_first,
                       s_wait_step=instr.store_c.wait_step)
     values["flags"] = flags
@@ -307,32 +312,38 @@ def mark_store_waits(params, instrs: list[Instruction]) -> list[Instruction]:
     per n block of that compute, waits per burst for the tiles of its n block instead of the
     whole drain. os drains tiles m block by m block, n blocks inside (tile ``o*inner + i``
     writes rows ``acc_base + i*outer*rows + o*rows ..``): n block ``b`` is complete after tile
-    ``(outer-1)*inner + b``. ws drains n block by n block, k blocks inside (tile ``o*inner + i``
-    accumulates into rows ``acc_base + o*length ..``): n block ``b`` is final after tile
-    ``(b+1)*inner - 1``. Any other store keeps waiting for the whole drain.
+    ``(outer-1)*inner + b``; a store of a single n block may instead have a burst per m block,
+    complete after tile ``b``. ws drains n block by n block, k blocks inside (tile
+    ``o*inner + i`` accumulates into rows ``acc_base + o*length ..``): n block ``b`` is final
+    after tile ``(b+1)*inner - 1``. An os store whose every burst is one whole tile is stored
+    in drain order (``in_drain_order``). Any other store keeps waiting for the whole drain.
     """
     R = params.rows
+    os_flow = params.dataflow == "os"
     out: list[Instruction] = []
     last: Compute | None = None
     for instr in instrs:
         t = instr.store_c
         if t is not None:
             first = step = 0
-            if (last is not None and t.spad_base == last.acc_base and params.dataflow == "os"
+            ordered = False
+            if (last is not None and t.spad_base == last.acc_base and os_flow
                     and last.inner == 1 and t.length == R and t.spad_stride == R
                     and t.bursts <= last.outer):
-                first, step = 1, 1  # one burst per m block: tile b holds burst b's rows
+                first, step, ordered = 1, 1, True  # a burst per m block: tile b has burst b
             elif last is not None and t.spad_base == last.acc_base:
-                block = last.outer * R if params.dataflow == "os" else last.length
-                blocks = last.inner if params.dataflow == "os" else last.outer
+                block = last.outer * R if os_flow else last.length
+                blocks = last.inner if os_flow else last.outer
                 if ((t.bursts == 1 or t.spad_stride == block) and t.length <= block
                         and t.bursts <= blocks):
-                    if params.dataflow == "os":
+                    if os_flow:
                         first, step = (last.outer - 1) * last.inner + 1, 1
+                        ordered = last.outer == 1 and t.length == R
                     else:
                         first, step = last.inner, last.inner
-            if (t.wait_first, t.wait_step) != (first, step):
-                instr = replace(instr, store_c=replace(t, wait_first=first, wait_step=step))
+            if (t.wait_first, t.wait_step, t.in_drain_order) != (first, step, ordered):
+                instr = replace(instr, store_c=replace(t, wait_first=first, wait_step=step,
+                                                       in_drain_order=ordered))
         out.append(instr)
         if instr.compute is not None:
             last = instr.compute

@@ -91,10 +91,10 @@ def _split_program(params, gemm, mapping, variant):
 
 
 def _whole_tiles(walk, params):
-    """A store burst's start when it waits for whole tiles (os's rule), for comparison."""
+    """A store burst's start if it waited for whole tiles, for comparison."""
     c, dispatch, stall, preloaded = walk.last_compute
-    return lambda n: dispatch + model_module.drain_cycles(params, c, stall, preloaded,
-                                                          tile=n - 1) + 2
+    return lambda n, in_drain_order: dispatch + model_module.drain_cycles(
+        params, c, stall, preloaded, tile=n - 1) + 2
 
 
 @pytest.mark.parametrize("dataflow", [
@@ -102,9 +102,9 @@ def _whole_tiles(walk, params):
     pytest.param("ws", marks=pytest.mark.xdist_group("systolic_ws_3x2")),
 ])
 def test_store_waits_per_burst(dataflow, tmp_path, monkeypatch):
-    """Stores that start on the array tiles already drained (ws: on the rows of the last one
-    drained so far): fewer model cycles than waiting for whole drains on these write-bound
-    layers, and the RTL takes exactly the model's."""
+    """Stores that start on the array tiles already drained (ws, and os in drain order: on
+    the rows of the last one drained so far): fewer model cycles than waiting for whole drains
+    on these write-bound layers, and the RTL takes exactly the model's."""
     params = _SPLIT_DESIGNS[dataflow]
     R = params.rows
     print(f"HWLOOP_SEED={SEED} design={params.name}")
@@ -113,7 +113,7 @@ def test_store_waits_per_burst(dataflow, tmp_path, monkeypatch):
         cases = [(Gemm(m=12, n=15, k=3), Mapping(tile_m=4, tile_n=15, tile_k=3)),
                  (Gemm(m=20, n=9, k=2), Mapping(tile_m=6, tile_n=9, tile_k=2, order="nmk")),
                  # one n block per tile: the store has a burst per m block, each waiting for
-                 # its own array tile
+                 # its own array tile, stored in drain order
                  (Gemm(m=16, n=5, k=2), Mapping(tile_m=8, tile_n=3, tile_k=2))]
     else:
         cases = [(Gemm(m=8, n=6, k=3), Mapping(tile_m=4, tile_n=6, tile_k=3)),
@@ -129,21 +129,20 @@ def test_store_waits_per_burst(dataflow, tmp_path, monkeypatch):
         assert any(i.store_c is not None and i.store_c.wait_first for i in marked)
         if fitted.tile_n == params.cols and dataflow == "os":
             assert any(i.store_c is not None and i.store_c.bursts == fitted.tile_m // R
-                       and i.store_c.length == R for i in marked)
+                       and i.store_c.length == R and i.store_c.in_drain_order for i in marked)
         unmarked = [i if i.store_c is None else
                     replace(i, store_c=replace(i.store_c, wait_first=0, wait_step=0))
                     for i in marked]
         assert program_cycles(params, marked)[0] < program_cycles(params, unmarked)[0], gemm
-        if dataflow == "ws":  # a burst starts on the rows of its last tile drained so far
-            with monkeypatch.context() as patch:
-                patch.setattr(model_module._Walk, "tiles_drained", _whole_tiles)
-                tile_level.append(program_cycles(params, marked)[0])
-            row_level.append(program_cycles(params, marked)[0])
+        # a burst starts on the rows of its last tile drained so far
+        with monkeypatch.context() as patch:
+            patch.setattr(model_module._Walk, "tiles_drained", _whole_tiles)
+            tile_level.append(program_cycles(params, marked)[0])
+        row_level.append(program_cycles(params, marked)[0])
         a, b = random_operands(gemm, in_bits=params.in_bits, rng=rng)
         jobs.append((gemm, mapping, a, b))
     assert all(r <= t for r, t in zip(row_level, tile_level, strict=True))
-    if dataflow == "ws":
-        assert row_level[-1] < tile_level[-1]  # the case made for it: strictly fewer
+    assert row_level[-1] < tile_level[-1]  # the case made for it: strictly fewer
     runs = RtlSimulator(params, workdir=tmp_path).run(jobs)
     for (gemm, mapping, a, b), run in zip(jobs, runs, strict=True):
         where = f"seed={SEED} {params.name} {gemm} {mapping}"
