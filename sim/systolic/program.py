@@ -50,7 +50,8 @@ class Transfer:
     Stores only: with ``wait_first`` > 0, burst ``b`` may start once the drain of the last
     compute dispatched before this instruction has written ``wait_first + b * wait_step`` of
     its array tiles (``mark_store_waits``); otherwise, and in any case once that drain is
-    complete, the store waits for nothing.
+    complete, the store waits for nothing. ``shift``: the right shift the store engine
+    requantizes with (designs with ``out_bits``; see ``golden.requantize``).
     """
 
     ext_base: int = 0
@@ -61,6 +62,7 @@ class Transfer:
     length: int = 0
     wait_first: int = 0
     wait_step: int = 0
+    shift: int = 0
 
     @property
     def rows(self) -> int:
@@ -112,7 +114,7 @@ FIELDS: tuple[str, ...] = (
     "a_ext_base", "a_ext_stride", "a_spad_base", "a_spad_stride", "a_bursts", "a_length",
     "b_ext_base", "b_ext_stride", "b_spad_base", "b_spad_stride", "b_bursts", "b_length",
     "s_ext_base", "s_ext_stride", "s_spad_base", "s_spad_stride", "s_bursts", "s_length",
-    "s_wait_first", "s_wait_step",
+    "s_wait_first", "s_wait_step", "s_shift",
 )
 INSTRUCTION_BITS = FIELD_BITS * len(FIELDS)
 
@@ -136,7 +138,7 @@ def encode(instr: Instruction) -> int:
                            f"{prefix}_length": t.length})
     if instr.store_c is not None:
         values.update(s_wait_first=instr.store_c.wait_first,
-                      s_wait_step=instr.store_c.wait_step)
+                      s_wait_step=instr.store_c.wait_step, s_shift=instr.store_c.shift)
     values["flags"] = flags
     word = 0
     for i, name in enumerate(FIELDS):
@@ -180,11 +182,11 @@ def layout(params, gemm: Gemm) -> Layout:
 
 
 def build_program(params, gemm: Gemm, mapping: Mapping, *,
-                  split_ends: bool | None = None) -> Program:
+                  split_ends: bool | None = None, out_shift: int = 0) -> Program:
     """The instruction program for ``gemm`` under ``mapping`` (fitted and checked by the caller).
 
     ``split_ends``: split the first and last scratchpad tiles (True), never (False), or where
-    the model says it is faster (None).
+    the model says it is faster (None). ``out_shift``: every store's requantization shift.
     """
     R, C = params.rows, params.cols
     os_flow = params.dataflow == "os"
@@ -254,7 +256,7 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
         length = min(tm_e, gemm.m - m0)
         return Transfer(ext_base=(n0 // C) * gemm.m + m0, ext_stride=gemm.m,
                         spad_base=acc_slots[s] * acc_half, spad_stride=tm_e,
-                        bursts=tn_e // C, length=length)
+                        bursts=tn_e // C, length=length, shift=out_shift)
 
     last_k = counts["k"] - 1
     program = Program(layout=layout(params, gemm))
