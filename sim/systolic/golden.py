@@ -54,8 +54,9 @@ def requantize(sums: np.ndarray, *, shift: int, out_bits: int) -> np.ndarray:
     """Stored outputs: ``(x + 2**(shift-1)) >> shift`` (arithmetic shift, rounding half up;
     no rounding term for ``shift`` 0), saturated to the signed ``out_bits`` range, as int64.
 
-    ``sums`` are the wrapped accumulator values. The sum is never formed in 65 bits: the
-    rounding carry is added to ``x >> shift`` from the ``shift`` low bits alone.
+    ``sums`` are the wrapped accumulator values. The sum is never formed (it may need 65
+    bits): adding half of ``2**shift`` before the floor division carries exactly bit
+    ``shift - 1`` of ``x`` into ``x >> shift``.
     """
     x = np.asarray(sums, dtype=np.int64)
     if not 0 <= shift <= 63:
@@ -65,8 +66,7 @@ def requantize(sums: np.ndarray, *, shift: int, out_bits: int) -> np.ndarray:
     if shift == 0:
         y = x
     else:
-        low = x & np.int64((1 << shift) - 1)
-        y = (x >> np.int64(shift)) + ((low + np.int64(1 << (shift - 1))) >> np.int64(shift))
+        y = (x >> np.int64(shift)) + ((x >> np.int64(shift - 1)) & np.int64(1))
     if out_bits >= 64:
         return y
     return np.clip(y, -(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1)
