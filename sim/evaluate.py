@@ -147,8 +147,9 @@ def _out_shifts(params: SystolicParams, plan: list[tuple[Layer, int, Any, Any]],
     """The requantization shift of every planned layer (None: the design has no out_bits)."""
     from hwloop.sim.systolic.golden import resolve_out_shift
 
-    shifts = [resolve_out_shift(params, gemm, out_shift) for _, _, gemm, _ in plan]
-    return [None] * len(plan) if params.out_bits is None else list(shifts)
+    shifts: list[int | None] = [resolve_out_shift(params, gemm, out_shift)
+                                for _, _, gemm, _ in plan]  # checks out_shift
+    return [None] * len(plan) if params.out_bits is None else shifts
 
 
 def evaluate(
@@ -172,8 +173,8 @@ def evaluate(
     callable ``(params, gemm) -> Mapping``. ``layers``/``first`` pick layers by name / the first
     N. ``out_shift`` (designs with ``out_bits``): the requantization shift of every layer;
     None picks one per layer (``golden.default_out_shift``); each layer's result records the
-    shift it used. At RTL fidelity every result is compared with the golden model; a mismatch raises
-    :class:`SimulationError` naming the layer and the seed.
+    shift it used. At RTL fidelity every result is compared with the golden model; a mismatch
+    raises :class:`SimulationError` naming the layer and the seed.
 
     ``reuse``: a finished evaluation of the same design (parameters and generator/harness
     sources), layer shapes, mappings, fidelity, seed and tool versions is deterministic; its
