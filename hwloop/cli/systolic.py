@@ -218,18 +218,21 @@ def print_table(evaluation: Any, *, seed: int) -> None:
              + (f"o{p['out_bits']}" if p.get("out_bits") is not None else "")
              + f" — {evaluation.fidelity}, seed {seed}")
     table = Table(title=title)
+    shifts = p.get("out_bits") is not None  # requantized outputs: each layer's shift
     for column in ("layer", "M x N x K", "x", "cycles", "MACs", "util", "energy nJ",
-                   "bit-exact"):
+                   "bit-exact", *(("shift",) if shifts else ())):
         table.add_column(column, justify="left" if column == "layer" else "right")
     for layer in evaluation.layers:
         exact = {True: "[green]yes[/green]", False: "[red]NO[/red]", None: "-"}[layer.bit_exact]
         table.add_row(layer.name, f"{layer.m}x{layer.n}x{layer.k}", str(layer.repeat),
                       f"{layer.cycles:,}", f"{layer.macs:,}", f"{layer.utilization:.1%}",
-                      f"{layer.energy_pj / 1e3:,.1f}", exact)
+                      f"{layer.energy_pj / 1e3:,.1f}", exact,
+                      *((str(layer.out_shift),) if shifts else ()))
     exact = {True: "[green]yes[/green]", False: "[red]NO[/red]", None: "-"}[evaluation.bit_exact]
     table.add_section()
     table.add_row("total", "", "", f"{evaluation.cycles:,}", f"{evaluation.macs:,}",
-                  f"{evaluation.utilization:.1%}", f"{evaluation.energy_pj / 1e3:,.1f}", exact)
+                  f"{evaluation.utilization:.1%}", f"{evaluation.energy_pj / 1e3:,.1f}", exact,
+                  *(("",) if shifts else ()))
     console = Console()
     console.print(table)
     wall = evaluation.wall
