@@ -28,6 +28,7 @@ class LayerResult:
     mapping: dict[str, Any] = field(default_factory=dict)
     actions: dict[str, int] = field(default_factory=dict)
     repeat: int = 1  # identical layers evaluated once, counted ``repeat`` times
+    out_shift: int | None = None  # requantization shift (designs with out_bits), else None
 
 
 @dataclass

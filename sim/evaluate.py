@@ -131,12 +131,25 @@ def _select(workload: Workload | str, layers: Iterable[str] | None, first: int |
 
 def check_design(params: SystolicParams | dict[str, Any], workload: Workload | str,
                  mapping: MappingSpec = None, *, layers: Iterable[str] | None = None,
-                 first: int | None = None) -> None:
+                 first: int | None = None, out_shift: int | None = None) -> None:
     """Raise :class:`ParameterError` if the design cannot run the workload (before simulating).
 
-    Catches mappings that do not fit the scratchpads and scratchpads too small for any tile.
+    Catches mappings that do not fit the scratchpads, scratchpads too small for any tile and
+    an ``out_shift`` the design cannot apply.
     """
-    _layer_plan(_as_params(params), _select(workload, layers, first), mapping)
+    params = _as_params(params)
+    plan = _layer_plan(params, _select(workload, layers, first), mapping)
+    _out_shifts(params, plan, out_shift)
+
+
+def _out_shifts(params: SystolicParams, plan: list[tuple[Layer, int, Any, Any]],
+                out_shift: int | None) -> list[int | None]:
+    """The requantization shift of every planned layer (None: the design has no out_bits)."""
+    from hwloop.sim.systolic.golden import resolve_out_shift
+
+    shifts: list[int | None] = [resolve_out_shift(params, gemm, out_shift)
+                                for _, _, gemm, _ in plan]  # checks out_shift
+    return [None] * len(plan) if params.out_bits is None else shifts
 
 
 def evaluate(
@@ -152,13 +165,16 @@ def evaluate(
     workdir: Path | None = None,
     energy_table: EnergyTable | str | Path | None = None,
     reuse: bool = True,
+    out_shift: int | None = None,
 ) -> Evaluation:
     """Evaluate ``params`` on ``workload`` at ``fidelity`` ("rtl" or "model").
 
     ``mapping``: None (the default chooser per layer), a Mapping fit to every layer, or a
     callable ``(params, gemm) -> Mapping``. ``layers``/``first`` pick layers by name / the first
-    N. At RTL fidelity every result is compared with the golden model; a mismatch raises
-    :class:`SimulationError` naming the layer and the seed.
+    N. ``out_shift`` (designs with ``out_bits``): the requantization shift of every layer;
+    None picks one per layer (``golden.default_out_shift``); each layer's result records the
+    shift it used. At RTL fidelity every result is compared with the golden model; a mismatch
+    raises :class:`SimulationError` naming the layer and the seed.
 
     ``reuse``: a finished evaluation of the same design (parameters and generator/harness
     sources), layer shapes, mappings, fidelity, seed and tool versions is deterministic; its
@@ -173,10 +189,12 @@ def evaluate(
     table = energy_table if isinstance(energy_table, EnergyTable) else load_energy_table(
         energy_table)
     plan = _layer_plan(params, selected, mapping)
+    shifts = _out_shifts(params, plan, out_shift)
 
     wall = {"build_s": 0.0, "simulate_s": 0.0, "synthesize_s": 0.0}
     artifacts: dict[str, str] = {}
-    reuse_path = _reuse_path(params, plan, fidelity, seed) if reuse and not waves else None
+    reuse_path = (_reuse_path(params, plan, fidelity, seed, shifts) if reuse and not waves
+                  else None)
     stored = _load_runs(reuse_path, len(plan)) if reuse_path is not None else None
     if stored is not None:
         runs, exact = stored
@@ -188,7 +206,7 @@ def evaluate(
             stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
             workdir = cache_dir() / "waves" / f"{params.name}-{stamp}-{os.getpid()}"
         runs, exact, build_s, simulate_s, waves_path = _run_rtl(
-            params, plan, seed=seed, waves=waves, workdir=workdir)
+            params, plan, seed=seed, waves=waves, workdir=workdir, shifts=shifts)
         wall["build_s"], wall["simulate_s"] = build_s, simulate_s
         if waves_path:
             artifacts["waves"] = waves_path
@@ -202,14 +220,16 @@ def evaluate(
     breakdown = dict.fromkeys(COMPONENTS, 0.0)
     total_cycles = total_macs = 0
     total_energy = 0.0
-    for (layer, repeat, gemm, chosen), run, ok in zip(plan, runs, exact, strict=True):
+    for (layer, repeat, gemm, chosen), run, ok, shift in zip(plan, runs, exact, shifts,
+                                                             strict=True):
         layer_energy, parts = energy(params, run.actions, table)
         macs = gemm.m * gemm.n * gemm.k
         results.append(LayerResult(
             name=layer.name, m=gemm.m, n=gemm.n, k=gemm.k, cycles=int(run.cycles), macs=macs,
             utilization=macs / (params.rows * params.cols * max(int(run.cycles), 1)),
             energy_pj=layer_energy, bit_exact=ok, mapping=chosen.to_dict(),
-            actions={k: int(v) for k, v in run.actions.items()}, repeat=repeat))
+            actions={k: int(v) for k, v in run.actions.items()}, repeat=repeat,
+            out_shift=shift))
         total_cycles += int(run.cycles) * repeat
         total_macs += macs * repeat
         total_energy += layer_energy * repeat
@@ -252,12 +272,13 @@ def _design_fingerprint() -> str:
 
 
 def _reuse_path(params: SystolicParams, plan: list[tuple[Layer, int, Any, Any]],
-                fidelity: str, seed: int) -> Path:
+                fidelity: str, seed: int, shifts: list[int | None]) -> Path:
     versions = toolchain.tool_versions()
     key = hashlib.sha256(json.dumps({
         "params": params.params_hash, "design": _design_fingerprint(), "fidelity": fidelity,
         "seed": seed if fidelity == "rtl" else None,
-        "layers": [[g.m, g.n, g.k, chosen.to_dict()] for _, _, g, chosen in plan],
+        "layers": [[g.m, g.n, g.k, chosen.to_dict()] + ([] if shift is None else [shift])
+                   for (_, _, g, chosen), shift in zip(plan, shifts, strict=True)],
         "tools": {k: versions.get(k) for k in ("verilator", "amaranth", "cocotb", "numpy",
                                                 "cxx", "python")},
     }, sort_keys=True).encode()).hexdigest()[:32]
@@ -306,9 +327,9 @@ def _run_model(params: SystolicParams, plan: list[tuple[Layer, int, Any, Any]]
 
 
 def _run_rtl(params: SystolicParams, plan: list[tuple[Layer, int, Any, Any]], *, seed: int,
-             waves: bool, workdir: Path | None
+             waves: bool, workdir: Path | None, shifts: list[int | None]
              ) -> tuple[list[Any], list[bool | None], float, float, str | None]:
-    from hwloop.sim.systolic.golden import gemm_golden, random_operands
+    from hwloop.sim.systolic.golden import random_operands, stored_golden
     from hwloop.sim.systolic.rtl import RtlSimulator
 
     rng = np.random.default_rng(seed)
@@ -319,12 +340,16 @@ def _run_rtl(params: SystolicParams, plan: list[tuple[Layer, int, Any, Any]], *,
     simulator = RtlSimulator(params, waves=waves, workdir=workdir)
     build_s = float(simulator.build())
     sim_start = time.perf_counter()
-    runs = simulator.run(jobs)
+    if params.out_bits is None:
+        runs = simulator.run(jobs)
+    else:
+        runs = simulator.run(jobs, out_shifts=shifts)
     simulate_s = time.perf_counter() - sim_start
     exact: list[bool | None] = []
     failures = []
-    for (layer, _, gemm, _), (_, _, a, b), run in zip(plan, jobs, runs, strict=True):
-        expected = gemm_golden(a, b, acc_bits=params.acc_bits)
+    for (layer, _, gemm, _), (_, _, a, b), run, shift in zip(plan, jobs, runs, shifts,
+                                                             strict=True):
+        expected = stored_golden(a, b, params, shift=shift or 0)
         got = None if run.c is None else np.asarray(run.c)
         ok = got is not None and got.shape == expected.shape and bool(
             np.array_equal(got.astype(np.int64), expected))

@@ -7,25 +7,26 @@ double-buffered by the program (it alternates halves), so DMA fills one half whi
 reads the other.
 
 External memory has three row-wide channels (A rows of ``rows`` inputs, B rows of ``cols``
-weights, C rows of ``cols`` sums) on a bus with separate read and write data paths of
-``bus_bytes`` each, like AXI: A and B share the read path (the A beats of an instruction, then
-its B beats, requests back to back while responses return ``mem_latency + 1`` cycles later),
-C stores use the write path at the same time. A read beat carries as many whole rows as fit in
-``bus_bytes`` (one write port per row of a beat), and a beat (or a stored row) takes
+weights, C rows of ``cols`` sums, or with ``out_bits`` of ``cols`` outputs requantized on their
+way out) on a bus with separate read and write data paths of ``bus_bytes`` each, like AXI: A
+and B share the read path (the A beats of an instruction, then its B beats, requests back to
+back while responses return ``mem_latency + 1`` cycles later), C stores use the write path at
+the same time. A read beat carries as many whole rows as fit in ``bus_bytes`` (one write port
+per row of a beat), and a beat (or a stored row, ``cols * out_bytes`` bytes) takes
 ``ceil(row bytes / bus_bytes)`` cycles. The drain of an instruction's last array tiles overlaps
 the next instruction; a store waits until the sums it reads are written.
 """
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hwloop.hdl.systolic.mesh import OsMesh, WsMesh
 from hwloop.hdl.systolic.params import SystolicParams
-from hwloop.sim.systolic.mapping import acc_bytes, elem_bytes, scratchpad_geometry
+from hwloop.sim.systolic.mapping import elem_bytes, out_bytes, scratchpad_geometry
 from hwloop.sim.systolic.program import (
     FIELD_BITS,
     FIELDS,
@@ -117,7 +118,9 @@ class SystolicAccelerator(wiring.Component):
             "b_resp_data": In(self._beat_b * C * params.in_bits),
             "c_wr_valid": Out(1),
             "c_wr_addr": Out(ADDR_BITS),
-            "c_wr_data": Out(C * params.acc_bits),
+            # ``out_bits`` per output with requantization, else the wrapped ``acc_bits`` sums
+            "c_wr_data": Out(C * (params.acc_bits if params.out_bits is None
+                                  else params.out_bits)),
         }
         for name in COUNTERS:
             sig[f"cnt_{name}"] = Out(COUNTER_BITS)
@@ -129,7 +132,7 @@ class SystolicAccelerator(wiring.Component):
         R, C = p.rows, p.cols
         os_flow = p.dataflow == "os"
         geo = scratchpad_geometry(p)
-        e, ab = elem_bytes(p), acc_bytes(p)
+        e, ob = elem_bytes(p), out_bytes(p)
 
         # ``instr_data`` holds an instruction in the cycle it is dispatched (``go``), when every
         # engine latches what it needs; afterwards it holds the prefetched next instruction
@@ -450,7 +453,7 @@ class SystolicAccelerator(wiring.Component):
         st = _Walker(m, "st", reverse=st_rev if os_flow else None)
         cpr_a = cycles_per_beat(R * e, p.bus_bytes)
         cpr_b = cycles_per_beat(C * e, p.bus_bytes)
-        cpr_c = cycles_per_beat(C * ab, p.bus_bytes)
+        cpr_c = cycles_per_beat(C * ob, p.bus_bytes)
         rd_pace = Signal(8)  # read-bus cycles until the next request may issue
         wr_pace = Signal(8)  # write-bus cycles until the next row may be written
         st_valid, st_addr, st_fire = Signal(), Signal(ADDR_BITS), Signal()
@@ -528,9 +531,28 @@ class SystolicAccelerator(wiring.Component):
         bump("acc_sram_read", st_fire, C)
         # store pipeline: the scratchpad row arrives one cycle after its address
         m.d.sync += [st_valid.eq(st_fire), st_addr.eq(st.ext)]
-        m.d.comb += [self.c_wr_valid.eq(st_valid), self.c_wr_addr.eq(st_addr),
-                     self.c_wr_data.eq(acc_s.data)]
-        bump("dram_write_bytes", st_valid, C * ab)
+        m.d.comb += [self.c_wr_valid.eq(st_valid), self.c_wr_addr.eq(st_addr)]
+        if p.out_bits is None:
+            m.d.comb += self.c_wr_data.eq(acc_s.data)
+        else:
+            # requantize every column on its way out (see golden.requantize): add the rounding
+            # term 2**(shift-1) (latched with the shift at dispatch), arithmetic right shift,
+            # saturate to the signed ``out_bits`` range
+            st_shift = Signal(range(p.acc_bits), name="st_shift")
+            st_round = Signal(p.acc_bits, name="st_round")
+            with m.If(go):
+                shift_field = fields["s_shift"][:len(st_shift)]
+                m.d.sync += [st_shift.eq(shift_field),
+                             st_round.eq((Const(1, p.acc_bits) << shift_field) >> 1)]
+            hi, lo = (1 << (p.out_bits - 1)) - 1, -(1 << (p.out_bits - 1))
+            outs = []
+            for c in range(C):
+                total = acc_s.data.word_select(c, p.acc_bits).as_signed() + st_round
+                shifted = Signal(total.shape(), name=f"requant_{c}")
+                m.d.comb += shifted.eq(total >> st_shift)
+                outs.append(Mux(shifted > hi, hi, Mux(shifted < lo, lo, shifted))[:p.out_bits])
+            m.d.comb += self.c_wr_data.eq(Cat(*outs))
+        bump("dram_write_bytes", st_valid, C * ob)
 
         # dispatch: latch the transfers (both engines are idle then; a bus pace may still be
         # counting down from the previous instruction's last beat and keeps the bus rate)

@@ -22,7 +22,9 @@ class SystolicParams:
     (weight-stationary); signed ``in_bits`` inputs and weights; two's-complement accumulators
     that wrap at ``acc_bits``; scratchpads of ``ifmap_kib``, ``weight_kib`` and ``acc_kib``
     KiB; an external memory bus of ``bus_bytes`` bytes per cycle whose reads return after
-    ``mem_latency`` cycles.
+    ``mem_latency`` cycles. ``out_bits`` None: C is written back as the wrapped ``acc_bits``
+    sums; an integer: every stored sum is requantized to a signed ``out_bits`` integer (a
+    run-time right shift with rounding, then saturation; see ``golden.requantize``).
     """
 
     rows: int = 8
@@ -35,6 +37,7 @@ class SystolicParams:
     acc_kib: int = 64
     bus_bytes: int = 16
     mem_latency: int = 20
+    out_bits: int | None = None
 
     def __post_init__(self) -> None:
         check_int("rows", self.rows, 1, 64)
@@ -49,6 +52,8 @@ class SystolicParams:
         check_int("acc_kib", self.acc_kib, 1, 65536)
         check_pow2("bus_bytes", self.bus_bytes, 1, 128)
         check_int("mem_latency", self.mem_latency, 0, 1000)
+        if self.out_bits is not None:
+            check_int("out_bits", self.out_bits, 2, self.acc_bits)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SystolicParams:
@@ -61,9 +66,14 @@ class SystolicParams:
     @property
     def name(self) -> str:
         """A Verilog-safe module name that says what the design is."""
-        return f"systolic_{self.rows}x{self.cols}_{self.dataflow}_i{self.in_bits}a{self.acc_bits}"
+        out = "" if self.out_bits is None else f"o{self.out_bits}"
+        return (f"systolic_{self.rows}x{self.cols}_{self.dataflow}_i{self.in_bits}"
+                f"a{self.acc_bits}{out}")
 
     @property
     def params_hash(self) -> str:
-        text = json.dumps(self.to_dict(), sort_keys=True)
+        values = self.to_dict()
+        if values["out_bits"] is None:  # designs without requantization keep their hash
+            del values["out_bits"]
+        text = json.dumps(values, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -27,6 +27,7 @@ PARAM_FLAGS = {
     "acc_kib": "accumulator scratchpad KiB",
     "bus_bytes": "external memory bus width, bytes per cycle",
     "mem_latency": "external memory read latency, cycles",
+    "out_bits": "write C back requantized to signed N-bit integers",
 }
 
 
@@ -46,6 +47,9 @@ def add_param_arguments(parser: argparse.ArgumentParser) -> None:
         if name == "dataflow":
             group.add_argument(flag, dest=name, metavar="DF", default=default,
                                help=f"{help_text} (default {default})")
+        elif default is None:  # optional features: off unless given
+            group.add_argument(flag, dest=name, type=_int, metavar="N", default=None,
+                               help=f"{help_text} (default: off, raw acc_bits sums)")
         else:
             group.add_argument(flag, dest=name, type=_int, metavar="N", default=default,
                                help=f"{help_text} (default {default})")
@@ -94,6 +98,9 @@ def register_sim(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--mapping", metavar="tile_m=..,tile_n=..,tile_k=..[,order=..]",
                         help="one mapping for every layer (fit to each); default: chosen per "
                              "layer")
+    parser.add_argument("--out-shift", dest="out_shift", type=_int, metavar="S",
+                        help="requantization right shift of every layer (with --out-bits; "
+                             "default: chosen per layer from in_bits, k and out_bits)")
     parser.add_argument("--seed", type=_int, default=0, help="random operands seed")
     parser.add_argument("--waves", action="store_true", help="write an FST waveform (rtl)")
     parser.add_argument("--json", action="store_true",
@@ -148,7 +155,7 @@ def evaluation_json(evaluation: Any, *, seed: int) -> dict[str, Any]:
         record = dataclasses.asdict(layer)
         layers.append({key: record[key] for key in (
             "name", "m", "n", "k", "repeat", "cycles", "macs", "utilization", "energy_pj",
-            "bit_exact", "mapping", "actions")})
+            "bit_exact", "mapping", "actions", "out_shift")})
     return {
         "workload": evaluation.workload,
         "fidelity": evaluation.fidelity,
@@ -180,18 +187,21 @@ def run_sim(args: argparse.Namespace) -> int:
     params = params_from_args(args)
     workload = load_workload(args.workload).select(layers=args.layer, first=args.first)
     mapping = parse_mapping(args.mapping)
-    check_design(params, workload, mapping)  # infeasible designs fail before any build
+    # infeasible designs (and shifts they cannot apply) fail before any build
+    check_design(params, workload, mapping, out_shift=args.out_shift)
     from hwloop.sim.energy import load_energy_table
 
     table = load_energy_table(args.energy_table)
     if args.json:
         with stdout_to_stderr():
             result = evaluate(params, workload, mapping, args.fidelity, seed=args.seed,
-                              waves=args.waves, energy_table=table, reuse=args.reuse)
+                              waves=args.waves, energy_table=table, reuse=args.reuse,
+                              out_shift=args.out_shift)
         print(json.dumps(evaluation_json(result, seed=args.seed)))
     else:
         result = evaluate(params, workload, mapping, args.fidelity, seed=args.seed,
-                          waves=args.waves, energy_table=table, reuse=args.reuse)
+                          waves=args.waves, energy_table=table, reuse=args.reuse,
+                          out_shift=args.out_shift)
         print_table(result, seed=args.seed)
     if result.bit_exact is False:  # evaluate raises first; kept as a guard
         return 1
@@ -204,20 +214,25 @@ def print_table(evaluation: Any, *, seed: int) -> None:
 
     p = evaluation.params
     title = (f"{evaluation.workload} on {p['rows']}x{p['cols']} {p['dataflow']} "
-             f"i{p['in_bits']}a{p['acc_bits']} — {evaluation.fidelity}, seed {seed}")
+             f"i{p['in_bits']}a{p['acc_bits']}"
+             + (f"o{p['out_bits']}" if p.get("out_bits") is not None else "")
+             + f" — {evaluation.fidelity}, seed {seed}")
     table = Table(title=title)
+    shifts = p.get("out_bits") is not None  # requantized outputs: each layer's shift
     for column in ("layer", "M x N x K", "x", "cycles", "MACs", "util", "energy nJ",
-                   "bit-exact"):
+                   "bit-exact", *(("shift",) if shifts else ())):
         table.add_column(column, justify="left" if column == "layer" else "right")
     for layer in evaluation.layers:
         exact = {True: "[green]yes[/green]", False: "[red]NO[/red]", None: "-"}[layer.bit_exact]
         table.add_row(layer.name, f"{layer.m}x{layer.n}x{layer.k}", str(layer.repeat),
                       f"{layer.cycles:,}", f"{layer.macs:,}", f"{layer.utilization:.1%}",
-                      f"{layer.energy_pj / 1e3:,.1f}", exact)
+                      f"{layer.energy_pj / 1e3:,.1f}", exact,
+                      *((str(layer.out_shift),) if shifts else ()))
     exact = {True: "[green]yes[/green]", False: "[red]NO[/red]", None: "-"}[evaluation.bit_exact]
     table.add_section()
     table.add_row("total", "", "", f"{evaluation.cycles:,}", f"{evaluation.macs:,}",
-                  f"{evaluation.utilization:.1%}", f"{evaluation.energy_pj / 1e3:,.1f}", exact)
+                  f"{evaluation.utilization:.1%}", f"{evaluation.energy_pj / 1e3:,.1f}", exact,
+                  *(("",) if shifts else ()))
     console = Console()
     console.print(table)
     wall = evaluation.wall

@@ -27,9 +27,14 @@ MAX_DEPTH = 1 << 22
 FILES = {"instr": "hw_instr.hex", "a": "hw_a.hex", "b": "hw_b.hex", "c": "hw_c.hex"}
 
 
+def out_field_bits(params: SystolicParams) -> int:
+    """Bits of one stored output: ``out_bits`` with requantization, else ``acc_bits``."""
+    return params.acc_bits if params.out_bits is None else params.out_bits
+
+
 def row_bits(params: SystolicParams) -> dict[str, int]:
     return {"a": params.rows * params.in_bits, "b": params.cols * params.in_bits,
-            "c": params.cols * params.acc_bits}
+            "c": params.cols * out_field_bits(params)}
 
 
 def beat_rows(params: SystolicParams) -> dict[str, int]:

@@ -63,6 +63,15 @@ def acc_bytes(params: Any) -> int:
     return 4 if params.acc_bits <= 32 else 8
 
 
+def out_bytes(params: Any) -> int:
+    """Bytes of the container of one stored output: the accumulator's without requantization,
+    else 1, 2, 4 or 8 for ``out_bits`` up to 8, 16, 32 or 64."""
+    bits = getattr(params, "out_bits", None)
+    if bits is None:
+        return acc_bytes(params)
+    return next(size for size in (1, 2, 4, 8) if bits <= 8 * size)
+
+
 def _round_up(value: int, step: int) -> int:
     return -(-value // step) * step
 

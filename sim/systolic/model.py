@@ -22,11 +22,12 @@ DMA (a read path and a write path of ``bus_bytes`` each, working at the same tim
         cycles (a beat moves ``floor(bus_bytes / row bytes)`` rows, at least one; bursts never
         share a beat), from the cycle after dispatch or when the read path is free again; done
         ``mem_latency + 1`` cycles after the last request
-    stores: one row per ``ceil(row bytes / bus_bytes)`` cycles, from the cycle after dispatch,
-        when the write path is free and the previous instruction's drain is complete, or (a
-        store marked by ``mark_store_waits``) burst by burst once the array tiles it reads
-        are drained (ws: once the first row of its last tile is; the drain stays ahead);
-        done two cycles after the last row is read
+    stores: one row (``cols`` outputs of ``out_bytes``) per ``ceil(row bytes / bus_bytes)``
+        cycles, from the cycle after dispatch, when the write path is free and the previous
+        instruction's drain is complete, or (a store marked by ``mark_store_waits``) burst by
+        burst once the array tiles it reads are drained (ws, and os stores in drain order:
+        once the first row of its last tile is; the drain stays ahead); done two cycles after
+        the last row is read
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hwloop.sim.systolic.mapping import Gemm, Mapping, acc_bytes, elem_bytes
+from hwloop.sim.systolic.mapping import Gemm, Mapping, elem_bytes, out_bytes
 from hwloop.sim.systolic.program import (
     Compute,
     Instruction,
@@ -140,7 +141,7 @@ def dma_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | Non
         done = bus.loads_done = issue - last_cpb + params.mem_latency + 1
     if instr.store_c is not None:
         t = instr.store_c
-        cpb = cycles_per_beat(params.cols * acc_bytes(params), params.bus_bytes)
+        cpb = cycles_per_beat(params.cols * out_bytes(params), params.bus_bytes)
         whole = dispatch + (drain_ready if drain_ready is not None else 0)
         fire = max(dispatch + 1, bus.write_free)  # the next row's earliest cycle
         for burst in range(t.bursts):
@@ -185,7 +186,7 @@ def preloads_next(params, instr: Instruction, dispatch: int, loads_done: int,
 
 def instruction_actions(params, instr: Instruction, totals: dict[str, int]) -> None:
     R, C = params.rows, params.cols
-    e, a = elem_bytes(params), acc_bytes(params)
+    e, o = elem_bytes(params), out_bytes(params)
     c = instr.compute
     if c is not None:
         fed = c.array_tiles * c.length
@@ -211,7 +212,7 @@ def instruction_actions(params, instr: Instruction, totals: dict[str, int]) -> N
         totals["dram_read_bytes"] += instr.load_b.rows * C * e
     if instr.store_c is not None:
         totals["acc_sram_read"] += instr.store_c.rows * C
-        totals["dram_write_bytes"] += instr.store_c.rows * C * a
+        totals["dram_write_bytes"] += instr.store_c.rows * C * o
 
 
 def model_gemm(params, gemm: Gemm, mapping: Mapping) -> GemmRun:

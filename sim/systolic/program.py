@@ -57,7 +57,8 @@ class Transfer:
     complete, the store waits for nothing. ``in_drain_order`` (os stores whose every burst is
     one array tile of ``rows`` rows): each burst is stored last row first, the order the os
     drain writes a tile, so it starts on the rows already written (ws always drains and
-    stores rows in the same order).
+    stores rows in the same order). ``shift``: the right shift the store engine requantizes
+    with (designs with ``out_bits``; see ``golden.requantize``).
     """
 
     ext_base: int = 0
@@ -69,6 +70,7 @@ class Transfer:
     wait_first: int = 0
     wait_step: int = 0
     in_drain_order: bool = False
+    shift: int = 0
 
     @property
     def rows(self) -> int:
@@ -120,7 +122,7 @@ FIELDS: tuple[str, ...] = (
     "a_ext_base", "a_ext_stride", "a_spad_base", "a_spad_stride", "a_bursts", "a_length",
     "b_ext_base", "b_ext_stride", "b_spad_base", "b_spad_stride", "b_bursts", "b_length",
     "s_ext_base", "s_ext_stride", "s_spad_base", "s_spad_stride", "s_bursts", "s_length",
-    "s_wait_first", "s_wait_step",
+    "s_wait_first", "s_wait_step", "s_shift",
 )
 INSTRUCTION_BITS = FIELD_BITS * len(FIELDS)
 
@@ -145,7 +147,7 @@ def encode(instr: Instruction) -> int:
     if instr.store_c is not None:
         flags |= 128 if instr.store_c.in_drain_order else 0
         values.update(s_wait_first=instr.store_c.wait_first,
-                      s_wait_step=instr.store_c.wait_step)
+                      s_wait_step=instr.store_c.wait_step, s_shift=instr.store_c.shift)
     values["flags"] = flags
     word = 0
     for i, name in enumerate(FIELDS):
@@ -189,11 +191,11 @@ def layout(params, gemm: Gemm) -> Layout:
 
 
 def build_program(params, gemm: Gemm, mapping: Mapping, *,
-                  split_ends: bool | None = None) -> Program:
+                  split_ends: bool | None = None, out_shift: int = 0) -> Program:
     """The instruction program for ``gemm`` under ``mapping`` (fitted and checked by the caller).
 
     ``split_ends``: split the first and last scratchpad tiles (True), never (False), or where
-    the model says it is faster (None).
+    the model says it is faster (None). ``out_shift``: every store's requantization shift.
     """
     R, C = params.rows, params.cols
     os_flow = params.dataflow == "os"
@@ -266,10 +268,10 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
             # drained (os drains the tile m block by m block) instead of after the last one
             return Transfer(ext_base=m0 + (n0 // C) * gemm.m, ext_stride=R,
                             spad_base=acc_slots[s] * acc_half, spad_stride=R,
-                            bursts=tm_e // R, length=R)
+                            bursts=tm_e // R, length=R, shift=out_shift)
         return Transfer(ext_base=(n0 // C) * gemm.m + m0, ext_stride=gemm.m,
                         spad_base=acc_slots[s] * acc_half, spad_stride=tm_e,
-                        bursts=tn_e // C, length=length)
+                        bursts=tn_e // C, length=length, shift=out_shift)
 
     last_k = counts["k"] - 1
     program = Program(layout=layout(params, gemm))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import numpy as np
 
 from hwloop.errors import HwloopError
 from hwloop.hdl.systolic.params import SystolicParams
-from hwloop.sim.systolic.golden import gemm_golden, random_operands
+from hwloop.sim.systolic.golden import random_operands, stored_golden
 from hwloop.sim.systolic.mapping import Gemm, Mapping, default_mapping
 from hwloop.sim.systolic.model import model_gemm
 
@@ -25,7 +26,9 @@ def _odd(rng: np.random.Generator, lo: int, hi: int) -> int:
 
 def sample_configs(rng: np.random.Generator, level: str) -> list[dict[str, Any]]:
     """Configs from the declared parameter space: both dataflows, at least two operand widths,
-    odd M, N, K. Each design appears with several layers so one build serves them all."""
+    odd M, N, K. Each design appears with several layers so one build serves them all. Some
+    designs requantize their output (``out_bits``: the quick matrix's ws design, in the full
+    one both dataflows), with the default shift or a random one (``out_shift``)."""
     if level not in _LEVELS:
         raise ValueError(f"level must be one of {', '.join(_LEVELS)}, not {level!r}")
     designs, per_design, side = _LEVELS[level]
@@ -39,6 +42,8 @@ def sample_configs(rng: np.random.Generator, level: str) -> list[dict[str, Any]]
             ifmap_kib=int(rng.choice([4, 8, 16])), weight_kib=int(rng.choice([4, 8, 16])),
             acc_kib=int(rng.choice([8, 16])), bus_bytes=int(rng.choice([4, 8, 16])),
             mem_latency=int(rng.integers(0, 30)))
+        if d % 4 in (1, 2):
+            params = dataclasses.replace(params, out_bits=int(rng.integers(2, acc_bits + 1)))
         for g in range(per_design):
             gemm = Gemm(m=_odd(rng, 1, 6 * params.rows), n=_odd(rng, 1, 6 * params.cols),
                         k=_odd(rng, 1, 80))
@@ -52,8 +57,11 @@ def sample_configs(rng: np.random.Generator, level: str) -> list[dict[str, Any]]
                 else:
                     mapping = Mapping(tile_m=int(rng.integers(1, 17)), tile_n=C, tile_k=R,
                                       order=order).to_dict()
-            configs.append({"params": params.to_dict(), "gemm": gemm.to_dict(),
-                            "mapping": mapping})
+            config = {"params": params.to_dict(), "gemm": gemm.to_dict(), "mapping": mapping}
+            if params.out_bits is not None:  # the default chooser's shift, or any legal one
+                config["out_shift"] = (None if g % 2 == 0
+                                       else int(rng.integers(0, params.acc_bits)))
+            configs.append(config)
     return configs
 
 
@@ -71,12 +79,13 @@ def run_config(config: dict[str, Any], *, seed: int, waves: bool, workdir: Path)
         a, b = random_operands(gemm, in_bits=params.in_bits, rng=rng)
         sim = RtlSimulator(params, waves=waves, workdir=Path(workdir))
         sim.build()
-        run = sim.run([(gemm, mapping, a, b)])[0]
+        run = sim.run([(gemm, mapping, a, b)], out_shifts=[config.get("out_shift")])[0]
     except HwloopError as exc:
         return {"passed": False, "detail": f"seed={seed}: {exc}", "cycles": 0,
                 "model_cycles": 0, "waves": None}
     model = model_gemm(params, gemm, mapping)
-    gold = gemm_golden(a, b, acc_bits=params.acc_bits)
+    shift = run.extra["out_shift"]
+    gold = stored_golden(a, b, params, shift=shift)
     problems = []
     if run.c is None or run.c.shape != gold.shape or not np.array_equal(run.c, gold):
         bad = int(np.count_nonzero(run.c != gold)) if run.c is not None else gold.size
@@ -84,7 +93,8 @@ def run_config(config: dict[str, Any], *, seed: int, waves: bool, workdir: Path)
     error = abs(model.cycles - run.cycles) / max(run.cycles, 1)
     if error > 0.01:
         problems.append(f"model cycles {model.cycles} vs RTL {run.cycles} ({error:.1%})")
-    detail = (f"seed={seed} {params.name} m={gemm.m} n={gemm.n} k={gemm.k} "
+    shifted = "" if params.out_bits is None else f" shift={shift}"
+    detail = (f"seed={seed} {params.name} m={gemm.m} n={gemm.n} k={gemm.k}{shifted} "
               f"tiles={mapping.tile_m}x{mapping.tile_n}x{mapping.tile_k} {mapping.order}: "
               + ("; ".join(problems) if problems else
                  f"bit-exact, model error {error:.2%}, {time.monotonic() - start:.1f} s"))

@@ -23,6 +23,7 @@ from hwloop.buildcache import BuildCache, build_key
 from hwloop.errors import BuildError, ParameterError, SimulationError, SimulationTimeout
 from hwloop.hdl.systolic.accelerator import COUNTERS
 from hwloop.hdl.systolic.params import SystolicParams
+from hwloop.sim.systolic.golden import resolve_out_shift
 from hwloop.sim.systolic.harness import (
     FILES,
     HARNESS_TOP,
@@ -31,6 +32,7 @@ from hwloop.sim.systolic.harness import (
     layout_a,
     layout_b,
     memory_depths,
+    out_field_bits,
     pack_rows,
     row_bits,
     unlayout_c,
@@ -204,7 +206,7 @@ class RtlSimulator:
         return time.monotonic() - start if built else 0.0
 
     def _write_job(self, index: int, folder: Path, gemm: Gemm, mapping: Mapping,
-                   a: np.ndarray, b: np.ndarray) -> dict:
+                   a: np.ndarray, b: np.ndarray, out_shift: int) -> dict:
         p = self.params
         if a.shape != (gemm.m, gemm.k) or b.shape != (gemm.k, gemm.n):
             raise ParameterError(
@@ -217,7 +219,10 @@ class RtlSimulator:
                                      f"{p.in_bits}-bit range {lo}..{hi}")
         fitted = mapping.fit_to(p, gemm)
         check_mapping(p, gemm, fitted)
-        program = build_program(p, gemm, fitted)
+        if p.out_bits is None:  # nothing to shift (and program stand-ins need not know it)
+            program = build_program(p, gemm, fitted)
+        else:
+            program = build_program(p, gemm, fitted, out_shift=out_shift)
         depths = memory_depths(p)
         sizes = {"a": program.layout.a_rows, "b": program.layout.b_rows,
                  "c": program.layout.c_rows}
@@ -246,8 +251,12 @@ class RtlSimulator:
                 "model_cycles": model.cycles}
 
     def run(self, jobs: list[tuple[Gemm, Mapping, np.ndarray, np.ndarray]], *,
-            step: bool = False) -> list[GemmRun]:
+            step: bool = False, out_shifts: Sequence[int | None] | None = None
+            ) -> list[GemmRun]:
         """Run every job in one simulator process; results in job order.
+
+        ``out_shifts``: per job, the requantization shift of a design with ``out_bits`` (None:
+        ``golden.default_out_shift``); it is in each run's ``extra["out_shift"]``.
 
         ``step=True`` makes the testbench wake up on every clock edge instead of sleeping until
         ``done`` (only to measure what free running saves).
@@ -260,7 +269,14 @@ class RtlSimulator:
         work = Path(tempfile.mkdtemp(prefix="hwloop-systolic-")) if own else self.workdir
         assert work is not None
         work.mkdir(parents=True, exist_ok=True)
-        specs = [self._write_job(i, work, *job) for i, job in enumerate(jobs)]
+        if out_shifts is None:
+            out_shifts = [None] * len(jobs)
+        if len(out_shifts) != len(jobs):
+            raise ParameterError(f"{len(out_shifts)} out_shifts for {len(jobs)} jobs")
+        shifts = [resolve_out_shift(p, job[0], shift)
+                  for job, shift in zip(jobs, out_shifts, strict=True)]
+        specs = [self._write_job(i, work, *job, shift)
+                 for i, (job, shift) in enumerate(zip(jobs, shifts, strict=True))]
         for spec in specs:
             spec["step"] = step
         results_path = work / "results.json"
@@ -290,12 +306,13 @@ class RtlSimulator:
                     f"job {i} (gemm m={gemm.m} n={gemm.n} k={gemm.k}) on {p.name} did not finish "
                     f"within {spec['max_cycles']} cycles (log: {log})", log_path=log)
             counters = res["counters"]
-            rows = unpack_rows(Path(spec["c"]), spec["c_rows"], p.cols, p.acc_bits)
+            rows = unpack_rows(Path(spec["c"]), spec["c_rows"], p.cols, out_field_bits(p))
             c = unlayout_c(p, rows, gemm.m, gemm.n, padded_dims(p, gemm))
             actions = {k: v for k, v in counters.items() if k != "cycles"}
             runs.append(GemmRun(cycles=counters["cycles"], actions=actions, c=c,
                                 sim_s=res["sim_s"],
                                 extra={"model_cycles": spec["model_cycles"],
+                                       "out_shift": shifts[i],
                                        # wall seconds of the job's $readmemh load, its run
                                        # from start to done, and the C dump
                                        **res["phases"],
