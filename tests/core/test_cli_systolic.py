@@ -5,19 +5,10 @@ import textwrap
 
 import pytest
 
-from hwloop.cli import main
+from tests.core.cli_helpers import run_main
 
 CONV_HEADER = ("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
                "Num Filter, Strides,")
-
-
-def run_main(capsys, argv):
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line_error(code, err, *fragments):

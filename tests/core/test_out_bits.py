@@ -7,20 +7,11 @@ import json
 
 import pytest
 
-from hwloop.cli import main
 from hwloop.errors import ParameterError
 from hwloop.hdl.systolic import ports
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.search.space import parse_space
-
-
-def run_main(capsys, argv):
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.core.cli_helpers import run_main
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

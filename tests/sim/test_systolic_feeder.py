@@ -176,20 +176,17 @@ def test_ws_preload_when_loaded():
     assert _flags(instrs[1]) & 0b1100000 == 0b1000000
 
 
-def test_split_choice_shortcuts_are_exact():
-    """The program choice walks only the split ends of each candidate (``spliced_cycles``) and
-    marks preload flags only around them: both equal the full walk and full marking."""
-    print(f"HWLOOP_SEED={SEED}")
-    rng = np.random.default_rng(SEED)
-    checked = 0
-    while checked < 150:
+def _random_layers(rng: np.random.Generator, *, m_max: int, n_max: int, k_max: int):
+    """Endless random (design, layer, fitted mapping) draws that fit: arrays up to 8x8 on
+    2-16 byte buses, latencies 0-24, 1-3 array blocks per tile."""
+    while True:
         R, C = int(rng.integers(1, 9)), int(rng.integers(1, 9))
         dataflow = str(rng.choice(["os", "ws"]))
         params = SystolicParams(rows=R, cols=C, dataflow=dataflow, ifmap_kib=8, weight_kib=8,
                                 acc_kib=8, bus_bytes=int(rng.choice([2, 4, 8, 16])),
                                 mem_latency=int(rng.integers(0, 25)))
-        gemm = Gemm(m=int(rng.integers(1, 100)), n=int(rng.integers(1, 60)),
-                    k=int(rng.integers(1, 100)))
+        gemm = Gemm(m=int(rng.integers(1, m_max)), n=int(rng.integers(1, n_max)),
+                    k=int(rng.integers(1, k_max)))
         os_flow = dataflow == "os"
         mapping = Mapping(tile_m=R * int(rng.integers(1, 4)) if os_flow
                           else int(rng.integers(1, 40)),
@@ -201,6 +198,19 @@ def test_split_choice_shortcuts_are_exact():
             check_mapping(params, gemm, mapping)
         except ParameterError:
             continue
+        yield params, gemm, mapping
+
+
+def test_split_choice_shortcuts_are_exact():
+    """The program choice walks only the split ends of each candidate (``spliced_cycles``) and
+    marks preload flags only around them: both equal the full walk and full marking."""
+    print(f"HWLOOP_SEED={SEED}")
+    rng = np.random.default_rng(SEED)
+    checked = 0
+    for params, gemm, mapping in _random_layers(rng, m_max=100, n_max=60, k_max=100):
+        if checked >= 150:
+            break
+        os_flow = params.dataflow == "os"
         plain = build_program(params, gemm, mapping, split_ends=False).instructions
         if sum(i.compute is not None for i in plain) < 2:
             continue
@@ -246,25 +256,9 @@ def test_walk_jumps_are_exact(monkeypatch):
         real_step(*args)
 
     checked = instructions = 0
-    while checked < 60:
-        R, C = int(rng.integers(1, 9)), int(rng.integers(1, 9))
-        dataflow = str(rng.choice(["os", "ws"]))
-        params = SystolicParams(rows=R, cols=C, dataflow=dataflow, ifmap_kib=8, weight_kib=8,
-                                acc_kib=8, bus_bytes=int(rng.choice([2, 4, 8, 16])),
-                                mem_latency=int(rng.integers(0, 25)))
-        gemm = Gemm(m=int(rng.integers(1, 200)), n=int(rng.integers(1, 100)),
-                    k=int(rng.integers(1, 200)))
-        os_flow = dataflow == "os"
-        mapping = Mapping(tile_m=R * int(rng.integers(1, 4)) if os_flow
-                          else int(rng.integers(1, 40)),
-                          tile_n=C * int(rng.integers(1, 4)),
-                          tile_k=int(rng.integers(1, 40)) if os_flow
-                          else R * int(rng.integers(1, 4)),
-                          order=str(rng.choice(["mnk", "nmk"]))).fit_to(params, gemm)
-        try:
-            check_mapping(params, gemm, mapping)
-        except ParameterError:
-            continue
+    for params, gemm, mapping in _random_layers(rng, m_max=200, n_max=100, k_max=200):
+        if checked >= 60:
+            break
         where = (params, gemm, mapping)
         for split in (False, True):
             instrs = build_program(params, gemm, mapping, split_ends=split).instructions
