@@ -227,7 +227,16 @@ class SystolicAccelerator(wiring.Component):
         holding = Signal()
         if os_flow:
             m.d.comb += holding.eq(spacing_wait & (since_last + c_len <= R))
-        m.d.comb += [feed_valid.eq(feeding & ~prologue & ~holding & (slot < c_len)),
+        # os streaming (flag bit 8): the compute's single array tile reads the rows this
+        # instruction's own loads write, so each slot waits until its A and B rows are in
+        c_stream = Signal()
+        a_seen = Signal(ADDR_BITS)  # A/B rows this instruction's loads have written so far
+        b_seen = Signal(ADDR_BITS)
+        starving = Signal()
+        if os_flow:
+            m.d.comb += starving.eq(c_stream & (slot < c_len) & ((a_seen <= slot)
+                                                                  | (b_seen <= slot)))
+        m.d.comb += [feed_valid.eq(feeding & ~prologue & ~holding & ~starving & (slot < c_len)),
                      feed_first.eq(slot == 0), feed_last.eq(slot + 1 == c_len)]
         with m.If(feed_valid & feed_last):
             m.d.sync += since_last.eq(1)
@@ -251,7 +260,7 @@ class SystolicAccelerator(wiring.Component):
                 prologue.eq(0 if os_flow else ~weights_ready),
                 slot.eq(0), fed.eq(0), o_idx.eq(0), i_idx.eq(0),
                 a_tile.eq(fields["c_a_base"]), b_tile.eq(fields["c_b_base"]),
-                guard.eq(GUARD_FACTOR_R * R + C),
+                guard.eq(GUARD_FACTOR_R * R + C), c_stream.eq(flags[8]),
             ]
         with m.Elif(guard != 0):
             m.d.sync += guard.eq(guard - 1)
@@ -306,7 +315,7 @@ class SystolicAccelerator(wiring.Component):
             bump("weight_sram_read", wl_issue, C)
             bump("pe_reg_write", wl_issue, C)
 
-        with m.If(feeding & ~holding):
+        with m.If(feeding & ~holding & ~starving):
             with m.If(prologue):
                 with m.If(slot == R - 1):
                     m.d.sync += [prologue.eq(0), slot.eq(0)]
@@ -461,24 +470,31 @@ class SystolicAccelerator(wiring.Component):
         m.d.comb += dma_busy.eq((rsp_a.left != 0) | (rsp_b.left != 0) | (st.left != 0)
                                 | st_valid)
 
-        # load engine: issue side (A first, then B)
-        issue_a = (iss_a.left != 0) & (rd_pace == 0)
-        issue_b = (iss_a.left == 0) & (iss_b.left != 0) & (rd_pace == 0)
+        # load engine: issue side (A first, then B; a streaming instruction alternates A and
+        # B beats, so the rows of its first array tile arrive together)
+        rd_stream = Signal()
+        rd_turn_b = Signal()
+        issue_a = (iss_a.left != 0) & (rd_pace == 0) & (~rd_stream | ~rd_turn_b
+                                                        | (iss_b.left == 0))
+        issue_b = (iss_b.left != 0) & (rd_pace == 0) & ((iss_a.left == 0)
+                                                        | (rd_stream & rd_turn_b))
         m.d.comb += [self.a_req_valid.eq(issue_a), self.a_req_addr.eq(iss_a.ext),
                      self.b_req_valid.eq(issue_b), self.b_req_addr.eq(iss_b.ext)]
         with m.If(issue_a):
             iss_a.step(self._beat_a)
-            m.d.sync += rd_pace.eq(cpr_a - 1)
+            m.d.sync += [rd_pace.eq(cpr_a - 1), rd_turn_b.eq(1)]
         with m.Elif(issue_b):
             iss_b.step(self._beat_b)
-            m.d.sync += rd_pace.eq(cpr_b - 1)
+            m.d.sync += [rd_pace.eq(cpr_b - 1), rd_turn_b.eq(0)]
         with m.Elif(rd_pace != 0):
             m.d.sync += rd_pace.eq(rd_pace - 1)
 
         # load engine: response side, one walker per channel
-        for walker, resp_valid, resp_data, wports, name, width, k in (
-            (rsp_a, self.a_resp_valid, self.a_resp_data, ifmap_ws, "ifmap", R, self._beat_a),
-            (rsp_b, self.b_resp_valid, self.b_resp_data, weight_ws, "weight", C, self._beat_b),
+        for walker, resp_valid, resp_data, wports, name, width, k, seen in (
+            (rsp_a, self.a_resp_valid, self.a_resp_data, ifmap_ws, "ifmap", R, self._beat_a,
+             a_seen),
+            (rsp_b, self.b_resp_valid, self.b_resp_data, weight_ws, "weight", C, self._beat_b,
+             b_seen),
         ):
             got = walker.rows_now(k)
             row_bits = width * p.in_bits
@@ -490,6 +506,10 @@ class SystolicAccelerator(wiring.Component):
                 walker.step(k)
             rows_in = Signal(range(k + 1), name=f"{name}_rows_in")
             m.d.comb += rows_in.eq(Mux(resp_valid, got, 0))
+            with m.If(go):
+                m.d.sync += seen.eq(0)
+            with m.Else():
+                m.d.sync += seen.eq(seen + rows_in)
             bump(f"{name}_sram_write", 1, rows_in * width)
             bump("dram_read_bytes", 1, rows_in * (width * e))
 
@@ -558,7 +578,7 @@ class SystolicAccelerator(wiring.Component):
         # counting down from the previous instruction's last beat and keeps the bus rate)
         with m.If(go):
             m.d.sync += [need_drained.eq(computes_started), st_need.eq(fields["s_wait_first"]),
-                         st_rev.eq(flags[7]),
+                         st_rev.eq(flags[7]), rd_stream.eq(flags[8]), rd_turn_b.eq(0),
                          st_step.eq(fields["s_wait_step"]),
                          st_early.eq(fields["s_wait_first"] != 0)]
             for walker, flag, prefix in ((iss_a, 1, "a"), (rsp_a, 1, "a"), (iss_b, 2, "b"),

@@ -45,6 +45,7 @@ from hwloop.sim.systolic.program import (
     beats,
     build_program,
     cycles_per_beat,
+    rows_per_beat,
 )
 
 #: Action names counted by both the model and the RTL's hardware counters. Scratchpad actions
@@ -120,6 +121,43 @@ class BusState:
     loads_done: int = 0
 
 
+def read_beats(params, instr: Instruction, issue: int) -> tuple[list[tuple[str, int, int]], int]:
+    """A streaming instruction's read beats, A and B alternating from ``issue`` on (each
+    channel's alone once the other has none left): ``[(channel, issue cycle, rows)]`` in
+    order, and the cycle the read path is free again."""
+    e = elem_bytes(params)
+    queues: dict[str, list[int]] = {}
+    cpb: dict[str, int] = {}
+    for name, t, row in (("a", instr.load_a, params.rows * e),
+                         ("b", instr.load_b, params.cols * e)):
+        per = rows_per_beat(row, params.bus_bytes)
+        cpb[name] = cycles_per_beat(row, params.bus_bytes)
+        queues[name] = [] if t is None else [
+            min(per, t.length - j) for _ in range(t.bursts) for j in range(0, t.length, per)]
+    schedule: list[tuple[str, int, int]] = []
+    turn = "a"
+    while queues["a"] or queues["b"]:
+        name = turn if queues[turn] else ("b" if turn == "a" else "a")
+        schedule.append((name, issue, queues[name].pop(0)))
+        issue += cpb[name]
+        turn = "b" if name == "a" else "a"
+    return schedule, issue
+
+
+def stream_wait(params, instr: Instruction, dispatch: int, stall: int, read_free: int) -> int:
+    """os streaming: cycles the single array tile of ``instr`` waits for its own loads'
+    rows (slot ``s`` feeds once ``s + 1`` rows of A and of B are written, counted one cycle
+    after the response), on top of ``stall``."""
+    schedule, _ = read_beats(params, instr, max(dispatch + 1, read_free))
+    seen: dict[str, list[int]] = {"a": [], "b": []}  # per row: the cycle it counts as in
+    for name, issue, rows in schedule:
+        seen[name] += [issue + params.mem_latency + 2] * rows
+    feed = dispatch + stall  # the cycle before the first feed without waiting
+    for s in range(instr.compute.length):
+        feed = max(feed + 1, seen["a"][s], seen["b"][s])
+    return feed - (dispatch + stall + instr.compute.length)
+
+
 def dma_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | None,
                bus: BusState, tiles_drained: Callable[[int, bool], int] | None = None) -> int:
     """Cycles after dispatch until the DMA is seen idle (0 without transfers); advances ``bus``.
@@ -130,7 +168,11 @@ def dma_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | Non
     """
     e = elem_bytes(params)
     done = dispatch
-    if instr.load_a is not None or instr.load_b is not None:
+    if instr.stream:
+        schedule, end = read_beats(params, instr, max(dispatch + 1, bus.read_free))
+        bus.read_free = end
+        done = bus.loads_done = schedule[-1][1] + params.mem_latency + 1
+    elif instr.load_a is not None or instr.load_b is not None:
         issue = max(dispatch + 1, bus.read_free)
         for t, row in ((instr.load_a, params.rows * e), (instr.load_b, params.cols * e)):
             if t is not None:
@@ -294,6 +336,8 @@ def _step(params, instr: Instruction, w: _Walk) -> None:
     if instr.compute is not None:
         stall = feed_stall(params, instr.compute,
                            None if w.last_fed is None else dispatch - w.last_fed)
+        if instr.stream:
+            stall += stream_wait(params, instr, dispatch, stall, w.bus.read_free)
         w.drain_done = dispatch + drain_cycles(params, instr.compute, stall, w.preloaded)
         w.last_fed = dispatch + last_feed_cycles(params, instr.compute, stall, w.preloaded)
         w.last_compute = (instr.compute, dispatch, stall, w.preloaded)
@@ -312,7 +356,7 @@ def timing_shape(instr: Instruction) -> tuple:
             None if b is None else (b.bursts, b.length),
             None if s is None else (s.bursts, s.length, s.wait_first, s.wait_step,
                                     s.in_drain_order),
-            instr.preload_next, instr.preload_next_when_loaded)
+            instr.preload_next, instr.preload_next_when_loaded, instr.stream)
 
 
 class WalkTrace:

@@ -104,7 +104,10 @@ class Instruction:
     loads the first weights of the next instruction's compute, which then skips its weight
     prologue; only set when those weight rows are already in the scratchpad.
     ``preload_next_when_loaded``: the same when this instruction's own weight load (which
-    writes some of those rows) is complete as the last tile's preload window opens."""
+    writes some of those rows) is complete as the last tile's preload window opens.
+    ``stream`` (os): the compute, a single array tile, reads the first rows this instruction's
+    own loads write (A from ``load_a``'s first burst, B from ``load_b``'s) and feeds each row
+    as soon as it is written; the loads alternate A and B beats."""
 
     compute: Compute | None = None
     load_a: Transfer | None = None
@@ -112,12 +115,14 @@ class Instruction:
     store_c: Transfer | None = None
     preload_next: bool = False
     preload_next_when_loaded: bool = False
+    stream: bool = False
 
 
 #: Field order of an encoded instruction, least significant first.
 FIELDS: tuple[str, ...] = (
     "flags",  # bit0 compute, bit1 load_a, bit2 load_b, bit3 store_c, bit4 overwrite,
-    #           bit5 preload_next, bit6 preload_next_when_loaded, bit7 store in drain order
+    #           bit5 preload_next, bit6 preload_next_when_loaded, bit7 store in drain order,
+    #           bit8 stream
     "c_a_base", "c_b_base", "c_acc_base", "c_outer", "c_inner", "c_length",
     "a_ext_base", "a_ext_stride", "a_spad_base", "a_spad_stride", "a_bursts", "a_length",
     "b_ext_base", "b_ext_stride", "b_spad_base", "b_spad_stride", "b_bursts", "b_length",
@@ -134,7 +139,7 @@ def encode(instr: Instruction) -> int:
     if instr.compute is not None:
         c = instr.compute
         flags |= 1 | (16 if c.overwrite else 0) | (32 if instr.preload_next else 0) \
-            | (64 if instr.preload_next_when_loaded else 0)
+            | (64 if instr.preload_next_when_loaded else 0) | (256 if instr.stream else 0)
         values.update(c_a_base=c.a_base, c_b_base=c.b_base, c_acc_base=c.acc_base,
                       c_outer=c.outer, c_inner=c.inner, c_length=c.length)
     for bit, prefix, t in ((2, "a", instr.load_a), (4, "b", instr.load_b), (8, "s", instr.store_c)):
@@ -298,6 +303,9 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
         if os_flow:
             split = mark_store_waits(params, _split_ends(params, gemm, plain))
             timed = [(_split_cycles(params, plain, trace, split), 0, split)]
+            streamed = _stream_first(split)
+            if streamed is not None:
+                timed.append((_split_cycles(params, plain, trace, streamed), 1, streamed))
         else:
             timed = _timed_ws_pieces(params, plain, trace)
         if timed:
@@ -402,6 +410,32 @@ def _part(t: Transfer, first: int, bursts: int) -> Transfer:
     """Bursts ``first .. first+bursts-1`` of ``t`` as a transfer of their own."""
     return replace(t, ext_base=t.ext_base + first * t.ext_stride,
                    spad_base=t.spad_base + first * t.spad_stride, bursts=bursts)
+
+
+def _joined(t: Transfer | None, u: Transfer | None) -> Transfer | None:
+    """``t`` followed by ``u`` as one transfer, if ``u`` continues ``t``'s bursts."""
+    if t is None or u is None:
+        return t if u is None else None
+    if (u.length, u.ext_stride, u.spad_stride) != (t.length, t.ext_stride, t.spad_stride) \
+            or u.ext_base != t.ext_base + t.bursts * t.ext_stride \
+            or u.spad_base != t.spad_base + t.bursts * t.spad_stride:
+        return None
+    return replace(t, bursts=t.bursts + u.bursts)
+
+
+def _stream_first(split: list[Instruction]) -> list[Instruction] | None:
+    """os: the split program with its first two instructions as one streaming instruction:
+    the first array tile computes on its operand rows as they arrive. None where the second
+    instruction's loads do not continue the first's."""
+    first, second = split[0], split[1]
+    c = second.compute
+    if first.compute is not None or c is None or c.outer != 1 or c.inner != 1 \
+            or first.load_a is None or first.load_b is None or second.store_c is not None:
+        return None
+    load_a, load_b = _joined(first.load_a, second.load_a), _joined(first.load_b, second.load_b)
+    if load_a is None or load_b is None:
+        return None
+    return [Instruction(compute=c, load_a=load_a, load_b=load_b, stream=True), *split[2:]]
 
 
 def _split_ends(params, gemm: Gemm, instrs: list[Instruction]) -> list[Instruction]:

@@ -80,8 +80,11 @@ _SPLIT_DESIGNS = {
 
 def _split_program(params, gemm, mapping, variant):
     program = program_module.build_program(params, gemm, mapping, split_ends=False)
-    if variant == "os":
+    if variant.startswith("os"):
         program.instructions = program_module._split_ends(params, gemm, program.instructions)
+        if variant == "os-stream":  # the first array tile computes on its rows as they arrive
+            program.instructions = program_module._stream_first(
+                program.instructions) or program.instructions
     else:  # ws-<k blocks per prologue piece>
         split = program_module._split_ends_ws_pieces(params, program.instructions,
                                                      int(variant.split("-")[1]))
@@ -152,6 +155,7 @@ def test_store_waits_per_burst(dataflow, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("variant", [
     pytest.param("os", marks=pytest.mark.xdist_group("systolic_os_2x3")),
+    pytest.param("os-stream", marks=pytest.mark.xdist_group("systolic_os_2x3")),
     pytest.param("ws-1", marks=pytest.mark.xdist_group("systolic_ws_3x2")),
     pytest.param("ws-2", marks=pytest.mark.xdist_group("systolic_ws_3x2")),
 ])
@@ -167,7 +171,7 @@ def test_split_ends_forced(variant, tmp_path, monkeypatch):
 
     def build_split(p, gemm, mapping):
         built = _split_program(p, gemm, mapping, variant)
-        forced.append(len(built.instructions))
+        forced.append(built.instructions[0].stream)
         return built
 
     monkeypatch.setattr(rtl_module, "build_program", build_split)
@@ -189,6 +193,8 @@ def test_split_ends_forced(variant, tmp_path, monkeypatch):
                 jobs.append((gemm, mapping, a, b))
     runs = RtlSimulator(params, workdir=tmp_path).run(jobs)
     assert len(forced) == len(jobs)
+    if variant == "os-stream":
+        assert sum(forced) >= len(jobs) // 2, forced
     for (gemm, mapping, a, b), run in zip(jobs, runs, strict=True):
         where = f"seed={SEED} {params.name} {gemm} {mapping}"
         assert np.array_equal(run.c, gemm_golden(a, b, acc_bits=params.acc_bits)), where
