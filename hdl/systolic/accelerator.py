@@ -233,7 +233,7 @@ class SystolicAccelerator(wiring.Component):
         a_seen = Signal(ADDR_BITS)  # A/B rows this instruction's loads have written so far
         b_seen = Signal(ADDR_BITS)
         starving = Signal()
-        if os_flow:
+        if os_flow:  # the tile's A and B rows are the first of each load
             m.d.comb += starving.eq(c_stream & (slot < c_len) & ((a_seen <= slot)
                                                                   | (b_seen <= slot)))
         m.d.comb += [feed_valid.eq(feeding & ~prologue & ~holding & ~starving & (slot < c_len)),
@@ -306,14 +306,19 @@ class SystolicAccelerator(wiring.Component):
             with m.Elif(feeding & in_window):
                 m.d.comb += [wl_issue.eq(1), wl_row.eq(slot - (C - 1))]
             m.d.comb += weight_r.addr.eq(Mux(cross, fields["c_b_base"], wl_base) + wl_row)
-            with m.If(wl_issue & (wl_row == R - 1)):
+            # streaming: weight rows of this compute (prologue, windows but the crossing one)
+            # and A rows of its k blocks, in the order its loads write them
+            m.d.comb += starving.eq(c_stream & (
+                (wl_issue & ~cross & (b_seen <= wl_base - c_b_base + wl_row))
+                | (~prologue & (slot < c_len) & (a_seen <= a_tile - c_a_base + slot))))
+            with m.If(wl_issue & (wl_row == R - 1) & ~starving):
                 m.d.sync += wl_base.eq(wl_base + R)
                 with m.If(cross):
                     m.d.sync += weights_ready.eq(1)
             with m.If(clear):
                 m.d.sync += weights_ready.eq(0)
-            bump("weight_sram_read", wl_issue, C)
-            bump("pe_reg_write", wl_issue, C)
+            bump("weight_sram_read", wl_issue & ~starving, C)
+            bump("pe_reg_write", wl_issue & ~starving, C)
 
         with m.If(feeding & ~holding & ~starving):
             with m.If(prologue):
@@ -348,7 +353,7 @@ class SystolicAccelerator(wiring.Component):
         v1, f1, l1 = Signal(), Signal(), Signal()
         wl1, wr1 = Signal(), Signal(range(max(R, 2)))
         m.d.sync += [v1.eq(feed_valid), f1.eq(feed_first), l1.eq(feed_last),
-                     wl1.eq(wl_issue), wr1.eq(wl_row)]
+                     wl1.eq(wl_issue & ~starving), wr1.eq(wl_row)]
 
         if os_flow:
             m.submodules.mesh = mesh = OsMesh(params=p)

@@ -144,18 +144,40 @@ def read_beats(params, instr: Instruction, issue: int) -> tuple[list[tuple[str, 
     return schedule, issue
 
 
-def stream_wait(params, instr: Instruction, dispatch: int, stall: int, read_free: int) -> int:
-    """os streaming: cycles the single array tile of ``instr`` waits for its own loads'
-    rows (slot ``s`` feeds once ``s + 1`` rows of A and of B are written, counted one cycle
-    after the response), on top of ``stall``."""
+def stream_wait(params, instr: Instruction, dispatch: int, stall: int,
+                read_free: int) -> tuple[int, int | None]:
+    """A streaming compute's wait for the rows its own loads write, on top of ``stall``, and
+    (ws) the cycle its last tile's preload window opens. A row counts as written one cycle
+    after its response. os: slot ``s`` of the single tile needs A and B row ``s``. ws: the
+    prologue's slot ``r`` weight row ``r``; tile (k block) ``i``'s feed slot ``s`` A row
+    ``i*length + s``, its window slot ``cols-1+r`` weight row ``(i+1)*rows + r`` (but the last
+    tile's window, which loads the next compute's weights)."""
     schedule, _ = read_beats(params, instr, max(dispatch + 1, read_free))
-    seen: dict[str, list[int]] = {"a": [], "b": []}  # per row: the cycle it counts as in
+    seen: dict[str, list[int]] = {"a": [], "b": []}  # per row: the cycle it counts as written
     for name, issue, rows in schedule:
         seen[name] += [issue + params.mem_latency + 2] * rows
-    feed = dispatch + stall  # the cycle before the first feed without waiting
-    for s in range(instr.compute.length):
-        feed = max(feed + 1, seen["a"][s], seen["b"][s])
-    return feed - (dispatch + stall + instr.compute.length)
+    c = instr.compute
+    R, C, L = params.rows, params.cols, c.length
+    t = dispatch + stall  # the cycle before the first slot
+    if params.dataflow == "os":
+        for s in range(L):
+            t = max(t + 1, seen["a"][s], seen["b"][s])
+        return t - (dispatch + stall + L), None
+    period, tiles, window = _period(params, c), c.array_tiles, None
+    for r in range(R):
+        t = max(t + 1, seen["b"][r])
+    for i in range(tiles):
+        last = i == tiles - 1
+        for slot in range(period):
+            need = t + 1
+            if slot < L:
+                need = max(need, seen["a"][i * L + slot])
+            if not last and C - 1 <= slot < C - 1 + R:
+                need = max(need, seen["b"][(i + 1) * R + slot - (C - 1)])
+            t = need
+            if last and slot == C - 1:
+                window = t
+    return t - (dispatch + stall + R + tiles * period), window
 
 
 def dma_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | None,
@@ -171,7 +193,10 @@ def dma_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | Non
     if instr.stream:
         schedule, end = read_beats(params, instr, max(dispatch + 1, bus.read_free))
         bus.read_free = end
-        done = bus.loads_done = schedule[-1][1] + params.mem_latency + 1
+        done = schedule[-1][1] + params.mem_latency + 1
+        # the weights' last response (the beats alternate: not always the last one)
+        bus.loads_done = max((issue for name, issue, _ in schedule if name == "b"),
+                             default=schedule[-1][1]) + params.mem_latency + 1
     elif instr.load_a is not None or instr.load_b is not None:
         issue = max(dispatch + 1, bus.read_free)
         for t, row in ((instr.load_a, params.rows * e), (instr.load_b, params.cols * e)):
@@ -208,12 +233,13 @@ def instruction_cycles(params, instr: Instruction, dispatch: int, drain_ready: i
 
 
 def preloads_next(params, instr: Instruction, dispatch: int, loads_done: int,
-                  preloaded: bool) -> bool:
+                  preloaded: bool, window: int | None = None) -> bool:
     """ws: whether the last tile of ``instr`` (dispatched at ``dispatch``) preloads the next
     compute's first weights: always with ``preload_next``; with ``preload_next_when_loaded``
     if its weight load is written when the window opens (slot ``cols-1`` of the last tile).
     ``loads_done``: the cycle of its loads' last response (``dma_cycles``; the B beats are
-    requested after the A beats, so it is the weights'), written one cycle later."""
+    requested after the A beats, so it is the weights'), written one cycle later. ``window``:
+    the window's cycle where streaming waits moved it."""
     c = instr.compute
     if c is None or params.dataflow == "os":
         return False
@@ -221,8 +247,9 @@ def preloads_next(params, instr: Instruction, dispatch: int, loads_done: int,
         return True
     if not instr.preload_next_when_loaded or instr.load_b is None:
         return False
-    window = dispatch + 1 + _prologue(params, preloaded) \
-        + (c.array_tiles - 1) * _period(params, c) + params.cols - 1
+    if window is None:
+        window = dispatch + 1 + _prologue(params, preloaded) \
+            + (c.array_tiles - 1) * _period(params, c) + params.cols - 1
     return loads_done + 1 <= window
 
 
@@ -331,19 +358,22 @@ def _step(params, instr: Instruction, w: _Walk) -> None:
     # the drain-completion count is visible two cycles after the last read-for-write
     ready = None if w.drain_done is None else w.drain_done + 2 - dispatch
     stall = 0
+    window = None
     waits = instr.store_c is not None and instr.store_c.wait_first
     drained_before = w.tiles_drained(params) if waits else None
     if instr.compute is not None:
         stall = feed_stall(params, instr.compute,
                            None if w.last_fed is None else dispatch - w.last_fed)
         if instr.stream:
-            stall += stream_wait(params, instr, dispatch, stall, w.bus.read_free)
+            extra, window = stream_wait(params, instr, dispatch, stall, w.bus.read_free)
+            stall += extra
         w.drain_done = dispatch + drain_cycles(params, instr.compute, stall, w.preloaded)
         w.last_fed = dispatch + last_feed_cycles(params, instr.compute, stall, w.preloaded)
         w.last_compute = (instr.compute, dispatch, stall, w.preloaded)
     w.cycles += instruction_cycles(params, instr, dispatch, ready, w.bus, stall, w.preloaded,
                                    drained_before)
-    w.preloaded = preloads_next(params, instr, dispatch, w.bus.loads_done, w.preloaded)
+    w.preloaded = preloads_next(params, instr, dispatch, w.bus.loads_done, w.preloaded,
+                                window)
 
 
 def timing_shape(instr: Instruction) -> tuple:

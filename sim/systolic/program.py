@@ -303,11 +303,16 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
         if os_flow:
             split = mark_store_waits(params, _split_ends(params, gemm, plain))
             timed = [(_split_cycles(params, plain, trace, split), 0, split)]
-            streamed = _stream_first(split)
+            streamed = _stream_first(params, split)
             if streamed is not None:
                 timed.append((_split_cycles(params, plain, trace, streamed), 1, streamed))
         else:
             timed = _timed_ws_pieces(params, plain, trace)
+            if timed:
+                streamed = _stream_first(params, min(timed, key=lambda t: t[:2])[2])
+                if streamed is not None:
+                    timed.append((_split_cycles(params, plain, trace, streamed), len(timed),
+                                  streamed))
         if timed:
             best = min(timed, key=lambda t: t[:2])
             if split_ends or best[0] < plain_cycles:
@@ -423,19 +428,23 @@ def _joined(t: Transfer | None, u: Transfer | None) -> Transfer | None:
     return replace(t, bursts=t.bursts + u.bursts)
 
 
-def _stream_first(split: list[Instruction]) -> list[Instruction] | None:
-    """os: the split program with its first two instructions as one streaming instruction:
-    the first array tile computes on its operand rows as they arrive. None where the second
-    instruction's loads do not continue the first's."""
+def _stream_first(params, split: list[Instruction]) -> list[Instruction] | None:
+    """The split program with its first two instructions as one streaming instruction: the
+    first compute (os: one array tile; ws: one n block) works on its operand rows as they
+    arrive. None where the second instruction's loads do not continue the first's."""
     first, second = split[0], split[1]
     c = second.compute
-    if first.compute is not None or c is None or c.outer != 1 or c.inner != 1 \
+    if first.compute is not None or c is None or c.outer != 1 \
+            or (params.dataflow == "os" and c.inner != 1) \
             or first.load_a is None or first.load_b is None or second.store_c is not None:
         return None
     load_a, load_b = _joined(first.load_a, second.load_a), _joined(first.load_b, second.load_b)
     if load_a is None or load_b is None:
         return None
-    return [Instruction(compute=c, load_a=load_a, load_b=load_b, stream=True), *split[2:]]
+    streamed = Instruction(compute=c, load_a=load_a, load_b=load_b, stream=True)
+    if params.dataflow == "ws":  # its own load now writes the next compute's first weights
+        streamed = mark_preloads(params, [streamed, *split[2:3]])[0]
+    return [streamed, *split[2:]]
 
 
 def _split_ends(params, gemm: Gemm, instrs: list[Instruction]) -> list[Instruction]:

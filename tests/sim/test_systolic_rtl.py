@@ -84,11 +84,14 @@ def _split_program(params, gemm, mapping, variant):
         program.instructions = program_module._split_ends(params, gemm, program.instructions)
         if variant == "os-stream":  # the first array tile computes on its rows as they arrive
             program.instructions = program_module._stream_first(
-                program.instructions) or program.instructions
-    else:  # ws-<k blocks per prologue piece>
+                params, program.instructions) or program.instructions
+    else:  # ws-<k blocks per prologue piece>[-stream]
         split = program_module._split_ends_ws_pieces(params, program.instructions,
                                                      int(variant.split("-")[1]))
         program.instructions = split if split is not None else program.instructions
+        if variant.endswith("-stream"):
+            program.instructions = program_module._stream_first(
+                params, program.instructions) or program.instructions
     program.instructions = program_module.mark_store_waits(params, program.instructions)
     return program
 
@@ -128,7 +131,8 @@ def test_store_waits_per_burst(dataflow, tmp_path, monkeypatch):
     row_level: list[int] = []
     for gemm, mapping in cases:
         fitted = mapping.fit_to(params, gemm)
-        marked = program_module.build_program(params, gemm, fitted).instructions
+        marked = program_module.build_program(params, gemm, fitted,  # the plain tile loop
+                                              split_ends=False).instructions
         assert any(i.store_c is not None and i.store_c.wait_first for i in marked)
         if fitted.tile_n == params.cols and dataflow == "os":
             assert any(i.store_c is not None and i.store_c.bursts == fitted.tile_m // R
@@ -158,6 +162,8 @@ def test_store_waits_per_burst(dataflow, tmp_path, monkeypatch):
     pytest.param("os-stream", marks=pytest.mark.xdist_group("systolic_os_2x3")),
     pytest.param("ws-1", marks=pytest.mark.xdist_group("systolic_ws_3x2")),
     pytest.param("ws-2", marks=pytest.mark.xdist_group("systolic_ws_3x2")),
+    pytest.param("ws-1-stream", marks=pytest.mark.xdist_group("systolic_ws_3x2")),
+    pytest.param("ws-2-stream", marks=pytest.mark.xdist_group("systolic_ws_3x2")),
 ])
 def test_split_ends_forced(variant, tmp_path, monkeypatch):
     """Programs with split first and last tiles (whether or not the model prefers them), over
@@ -193,7 +199,7 @@ def test_split_ends_forced(variant, tmp_path, monkeypatch):
                 jobs.append((gemm, mapping, a, b))
     runs = RtlSimulator(params, workdir=tmp_path).run(jobs)
     assert len(forced) == len(jobs)
-    if variant == "os-stream":
+    if variant.endswith("stream"):
         assert sum(forced) >= len(jobs) // 2, forced
     for (gemm, mapping, a, b), run in zip(jobs, runs, strict=True):
         where = f"seed={SEED} {params.name} {gemm} {mapping}"
