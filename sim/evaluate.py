@@ -340,10 +340,7 @@ def _run_rtl(params: SystolicParams, plan: list[tuple[Layer, int, Any, Any]], *,
     simulator = RtlSimulator(params, waves=waves, workdir=workdir)
     build_s = float(simulator.build())
     sim_start = time.perf_counter()
-    if params.out_bits is None:
-        runs = simulator.run(jobs)
-    else:
-        runs = simulator.run(jobs, out_shifts=shifts)
+    runs = simulator.run(jobs, out_shifts=shifts)
     simulate_s = time.perf_counter() - sim_start
     exact: list[bool | None] = []
     failures = []

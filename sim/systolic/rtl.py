@@ -219,10 +219,7 @@ class RtlSimulator:
                                      f"{p.in_bits}-bit range {lo}..{hi}")
         fitted = mapping.fit_to(p, gemm)
         check_mapping(p, gemm, fitted)
-        if p.out_bits is None:  # nothing to shift (and program stand-ins need not know it)
-            program = build_program(p, gemm, fitted)
-        else:
-            program = build_program(p, gemm, fitted, out_shift=out_shift)
+        program = build_program(p, gemm, fitted, out_shift=out_shift)
         depths = memory_depths(p)
         sizes = {"a": program.layout.a_rows, "b": program.layout.b_rows,
                  "c": program.layout.c_rows}

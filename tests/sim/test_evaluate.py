@@ -123,7 +123,7 @@ def _model_simulator(*, corrupt=None, calls: list | None = None):
         def build(self):
             return 0.0
 
-        def run(self, jobs):
+        def run(self, jobs, out_shifts=None):
             if calls is not None:
                 calls.append(len(jobs))
             runs = []

@@ -348,8 +348,8 @@ def test_ws_preload_and_split_ends_rtl_equal_model(tmp_path, monkeypatch):
     original = rtl_module.build_program
 
     def plain(variant: str):
-        def build(params, gemm, mapping):
-            program = original(params, gemm, mapping, split_ends=False)
+        def build(params, gemm, mapping, out_shift=0):
+            program = original(params, gemm, mapping, split_ends=False, out_shift=out_shift)
             if variant != "all":
                 program.instructions = _without_preloads(program.instructions,
                                                          static=variant == "none")

@@ -78,8 +78,9 @@ _SPLIT_DESIGNS = {
 }
 
 
-def _split_program(params, gemm, mapping, variant):
-    program = program_module.build_program(params, gemm, mapping, split_ends=False)
+def _split_program(params, gemm, mapping, variant, out_shift=0):
+    program = program_module.build_program(params, gemm, mapping, split_ends=False,
+                                           out_shift=out_shift)
     if variant.startswith("os"):
         program.instructions = program_module._split_ends(params, gemm, program.instructions)
         if variant == "os-stream":  # the first array tile computes on its rows as they arrive
@@ -175,8 +176,8 @@ def test_split_ends_forced(variant, tmp_path, monkeypatch):
     rng = np.random.default_rng(SEED)
     forced = []
 
-    def build_split(p, gemm, mapping):
-        built = _split_program(p, gemm, mapping, variant)
+    def build_split(p, gemm, mapping, out_shift=0):
+        built = _split_program(p, gemm, mapping, variant, out_shift)
         forced.append(built.instructions[0].stream)
         return built
 
