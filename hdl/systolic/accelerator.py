@@ -10,11 +10,12 @@ External memory has three row-wide channels (A rows of ``rows`` inputs, B rows o
 weights, C rows of ``cols`` sums, or with ``out_bits`` of ``cols`` outputs requantized on their
 way out) on a bus with separate read and write data paths of ``bus_bytes`` each, like AXI: A
 and B share the read path (the A beats of an instruction, then its B beats, requests back to
-back while responses return ``mem_latency + 1`` cycles later), C stores use the write path at
-the same time. A read beat carries as many whole rows as fit in ``bus_bytes`` (one write port
-per row of a beat), and a beat (or a stored row, ``cols * out_bytes`` bytes) takes
-``ceil(row bytes / bus_bytes)`` cycles. The drain of an instruction's last array tiles overlaps
-the next instruction; a store waits until the sums it reads are written.
+back while responses return ``mem_latency + 1`` cycles later; a streaming instruction
+alternates A and B beats), C stores use the write path at the same time. A read beat carries
+as many whole rows as fit in ``bus_bytes`` (one write port per row of a beat), and a beat (or
+a stored row, ``cols * out_bytes`` bytes) takes ``ceil(row bytes / bus_bytes)`` cycles. The
+drain of an instruction's last array tiles overlaps the next instruction; a store waits until
+the sums it reads are written.
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ from amaranth.lib.wiring import In, Out
 
 from hwloop.hdl.systolic.mesh import OsMesh, WsMesh
 from hwloop.hdl.systolic.params import SystolicParams
-from hwloop.sim.systolic.mapping import elem_bytes, out_bytes, scratchpad_geometry
+from hwloop.sim.systolic.mapping import (
+    elem_bytes,
+    out_bytes,
+    out_field_bits,
+    scratchpad_geometry,
+)
 from hwloop.sim.systolic.program import (
     FIELD_BITS,
     FIELDS,
@@ -118,9 +124,7 @@ class SystolicAccelerator(wiring.Component):
             "b_resp_data": In(self._beat_b * C * params.in_bits),
             "c_wr_valid": Out(1),
             "c_wr_addr": Out(ADDR_BITS),
-            # ``out_bits`` per output with requantization, else the wrapped ``acc_bits`` sums
-            "c_wr_data": Out(C * (params.acc_bits if params.out_bits is None
-                                  else params.out_bits)),
+            "c_wr_data": Out(C * out_field_bits(params)),
         }
         for name in COUNTERS:
             sig[f"cnt_{name}"] = Out(COUNTER_BITS)
@@ -227,8 +231,8 @@ class SystolicAccelerator(wiring.Component):
         holding = Signal()
         if os_flow:
             m.d.comb += holding.eq(spacing_wait & (since_last + c_len <= R))
-        # os streaming (flag bit 8): the compute's single array tile reads the rows this
-        # instruction's own loads write, so each slot waits until its A and B rows are in
+        # streaming (flag bit 8): the compute reads rows this instruction's own loads write,
+        # so a slot waits (does not advance, feeds and preloads nothing) until its rows are in
         c_stream = Signal()
         a_seen = Signal(ADDR_BITS)  # A/B rows this instruction's loads have written so far
         b_seen = Signal(ADDR_BITS)

@@ -15,7 +15,7 @@ import numpy as np
 
 from hwloop.hdl.systolic.accelerator import COUNTERS
 from hwloop.hdl.systolic.params import SystolicParams
-from hwloop.sim.systolic.mapping import elem_bytes
+from hwloop.sim.systolic.mapping import elem_bytes, out_field_bits
 from hwloop.sim.systolic.program import INSTRUCTION_BITS, rows_per_beat
 
 HARNESS_TOP = "hwloop_systolic_harness"
@@ -25,11 +25,6 @@ MEMORY_BUDGET_BYTES = 32 << 20
 MAX_DEPTH = 1 << 22
 
 FILES = {"instr": "hw_instr.hex", "a": "hw_a.hex", "b": "hw_b.hex", "c": "hw_c.hex"}
-
-
-def out_field_bits(params: SystolicParams) -> int:
-    """Bits of one stored output: ``out_bits`` with requantization, else ``acc_bits``."""
-    return params.acc_bits if params.out_bits is None else params.out_bits
 
 
 def row_bits(params: SystolicParams) -> dict[str, int]:

@@ -63,6 +63,11 @@ def acc_bytes(params: Any) -> int:
     return 4 if params.acc_bits <= 32 else 8
 
 
+def out_field_bits(params: Any) -> int:
+    """Bits of one stored output: ``out_bits`` with requantization, else ``acc_bits``."""
+    return params.acc_bits if params.out_bits is None else params.out_bits
+
+
 def out_bytes(params: Any) -> int:
     """Bytes of the container of one stored output: the accumulator's without requantization,
     else 1, 2, 4 or 8 for ``out_bits`` up to 8, 16, 32 or 64."""

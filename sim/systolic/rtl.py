@@ -32,13 +32,18 @@ from hwloop.sim.systolic.harness import (
     layout_a,
     layout_b,
     memory_depths,
-    out_field_bits,
     pack_rows,
     row_bits,
     unlayout_c,
     unpack_rows,
 )
-from hwloop.sim.systolic.mapping import Gemm, Mapping, check_mapping, padded_dims
+from hwloop.sim.systolic.mapping import (
+    Gemm,
+    Mapping,
+    check_mapping,
+    out_field_bits,
+    padded_dims,
+)
 from hwloop.sim.systolic.model import GemmRun, model_gemm
 from hwloop.sim.systolic.program import INSTRUCTION_BITS, build_program, encode
 from hwloop.toolchain import VERILATOR_LINT_FLAGS, setup_verilator, tool_versions
