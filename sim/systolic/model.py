@@ -18,10 +18,11 @@ drain (overlaps the next instruction): the last sums are in the scratchpad
     stall + (tiles-1)*P + length + 2*rows + cols cycles after dispatch (skew, mesh, deskew,
     shift-out; ws: the prologue, skew, mesh, deskew), ``rows`` fewer without a ws prologue
 DMA (a read path and a write path of ``bus_bytes`` each, working at the same time):
-    loads: the A beats, then the B beats, one request every ``ceil(row bytes / bus_bytes)``
-        cycles (a beat moves ``floor(bus_bytes / row bytes)`` rows, at least one; bursts never
-        share a beat), from the cycle after dispatch or when the read path is free again; done
-        ``mem_latency + 1`` cycles after the last request
+    loads: the A beats, then the B beats (alternating on a streaming instruction, whose
+        compute waits per row for them: ``stream_wait``), one request every
+        ``ceil(row bytes / bus_bytes)`` cycles (a beat moves ``floor(bus_bytes / row bytes)``
+        rows, at least one; bursts never share a beat), from the cycle after dispatch or when
+        the read path is free again; done ``mem_latency + 1`` cycles after the last request
     stores: one row (``cols`` outputs of ``out_bytes``) per ``ceil(row bytes / bus_bytes)``
         cycles, from the cycle after dispatch, when the write path is free and the previous
         instruction's drain is complete, or (a store marked by ``mark_store_waits``) burst by

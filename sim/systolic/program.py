@@ -105,9 +105,9 @@ class Instruction:
     prologue; only set when those weight rows are already in the scratchpad.
     ``preload_next_when_loaded``: the same when this instruction's own weight load (which
     writes some of those rows) is complete as the last tile's preload window opens.
-    ``stream`` (os): the compute, a single array tile, reads the first rows this instruction's
-    own loads write (A from ``load_a``'s first burst, B from ``load_b``'s) and feeds each row
-    as soon as it is written; the loads alternate A and B beats."""
+    ``stream``: the compute (os: a single array tile; ws: one n block) reads rows this
+    instruction's own loads write, in the order they write them, and feeds each row as soon
+    as it is written; the loads alternate A and B beats (``_stream_first``)."""
 
     compute: Compute | None = None
     load_a: Transfer | None = None
@@ -303,18 +303,14 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
         if os_flow:
             split = mark_store_waits(params, _split_ends(params, gemm, plain))
             timed = [(_split_cycles(params, plain, trace, split), 0, split)]
-            streamed = _stream_first(params, split)
-            if streamed is not None:
-                timed.append((_split_cycles(params, plain, trace, streamed), 1, streamed))
         else:
             timed = _timed_ws_pieces(params, plain, trace)
-            if timed:
-                streamed = _stream_first(params, min(timed, key=lambda t: t[:2])[2])
-                if streamed is not None:
-                    timed.append((_split_cycles(params, plain, trace, streamed), len(timed),
-                                  streamed))
-        if timed:
+        if timed:  # the best split, and that split with a streaming start
             best = min(timed, key=lambda t: t[:2])
+            streamed = _stream_first(params, best[2])
+            if streamed is not None:
+                cycles = _split_cycles(params, plain, trace, streamed)
+                best = min(best, (cycles, len(timed), streamed), key=lambda t: t[:2])
             if split_ends or best[0] < plain_cycles:
                 program.cycles, program.instructions = best[0], best[2]
     return program
