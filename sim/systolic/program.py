@@ -12,7 +12,7 @@ preload the next compute's first weights (``mark_preloads``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hwloop.sim.systolic.mapping import (
@@ -27,6 +27,17 @@ if TYPE_CHECKING:
 
 #: Bits of every instruction field (row addresses, counts, strides).
 FIELD_BITS = 32
+
+
+def replace(record, **changes):
+    """``dataclasses.replace`` for the program's frozen records (which have no
+    ``__post_init__``), without its per-call field introspection: the program builder and the
+    model's candidate programs make thousands of such copies per layer."""
+    assert changes.keys() <= record.__dict__.keys(), changes.keys() - record.__dict__.keys()
+    new = object.__new__(type(record))
+    new.__dict__.update(record.__dict__)
+    new.__dict__.update(changes)
+    return new
 
 
 def rows_per_beat(row_bytes: int, bus_bytes: int) -> int:
