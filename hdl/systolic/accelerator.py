@@ -2,7 +2,8 @@
 
 The controller dispatches instructions (see ``hwloop.sim.systolic.program``) one at a time to
 the compute engine and the DMA engine, which run them in parallel; the next instruction is
-prefetched meanwhile and dispatched in the first cycle both engines are idle. Scratchpads are
+prefetched meanwhile and dispatched in the last cycle of the engines' work, so instructions
+follow each other without a gap. Scratchpads are
 double-buffered by the program (it alternates halves), so DMA fills one half while the array
 reads the other.
 
@@ -167,12 +168,15 @@ class SystolicAccelerator(wiring.Component):
             bumps[name].append((cond, amount))
 
         # ---- controller --------------------------------------------------------------------
-        # FETCH reads instruction 0; then an instruction is dispatched (``go``) in the first
-        # cycle both engines are seen idle, while the instruction memory already reads the next
-        # one (its address is ``pc + 1`` in the dispatch cycle): one cycle per instruction.
+        # FETCH reads instruction 0; then an instruction is dispatched (``go``) in the last
+        # cycle of the previous one, when both engines finish their work in this cycle (or have
+        # none left), while the instruction memory already reads the next one (its address is
+        # ``pc + 1`` in the dispatch cycle): instructions follow each other without a gap.
         go = Signal()
         comp_busy = Signal()
         dma_busy = Signal()
+        comp_ends = Signal()  # the compute engine is idle from the next cycle on
+        dma_ends = Signal()   # the DMA engines are idle from the next cycle on
         pc = Signal(ADDR_BITS)  # the next instruction to dispatch
         m.d.comb += self.instr_addr.eq(Mux(go, pc + 1, pc))
         clear = Signal()
@@ -191,7 +195,7 @@ class SystolicAccelerator(wiring.Component):
                 m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += running.eq(1)
-                with m.If(~comp_busy & ~dma_busy):
+                with m.If(comp_ends & dma_ends):
                     with m.If(pc == self.n_instr):
                         m.d.sync += self.done.eq(1)
                         m.next = "IDLE"
@@ -261,7 +265,7 @@ class SystolicAccelerator(wiring.Component):
                 c_len.eq(length), c_period.eq(period), spacing_wait.eq(1),
                 c_a_base.eq(fields["c_a_base"]), c_b_base.eq(fields["c_b_base"]),
                 tiles.eq(tiles_n), feeding.eq(1),
-                prologue.eq(0 if os_flow else ~weights_ready),
+                prologue.eq(0),
                 slot.eq(0), fed.eq(0), o_idx.eq(0), i_idx.eq(0),
                 a_tile.eq(fields["c_a_base"]), b_tile.eq(fields["c_b_base"]),
                 guard.eq(GUARD_FACTOR_R * R + C), c_stream.eq(flags[8]),
@@ -271,6 +275,10 @@ class SystolicAccelerator(wiring.Component):
         # the controller waits for the feeder only: the drain of an instruction's last tiles
         # overlaps the next instruction (the guard keeps at most one drain outstanding)
         m.d.comb += comp_busy.eq(feeding | (guard != 0))
+        # the last cycle of the last tile's period (no stall in it), or nothing left to feed
+        ends_feeding = ~holding & ~starving & ~prologue & (slot + 1 == c_period) \
+            & (fed + 1 == tiles)
+        m.d.comb += comp_ends.eq((guard <= 1) & (~feeding | ends_feeding))
 
         # scratchpad reads for the stream
         if os_flow:
@@ -291,8 +299,9 @@ class SystolicAccelerator(wiring.Component):
             # those rows) is complete when the window opens, decided in its first cycle
             c_preload = Signal()
             c_preload_loaded = Signal()
+            preloaded = Signal()  # the next compute's first weights are in, from this cycle on
             with m.If(start_compute):
-                m.d.sync += [wl_base.eq(fields["c_b_base"] + Mux(weights_ready, R, 0)),
+                m.d.sync += [wl_base.eq(fields["c_b_base"] + Mux(preloaded, R, 0)),
                              c_preload.eq(flags[5]), c_preload_loaded.eq(flags[6]),
                              weights_ready.eq(0)]
             last_tile = fed + 1 == tiles
@@ -315,7 +324,11 @@ class SystolicAccelerator(wiring.Component):
             m.d.comb += starving.eq(c_stream & (
                 (wl_issue & ~cross & (b_seen <= wl_base - c_b_base + wl_row))
                 | (~prologue & (slot < c_len) & (a_seen <= a_tile - c_a_base + slot))))
-            with m.If(wl_issue & (wl_row == R - 1) & ~starving):
+            window_ends = wl_issue & (wl_row == R - 1) & ~starving
+            m.d.comb += preloaded.eq(weights_ready | (window_ends & cross))
+            with m.If(start_compute):
+                m.d.sync += prologue.eq(~preloaded)
+            with m.Elif(window_ends):
                 m.d.sync += wl_base.eq(wl_base + R)
                 with m.If(cross):
                     m.d.sync += weights_ready.eq(1)
@@ -324,7 +337,8 @@ class SystolicAccelerator(wiring.Component):
             bump("weight_sram_read", wl_issue & ~starving, C)
             bump("pe_reg_write", wl_issue & ~starving, C)
 
-        with m.If(feeding & ~holding & ~starving):
+        # (a dispatch in the last cycle of the last tile starts the next compute instead)
+        with m.If(feeding & ~holding & ~starving & ~start_compute):
             with m.If(prologue):
                 with m.If(slot == R - 1):
                     m.d.sync += [prologue.eq(0), slot.eq(0)]
@@ -420,11 +434,14 @@ class SystolicAccelerator(wiring.Component):
         last_drain = Signal()
         m.d.comb += last_drain.eq(tile_end & (d_drained + 1 == d_tiles))
         with m.If(start_compute):
-            with m.If(~d_busy | last_drain):
+            with m.If(~d_busy | (last_drain & ~pend_valid)):
                 m.d.sync += load_drain(fields["c_acc_base"], fields["c_outer"],
                                        fields["c_inner"], length, tiles_n, flags[4])
                 m.d.sync += d_busy.eq(1)
             with m.Else():
+                with m.If(last_drain):  # the pending drain starts, this one waits in its place
+                    m.d.sync += load_drain(pend["acc_base"], pend["outer"], pend["inner"],
+                                           pend["length"], pend["tiles"], pend_ovw)
                 m.d.sync += [pend["acc_base"].eq(fields["c_acc_base"]),
                              pend["outer"].eq(fields["c_outer"]),
                              pend["inner"].eq(fields["c_inner"]), pend["length"].eq(length),
@@ -478,6 +495,12 @@ class SystolicAccelerator(wiring.Component):
         need_drained = Signal(ADDR_BITS)  # compute instructions dispatched before this one
         m.d.comb += dma_busy.eq((rsp_a.left != 0) | (rsp_b.left != 0) | (st.left != 0)
                                 | st_valid)
+        # the last responses arrive in this cycle (or none are due), no row is left to store
+        m.d.comb += dma_ends.eq(
+            ((rsp_a.left == 0) | (self.a_resp_valid & (rsp_a.left == rsp_a.rows_now(self._beat_a))))
+            & ((rsp_b.left == 0)
+               | (self.b_resp_valid & (rsp_b.left == rsp_b.rows_now(self._beat_b))))
+            & (st.left == 0))
 
         # load engine: issue side (A first, then B; a streaming instruction alternates A and
         # B beats, so the rows of its first array tile arrive together)
@@ -583,8 +606,9 @@ class SystolicAccelerator(wiring.Component):
             m.d.comb += self.c_wr_data.eq(Cat(*outs))
         bump("dram_write_bytes", st_valid, C * ob)
 
-        # dispatch: latch the transfers (both engines are idle then; a bus pace may still be
-        # counting down from the previous instruction's last beat and keeps the bus rate)
+        # dispatch: latch the transfers (both engines are idle from the next cycle on: the last
+        # response is written and the last stored row sent in this cycle; a bus pace may still
+        # be counting down from the previous instruction's last beat and keeps the bus rate)
         with m.If(go):
             m.d.sync += [need_drained.eq(computes_started), st_need.eq(fields["s_wait_first"]),
                          st_rev.eq(flags[7]), rd_stream.eq(flags[8]), rd_turn_b.eq(0),

@@ -2,9 +2,10 @@
 
 It walks the same instruction program the runner writes into the hardware (see program.py) and
 adds up, per instruction, what the controller does. The controller fetches the first
-instruction (START_CYCLES), then each instruction takes DISPATCH_CYCLES (the next one is
-prefetched while the engines run) plus the longer of its feeder and its DMA, which run in
-parallel; the cycle that sees the last instruction's engines idle ends the run (DONE_CYCLES):
+instruction (START_CYCLES), then each instruction takes the longer of its feeder and its DMA,
+which run in parallel: the next one (prefetched while the engines run) is dispatched in the
+last cycle of the longer one, the cycle that the engines would be seen idle in, counted from
+the dispatch; the last instruction's such cycle ends the run (DONE_CYCLES):
 
 feeder (array tiles back to back, ``P`` cycles apart):
     os: P = max(length, rows) (a column's shadow registers shift out over ``rows`` cycles);
@@ -58,8 +59,8 @@ ACTIONS: tuple[str, ...] = (
 
 # Fixed cycle costs of the controller's sequencing, from the RTL's pipeline stages.
 START_CYCLES = 1     # fetch of the first instruction
-DISPATCH_CYCLES = 1  # per instruction: the cycle it is dispatched in
-DONE_CYCLES = 1      # the cycle that sees the last instruction's engines idle
+DISPATCH_CYCLES = 0  # per instruction: dispatched in the last cycle of the previous one
+DONE_CYCLES = 1      # the cycle that ends the last instruction
 
 
 @dataclass
@@ -90,7 +91,7 @@ def _prologue(params, preloaded: bool) -> int:
 
 
 def feed_cycles(params, c: Compute, stall: int = 0, preloaded: bool = False) -> int:
-    """Cycles from dispatch until the feeder lets the controller go on."""
+    """Cycles from dispatch to the feeder's last busy cycle (the next dispatch's earliest)."""
     R, C = params.rows, params.cols
     feed = _prologue(params, preloaded) + stall + c.array_tiles * _period(params, c)
     return max(feed, 2 * R + C)
@@ -183,7 +184,7 @@ def stream_wait(params, instr: Instruction, dispatch: int, stall: int,
 
 def dma_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | None,
                bus: BusState, tiles_drained: Callable[[int, bool], int] | None = None) -> int:
-    """Cycles after dispatch until the DMA is seen idle (0 without transfers); advances ``bus``.
+    """Cycles from dispatch to the DMA's last busy cycle (0 without transfers); advances ``bus``.
 
     ``drain_ready`` is the cycle (relative to dispatch) from which the previous instruction's
     sums are all in the scratchpad; ``tiles_drained(n)`` the absolute cycle from which the

@@ -277,17 +277,17 @@ def test_walk_jumps_are_exact(monkeypatch):
     assert steps < instructions / 2  # the walk does jump (on these layers about 4x fewer)
 
 
-def test_instruction_overhead_is_one_dispatch_cycle():
-    """A compute-only program's cycles are the feeds plus one cycle per instruction (plus the
-    first fetch and the final idle check): fails if fetch cycles or the ws prologue come back."""
+def test_instructions_follow_without_a_gap():
+    """A compute-only program's cycles are the feeds (each instruction is dispatched in the
+    last cycle of the one before) plus the first fetch and the final cycle: fails if fetch or
+    dispatch cycles or the ws prologue come back."""
     comp = Compute(a_base=0, b_base=0, acc_base=0, outer=2, inner=2, length=40)
     instrs = [Instruction(compute=comp, preload_next=True) for _ in range(6)]
     instrs[-1] = Instruction(compute=comp)
     cycles, _ = program_cycles(WS, instrs)
     feed = 4 * 40  # no prologue: every compute after the first is preloaded
-    expected = START_CYCLES + WS.rows + 6 * (DISPATCH_CYCLES + feed) + DONE_CYCLES
-    assert cycles == expected
-    assert DISPATCH_CYCLES == 1 and START_CYCLES + DONE_CYCLES == 2
+    assert cycles == START_CYCLES + WS.rows + 6 * feed + DONE_CYCLES
+    assert DISPATCH_CYCLES == 0 and START_CYCLES + DONE_CYCLES == 2
     assert feed_cycles(WS, comp) == WS.rows + feed
     assert feed_cycles(WS, comp, preloaded=True) == feed
 
