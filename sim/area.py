@@ -13,13 +13,16 @@ evaluations never run Yosys twice for the same design.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -203,29 +206,88 @@ def generator_fingerprint() -> str:
 _MEMO: dict[str, AreaResult] = {}
 
 
+def _params_cache_file(params: SystolicParams) -> tuple[str, Path]:
+    key = hashlib.sha256(json.dumps(
+        [params.params_hash, generator_fingerprint(), toolchain.yosys_version()]
+    ).encode()).hexdigest()[:32]
+    return key, _cache_file("p", key)
+
+
+def cached_area(params: SystolicParams, *, table: AreaTable | None = None,
+                fresh: bool = False) -> AreaResult | None:
+    """The area proxy of ``params`` if it was synthesized before (in memory or on disk), else
+    None. ``fresh``: the synthesis on disk has just been made (by an ``AreaJob``): report its
+    Yosys time as spent."""
+    table = table or load_area_table()
+    key, path = _params_cache_file(params)
+    if key in _MEMO:
+        return _as_cached(_MEMO[key], table)
+    found = _read_cached(path)
+    if found is None:
+        return None
+    result = area_from_synthesis(found, table, cached=not fresh)
+    _MEMO[key] = result
+    return result
+
+
 def systolic_area(params: SystolicParams, *, table: AreaTable | None = None,
                   verilog: str | None = None) -> AreaResult:
     """The area proxy of the systolic accelerator ``params`` (cached in memory and on disk)."""
     table = table or load_area_table()
-    key = hashlib.sha256(json.dumps(
-        [params.params_hash, generator_fingerprint(), toolchain.yosys_version()]
-    ).encode()).hexdigest()[:32]
-    if key in _MEMO:
-        return _as_cached(_MEMO[key], table)
-    path = _cache_file("p", key)
-    found = _read_cached(path)
+    found = cached_area(params, table=table)
     if found is not None:
-        result = area_from_synthesis(found, table, cached=True)
-    else:
-        if verilog is None:
-            from hwloop.hdl.systolic import generate_verilog
+        return found
+    key, path = _params_cache_file(params)
+    if verilog is None:
+        from hwloop.hdl.systolic import generate_verilog
 
-            verilog = generate_verilog(params)
-        synthesis, cached = synthesize_cached(verilog, params.name)
-        _write_cached(path, synthesis)
-        result = area_from_synthesis(synthesis, table, cached=cached)
+        verilog = generate_verilog(params)
+    synthesis, cached = synthesize_cached(verilog, params.name)
+    _write_cached(path, synthesis)
+    result = area_from_synthesis(synthesis, table, cached=cached)
     _MEMO[key] = result
     return result
+
+
+class AreaJob:
+    """The area proxy of ``params``, synthesized in a child process (``python -m
+    hwloop.sim.area``) on a core of its own while the caller builds, simulates or models the
+    same design: generating the Verilog and running Yosys take seconds to minutes.
+
+    ``result()`` waits for the child and reads what it left in the cache; a child that failed
+    is repeated in this process, which raises its error. ``cancel()`` kills the child and its
+    Yosys (a caller that fails early). A design synthesized before starts no child.
+    """
+
+    def __init__(self, params: SystolicParams) -> None:
+        self._params = params
+        self._result = cached_area(params)
+        self._child: subprocess.Popen | None = None
+        if self._result is None:
+            # a session of its own: cancel() kills Yosys (a grandchild) with it
+            self._child = subprocess.Popen(_area_command(params), stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def result(self) -> AreaResult:
+        if self._result is None:
+            made = False
+            if self._child is not None:
+                made = self._child.wait() == 0
+                self._child = None
+            found = cached_area(self._params, fresh=True) if made else None
+            self._result = found if found is not None else systolic_area(self._params)
+        return self._result
+
+    def cancel(self) -> None:
+        child, self._child = self._child, None
+        if child is not None and child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+
+
+def _area_command(params: SystolicParams) -> list[str]:
+    return [sys.executable, "-m", "hwloop.sim.area", json.dumps(params.to_dict())]
 
 
 def _as_cached(result: AreaResult, table: AreaTable) -> AreaResult:
@@ -236,3 +298,7 @@ def _as_cached(result: AreaResult, table: AreaTable) -> AreaResult:
 def weighted(cell_counts: Mapping[str, int], table: AreaTable | None = None) -> float:
     table = table or load_area_table()
     return sum(table.cell_area(t) * n for t, n in cell_counts.items())
+
+
+if __name__ == "__main__":  # an AreaJob's child: synthesize one design into the cache
+    systolic_area(SystolicParams.from_dict(json.loads(sys.argv[1])))

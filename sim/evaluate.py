@@ -29,7 +29,7 @@ from hwloop.errors import InputError, ParameterError, SimulationError
 from hwloop.evaluation import Evaluation, LayerResult
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.paths import cache_dir
-from hwloop.sim.area import systolic_area
+from hwloop.sim.area import AreaJob
 from hwloop.sim.energy import COMPONENTS, EnergyTable, energy, load_energy_table
 from hwloop.workloads import Layer, Workload, dedupe, load_workload
 
@@ -180,6 +180,10 @@ def evaluate(
     sources), layer shapes, mappings, fidelity, seed and tool versions is deterministic; its
     per-layer cycles and action counts are kept in ``$HWLOOP_CACHE/evaluations/`` and reused
     (area and energy are recomputed). Never with ``waves`` (that asks for a new simulation).
+
+    The area proxy's synthesis (Verilog generation and Yosys, in a child process:
+    ``AreaJob``) runs while the layers are mapped, modelled or co-simulated; ``wall``'s
+    ``synthesize_s`` is Yosys's own time, which overlaps the others.
     """
     start = time.perf_counter()
     if fidelity not in FIDELITIES:
@@ -188,32 +192,16 @@ def evaluate(
     selected = _select(workload, layers, first)
     table = energy_table if isinstance(energy_table, EnergyTable) else load_energy_table(
         energy_table)
-    plan = _layer_plan(params, selected, mapping)
-    shifts = _out_shifts(params, plan, out_shift)
-
-    wall = {"build_s": 0.0, "simulate_s": 0.0, "synthesize_s": 0.0}
-    artifacts: dict[str, str] = {}
-    reuse_path = (_reuse_path(params, plan, fidelity, seed, shifts) if reuse and not waves
-                  else None)
-    stored = _load_runs(reuse_path, len(plan)) if reuse_path is not None else None
-    if stored is not None:
-        runs, exact = stored
-        artifacts["reused"] = str(reuse_path)
-    elif fidelity == "model":
-        runs, exact = _run_model(params, plan)
-    else:
-        if waves and workdir is None:  # the simulator deletes its own temporary folder
-            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-            workdir = cache_dir() / "waves" / f"{params.name}-{stamp}-{os.getpid()}"
-        runs, exact, build_s, simulate_s, waves_path = _run_rtl(
-            params, plan, seed=seed, waves=waves, workdir=workdir, shifts=shifts)
-        wall["build_s"], wall["simulate_s"] = build_s, simulate_s
-        if waves_path:
-            artifacts["waves"] = waves_path
-
-    if reuse_path is not None and stored is None:
-        _store_runs(reuse_path, runs, exact)
-    area = systolic_area(params)
+    area_job = AreaJob(params)  # synthesis runs meanwhile
+    try:
+        plan = _layer_plan(params, selected, mapping)
+        shifts = _out_shifts(params, plan, out_shift)
+        runs, exact, wall, artifacts = _run(params, plan, fidelity, shifts, seed=seed,
+                                            waves=waves, workdir=workdir, reuse=reuse)
+    except BaseException:
+        area_job.cancel()
+        raise
+    area = area_job.result()
     wall["synthesize_s"] = area.synth_s
 
     results: list[LayerResult] = []
@@ -256,6 +244,35 @@ def evaluate(
         cell_counts=dict(area.cell_counts),
         artifacts=artifacts,
     )
+
+
+def _run(params: SystolicParams, plan: list[tuple[Layer, int, Any, Any]], fidelity: str,
+         shifts: list[int | None], *, seed: int, waves: bool, workdir: Path | None,
+         reuse: bool) -> tuple[list[Any], list[bool | None], dict[str, float], dict[str, str]]:
+    """The runs of ``plan`` (reused, modelled or co-simulated), their bit-exactness, wall times
+    and artifacts (see ``evaluate``)."""
+    wall = {"build_s": 0.0, "simulate_s": 0.0, "synthesize_s": 0.0}
+    artifacts: dict[str, str] = {}
+    reuse_path = (_reuse_path(params, plan, fidelity, seed, shifts) if reuse and not waves
+                  else None)
+    stored = _load_runs(reuse_path, len(plan)) if reuse_path is not None else None
+    if stored is not None:
+        runs, exact = stored
+        artifacts["reused"] = str(reuse_path)
+    elif fidelity == "model":
+        runs, exact = _run_model(params, plan)
+    else:
+        if waves and workdir is None:  # the simulator deletes its own temporary folder
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+            workdir = cache_dir() / "waves" / f"{params.name}-{stamp}-{os.getpid()}"
+        runs, exact, build_s, simulate_s, waves_path = _run_rtl(
+            params, plan, seed=seed, waves=waves, workdir=workdir, shifts=shifts)
+        wall["build_s"], wall["simulate_s"] = build_s, simulate_s
+        if waves_path:
+            artifacts["waves"] = waves_path
+    if reuse_path is not None and stored is None:
+        _store_runs(reuse_path, runs, exact)
+    return runs, exact, wall, artifacts
 
 
 @functools.cache

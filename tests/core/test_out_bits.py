@@ -75,8 +75,8 @@ def no_synthesis(monkeypatch):
 
     fixed = AreaResult(area=1.0, area_cells=1, sram_bits=1, cell_counts={}, synth_s=0.0,
                        cached=True)
-    monkeypatch.setattr(importlib.import_module("hwloop.sim.evaluate"), "systolic_area",
-                        lambda params: fixed)
+    monkeypatch.setattr(importlib.import_module("hwloop.sim.area"), "cached_area",
+                        lambda params, **_: fixed)
 
 
 def test_sim_out_bits_and_shift_round_trip(tmp_path, capsys, no_synthesis):

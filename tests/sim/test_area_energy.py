@@ -1,14 +1,24 @@
+import importlib
+import signal
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
-from hwloop.errors import ConfigError
+from hwloop.errors import ConfigError, ParameterError
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.sim.area import (
+    AreaJob,
     area_from_synthesis,
     load_area_table,
     synthesize,
     synthesize_cached,
+    systolic_area,
 )
 from hwloop.sim.energy import COMPONENTS, energy, load_energy_table
+
+area_module = importlib.import_module("hwloop.sim.area")
 
 # Two instances of one PE and a 1024 x 8-bit memory: the PE must be synthesized once and counted
 # twice, the memory counted as bits, not flops.
@@ -60,6 +70,85 @@ def test_synthesis_keeps_hierarchy_and_counts_memory_as_bits(cache):
     assert result.area == pytest.approx(logic + 8192 * table.sram_um2_per_bit)
     assert result.area_cells == sum(n for t, n in both.cell_counts.items()
                                     if not t.startswith("$mem"))
+
+
+@pytest.fixture
+def hanging_child(monkeypatch, tmp_path):
+    """AreaJob's child replaced by one that never ends and starts a grandchild (as the child's
+    Yosys) that never ends either; yields the file the grandchild's pid is written to."""
+    pid_file = tmp_path / "grandchild.pid"
+    code = ("import pathlib, subprocess, sys, time\n"
+            "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+            f"pathlib.Path({str(pid_file)!r}).write_text(str(g.pid))\n"
+            "time.sleep(600)")
+    monkeypatch.setattr(area_module, "_area_command", lambda params: [sys.executable, "-c", code])
+    monkeypatch.setattr(area_module, "_MEMO", {})  # no design counts as synthesized before
+    return pid_file
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in state  # killed, not yet reaped by its new parent
+
+
+def _wait_for(path: Path) -> int:
+    for _ in range(600):
+        if path.exists() and path.read_text():
+            return int(path.read_text())
+        time.sleep(0.1)
+    raise AssertionError(f"{path} never written")
+
+
+def test_area_job_cancel_kills_its_child_and_yosys(cache, hanging_child):
+    job = AreaJob(SystolicParams(rows=2, cols=2))
+    child = job._child
+    assert child is not None  # not synthesized before: a child synthesizes it
+    grandchild = _wait_for(hanging_child)
+    job.cancel()
+    assert child.poll() == -signal.SIGKILL
+    for _ in range(100):
+        if _gone(grandchild):
+            break
+        time.sleep(0.1)
+    assert _gone(grandchild)
+
+
+def test_area_job_result_is_the_synthesis(cache):
+    params = SystolicParams(rows=2, cols=2, ifmap_kib=1, weight_kib=1, acc_kib=1)
+    job = AreaJob(params)
+    assert job._child is not None
+    got = job.result()
+    assert not got.cached and got.synth_s > 0  # the child's Yosys time counts as spent
+    again = systolic_area(params)  # now cached, in this process too
+    assert again.cached and (again.area, again.cell_counts) == (got.area, got.cell_counts)
+    assert AreaJob(params)._child is None
+
+
+def test_evaluate_that_fails_kills_its_synthesis(cache, monkeypatch, hanging_child):
+    """evaluate synthesizes the area proxy while it models or simulates; when it fails (here: a
+    mapping that does not fit), it raises its own error and leaves no synthesis running."""
+    from hwloop.sim import evaluate
+    from hwloop.sim.systolic.mapping import Mapping
+    from hwloop.workloads import Layer, Workload
+
+    children = []
+    evaluate_module = importlib.import_module("hwloop.sim.evaluate")
+
+    class RecordedJob(AreaJob):
+        def __init__(self, params):
+            super().__init__(params)
+            children.append(self._child)
+            _wait_for(hanging_child)  # the stand-in Yosys is running when the failure comes
+
+    monkeypatch.setattr(evaluate_module, "AreaJob", RecordedJob)
+    params = SystolicParams(rows=2, cols=2, ifmap_kib=1, weight_kib=1, acc_kib=1)
+    with pytest.raises(ParameterError, match="scratchpad"):
+        evaluate(params, Workload("w", (Layer(name="x", m=64, n=64, k=64),)),
+                 Mapping(tile_m=64, tile_n=64, tile_k=64), fidelity="model", reuse=False)
+    assert len(children) == 1 and children[0].poll() == -signal.SIGKILL
 
 
 def test_synthesis_cache_hit(cache):

@@ -14,6 +14,7 @@ from hwloop.sim.systolic.model import model_gemm
 from hwloop.workloads import Layer, Workload
 
 evaluate_module = importlib.import_module("hwloop.sim.evaluate")
+area_module = importlib.import_module("hwloop.sim.area")
 
 SMALL = SystolicParams(rows=4, cols=4, ifmap_kib=4, weight_kib=4, acc_kib=4)
 SEED = int(os.environ.get("HWLOOP_SEED", "1234"))
@@ -35,7 +36,7 @@ def no_synthesis(monkeypatch):
 
     fixed = AreaResult(area=123.0, area_cells=45, sram_bits=6789, cell_counts={"$_AND_": 45},
                        synth_s=0.0, cached=True)
-    monkeypatch.setattr(evaluate_module, "systolic_area", lambda params: fixed)
+    monkeypatch.setattr(area_module, "cached_area", lambda params, **_: fixed)
     return fixed
 
 

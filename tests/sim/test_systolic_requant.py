@@ -197,7 +197,8 @@ def test_evaluate_rtl_records_the_shift_per_layer(monkeypatch, tmp_path):
 
     fixed = AreaResult(area=1.0, area_cells=1, sram_bits=1, cell_counts={}, synth_s=0.0,
                        cached=True)
-    monkeypatch.setattr(evaluate_module, "systolic_area", lambda params: fixed)
+    monkeypatch.setattr(importlib.import_module("hwloop.sim.area"), "cached_area",
+                        lambda params, **_: fixed)
     work = Workload("w", (Layer(name="x", m=5, n=4, k=9), Layer(name="y", m=3, n=7, k=70)))
     auto = evaluate_module.evaluate(OS8, work, fidelity="rtl", seed=SEED, reuse=False,
                                     workdir=tmp_path / "auto")
