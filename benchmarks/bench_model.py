@@ -22,6 +22,8 @@ LAYERS = (
 )
 DESIGNS = (SystolicParams(rows=8, cols=8, dataflow="os"),
            SystolicParams(rows=8, cols=8, dataflow="ws"))
+#: model calls per layer; the fastest is reported
+MODEL_REPEATS = 5
 
 
 def run() -> str:
@@ -54,9 +56,11 @@ def run() -> str:
             jobs.append((gemm, default_mapping(params, gemm), a, b))
         runs = sim.run(jobs)
         for (label, gemm), (_, mapping, a, b), rtl in zip(LAYERS, jobs, runs, strict=True):
-            start = time.perf_counter()
-            model = model_gemm(params, gemm, mapping)
-            model_s = time.perf_counter() - start
+            model_s = float("inf")
+            for _ in range(MODEL_REPEATS):  # the fastest call: the machine is shared
+                start = time.perf_counter()
+                model = model_gemm(params, gemm, mapping)
+                model_s = min(model_s, time.perf_counter() - start)
             error = abs(model.cycles - rtl.cycles) / rtl.cycles
             exact = np.array_equal(rtl.c, gemm_golden(a, b, acc_bits=params.acc_bits))
             R, C = params.rows, params.cols
@@ -82,7 +86,7 @@ def run() -> str:
         f"- Worst cycle error **{max(errors):.2%}**, mean {np.mean(errors):.2%} over "
         f"{len(errors)} layers (goal <= 1%).",
         f"- Time per layer: RTL {np.mean(rtl_times):.2f} s (simulation only, build cached), "
-        f"model {np.mean(model_times) * 1e3:.2f} ms: "
+        f"model {np.mean(model_times) * 1e3:.2f} ms (the fastest of {MODEL_REPEATS} calls): "
         f"{np.mean(rtl_times) / np.mean(model_times):,.0f}x faster.",
         f"- RTL / fold bound: mean {np.mean(ratios):.3f}, median {np.median(ratios):.3f} (goal: "
         f"within 5% on average; ws on a 1-row layer cannot fill the array).",
