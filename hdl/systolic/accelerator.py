@@ -173,8 +173,6 @@ class SystolicAccelerator(wiring.Component):
         # none left), while the instruction memory already reads the next one (its address is
         # ``pc + 1`` in the dispatch cycle): instructions follow each other without a gap.
         go = Signal()
-        comp_busy = Signal()
-        dma_busy = Signal()
         comp_ends = Signal()  # the compute engine is idle from the next cycle on
         dma_ends = Signal()   # the DMA engines are idle from the next cycle on
         pc = Signal(ADDR_BITS)  # the next instruction to dispatch
@@ -273,9 +271,8 @@ class SystolicAccelerator(wiring.Component):
         with m.Elif(guard != 0):
             m.d.sync += guard.eq(guard - 1)
         # the controller waits for the feeder only: the drain of an instruction's last tiles
-        # overlaps the next instruction (the guard keeps at most one drain outstanding)
-        m.d.comb += comp_busy.eq(feeding | (guard != 0))
-        # the last cycle of the last tile's period (no stall in it), or nothing left to feed
+        # overlaps the next instruction (the guard keeps at most one drain outstanding). The
+        # feeder ends in the last cycle of the last tile's period (no stall in it).
         ends_feeding = ~holding & ~starving & ~prologue & (slot + 1 == c_period) \
             & (fed + 1 == tiles)
         m.d.comb += comp_ends.eq((guard <= 1) & (~feeding | ends_feeding))
@@ -493,9 +490,8 @@ class SystolicAccelerator(wiring.Component):
         wr_pace = Signal(8)  # write-bus cycles until the next row may be written
         st_valid, st_addr, st_fire = Signal(), Signal(ADDR_BITS), Signal()
         need_drained = Signal(ADDR_BITS)  # compute instructions dispatched before this one
-        m.d.comb += dma_busy.eq((rsp_a.left != 0) | (rsp_b.left != 0) | (st.left != 0)
-                                | st_valid)
-        # the last responses arrive in this cycle (or none are due), no row is left to store
+        # the DMA ends when the last responses arrive (or none are due) and no row is left to
+        # store (the last one may still be on its way out)
         m.d.comb += dma_ends.eq(
             ((rsp_a.left == 0) | (self.a_resp_valid & (rsp_a.left == rsp_a.rows_now(self._beat_a))))
             & ((rsp_b.left == 0)
