@@ -8,7 +8,8 @@ into RTLIL memories so that ``stat`` reports their bits) instead of being blown 
 
 Results are cached on disk (``$HWLOOP_CACHE/area/``) by the hash of the Verilog and the Yosys
 version, and by the hash of the parameters and the generator source, so that model-fidelity
-evaluations never run Yosys twice for the same design.
+evaluations never run Yosys twice for the same design. ``AreaJob`` synthesizes a design in a
+child process, so that ``evaluate`` can map, model or co-simulate it meanwhile.
 """
 
 from __future__ import annotations
