@@ -12,6 +12,7 @@ A space file declares what a sweep may vary and what it must respect::
     ifmap_kib = { min = 8, max = 256, log = true }  # powers of two from min to max
     dataflow = { values = ["os", "ws"] }
     in_bits = 8                                     # fixed
+    out_bits = { values = [0, 8] }                  # 0: raw acc_bits sums (TOML has no null)
 
     [mapping]                    # optional: one Mapping applied to every layer via fit_to
     tile_m = { values = [1, 2, 4], times = "rows" } # in units of the array's rows
@@ -56,6 +57,9 @@ Point = dict[str, Any]
 OBJECTIVES = ("cycles", "energy_pj", "edp")
 FIDELITIES = ("rtl", "model")
 HARDWARE_PARAMETERS = tuple(f.name for f in fields(SystolicParams))
+#: ``out_bits`` in a space: this value stands for None (C written back as raw ``acc_bits`` sums),
+#: so that one dimension can hold both raw and requantized designs.
+RAW_OUT_BITS = 0
 MAPPING_PARAMETERS = ("tile_m", "tile_n", "tile_k", "order")
 TOP_KEYS = ("name", "objective", "fidelity", "hardware", "mapping", "budgets", "workloads")
 _TIMES = ("rows", "cols")
@@ -258,6 +262,8 @@ class Space:
         Raises :class:`ParameterError` for an illegal combination (e.g. acc_bits < 2 in_bits).
         """
         hw = {d.name: _plain(point[d.name]) for d in self.dims if d.section == "hardware"}
+        if hw.get("out_bits") == RAW_OUT_BITS:
+            hw["out_bits"] = None
         params = SystolicParams.from_dict(hw)
         if not self.has_mapping:
             return params, None

@@ -69,6 +69,15 @@ def test_split_without_mapping_and_illegal_combination() -> None:
         space.split({"in_bits": 16, "acc_bits": 24})
 
 
+def test_out_bits_zero_stands_for_raw_sums() -> None:
+    space = parse_space('workloads = ["mlp"]\n[hardware]\nout_bits = { values = [8, 0] }\n')
+    assert space.dim("out_bits").values == (0, 8)
+    assert space.split({"out_bits": 0})[0] == SystolicParams()
+    assert space.split({"out_bits": 8})[0] == SystolicParams(out_bits=8)
+    with pytest.raises(ParameterError, match="out_bits must be an integer in 2..32, not 1"):
+        space.split({"out_bits": 1})
+
+
 def test_hash_identifies_parameters_budgets_objective_workloads() -> None:
     base = parse_space(GOOD)
     assert base.hash == parse_space(GOOD.replace('name = "t"', 'name = "other"')).hash
