@@ -239,10 +239,10 @@ def systolic_area(params: SystolicParams, *, table: AreaTable | None = None,
     if found is not None:
         return found
     key, path = _params_cache_file(params)
-    if verilog is None:
-        from hwloop.hdl.systolic import generate_verilog
+    if verilog is None:  # the same generation the RTL build uses (cached on disk, once)
+        from hwloop.sim.systolic.rtl import cached_verilog
 
-        verilog = generate_verilog(params)
+        verilog = cached_verilog(params)
     synthesis, cached = synthesize_cached(verilog, params.name)
     _write_cached(path, synthesis)
     result = area_from_synthesis(synthesis, table, cached=cached)
