@@ -8,9 +8,11 @@ waits for ``done``; cycles come from the hardware's own cycle counter.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +48,12 @@ from hwloop.sim.systolic.mapping import (
 )
 from hwloop.sim.systolic.model import GemmRun, model_gemm
 from hwloop.sim.systolic.program import INSTRUCTION_BITS, build_program, encode
-from hwloop.toolchain import VERILATOR_LINT_FLAGS, setup_verilator, tool_versions
+from hwloop.toolchain import (
+    VERILATOR_LINT_FLAGS,
+    setup_verilator,
+    tool_versions,
+    verilator_root,
+)
 
 SPEED_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
                "--timing", "-CFLAGS", "-fcoroutines")
@@ -102,8 +109,10 @@ TB_MODULE = "hwloop_systolic_tb"
 MAKE_OPT = ("OPT_FAST=-O2", "OPT_GLOBAL=-O2", "OPT_SLOW=-O1")
 
 
-def _runner():
-    """cocotb's Verilator runner without the global ``--public-flat-rw``, compiled at -O2."""
+def _runner(fresh: Sequence[Path] = ()):
+    """cocotb's Verilator runner without the global ``--public-flat-rw``, compiled at -O2.
+    ``fresh``: files that make must find newer than the makefiles Verilator writes (the
+    runtime objects copied from the cache), touched between verilating and make."""
     from cocotb_tools.runner import Verilator
 
     class _FastHarness(Verilator):
@@ -111,9 +120,40 @@ def _runner():
             cmds = super()._build_command()
             cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
             cmds[1] = [*cmds[1], *MAKE_OPT]
+            if fresh:
+                cmds.insert(1, ["touch", "-c", *map(str, fresh)])
             return cmds
 
     return _FastHarness()
+
+
+#: Objects of the Verilator runtime library that every build compiles from the same sources
+#: with the same flags: most of a small design's compile time. Their dependency files name no
+#: generated header, so they are compiled once per flags and tools, kept in the build cache and
+#: copied into each new build, where make finds them up to date. (cocotb's ``verilator.o``
+#: includes the design's ``Vtop.h``: it is compiled with the design.)
+RUNTIME_OBJECTS = ("verilated", "verilated_dpi", "verilated_vpi", "verilated_timing",
+                   "verilated_threads")
+
+
+@functools.cache
+def _compiler_version() -> str:
+    try:
+        out = subprocess.run(["c++", "--version"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.splitlines()[0] if out.stdout else "unknown"
+
+
+def _runtime_key(flags: Sequence[str], waves: bool) -> str:
+    return build_key(sources={}, flags=[*flags, *MAKE_OPT], tools=tool_versions(),
+                     extra={"what": "verilated-runtime", "waves": waves,
+                            "verilator_root": str(verilator_root()),
+                            "compiler": _compiler_version()})
+
+
+def _runtime_files(obj: Path) -> list[Path]:
+    return [obj / f"{name}{suffix}" for name in RUNTIME_OBJECTS for suffix in (".o", ".d")]
 
 
 def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Sequence[str],
@@ -122,9 +162,20 @@ def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Seq
 
     Cached in :class:`BuildCache` under the sources, ``flags`` (+ :data:`MAKE_OPT`), the tool
     versions and ``extra``; returns ``(folder, built)``; the model is in ``folder / "obj"``.
+    The Verilator runtime's objects (:data:`RUNTIME_OBJECTS`) come from the cache too.
     """
     key = build_key(sources=sources, flags=[*flags, *MAKE_OPT], tools=tool_versions(),
                     extra=extra)
+    cache = BuildCache()
+    runtime_key = _runtime_key(flags, waves)
+
+    def keep_runtime(obj: Path) -> None:
+        def save(folder: Path) -> None:
+            for path in _runtime_files(obj):
+                shutil.copy(path, folder / path.name)
+
+        if all(path.exists() for path in _runtime_files(obj)):
+            cache.get_or_build(runtime_key, save)
 
     def build(folder: Path) -> None:
         from cocotb_tools.runner import VerilatorControlFile
@@ -132,14 +183,20 @@ def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Seq
         setup_verilator()
         for name, text in sources.items():
             (folder / name).write_text(text)
+        obj = folder / "obj"
+        fresh: list[Path] = []
+        if cache.has(runtime_key):
+            obj.mkdir()
+            for path in _runtime_files(cache.path(runtime_key)):
+                fresh.append(Path(shutil.copy(path, obj / path.name)))
         # control files first: they must be read before the modules they configure
         files = [VerilatorControlFile(folder / n) for n in sources if n.endswith(".vlt")]
         files += [folder / n for n in sources if not n.endswith(".vlt")]
         log = folder / "build.log"
         try:
-            _runner().build(sources=files, hdl_toplevel=top, build_dir=folder / "obj",
-                            build_args=list(flags), timescale=("1ns", "1ps"), waves=waves,
-                            log_file=log)
+            _runner([p for p in fresh if p.suffix == ".o"]).build(
+                sources=files, hdl_toplevel=top, build_dir=obj, build_args=list(flags),
+                timescale=("1ns", "1ps"), waves=waves, log_file=log)
         except (SystemExit, Exception) as exc:
             kept = Path(tempfile.mkdtemp(prefix="hwloop-build-")) / "build.log"
             hint = ""
@@ -149,8 +206,10 @@ def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Seq
                     hint = "; FST waves need lz4: apt-get install liblz4-dev"
             raise BuildError(f"Verilator build of {label} failed ({exc}{hint}; log: {kept})",
                              log_path=kept) from None
+        if not cache.has(runtime_key):
+            keep_runtime(obj)
 
-    return BuildCache().get_or_build(key, build)
+    return cache.get_or_build(key, build)
 
 
 def run_testbench(build: Path, *, top: str, testbench: Path, module: str, work: Path,
