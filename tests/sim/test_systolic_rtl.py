@@ -286,3 +286,24 @@ def test_os_8x8_64cube_cycles_within_4300(tmp_path):
     model = model_gemm(params, gemm, mapping)
     assert run.cycles == model.cycles, (mapping, run.cycles, model.cycles)
     assert run.cycles <= 4300, (mapping, run.cycles)
+
+
+@pytest.mark.rtl
+def test_builds_share_the_verilator_runtime(tmp_path, monkeypatch):
+    """The first build compiles the Verilator runtime's objects and leaves them in the cache;
+    a build of another design copies them and compiles only its own model (and still runs
+    bit-exact)."""
+    monkeypatch.setenv("HWLOOP_CACHE", str(tmp_path / "cache"))
+    first = RtlSimulator(SystolicParams(rows=1, cols=2, dataflow="os"), workdir=tmp_path / "a")
+    second = RtlSimulator(SystolicParams(rows=1, cols=2, dataflow="ws"), workdir=tmp_path / "b")
+    logs = []
+    for sim in (first, second):
+        sim.build()
+        logs.append((sim._build_path / "build.log").read_text())
+    assert all(f"-o {name}.o" in logs[0] for name in rtl_module.RUNTIME_OBJECTS)
+    assert not any(f"-o {name}.o" in logs[1] for name in rtl_module.RUNTIME_OBJECTS)
+    assert "-o Vtop__ALL.o" in logs[1]
+    gemm = Gemm(m=3, n=5, k=4)
+    a, b = random_operands(gemm, in_bits=8, rng=np.random.default_rng(SEED))
+    run = second.run([(gemm, default_mapping(second.params, gemm), a, b)])[0]
+    assert np.array_equal(run.c, gemm_golden(a, b, acc_bits=32)), SEED
