@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hwloop.buildcache import BuildCache, build_key
-from hwloop.errors import BuildError, ParameterError, SimulationError
+from hwloop.errors import ParameterError, SimulationError
 from hwloop.hdl.cache.generate import cache_verilog
 from hwloop.hdl.cache.params import CacheConfig
 from hwloop.hdl.cache.prefetcher import PrefetcherConfig
-from hwloop.toolchain import VERILATOR_LINT_FLAGS, setup_verilator, tool_versions
+from hwloop.sim.verilator import build_verilated
+from hwloop.toolchain import VERILATOR_LINT_FLAGS, setup_verilator
 
 from .model import CacheResult, simulate
 
@@ -174,30 +174,12 @@ def build_player(config: CacheConfig, *, prefetch: PrefetcherConfig | None = Non
     # compiler's coroutine flags itself
     flags = [*VERILATOR_LINT_FLAGS, "-Wno-BLKSEQ", "--timing", "-CFLAGS",
              "-std=c++20 -fcoroutines", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
-    key = build_key(sources={"cache.v": cache_v, "tb_top.v": top_v}, flags=flags,
-                    tools=tool_versions(), extra={"what": "cache-player", "waves": waves})
     start = time.monotonic()
-
-    def build(folder: Path) -> None:
-        from cocotb_tools.runner import get_runner
-
-        setup_verilator()
-        (folder / "cache.v").write_text(cache_v)
-        (folder / "tb_top.v").write_text(top_v)
-        log = folder / "build.log"
-        runner = get_runner("verilator")
-        try:
-            runner.build(sources=[folder / "cache.v", folder / "tb_top.v"],
-                         hdl_toplevel="tb_top", build_dir=folder / "obj", build_args=flags,
-                         timescale=("1ns", "1ps"), waves=waves, log_file=log)
-        except (SystemExit, Exception) as exc:
-            kept = Path(tempfile.mkdtemp(prefix="hwloop-cache-build-")) / "build.log"
-            if log.exists():
-                shutil.copy(log, kept)
-            raise BuildError(f"Verilator build of {config.name} failed ({exc})",
-                             log_path=kept) from None
-
-    path, built = BuildCache().get_or_build(key, build)
+    # cocotb's defaults otherwise: every signal public, verilated.mk's -Os
+    path, built = build_verilated(label=config.name,
+                                  sources={"cache.v": cache_v, "tb_top.v": top_v}, top="tb_top",
+                                  flags=flags, extra={"what": "cache-player", "waves": waves},
+                                  waves=waves, public_flat_rw=True, make_opt=())
     return PlayerBuild(path=path, built=built, seconds=time.monotonic() - start)
 
 

@@ -8,11 +8,9 @@ waits for ``done``; cycles come from the hardware's own cycle counter.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from hwloop.buildcache import BuildCache, build_key
-from hwloop.errors import BuildError, ParameterError, SimulationError, SimulationTimeout
+from hwloop.errors import ParameterError, SimulationError, SimulationTimeout
 from hwloop.hdl.systolic.accelerator import COUNTERS
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.sim.systolic.golden import resolve_out_shift
@@ -48,12 +46,8 @@ from hwloop.sim.systolic.mapping import (
 )
 from hwloop.sim.systolic.model import GemmRun, model_gemm
 from hwloop.sim.systolic.program import INSTRUCTION_BITS, build_program, encode
-from hwloop.toolchain import (
-    VERILATOR_LINT_FLAGS,
-    setup_verilator,
-    tool_versions,
-    verilator_root,
-)
+from hwloop.sim.verilator import build_verilated, runner
+from hwloop.toolchain import VERILATOR_LINT_FLAGS, setup_verilator, tool_versions
 
 SPEED_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
                "--timing", "-CFLAGS", "-fcoroutines")
@@ -104,114 +98,6 @@ PUBLIC_VLT = public_vlt(HARNESS_TOP, PUBLIC_SIGNALS)
 
 TB_MODULE = "hwloop_systolic_tb"
 
-#: C++ optimization of the verilated model: verilated.mk's default is ``-Os``; ``-O2`` runs the
-#: 8x8 array about 1.4x faster for ~20 s more compile time.
-MAKE_OPT = ("OPT_FAST=-O2", "OPT_GLOBAL=-O2", "OPT_SLOW=-O1")
-
-
-def _runner(fresh: Sequence[Path] = ()):
-    """cocotb's Verilator runner without the global ``--public-flat-rw``, compiled at -O2.
-    ``fresh``: files that make must find newer than the makefiles Verilator writes (the
-    runtime objects copied from the cache), touched between verilating and make."""
-    from cocotb_tools.runner import Verilator
-
-    class _FastHarness(Verilator):
-        def _build_command(self):
-            cmds = super()._build_command()
-            cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
-            cmds[1] = [*cmds[1], *MAKE_OPT]
-            if fresh:
-                cmds.insert(1, ["touch", "-c", *map(str, fresh)])
-            return cmds
-
-    return _FastHarness()
-
-
-#: Objects of the Verilator runtime library that every build compiles from the same sources
-#: with the same flags: most of a small design's compile time. Their dependency files name no
-#: generated header, so they are compiled once per flags and tools, kept in the build cache and
-#: copied into each new build, where make finds them up to date. (cocotb's ``verilator.o``
-#: includes the design's ``Vtop.h``: it is compiled with the design.)
-RUNTIME_OBJECTS = ("verilated", "verilated_dpi", "verilated_vpi", "verilated_timing",
-                   "verilated_threads")
-
-
-@functools.cache
-def _compiler_version() -> str:
-    try:
-        out = subprocess.run(["c++", "--version"], capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return out.stdout.splitlines()[0] if out.stdout else "unknown"
-
-
-def _runtime_key(flags: Sequence[str], waves: bool) -> str:
-    return build_key(sources={}, flags=[*flags, *MAKE_OPT], tools=tool_versions(),
-                     extra={"what": "verilated-runtime", "waves": waves,
-                            "verilator_root": str(verilator_root()),
-                            "compiler": _compiler_version()})
-
-
-def _runtime_files(obj: Path) -> list[Path]:
-    return [obj / f"{name}{suffix}" for name in RUNTIME_OBJECTS for suffix in (".o", ".d")]
-
-
-def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Sequence[str],
-                    extra: dict[str, object], waves: bool = False) -> tuple[Path, bool]:
-    """A cocotb-ready Verilator build of ``sources`` (name -> text; ``.vlt`` = control file).
-
-    Cached in :class:`BuildCache` under the sources, ``flags`` (+ :data:`MAKE_OPT`), the tool
-    versions and ``extra``; returns ``(folder, built)``; the model is in ``folder / "obj"``.
-    The Verilator runtime's objects (:data:`RUNTIME_OBJECTS`) come from the cache too.
-    """
-    key = build_key(sources=sources, flags=[*flags, *MAKE_OPT], tools=tool_versions(),
-                    extra=extra)
-    cache = BuildCache()
-    runtime_key = _runtime_key(flags, waves)
-
-    def keep_runtime(obj: Path) -> None:
-        def save(folder: Path) -> None:
-            for path in _runtime_files(obj):
-                shutil.copy(path, folder / path.name)
-
-        if all(path.exists() for path in _runtime_files(obj)):
-            cache.get_or_build(runtime_key, save)
-
-    def build(folder: Path) -> None:
-        from cocotb_tools.runner import VerilatorControlFile
-
-        setup_verilator()
-        for name, text in sources.items():
-            (folder / name).write_text(text)
-        obj = folder / "obj"
-        fresh: list[Path] = []
-        if cache.has(runtime_key):
-            obj.mkdir()
-            for path in _runtime_files(cache.path(runtime_key)):
-                fresh.append(Path(shutil.copy(path, obj / path.name)))
-        # control files first: they must be read before the modules they configure
-        files = [VerilatorControlFile(folder / n) for n in sources if n.endswith(".vlt")]
-        files += [folder / n for n in sources if not n.endswith(".vlt")]
-        log = folder / "build.log"
-        try:
-            _runner([p for p in fresh if p.suffix == ".o"]).build(
-                sources=files, hdl_toplevel=top, build_dir=obj, build_args=list(flags),
-                timescale=("1ns", "1ps"), waves=waves, log_file=log)
-        except (SystemExit, Exception) as exc:
-            kept = Path(tempfile.mkdtemp(prefix="hwloop-build-")) / "build.log"
-            hint = ""
-            if log.exists():
-                shutil.copy(log, kept)
-                if waves and "lz4.h" in log.read_text(errors="replace"):
-                    hint = "; FST waves need lz4: apt-get install liblz4-dev"
-            raise BuildError(f"Verilator build of {label} failed ({exc}{hint}; log: {kept})",
-                             log_path=kept) from None
-        if not cache.has(runtime_key):
-            keep_runtime(obj)
-
-    return cache.get_or_build(key, build)
-
-
 def run_testbench(build: Path, *, top: str, testbench: Path, module: str, work: Path,
                   env: dict[str, str], log: Path, waves: bool = False) -> float:
     """Run the cocotb test file ``testbench`` (as top-level ``module``) on a built model.
@@ -225,7 +111,7 @@ def run_testbench(build: Path, *, top: str, testbench: Path, module: str, work: 
     shutil.copyfile(testbench, work / f"{module}.py")
     began = time.perf_counter()
     try:
-        _runner().test(test_module=module, hdl_toplevel=top, hdl_toplevel_lang="verilog",
+        runner().test(test_module=module, hdl_toplevel=top, hdl_toplevel_lang="verilog",
                        build_dir=build / "obj", test_dir=work, waves=waves,
                        timescale=("1ns", "1ps"),
                        extra_env={**env, "COCOTB_REWRITE_ASSERTION_FILES": "",

@@ -20,6 +20,7 @@ from hwloop.sim.systolic.golden import gemm_golden, random_operands
 from hwloop.sim.systolic.mapping import Gemm, Mapping, default_mapping
 from hwloop.sim.systolic.model import model_gemm, program_cycles
 from hwloop.sim.systolic.rtl import RtlSimulator
+from hwloop.sim.verilator import RUNTIME_OBJECTS
 
 SEED = int(os.environ.get("HWLOOP_SEED", "1234"))
 
@@ -300,8 +301,8 @@ def test_builds_share_the_verilator_runtime(tmp_path, monkeypatch):
     for sim in (first, second):
         sim.build()
         logs.append((sim._build_path / "build.log").read_text())
-    assert all(f"-o {name}.o" in logs[0] for name in rtl_module.RUNTIME_OBJECTS)
-    assert not any(f"-o {name}.o" in logs[1] for name in rtl_module.RUNTIME_OBJECTS)
+    assert all(f"-o {name}.o" in logs[0] for name in RUNTIME_OBJECTS)
+    assert not any(f"-o {name}.o" in logs[1] for name in RUNTIME_OBJECTS)
     assert "-o Vtop__ALL.o" in logs[1]
     gemm = Gemm(m=3, n=5, k=4)
     a, b = random_operands(gemm, in_bits=8, rng=np.random.default_rng(SEED))
