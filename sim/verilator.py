@@ -68,6 +68,11 @@ def _runtime_files(folder: Path) -> list[Path]:
     return [folder / f"{name}{suffix}" for name in RUNTIME_OBJECTS for suffix in (".o", ".d")]
 
 
+def _copy_runtime(source: Path, target: Path) -> list[Path]:
+    """Copy the runtime's objects and dependency files from ``source`` to ``target``."""
+    return [Path(shutil.copy(path, target / path.name)) for path in _runtime_files(source)]
+
+
 def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Sequence[str],
                     extra: dict[str, object], waves: bool = False,
                     public_flat_rw: bool = False,
@@ -87,14 +92,6 @@ def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Seq
                                    "verilator_root": str(verilator_root()),
                                    "compiler": _compiler_version()})
 
-    def keep_runtime(obj: Path) -> None:
-        def save(folder: Path) -> None:
-            for path in _runtime_files(obj):
-                shutil.copy(path, folder / path.name)
-
-        if all(path.exists() for path in _runtime_files(obj)):
-            cache.get_or_build(runtime_key, save)
-
     def build(folder: Path) -> None:
         from cocotb_tools.runner import VerilatorControlFile
 
@@ -105,10 +102,7 @@ def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Seq
         fresh: list[Path] = []
         if cache.has(runtime_key):
             obj.mkdir()
-            for path in _runtime_files(cache.path(runtime_key)):
-                copied = Path(shutil.copy(path, obj / path.name))
-                if copied.suffix == ".o":
-                    fresh.append(copied)
+            fresh = [p for p in _copy_runtime(cache.path(runtime_key), obj) if p.suffix == ".o"]
         # control files first: they must be read before the modules they configure
         files = [VerilatorControlFile(folder / n) for n in sources if n.endswith(".vlt")]
         files += [folder / n for n in sources if not n.endswith(".vlt")]
@@ -126,7 +120,7 @@ def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Seq
                     hint = "; FST waves need lz4: apt-get install liblz4-dev"
             raise BuildError(f"Verilator build of {label} failed ({exc}{hint}; log: {kept})",
                              log_path=kept) from None
-        if not cache.has(runtime_key):
-            keep_runtime(obj)
+        if all(path.exists() for path in _runtime_files(obj)):  # kept once per runtime key
+            cache.get_or_build(runtime_key, functools.partial(_copy_runtime, obj))
 
     return cache.get_or_build(key, build)
