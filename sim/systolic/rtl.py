@@ -49,8 +49,7 @@ from hwloop.sim.systolic.program import INSTRUCTION_BITS, build_program, encode
 from hwloop.sim.verilator import build_verilated, runner
 from hwloop.toolchain import VERILATOR_LINT_FLAGS, setup_verilator, tool_versions
 
-SPEED_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
-               "--timing", "-CFLAGS", "-fcoroutines")
+SPEED_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert")
 
 _HDL_SOURCES = ("hdl/systolic/accelerator.py", "hdl/systolic/mesh.py",
                 "hdl/systolic/__init__.py", "sim/systolic/program.py",
@@ -151,7 +150,7 @@ class RtlSimulator:
         path, built = build_verilated(
             label=self.params.name, top=HARNESS_TOP, flags=flags, waves=self.waves,
             sources={"design.v": design, "harness.v": harness, "public.vlt": PUBLIC_VLT},
-            extra={"what": "systolic-rtl", "waves": self.waves})
+            extra={"what": "systolic-rtl", "waves": self.waves}, clock="clk")
         self._build_path = path
         return time.monotonic() - start if built else 0.0
 

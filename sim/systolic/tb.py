@@ -2,9 +2,9 @@
 
 For each job: link its memory files to the harness's fixed names, pulse ``load``, pulse
 ``start``, wait for ``done`` (Python sleeps until then), read the hardware
-counters, pulse ``dump`` to write C back, record the result. The job list is the JSON file named
-by ``HWLOOP_SYSTOLIC_JOBS``. The clock is the harness's own (``always #5``), so the simulator
-runs free between the events Python awaits.
+counters, pulse ``dump`` to write C back, record the result. The job list is the JSON file
+named by ``HWLOOP_SYSTOLIC_JOBS``. The simulator's main drives the clock (sim/clocked_main.cpp),
+so the design runs free between the events Python awaits.
 """
 
 from __future__ import annotations

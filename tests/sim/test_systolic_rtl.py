@@ -301,7 +301,8 @@ def test_builds_share_the_verilator_runtime(tmp_path, monkeypatch):
     for sim in (first, second):
         sim.build()
         logs.append((sim._build_path / "build.log").read_text())
-    assert all(f"-o {name}.o" in logs[0] for name in RUNTIME_OBJECTS)
+    compiled = [name for name in RUNTIME_OBJECTS if f"-o {name}.o" in logs[0]]
+    assert {"verilated", "verilated_vpi"} <= set(compiled)
     assert not any(f"-o {name}.o" in logs[1] for name in RUNTIME_OBJECTS)
     assert "-o Vtop__ALL.o" in logs[1]
     gemm = Gemm(m=3, n=5, k=4)

@@ -1,0 +1,133 @@
+// hwloop: a Verilator main for cocotb whose clock runs in C++.
+//
+// cocotb's own main leaves the clock to the testbench: either a cocotb Clock (a VPI timer
+// callback per edge) or an `always #5` in the design, built with --timing (Verilator's
+// coroutine scheduler, about half of a small design's simulation time). This main drives the
+// top-level input HWLOOP_CLOCK itself, toggling it every HWLOOP_HALF_PERIOD time units from
+// time 0 (low), so the design needs no --timing. Everything else is the VPI protocol cocotb
+// expects of a Verilator main, in the same order: at each time step, the timed callbacks, then
+// the clock edge, then evaluation until VPI writes settle, ReadWrite, ReadOnly; then on to
+// the earlier of the next clock edge and the next cocotb deadline.
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "Vtop.h"
+#include "verilated.h"
+#include "verilated_vpi.h"
+
+#if VM_TRACE_FST
+#include <verilated_fst_c.h>
+using Trace = VerilatedFstC;
+static const char* const default_trace_file = "dump.fst";
+#elif VM_TRACE
+#include <verilated_vcd_c.h>
+using Trace = VerilatedVcdC;
+static const char* const default_trace_file = "dump.vcd";
+#endif
+
+#ifndef HWLOOP_CLOCK
+#error "build with -DHWLOOP_CLOCK=<top-level clock input>"
+#endif
+#ifndef HWLOOP_HALF_PERIOD
+#error "build with -DHWLOOP_HALF_PERIOD=<half clock period in time precision units>"
+#endif
+
+extern "C" void vlog_startup_routines_bootstrap(void);
+
+static uint64_t now = 0;
+
+// Legacy time source of the Verilator runtime; the context's time is set as well.
+double sc_time_stamp() { return static_cast<double>(now); }
+
+// Value-change callbacks may write signals that fire further callbacks: call until quiet.
+static void settle_value_callbacks() {
+    while (VerilatedVpi::callValueCbs()) {
+    }
+}
+
+// One time step's evaluation: the design, then ReadWrite callbacks, until no VPI write is
+// pending; then the step's end and the ReadOnly callbacks.
+static void evaluate_step(Vtop& top) {
+    do {
+        do {
+            top.eval_step();
+            VerilatedVpi::clearEvalNeeded();
+            VerilatedVpi::doInertialPuts();
+            settle_value_callbacks();
+        } while (VerilatedVpi::evalNeeded());
+        VerilatedVpi::callCbs(cbReadWriteSynch);
+        VerilatedVpi::doInertialPuts();
+        settle_value_callbacks();
+    } while (VerilatedVpi::evalNeeded());
+    top.eval_end_step();
+    VerilatedVpi::callCbs(cbReadOnlySynch);
+}
+
+int main(int argc, char** argv) {
+    bool trace = false;
+    std::string trace_file;
+    for (int i = 1; i < argc; ++i) {
+        if (!std::strcmp(argv[i], "--trace")) {
+            trace = true;
+        } else if (!std::strcmp(argv[i], "--trace-file") && i + 1 < argc) {
+            trace_file = argv[++i];
+        }
+    }
+    // the default context: cocotb's VPI layer works on the thread's context
+    VerilatedContext* const context = Verilated::threadContextp();
+    context->commandArgs(argc, argv);
+    Verilated::fatalOnVpiError(false);  // cocotb probes names that may not exist
+    const std::unique_ptr<Vtop> top{new Vtop{""}};
+
+#if VM_TRACE
+    std::unique_ptr<Trace> tfp;
+    if (trace) {
+        context->traceEverOn(true);
+        tfp.reset(new Trace);
+        top->trace(tfp.get(), 99);
+        tfp->open(trace_file.empty() ? default_trace_file : trace_file.c_str());
+    }
+#else
+    if (trace) {
+        std::fprintf(stderr, "--trace needs a build with waves\n");
+        return 2;
+    }
+#endif
+
+    vlog_startup_routines_bootstrap();
+    VerilatedVpi::callCbs(cbStartOfSimulation);
+    settle_value_callbacks();
+
+    const uint64_t half = HWLOOP_HALF_PERIOD;
+    uint64_t next_edge = half;
+    top->HWLOOP_CLOCK = 0;
+    while (!context->gotFinish()) {
+        evaluate_step(*top);
+#if VM_TRACE
+        if (tfp) tfp->dump(now);
+#endif
+        if (context->gotFinish()) break;
+        // the clock never stops: the run ends when cocotb finishes (vpiFinish)
+        const uint64_t deadline = VerilatedVpi::cbNextDeadline();
+        now = deadline < next_edge ? deadline : next_edge;
+        context->time(now);
+        VerilatedVpi::callCbs(cbNextSimTime);
+        settle_value_callbacks();
+        VerilatedVpi::callTimedCbs();
+        settle_value_callbacks();
+        if (now == next_edge) {
+            top->HWLOOP_CLOCK = !top->HWLOOP_CLOCK;
+            next_edge += half;
+        }
+    }
+
+    top->final();
+    VerilatedVpi::callCbs(cbEndOfSimulation);
+#if VM_TRACE
+    if (tfp) tfp->close();
+#endif
+    return context->errorCount() ? 1 : 0;
+}
