@@ -49,12 +49,16 @@ static void settle_value_callbacks() {
 }
 
 // One time step's evaluation: the design, then ReadWrite callbacks, until no VPI write is
-// pending; then the step's end and the ReadOnly callbacks.
-static void evaluate_step(Vtop& top) {
+// pending; then the step's end and the ReadOnly callbacks. ``evaluated``: the design has been
+// evaluated once already and value-change callbacks have started.
+static void evaluate_step(Vtop& top, bool evaluated) {
     do {
         do {
-            top.eval_step();
-            VerilatedVpi::clearEvalNeeded();
+            if (!evaluated) {
+                top.eval_step();
+                VerilatedVpi::clearEvalNeeded();
+            }
+            evaluated = false;
             VerilatedVpi::doInertialPuts();
             settle_value_callbacks();
         } while (VerilatedVpi::evalNeeded());
@@ -104,8 +108,21 @@ int main(int argc, char** argv) {
     const uint64_t half = HWLOOP_HALF_PERIOD;
     uint64_t next_edge = half;
     top->HWLOOP_CLOCK = 0;
+    // A quiet time step: no Python ran while advancing to it and no ReadWrite, ReadOnly or VPI
+    // write waits, so only a value change can wake cocotb. While it sleeps (waiting for `done`,
+    // say) that is every step; they skip the callback lists that are known to be empty.
+    bool quiet = false;
     while (!context->gotFinish()) {
-        evaluate_step(*top);
+        if (!quiet) {
+            evaluate_step(*top, false);
+        } else {
+            top->eval_step();
+            if (VerilatedVpi::callValueCbs()) {
+                evaluate_step(*top, true);  // cocotb woke up: the whole protocol
+            } else {
+                top->eval_end_step();
+            }
+        }
 #if VM_TRACE
         if (tfp) tfp->dump(now);
 #endif
@@ -114,14 +131,18 @@ int main(int argc, char** argv) {
         const uint64_t deadline = VerilatedVpi::cbNextDeadline();
         now = deadline < next_edge ? deadline : next_edge;
         context->time(now);
-        VerilatedVpi::callCbs(cbNextSimTime);
-        settle_value_callbacks();
-        VerilatedVpi::callTimedCbs();
-        settle_value_callbacks();
+        bool woke = VerilatedVpi::callCbs(cbNextSimTime);
+        if (now == deadline) {
+            VerilatedVpi::callTimedCbs();
+            woke = true;
+        }
+        if (woke) settle_value_callbacks();
         if (now == next_edge) {
             top->HWLOOP_CLOCK = !top->HWLOOP_CLOCK;
             next_edge += half;
         }
+        quiet = !woke && !VerilatedVpi::evalNeeded() && !VerilatedVpi::hasCbs(cbReadWriteSynch)
+                && !VerilatedVpi::hasCbs(cbReadOnlySynch);
     }
 
     top->final();
