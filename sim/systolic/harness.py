@@ -2,8 +2,8 @@
 
 The harness top (Verilog) holds the instruction memory and the A, B and C external memories.
 A read request returns a beat of as many consecutive rows as fit in ``bus_bytes``,
-``mem_latency + 1`` cycles after the request (one register plus a pipeline of
-``mem_latency`` stages). Memories are loaded in bulk with ``$readmemh`` when ``load`` is pulsed
+``mem_latency + 1`` cycles after the request (registered into a ring of ``mem_latency + 1``
+beats). Memories are loaded in bulk with ``$readmemh`` when ``load`` is pulsed
 and C is written back with ``$writememh`` when ``dump`` is pulsed, so Python never touches a word.
 """
 
@@ -58,23 +58,26 @@ def harness_verilog(params: SystolicParams) -> str:
     beat = beat_rows(params)
 
     def pipe(ch: str) -> str:
-        # one plain register per latency stage: a for loop over an unpacked array makes
-        # Verilator queue every element's non-blocking update (half the simulation time)
+        # a ring of lat + 1 beats: each cycle writes one slot and the slot written lat cycles
+        # earlier is the response. A shift register would copy every stage's beat each cycle
+        # (and a for loop over an unpacked array queues each element's non-blocking update)
         w = bits[ch] * beat[ch]
         abits = (depth[ch] - 1).bit_length()
+        pbits = max(1, lat.bit_length())
         rows = ", ".join(f"{ch}mem[{ch}_req_addr[{abits - 1}:0] + {abits}'d{i}]"
                          for i in reversed(range(beat[ch])))
-        regs = "".join(f"  reg [{w - 1}:0] {ch}_q{i};\n  reg {ch}_v{i} = 1'b0;\n"
-                       for i in range(lat + 1))
-        shifts = "".join(f"    {ch}_q{i} <= {ch}_q{i - 1};\n    {ch}_v{i} <= {ch}_v{i - 1};\n"
-                         for i in range(1, lat + 1))
+        valid_in = f"{{{ch}_v[{lat - 1}:0], {ch}_req_valid}}" if lat else f"{ch}_req_valid"
         return f"""
-{regs}  always @(posedge clk) begin
-    {ch}_q0 <= {{{rows}}};
-    {ch}_v0 <= {ch}_req_valid;
-{shifts}  end
-  assign {ch}_resp_valid = {ch}_v{lat};
-  assign {ch}_resp_data = {ch}_q{lat};
+  reg [{w - 1}:0] {ch}_ring [0:{lat}];
+  reg [{lat}:0] {ch}_v = {lat + 1}'d0;
+  reg [{pbits - 1}:0] {ch}_slot = {pbits}'d0;
+  always @(posedge clk) begin
+    {ch}_ring[{ch}_slot] <= {{{rows}}};
+    {ch}_v <= {valid_in};
+    {ch}_slot <= {ch}_slot == {pbits}'d{lat} ? {pbits}'d0 : {ch}_slot + {pbits}'d1;
+  end
+  assign {ch}_resp_valid = {ch}_v[{lat}];
+  assign {ch}_resp_data = {ch}_ring[{ch}_slot];
 """
 
     return f"""`timescale 1ns/1ps
