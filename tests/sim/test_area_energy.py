@@ -72,6 +72,27 @@ def test_synthesis_keeps_hierarchy_and_counts_memory_as_bits(cache):
                                     if not t.startswith("$mem"))
 
 
+def test_leaf_modules_are_synthesized_alone_once_and_shared(cache, monkeypatch):
+    """The PE (a leaf) is synthesized on its own, once for both designs that use it; the
+    counts are those of one run over the whole design, the PE's taken twice."""
+    runs = []
+    run_yosys = area_module._run_yosys
+
+    def recorded(verilog, top, **kwargs):
+        runs.append((top, kwargs.get("blackboxes", ())))
+        return run_yosys(verilog, top, **kwargs)
+
+    monkeypatch.setattr(area_module, "_run_yosys", recorded)
+    assert list(area_module.leaf_modules(VERILOG, "top")) == ["pe"]
+    first = synthesize(VERILOG, "top")
+    smaller = VERILOG.replace("[0:1023]", "[0:511]").replace("[9:0] addr", "[8:0] addr")
+    second = synthesize(smaller, "top")
+    assert sorted(runs) == [("pe", ()), ("top", ("pe",)), ("top", ("pe",))]
+    whole = run_yosys(area_module.strip_memory_init(VERILOG), "top")
+    assert first.cell_counts == {t: n for t, n in whole.cell_counts.items() if t[0] == "$"}
+    assert (first.memory_bits, second.memory_bits) == (1024 * 8, 512 * 8)
+
+
 @pytest.fixture
 def hanging_child(monkeypatch, tmp_path):
     """AreaJob's child replaced by one that never ends and starts a grandchild (as the child's
