@@ -42,6 +42,15 @@ static uint64_t now = 0;
 // Legacy time source of the Verilator runtime; the context's time is set as well.
 double sc_time_stamp() { return static_cast<double>(now); }
 
+// cocotb learns that the simulation ends (and writes its results) from cbEndOfSimulation:
+// once, whether the loop ends or the model exits early ($fatal, a Verilator error).
+static void end_of_simulation(void* = nullptr) {
+    static bool ended = false;
+    if (ended) return;
+    ended = true;
+    VerilatedVpi::callCbs(cbEndOfSimulation);
+}
+
 // Value-change callbacks may write signals that fire further callbacks: call until quiet.
 static void settle_value_callbacks() {
     while (VerilatedVpi::callValueCbs()) {
@@ -102,6 +111,7 @@ int main(int argc, char** argv) {
 #endif
 
     vlog_startup_routines_bootstrap();
+    Verilated::addExitCb(end_of_simulation, nullptr);
     VerilatedVpi::callCbs(cbStartOfSimulation);
     settle_value_callbacks();
 
@@ -146,7 +156,7 @@ int main(int argc, char** argv) {
     }
 
     top->final();
-    VerilatedVpi::callCbs(cbEndOfSimulation);
+    end_of_simulation();
 #if VM_TRACE
     if (tfp) tfp->close();
 #endif
