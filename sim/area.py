@@ -123,21 +123,21 @@ SCHEME = "leaf-modules-1"
 
 #: A module of Verilog as Yosys and Amaranth write it: attribute lines, ``module NAME (`` at the
 #: start of a line, ``endmodule``.
-_MODULE = re.compile(r"^((?:\(\*[^\n]*\*\)\n)*module \\?([\w.]+)\s*\(.*?^endmodule\n)",
+_MODULE = re.compile(r"^((?:\(\*[^\n]*\*\)\n)*module \\?([^\s(]+)\s*\(.*?^endmodule\n)",
                      re.S | re.M)
 
 
 def leaf_modules(verilog: str, top: str) -> dict[str, str]:
-    """The modules of ``verilog`` other than ``top`` that instantiate no other module of it:
-    name -> text."""
+    """The modules of ``verilog`` other than ``top`` that instantiate no other module of it
+    (and whose names Yosys commands take as they are): name -> text."""
     modules = {name: text for text, name in _MODULE.findall(verilog)}
 
     def instantiates(text: str, name: str) -> bool:
         return re.search(rf"^\s+\\?{re.escape(name)}\s+\S+\s*\(", text, re.M) is not None
 
     return {name: text for name, text in modules.items()
-            if name != top and not any(instantiates(text, other)
-                                       for other in modules if other != name)}
+            if name != top and re.fullmatch(r"[\w.]+", name)
+            and not any(instantiates(text, other) for other in modules if other != name)}
 
 
 def synthesize(verilog: str, top: str) -> Synthesis:
