@@ -9,7 +9,14 @@ import os
 from pathlib import Path
 
 import cocotb
-from cocotb.triggers import FallingEdge, RisingEdge, Timer
+from cocotb.triggers import (
+    FallingEdge,
+    NextTimeStep,
+    ReadOnly,
+    ReadWrite,
+    RisingEdge,
+    Timer,
+)
 from cocotb.utils import get_sim_time
 
 
@@ -38,4 +45,18 @@ async def observe(dut) -> None:
     for _ in range(4):
         await RisingEdge(dut.clk)
     seen["held"] = [held, int(dut.count.value)]
+    # the other regions of a time step: ReadOnly in this one, NextTimeStep the next one (the
+    # falling edge, the only event), ReadWrite within it
+    await RisingEdge(dut.clk)
+    began = get_sim_time("ns")
+    await ReadOnly()
+    regions = [get_sim_time("ns") - began]
+    await NextTimeStep()
+    regions.append(get_sim_time("ns") - began)
+    await ReadWrite()
+    regions.append(get_sim_time("ns") - began)
+    dut.enable.value = 1  # written in ReadWrite: seen by the next rising edge
+    await RisingEdge(dut.clk)
+    await ReadOnly()
+    seen["regions"] = [*regions, get_sim_time("ns") - began, int(dut.count.value)]
     Path(os.environ["HWLOOP_TB_OUT"]).write_text(json.dumps(seen))

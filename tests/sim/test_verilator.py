@@ -48,3 +48,6 @@ def test_clocked_main_drives_the_clock_cocotb_sees(tmp_path):
     # enable, cleared right after the edge at 85 ns (count 9), holds the count from the
     # edge at 95 ns on
     assert seen["held"] == [9, 9]
+    # ReadOnly at the rising edge's time, NextTimeStep and ReadWrite at the falling edge 5 ns
+    # later; enable set there counts again from the next rising edge, 10 ns after the first
+    assert seen["regions"] == [0, 5, 5, 10, 10]
