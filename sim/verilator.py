@@ -55,8 +55,11 @@ def runner(*, public_flat_rw: bool = False, make_opt: Sequence[str] = MAKE_OPT,
             if not public_flat_rw:
                 cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
             if main is not None:
-                cmds[0] = [str(main) if arg.endswith("verilator/verilator.cpp") else arg
-                           for arg in cmds[0]]
+                cocotb_main = [arg for arg in cmds[0] if arg.endswith("verilator/verilator.cpp")]
+                if len(cocotb_main) != 1:
+                    raise BuildError(f"cannot find cocotb's Verilator main in its build "
+                                     f"command to replace it with {main.name}")
+                cmds[0] = [str(main) if arg in cocotb_main else arg for arg in cmds[0]]
             cmds[1] = [*cmds[1], *make_opt]
             if fresh:
                 cmds.insert(1, ["touch", "-c", *map(str, fresh)])
