@@ -147,9 +147,9 @@ def synthesize(verilog: str, top: str) -> Synthesis:
     synthesized on its own and cached by its text, so designs that differ elsewhere
     (scratchpads, bus) share it; the rest is synthesized with the leaves as black boxes, whose
     instances then count their leaf's cells. Neither run flattens, so each module is optimized
-    on its own either way; only Yosys's generated names, and with them a few of its local
-    choices, depend on which modules share a run (the mesh of a 4x4 ws design: 20 of 10,594
-    cells). The two runs go in parallel.
+    on its own either way; still a few of Yosys's local choices depend on which modules share
+    a run (the mesh of a 4x4 ws design: 20 of 10,594 cells; not traced to a pass, the order of
+    its generated names is the likely cause). The two runs go in parallel.
     """
     verilog = strip_memory_init(verilog)
     start = time.perf_counter()
