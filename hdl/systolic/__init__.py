@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 
 from hwloop.hdl.systolic.params import SystolicParams
@@ -23,21 +22,17 @@ def generate_verilog(params: SystolicParams) -> str:
 
     top = SystolicAccelerator(params=params)
     with _zero_memory_contents_not_emitted():
-        text = verilog.convert(top, name=params.name, emit_src=False)
-    # Scratchpads need no reset contents (the program never reads a row it did not write), and
-    # their all-zero initial blocks would be most of the text and of Verilator's build time.
-    return _MEMORY_INIT.sub("", text)
-
-
-_MEMORY_INIT = re.compile(r"  initial begin\n(?:    \w+\[\d+\] = [\w']+;\n)+  end\n")
+        return verilog.convert(top, name=params.name, emit_src=False)
 
 
 @contextlib.contextmanager
 def _zero_memory_contents_not_emitted() -> Iterator[None]:
-    """Amaranth's RTLIL back end spells a memory's initial contents out bit by bit, zeros too:
-    for 64 KiB scratchpads about half of the conversion time, for an initial block that
-    :data:`_MEMORY_INIT` strips again. Memories whose contents are all zero get none (the
-    Verilog is the same); any other memory is emitted as Amaranth does."""
+    """Memories whose contents are all zero get no initial contents.
+
+    Scratchpads need no reset contents (the program never reads a row it did not write), and
+    their all-zero initial blocks would be most of the Verilog and of Verilator's build time.
+    Amaranth's RTLIL back end also spells those contents out bit by bit: for 64 KiB scratchpads
+    about half of the conversion time. Any other memory is emitted as Amaranth does."""
     from amaranth.back import rtlil
 
     emit_memory = rtlil.ModuleEmitter.emit_memory
