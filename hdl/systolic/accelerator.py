@@ -253,6 +253,9 @@ class SystolicAccelerator(wiring.Component):
 
         start_compute = Signal()
         m.d.comb += start_compute.eq(go & flags[0])
+        # ws: the next compute's first weights are in the array, from this cycle on (then it
+        # starts without a prologue)
+        preloaded = Signal()
         tiles_n = fields["c_outer"] * fields["c_inner"]
         min_period = R if os_flow else max(R + C - 1, 2)
         length = fields["c_length"]
@@ -263,7 +266,7 @@ class SystolicAccelerator(wiring.Component):
                 c_len.eq(length), c_period.eq(period), spacing_wait.eq(1),
                 c_a_base.eq(fields["c_a_base"]), c_b_base.eq(fields["c_b_base"]),
                 tiles.eq(tiles_n), feeding.eq(1),
-                prologue.eq(0),
+                prologue.eq(0 if os_flow else ~preloaded),
                 slot.eq(0), fed.eq(0), o_idx.eq(0), i_idx.eq(0),
                 a_tile.eq(fields["c_a_base"]), b_tile.eq(fields["c_b_base"]),
                 guard.eq(GUARD_FACTOR_R * R + C), c_stream.eq(flags[8]),
@@ -296,7 +299,6 @@ class SystolicAccelerator(wiring.Component):
             # those rows) is complete when the window opens, decided in its first cycle
             c_preload = Signal()
             c_preload_loaded = Signal()
-            preloaded = Signal()  # the next compute's first weights are in, from this cycle on
             with m.If(start_compute):
                 m.d.sync += [wl_base.eq(fields["c_b_base"] + Mux(preloaded, R, 0)),
                              c_preload.eq(flags[5]), c_preload_loaded.eq(flags[6]),
@@ -323,9 +325,7 @@ class SystolicAccelerator(wiring.Component):
                 | (~prologue & (slot < c_len) & (a_seen <= a_tile - c_a_base + slot))))
             window_ends = wl_issue & (wl_row == R - 1) & ~starving
             m.d.comb += preloaded.eq(weights_ready | (window_ends & cross))
-            with m.If(start_compute):
-                m.d.sync += prologue.eq(~preloaded)
-            with m.Elif(window_ends):
+            with m.If(window_ends & ~start_compute):
                 m.d.sync += wl_base.eq(wl_base + R)
                 with m.If(cross):
                     m.d.sync += weights_ready.eq(1)
