@@ -1,5 +1,6 @@
-"""Cached Verilator builds for cocotb: one function, :func:`build_verilated`, that every
-co-simulation (systolic harness, cache player, benchmark baselines) builds through.
+"""Verilator for cocotb: :func:`build_verilated` (a cached build) and :func:`run_testbench`
+(a cocotb test on a build), which every co-simulation (systolic harness, cache player,
+benchmark baselines) goes through.
 
 A build is kept in :class:`BuildCache` under its sources, flags, make options, tool versions and
 the caller's extra key. The objects of the Verilator runtime library (:data:`RUNTIME_OBJECTS`)
@@ -12,7 +13,9 @@ from __future__ import annotations
 import functools
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -149,3 +152,28 @@ def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Seq
             cache.get_or_build(runtime_key, functools.partial(_copy_runtime, obj))
 
     return cache.get_or_build(key, build)
+
+
+def run_testbench(build: Path, *, top: str, testbench: Path, module: str, work: Path,
+                  env: dict[str, str], log: Path, waves: bool = False) -> float:
+    """Run the cocotb test file ``testbench`` (as top-level ``module``) on a built model.
+
+    The test file is copied into ``work`` and imported from there: importing it from a package
+    would load that package (numpy, Amaranth, ...) into the simulator, about a second of
+    start-up per run; pytest's assertion rewriting is off for the same reason. Returns the wall
+    seconds of the simulator process; the test reports its results through files it writes.
+    """
+    setup_verilator()
+    shutil.copyfile(testbench, work / f"{module}.py")
+    began = time.perf_counter()
+    try:
+        runner().test(test_module=module, hdl_toplevel=top, hdl_toplevel_lang="verilog",
+                       build_dir=build / "obj", test_dir=work, waves=waves,
+                       timescale=("1ns", "1ps"),
+                       extra_env={**env, "COCOTB_REWRITE_ASSERTION_FILES": "",
+                                  "PYTHONPATH": ":".join([str(work),
+                                                          *(x for x in sys.path if x)])},
+                       log_file=log)
+    except SystemExit:
+        pass
+    return time.perf_counter() - began

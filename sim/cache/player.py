@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -27,12 +26,15 @@ from hwloop.errors import ParameterError, SimulationError
 from hwloop.hdl.cache.generate import cache_verilog
 from hwloop.hdl.cache.params import CacheConfig
 from hwloop.hdl.cache.prefetcher import PrefetcherConfig
-from hwloop.sim.verilator import build_verilated
-from hwloop.toolchain import VERILATOR_LINT_FLAGS, setup_verilator
+from hwloop.sim.verilator import build_verilated, run_testbench
+from hwloop.toolchain import VERILATOR_LINT_FLAGS
 
 from .model import CacheResult, simulate
 
 CHUNK = 1 << 16  # at most 2**16: the PC index is 16 bits
+#: The cocotb test (cocotb_player.py) as the simulator imports it: a top-level module, so that
+#: hwloop is not imported into every simulator process.
+TB_MODULE = "hwloop_cache_player_tb"
 PF_COUNTERS = ("pf_requests", "pf_issued", "pf_useful", "pf_late", "pf_evicted_unused",
                "pf_dropped")
 _MODEL_NAMES = {"pf_requests": "prefetch_requests", "pf_issued": "prefetch_issued",
@@ -211,22 +213,10 @@ def run_player(config: CacheConfig, trace: np.ndarray, *,
            "prefetch": prefetch is not None, "timeout_s": timeout_s}
     (work / "job.json").write_text(json.dumps(job))
     (work / "rtl.npz").unlink(missing_ok=True)
-    from cocotb_tools.runner import get_runner
-
-    setup_verilator()
-    runner = get_runner("verilator")
     log = work / "sim.log"
-    start = time.monotonic()
-    try:
-        runner.test(test_module="hwloop.sim.cache.cocotb_player", hdl_toplevel="tb_top",
-                    hdl_toplevel_lang="verilog",
-                    build_dir=build.path / "obj", test_dir=work, waves=waves,
-                    extra_env={"HWLOOP_PLAYER_JOB": str(work / "job.json"),
-                               "PYTHONPATH": ":".join(p for p in sys.path if p)},
-                    log_file=log, timescale=("1ns", "1ps"))
-    except SystemExit:
-        pass
-    seconds = time.monotonic() - start
+    seconds = run_testbench(build.path, top="tb_top", module=TB_MODULE, work=work, log=log,
+                            testbench=Path(__file__).with_name("cocotb_player.py"), waves=waves,
+                            env={"HWLOOP_PLAYER_JOB": str(work / "job.json")})
     if not (work / "rtl.npz").exists():
         raise SimulationError(f"the cache co-simulation of {config.name} produced no result",
                               log_path=log)

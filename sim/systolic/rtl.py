@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -46,8 +45,8 @@ from hwloop.sim.systolic.mapping import (
 )
 from hwloop.sim.systolic.model import GemmRun, model_gemm
 from hwloop.sim.systolic.program import INSTRUCTION_BITS, build_program, encode
-from hwloop.sim.verilator import build_verilated, runner
-from hwloop.toolchain import VERILATOR_LINT_FLAGS, setup_verilator, tool_versions
+from hwloop.sim.verilator import build_verilated, run_testbench
+from hwloop.toolchain import VERILATOR_LINT_FLAGS, tool_versions
 
 SPEED_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert")
 
@@ -96,31 +95,6 @@ def public_vlt(top: str, names: Sequence[str]) -> str:
 PUBLIC_VLT = public_vlt(HARNESS_TOP, PUBLIC_SIGNALS)
 
 TB_MODULE = "hwloop_systolic_tb"
-
-def run_testbench(build: Path, *, top: str, testbench: Path, module: str, work: Path,
-                  env: dict[str, str], log: Path, waves: bool = False) -> float:
-    """Run the cocotb test file ``testbench`` (as top-level ``module``) on a built model.
-
-    The test file is copied into ``work`` and imported from there: importing it from a package
-    would load that package (numpy, Amaranth, ...) into the simulator, about a second of
-    start-up per run; pytest's assertion rewriting is off for the same reason. Returns the wall
-    seconds of the simulator process; the test reports its results through files it writes.
-    """
-    setup_verilator()
-    shutil.copyfile(testbench, work / f"{module}.py")
-    began = time.perf_counter()
-    try:
-        runner().test(test_module=module, hdl_toplevel=top, hdl_toplevel_lang="verilog",
-                       build_dir=build / "obj", test_dir=work, waves=waves,
-                       timescale=("1ns", "1ps"),
-                       extra_env={**env, "COCOTB_REWRITE_ASSERTION_FILES": "",
-                                  "PYTHONPATH": ":".join([str(work),
-                                                          *(x for x in sys.path if x)])},
-                       log_file=log)
-    except SystemExit:
-        pass
-    return time.perf_counter() - began
-
 
 class RtlSimulator:
     """One accelerator design; builds once (BuildCache), runs many GEMMs per simulator process."""

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hwloop.sim.systolic.rtl import run_testbench
-from hwloop.sim.verilator import build_verilated
+from hwloop.sim.verilator import build_verilated, run_testbench
 from hwloop.toolchain import VERILATOR_LINT_FLAGS
 
 COUNTER_V = """`timescale 1ns/1ps
