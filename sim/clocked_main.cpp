@@ -120,9 +120,13 @@ int main(int argc, char** argv) {
     top->HWLOOP_CLOCK = 0;
     // A quiet time step: no Python ran while advancing to it and no ReadWrite, ReadOnly or VPI
     // write waits, so only a value change can wake cocotb. While it sleeps (waiting for `done`,
-    // say) that is every step; they skip the callback lists that are known to be empty.
+    // say) that is every step; they skip the callback lists that are known to be empty. Until
+    // Python runs again, nothing can add a callback: the next deadline stays what it was and
+    // there are still no NextSimTime, ReadWrite or ReadOnly callbacks to look for.
     bool quiet = false;
+    uint64_t deadline = 0;
     while (!context->gotFinish()) {
+        bool python_ran = true;
         if (!quiet) {
             evaluate_step(*top, false);
         } else {
@@ -131,6 +135,7 @@ int main(int argc, char** argv) {
                 evaluate_step(*top, true);  // cocotb woke up: the whole protocol
             } else {
                 top->eval_end_step();
+                python_ran = false;
             }
         }
 #if VM_TRACE
@@ -138,10 +143,10 @@ int main(int argc, char** argv) {
 #endif
         if (context->gotFinish()) break;
         // the clock never stops: the run ends when cocotb finishes (vpiFinish)
-        const uint64_t deadline = VerilatedVpi::cbNextDeadline();
+        if (python_ran) deadline = VerilatedVpi::cbNextDeadline();
         now = deadline < next_edge ? deadline : next_edge;
         context->time(now);
-        bool woke = VerilatedVpi::callCbs(cbNextSimTime);
+        bool woke = python_ran && VerilatedVpi::callCbs(cbNextSimTime);
         if (now == deadline) {
             VerilatedVpi::callTimedCbs();
             woke = true;
@@ -151,8 +156,10 @@ int main(int argc, char** argv) {
             top->HWLOOP_CLOCK = !top->HWLOOP_CLOCK;
             next_edge += half;
         }
-        quiet = !woke && !VerilatedVpi::evalNeeded() && !VerilatedVpi::hasCbs(cbReadWriteSynch)
-                && !VerilatedVpi::hasCbs(cbReadOnlySynch);
+        quiet = !woke && (!python_ran
+                          || (!VerilatedVpi::evalNeeded()
+                              && !VerilatedVpi::hasCbs(cbReadWriteSynch)
+                              && !VerilatedVpi::hasCbs(cbReadOnlySynch)));
     }
 
     top->final();

@@ -14,13 +14,34 @@ from amaranth.lib.wiring import In, Out
 from hwloop.hdl.systolic.params import SystolicParams
 
 
-def _delay(m: Module, signal, cycles: int, name: str):
+def _delay(m: Module, signal, cycles: int, name: str, *, reset_less: bool = False):
     """``signal`` through ``cycles`` registers."""
     for i in range(cycles):
-        reg = Signal.like(signal, name=f"{name}_d{i}")
+        reg = Signal.like(signal, name=f"{name}_d{i}", reset_less=reset_less)
         m.d.sync += reg.eq(signal)
         signal = reg
     return signal
+
+
+def _pe_registers(rows: int, cols: int, shape, name: str) -> list[list[Signal]]:
+    """One data register per PE. Data registers have no reset (only the flags that say which
+    data is valid do): fewer cells, and a quarter fewer cycles of simulation on 8x8."""
+    return [[Signal(shape, name=f"{name}_{r}_{c}", reset_less=True) for c in range(cols)]
+            for r in range(rows)]
+
+
+def _diagonal_taps(m: Module, flags, cycles: int) -> list:
+    """``flags`` and its ``cycles`` delayed copies: tap ``d`` is ``flags`` ``d`` cycles late.
+
+    The flags that travel with the operands reach PE (r, c) ``r + c`` cycles after the edge, so
+    every PE of an anti-diagonal reads the same tap: ``rows + cols - 1`` registers instead of
+    one per PE (a third fewer cycles of simulation on 8x8, and fewer flops)."""
+    taps = [flags]
+    for d in range(1, cycles + 1):
+        tap = Signal.like(flags, name=f"fdiag{d}")
+        m.d.sync += tap.eq(taps[-1])
+        taps.append(tap)
+    return taps
 
 
 class OsMesh(wiring.Component):
@@ -50,22 +71,22 @@ class OsMesh(wiring.Component):
         m = Module()
         p = self._p
         R, C, W, A = p.rows, p.cols, p.in_bits, p.acc_bits
-        a_edge = [_delay(m, self.a.word_select(r, W).as_signed(), r, f"askew{r}") for r in range(R)]
-        f_edge = [_delay(m, Cat(self.valid, self.first, self.last), r, f"fskew{r}")
-                  for r in range(R)]
-        b_edge = [_delay(m, self.b.word_select(c, W).as_signed(), c, f"bskew{c}") for c in range(C)]
+        a_edge = [_delay(m, self.a.word_select(r, W).as_signed(), r, f"askew{r}",
+                         reset_less=True) for r in range(R)]
+        f_diag = _diagonal_taps(m, Cat(self.valid, self.first, self.last), R + C - 1)
+        b_edge = [_delay(m, self.b.word_select(c, W).as_signed(), c, f"bskew{c}",
+                         reset_less=True) for c in range(C)]
 
-        a_reg = [[Signal(signed(W), name=f"a_{r}_{c}") for c in range(C)] for r in range(R)]
-        f_reg = [[Signal(3, name=f"f_{r}_{c}") for c in range(C)] for r in range(R)]
-        b_reg = [[Signal(signed(W), name=f"b_{r}_{c}") for c in range(C)] for r in range(R)]
-        shadow = [[Signal(signed(A), name=f"shadow_{r}_{c}") for c in range(C)] for r in range(R)]
+        a_reg = _pe_registers(R, C, signed(W), "a")
+        b_reg = _pe_registers(R, C, signed(W), "b")
+        shadow = _pe_registers(R, C, signed(A), "shadow")
         for r in range(R):
             for c in range(C):
                 a_in = a_edge[r] if c == 0 else a_reg[r][c - 1]
-                f_in = f_edge[r] if c == 0 else f_reg[r][c - 1]
+                f_in = f_diag[r + c]
                 b_in = b_edge[c] if r == 0 else b_reg[r - 1][c]
-                m.d.sync += [a_reg[r][c].eq(a_in), f_reg[r][c].eq(f_in), b_reg[r][c].eq(b_in)]
-                acc = Signal(signed(A), name=f"acc_{r}_{c}")
+                m.d.sync += [a_reg[r][c].eq(a_in), b_reg[r][c].eq(b_in)]
+                acc = Signal(signed(A), name=f"acc_{r}_{c}", reset_less=True)
                 total = Signal(signed(A), name=f"sum_{r}_{c}")
                 m.d.comb += total.eq(Mux(f_in[1], 0, acc) + a_in * b_in)
                 with m.If(f_in[0]):
@@ -77,17 +98,17 @@ class OsMesh(wiring.Component):
         load_last = Signal()
         for c in range(C):
             load = Signal(name=f"load_{c}")
-            m.d.comb += load.eq(f_reg[R - 1][c][0] & f_reg[R - 1][c][2])
-            chain = [Signal(signed(A), name=f"chain_{r}_{c}") for r in range(R)]
+            m.d.comb += load.eq(f_diag[R + c][0] & f_diag[R + c][2])
+            chain = [Signal(signed(A), name=f"chain_{r}_{c}", reset_less=True) for r in range(R)]
             for r in range(R):
                 with m.If(load):
                     m.d.sync += chain[r].eq(shadow[r][c])
                 with m.Else():
                     m.d.sync += chain[r].eq(chain[r - 1] if r > 0 else 0)
-            outs.append(_delay(m, chain[R - 1], C - 1 - c, f"deskew{c}"))
+            outs.append(_delay(m, chain[R - 1], C - 1 - c, f"deskew{c}", reset_less=True))
             if c == C - 1:
                 m.d.comb += load_last.eq(load)
-        out_reg = Signal(unsigned(C * A))
+        out_reg = Signal(unsigned(C * A), reset_less=True)
         m.d.sync += out_reg.eq(Cat(*[o.as_unsigned() for o in outs]))
         m.d.comb += self.out.eq(out_reg)
 
@@ -126,32 +147,32 @@ class WsMesh(wiring.Component):
         m = Module()
         p = self._p
         R, C, W, A = p.rows, p.cols, p.in_bits, p.acc_bits
-        a_edge = [_delay(m, self.a.word_select(r, W).as_signed(), r, f"askew{r}") for r in range(R)]
-        f_edge = [_delay(m, Cat(self.valid, self.switch), r, f"fskew{r}") for r in range(R)]
+        a_edge = [_delay(m, self.a.word_select(r, W).as_signed(), r, f"askew{r}",
+                         reset_less=True) for r in range(R)]
+        f_diag = _diagonal_taps(m, Cat(self.valid, self.switch), R + C - 1)
 
-        a_reg = [[Signal(signed(W), name=f"a_{r}_{c}") for c in range(C)] for r in range(R)]
-        f_reg = [[Signal(2, name=f"f_{r}_{c}") for c in range(C)] for r in range(R)]
-        psum = [[Signal(signed(A), name=f"psum_{r}_{c}") for c in range(C)] for r in range(R)]
+        a_reg = _pe_registers(R, C, signed(W), "a")
+        psum = _pe_registers(R, C, signed(A), "psum")
         for r in range(R):
             row_hit = Signal(name=f"wl_hit_{r}")
             m.d.comb += row_hit.eq(self.wl_valid & (self.wl_row == r))
             for c in range(C):
                 a_in = a_edge[r] if c == 0 else a_reg[r][c - 1]
-                f_in = f_edge[r] if c == 0 else f_reg[r][c - 1]
+                f_in = f_diag[r + c]
                 p_in = Const(0, signed(A)) if r == 0 else psum[r - 1][c]
-                w_act = Signal(signed(W), name=f"w_{r}_{c}")
-                w_next = Signal(signed(W), name=f"wn_{r}_{c}")
+                w_act = Signal(signed(W), name=f"w_{r}_{c}", reset_less=True)
+                w_next = Signal(signed(W), name=f"wn_{r}_{c}", reset_less=True)
                 take = f_in[0] & f_in[1]
                 w_use = Mux(take, w_next, w_act)
                 with m.If(take):
                     m.d.sync += w_act.eq(w_next)
                 with m.If(row_hit):
                     m.d.sync += w_next.eq(self.wl_data.word_select(c, W).as_signed())
-                m.d.sync += [a_reg[r][c].eq(a_in), f_reg[r][c].eq(f_in),
-                             psum[r][c].eq(p_in + a_in * w_use)]
+                m.d.sync += [a_reg[r][c].eq(a_in), psum[r][c].eq(p_in + a_in * w_use)]
 
-        outs = [_delay(m, psum[R - 1][c], C - 1 - c, f"deskew{c}") for c in range(C)]
-        out_reg = Signal(unsigned(C * A))
+        outs = [_delay(m, psum[R - 1][c], C - 1 - c, f"deskew{c}", reset_less=True)
+                for c in range(C)]
+        out_reg = Signal(unsigned(C * A), reset_less=True)
         m.d.sync += out_reg.eq(Cat(*[o.as_unsigned() for o in outs]))
-        m.d.comb += [self.out.eq(out_reg), self.early.eq(f_reg[R - 1][C - 1][0])]
+        m.d.comb += [self.out.eq(out_reg), self.early.eq(f_diag[R + C - 1][0])]
         return m
