@@ -70,9 +70,12 @@ class _Walker:
         self.spad_base = Signal(ADDR_BITS, name=f"{name}_spad_base")
         self.left = Signal(ADDR_BITS, name=f"{name}_left")  # rows still to walk
         self._m = m
-        # ``reverse``: each burst's rows are walked last row first
-        offset = self.elem if reverse is None else Mux(reverse, self.length - 1 - self.elem,
-                                                         self.elem)
+        # ``reverse``: each burst's rows are walked last row first. Differences are cut back to
+        # unsigned ADDR_BITS (Amaranth's ``a - b`` is signed and one bit wider): the sums below
+        # wrap at ADDR_BITS anyway, and signed 33-bit arithmetic made the simulated model
+        # sign-extend in 64 bits on every cycle.
+        offset = self.elem if reverse is None else Mux(
+            reverse, (self.length - 1 - self.elem)[:ADDR_BITS], self.elem)
         m.d.comb += [self.ext.eq(self.ext_base + offset), self.spad.eq(self.spad_base + offset)]
 
     def load(self, fields: dict, prefix: str) -> list:
@@ -87,7 +90,7 @@ class _Walker:
 
     def rows_now(self, per_beat: int):
         """Rows the next beat moves: ``per_beat``, or what is left of the burst."""
-        rest = self.length - self.elem
+        rest = (self.length - self.elem)[:ADDR_BITS]  # elem < length while rows are left
         return Mux(rest > per_beat, per_beat, rest)
 
     def step(self, per_beat: int = 1) -> None:
