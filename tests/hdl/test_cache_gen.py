@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 
 from hwloop.errors import ParameterError
 from hwloop.hdl.cache.cache import Cache
@@ -47,6 +48,7 @@ def test_every_policy_generates(policy, tmp_path):
 
 def test_set_word_layout():
     cache = Cache(config=CacheConfig(sets=8, ways=4, line_bytes=32, addr_bits=32, policy="lru"))
+    Fragment.get(cache, None)  # elaborated: an unused Cache warns when it is collected
     # per way: valid, dirty, prefetched, 24-bit tag, 2-bit LRU age
     assert cache.way_word == 3 + 24 + 2
     assert cache.set_word == 4 * 29
