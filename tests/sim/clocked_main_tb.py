@@ -59,4 +59,11 @@ async def observe(dut) -> None:
     await RisingEdge(dut.clk)
     await ReadOnly()
     seen["regions"] = [*regions, get_sim_time("ns") - began, int(dut.count.value)]
+    # timers over many quiet steps (the main keeps their deadline while Python sleeps), one
+    # ending between edges and one on an edge; the design kept counting meanwhile
+    began, count = get_sim_time("ns"), int(dut.count.value)
+    await Timer(47, "ns")
+    seen["long_timer"] = [get_sim_time("ns") - began, int(dut.count.value) - count]
+    await Timer(53, "ns")
+    seen["edge_timer"] = [get_sim_time("ns") - began, int(dut.count.value) - count]
     Path(os.environ["HWLOOP_TB_OUT"]).write_text(json.dumps(seen))

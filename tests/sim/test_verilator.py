@@ -50,3 +50,7 @@ def test_clocked_main_drives_the_clock_cocotb_sees(tmp_path):
     # ReadOnly at the rising edge's time, NextTimeStep and ReadWrite at the falling edge 5 ns
     # later; enable set there counts again from the next rising edge, 10 ns after the first
     assert seen["regions"] == [0, 5, 5, 10, 10]
+    # from that rising edge: a 47 ns timer sees the 4 edges up to 40 ns; one ending on the
+    # edge at 100 ns fires before that edge (timed callbacks come first in a time step)
+    assert seen["long_timer"] == [47, 4]
+    assert seen["edge_timer"] == [100, 9]
