@@ -260,23 +260,14 @@ def synthesize_cached(verilog: str, top: str) -> tuple[Synthesis, bool]:
     return synthesis, False
 
 
-@functools.cache
-def generator_fingerprint() -> str:
-    """Hash of the systolic generator's source: a changed generator invalidates params keys."""
-    digest = hashlib.sha256()
-    folder = Path(__file__).resolve().parent.parent / "hdl" / "systolic"
-    for path in sorted(folder.rglob("*.py")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 _MEMO: dict[str, AreaResult] = {}
 
 
 def _params_cache_file(params: SystolicParams) -> tuple[str, Path]:
+    from hwloop.hdl.systolic import generator_digest
+
     key = hashlib.sha256(json.dumps(
-        [params.params_hash, generator_fingerprint(), toolchain.yosys_version(), SCHEME]
+        [params.params_hash, generator_digest(), toolchain.yosys_version(), SCHEME]
     ).encode()).hexdigest()[:32]
     return key, _cache_file("p", key)
 
@@ -286,8 +277,10 @@ def cached_area(params: SystolicParams, *, table: AreaTable | None = None,
     """The area proxy of ``params`` if it was synthesized before (in memory or on disk), else
     None. ``fresh``: the synthesis on disk has just been made (by an ``AreaJob``): report its
     Yosys time as spent."""
-    table = table or load_area_table()
-    key, path = _params_cache_file(params)
+    return _cached_area(*_params_cache_file(params), table or load_area_table(), fresh=fresh)
+
+
+def _cached_area(key: str, path: Path, table: AreaTable, *, fresh: bool) -> AreaResult | None:
     if key in _MEMO:
         return _as_cached(_MEMO[key], table)
     found = _read_cached(path)
@@ -302,10 +295,10 @@ def systolic_area(params: SystolicParams, *, table: AreaTable | None = None,
                   verilog: str | None = None) -> AreaResult:
     """The area proxy of the systolic accelerator ``params`` (cached in memory and on disk)."""
     table = table or load_area_table()
-    found = cached_area(params, table=table)
+    key, path = _params_cache_file(params)
+    found = _cached_area(key, path, table, fresh=False)
     if found is not None:
         return found
-    key, path = _params_cache_file(params)
     if verilog is None:  # the same generation the RTL build uses (cached on disk, once)
         from hwloop.sim.systolic.rtl import cached_verilog
 

@@ -3,9 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 from collections.abc import Iterator
+from pathlib import Path
 
 from hwloop.hdl.systolic.params import SystolicParams
+
+
+@functools.cache
+def generator_digest() -> str:
+    """Hash of the generator's sources: this package and the two modules it reads its
+    instruction format and scratchpad geometry from. Verilog and area results cached by
+    parameters are keyed by it, so a changed generator reuses neither. Once per process: the
+    code a process generates with is the code it imported."""
+    from hwloop.sim.systolic import mapping, program
+
+    paths = [*sorted(Path(__file__).parent.glob("*.py")), Path(program.__file__),
+             Path(mapping.__file__)]
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def generate_verilog(params: SystolicParams) -> str:

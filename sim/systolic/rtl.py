@@ -8,7 +8,6 @@ waits for ``done``; cycles come from the hardware's own cycle counter.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -50,27 +49,12 @@ from hwloop.toolchain import VERILATOR_LINT_FLAGS, tool_versions
 
 SPEED_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert")
 
-_HDL_SOURCES = ("hdl/systolic/accelerator.py", "hdl/systolic/mesh.py",
-                "hdl/systolic/__init__.py", "sim/systolic/program.py",
-                "sim/systolic/mapping.py")
-
-
-def _source_digest() -> str:
-    """Hash of the generator sources: a changed generator never reuses stale Verilog."""
-    root = Path(__file__).resolve().parents[2]
-    digest = hashlib.sha256()
-    for rel in _HDL_SOURCES:
-        path = root / rel
-        digest.update(path.read_bytes() if path.exists() else rel.encode())
-    return digest.hexdigest()[:16]
-
-
 def cached_verilog(params: SystolicParams) -> str:
     """The accelerator's Verilog, generated once per parameter set and generator version."""
-    from hwloop.hdl.systolic import generate_verilog
+    from hwloop.hdl.systolic import generate_verilog, generator_digest
 
     key = build_key(sources={}, extra={"what": "systolic-verilog", "params": params.to_dict(),
-                                       "generator": _source_digest()},
+                                       "generator": generator_digest()},
                     tools={"amaranth": tool_versions()["amaranth"]})
 
     def build(folder: Path) -> None:
