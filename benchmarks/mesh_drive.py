@@ -33,8 +33,8 @@ from hwloop.errors import ParameterError, SimulationError
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.sim.systolic.golden import wrap
 from hwloop.sim.systolic.mapping import Gemm, Mapping, check_mapping, default_mapping, padded_dims
-from hwloop.sim.systolic.rtl import SPEED_FLAGS, build_verilated, public_vlt
-from hwloop.sim.verilator import run_testbench
+from hwloop.sim.systolic.rtl import SPEED_FLAGS
+from hwloop.sim.verilator import build_verilated, public_vlt, run_testbench
 from hwloop.toolchain import VERILATOR_LINT_FLAGS, tool_versions
 
 MESH_MODULE = "hwloop_os_mesh"

@@ -71,6 +71,12 @@ def runner(*, public_flat_rw: bool = False, make_opt: Sequence[str] = MAKE_OPT,
     return _Runner()
 
 
+def public_vlt(top: str, names: Sequence[str]) -> str:
+    """A Verilator control file that makes only ``names`` of module ``top`` visible to cocotb."""
+    return "`verilator_config\n" + "".join(
+        f'public_flat_rw -module "{top}" -var "{name}"\n' for name in names)
+
+
 @functools.cache
 def _compiler_version() -> str:
     try:

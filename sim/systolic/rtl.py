@@ -44,7 +44,7 @@ from hwloop.sim.systolic.mapping import (
 )
 from hwloop.sim.systolic.model import GemmRun, model_gemm
 from hwloop.sim.systolic.program import INSTRUCTION_BITS, build_program, encode
-from hwloop.sim.verilator import build_verilated, run_testbench
+from hwloop.sim.verilator import build_verilated, public_vlt, run_testbench
 from hwloop.toolchain import VERILATOR_LINT_FLAGS, tool_versions
 
 SPEED_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert")
@@ -68,12 +68,6 @@ def cached_verilog(params: SystolicParams) -> str:
 #: (cocotb's default ``--public-flat-rw``) stops Verilator from optimizing the design.
 PUBLIC_SIGNALS = ("clk", "rst", "start", "load", "dump", "n_instr", "c_rows", "done",
                   *(f"cnt_{name}" for name in COUNTERS))
-
-
-def public_vlt(top: str, names: Sequence[str]) -> str:
-    """A Verilator control file that makes only ``names`` of module ``top`` visible to cocotb."""
-    return "`verilator_config\n" + "".join(
-        f'public_flat_rw -module "{top}" -var "{name}"\n' for name in names)
 
 
 PUBLIC_VLT = public_vlt(HARNESS_TOP, PUBLIC_SIGNALS)

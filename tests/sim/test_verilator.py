@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hwloop.sim.verilator import build_verilated, run_testbench
+from hwloop.sim.verilator import build_verilated, public_vlt, run_testbench
 from hwloop.toolchain import VERILATOR_LINT_FLAGS
 
 COUNTER_V = """`timescale 1ns/1ps
@@ -21,9 +21,7 @@ module counter_top (
   assign tick = count[3];
 endmodule
 """
-PUBLIC = "`verilator_config\n" + "".join(
-    f'public_flat_rw -module "counter_top" -var "{name}"\n'
-    for name in ("clk", "enable", "count", "tick"))
+PUBLIC = public_vlt("counter_top", ("clk", "enable", "count", "tick"))
 
 
 @pytest.mark.rtl
