@@ -14,10 +14,10 @@ from amaranth.lib.wiring import In, Out
 from hwloop.hdl.systolic.params import SystolicParams
 
 
-def _delay(m: Module, signal, cycles: int, name: str, *, reset_less: bool = False):
-    """``signal`` through ``cycles`` registers."""
+def _delay(m: Module, signal, cycles: int, name: str):
+    """Data ``signal`` through ``cycles`` registers (without reset, as every data register)."""
     for i in range(cycles):
-        reg = Signal.like(signal, name=f"{name}_d{i}", reset_less=reset_less)
+        reg = Signal.like(signal, name=f"{name}_d{i}", reset_less=True)
         m.d.sync += reg.eq(signal)
         signal = reg
     return signal
@@ -73,11 +73,11 @@ class OsMesh(wiring.Component):
         m = Module()
         p = self._p
         R, C, W, A = p.rows, p.cols, p.in_bits, p.acc_bits
-        a_edge = [_delay(m, self.a.word_select(r, W).as_signed(), r, f"askew{r}",
-                         reset_less=True) for r in range(R)]
+        a_edge = [_delay(m, self.a.word_select(r, W).as_signed(), r, f"askew{r}")
+                  for r in range(R)]
         f_diag = _diagonal_taps(m, Cat(self.valid, self.first, self.last), R + C - 1)
-        b_edge = [_delay(m, self.b.word_select(c, W).as_signed(), c, f"bskew{c}",
-                         reset_less=True) for c in range(C)]
+        b_edge = [_delay(m, self.b.word_select(c, W).as_signed(), c, f"bskew{c}")
+                  for c in range(C)]
 
         a_reg = _pe_registers(R, C, signed(W), "a")
         b_reg = _pe_registers(R, C, signed(W), "b")
@@ -107,7 +107,7 @@ class OsMesh(wiring.Component):
                     m.d.sync += chain[r].eq(shadow[r][c])
                 with m.Else():
                     m.d.sync += chain[r].eq(chain[r - 1] if r > 0 else 0)
-            outs.append(_delay(m, chain[R - 1], C - 1 - c, f"deskew{c}", reset_less=True))
+            outs.append(_delay(m, chain[R - 1], C - 1 - c, f"deskew{c}"))
             if c == C - 1:
                 m.d.comb += load_last.eq(load)
         out_reg = Signal(unsigned(C * A), reset_less=True)
@@ -149,8 +149,8 @@ class WsMesh(wiring.Component):
         m = Module()
         p = self._p
         R, C, W, A = p.rows, p.cols, p.in_bits, p.acc_bits
-        a_edge = [_delay(m, self.a.word_select(r, W).as_signed(), r, f"askew{r}",
-                         reset_less=True) for r in range(R)]
+        a_edge = [_delay(m, self.a.word_select(r, W).as_signed(), r, f"askew{r}")
+                  for r in range(R)]
         f_diag = _diagonal_taps(m, Cat(self.valid, self.switch), R + C - 1)
 
         a_reg = _pe_registers(R, C, signed(W), "a")
@@ -172,8 +172,7 @@ class WsMesh(wiring.Component):
                     m.d.sync += w_next.eq(self.wl_data.word_select(c, W).as_signed())
                 m.d.sync += [a_reg[r][c].eq(a_in), psum[r][c].eq(p_in + a_in * w_use)]
 
-        outs = [_delay(m, psum[R - 1][c], C - 1 - c, f"deskew{c}", reset_less=True)
-                for c in range(C)]
+        outs = [_delay(m, psum[R - 1][c], C - 1 - c, f"deskew{c}") for c in range(C)]
         out_reg = Signal(unsigned(C * A), reset_less=True)
         m.d.sync += out_reg.eq(Cat(*[o.as_unsigned() for o in outs]))
         m.d.comb += [self.out.eq(out_reg), self.early.eq(f_diag[R + C - 1][0])]
