@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from hwloop import toolchain
@@ -254,7 +254,7 @@ def synthesize_cached(verilog: str, top: str) -> tuple[Synthesis, bool]:
     path = _cache_file("v", key)
     found = _read_cached(path)
     if found is not None:
-        return found, True
+        return replace(found, synth_s=0.0), True  # no Yosys time spent by this call
     synthesis = synthesize(verilog, top)
     _write_cached(path, synthesis)
     return synthesis, False
@@ -286,7 +286,8 @@ def _cached_area(key: str, path: Path, table: AreaTable, *, fresh: bool) -> Area
     found = _read_cached(path)
     if found is None:
         return None
-    result = area_from_synthesis(found, table, cached=not fresh)
+    # a child whose synthesis came from the Verilog-keyed cache recorded no Yosys time
+    result = area_from_synthesis(found, table, cached=not (fresh and found.synth_s > 0))
     _MEMO[key] = result
     return result
 

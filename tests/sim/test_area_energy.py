@@ -148,6 +148,23 @@ def test_area_job_result_is_the_synthesis(cache):
     assert AreaJob(params)._child is None
 
 
+def test_area_job_reports_no_yosys_time_for_a_verilog_cache_hit(cache):
+    """A generator change that leaves the Verilog as it was keys the design afresh, but its
+    child finds the synthesis under the Verilog text: no Yosys ran, none is reported."""
+    params = SystolicParams(rows=2, cols=2, ifmap_kib=1, weight_kib=1, acc_kib=1)
+    area_module._MEMO.clear()  # an earlier test's result, kept in memory under another cache
+    made = AreaJob(params).result()
+    assert not made.cached
+    for path in (cache / "area").glob("p-*.json"):
+        path.unlink()
+    area_module._MEMO.clear()
+    job = AreaJob(params)
+    assert job._child is not None
+    got = job.result()
+    assert got.cached and got.synth_s == 0.0
+    assert (got.area, got.cell_counts) == (made.area, made.cell_counts)
+
+
 def test_evaluate_that_fails_kills_its_synthesis(cache, monkeypatch, hanging_child):
     """evaluate synthesizes the area proxy while it models or simulates; when it fails (here: a
     mapping that does not fit), it raises its own error and leaves no synthesis running."""
