@@ -32,6 +32,14 @@ COMMAND_MODULES = (
 )
 
 
+def stdout_console():  # -> rich.console.Console (rich is imported when output is made)
+    """rich output on stdout: a terminal's own width, or a wide page when the output is piped
+    or logged, where rich would assume 80 columns and cut the numbers of wide tables."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports bad arguments as one line and exit code 2 (argparse's own code)."""
 

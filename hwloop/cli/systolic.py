@@ -208,32 +208,51 @@ def run_sim(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_table(evaluation: Any, *, seed: int) -> None:
+def _rendered_width(renderable: Any) -> int:
+    """Columns ``renderable`` takes when nothing limits its width."""
+    import io
+
     from rich.console import Console
+
+    wide = Console(width=10_000, file=io.StringIO(), color_system=None)
+    with wide.capture() as capture:
+        wide.print(renderable)
+    return max(len(line.rstrip()) for line in capture.get().splitlines())
+
+
+def print_table(evaluation: Any, *, seed: int) -> None:
     from rich.table import Table
+    from rich.text import Text
+
+    from hwloop.cli import stdout_console
 
     p = evaluation.params
     title = (f"{evaluation.workload} on {p['rows']}x{p['cols']} {p['dataflow']} "
              f"i{p['in_bits']}a{p['acc_bits']}"
              + (f"o{p['out_bits']}" if p.get("out_bits") is not None else "")
              + f" — {evaluation.fidelity}, seed {seed}")
-    table = Table(title=title)
     shifts = p.get("out_bits") is not None  # requantized outputs: each layer's shift
-    for column in ("layer", "M x N x K", "x", "cycles", "MACs", "util", "energy nJ",
-                   "bit-exact", *(("shift",) if shifts else ())):
-        table.add_column(column, justify="left" if column == "layer" else "right")
-    for layer in evaluation.layers:
-        exact = {True: "[green]yes[/green]", False: "[red]NO[/red]", None: "-"}[layer.bit_exact]
-        table.add_row(layer.name, f"{layer.m}x{layer.n}x{layer.k}", str(layer.repeat),
-                      f"{layer.cycles:,}", f"{layer.macs:,}", f"{layer.utilization:.1%}",
-                      f"{layer.energy_pj / 1e3:,.1f}", exact,
-                      *((str(layer.out_shift),) if shifts else ()))
-    exact = {True: "[green]yes[/green]", False: "[red]NO[/red]", None: "-"}[evaluation.bit_exact]
+    marks = {True: "[green]yes[/green]", False: "[red]NO[/red]", None: "-"}
+    rows = [[layer.name, f"{layer.m}x{layer.n}x{layer.k}", str(layer.repeat),
+             f"{layer.cycles:,}", f"{layer.macs:,}", f"{layer.utilization:.1%}",
+             f"{layer.energy_pj / 1e3:,.1f}", marks[layer.bit_exact],
+             *((str(layer.out_shift),) if shifts else ())] for layer in evaluation.layers]
+    total = ["total", "", "", f"{evaluation.cycles:,}", f"{evaluation.macs:,}",
+             f"{evaluation.utilization:.1%}", f"{evaluation.energy_pj / 1e3:,.1f}",
+             marks[evaluation.bit_exact], *(("",) if shifts else ())]
+    table = Table(title=title)
+    for i, column in enumerate(("layer", "M x N x K", "x", "cycles", "MACs", "util",
+                                "energy nJ", "bit-exact", *(("shift",) if shifts else ()))):
+        width = max(len(column), *(Text.from_markup(row[i]).cell_len for row in (*rows, total)))
+        table.add_column(column, justify="left" if column == "layer" else "right",
+                         no_wrap=True, min_width=width)
+    for row in rows:
+        table.add_row(*row)
     table.add_section()
-    table.add_row("total", "", "", f"{evaluation.cycles:,}", f"{evaluation.macs:,}",
-                  f"{evaluation.utilization:.1%}", f"{evaluation.energy_pj / 1e3:,.1f}", exact,
-                  *(("",) if shifts else ()))
-    console = Console()
+    table.add_row(*total)
+    # no cell is ever cut: a terminal narrower than the table wraps its lines instead
+    console = stdout_console()
+    console.width = max(console.width, _rendered_width(table))
     console.print(table)
     wall = evaluation.wall
     parts = ", ".join(f"{k}: {v / 1e3:,.1f} nJ" for k, v in evaluation.energy_breakdown.items()

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hwloop import toolchain
+from hwloop.cli import stdout_console
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -56,7 +57,7 @@ def run_doctor(args: argparse.Namespace) -> int:
                       "[green]ok[/green]" if status.ok
                       else "[yellow]optional[/yellow]" if status.optional else "[red]missing[/red]",
                       status.fix)
-    Console().print(table)
+    stdout_console().print(table)
     return 0 if all(s.ok or s.optional for s in statuses) else 1
 
 
@@ -72,7 +73,7 @@ def run_regress(args: argparse.Namespace) -> int:
             raise ParameterError(f"--config is not valid JSON: {exc}") from None
         if not isinstance(config, dict):
             raise ParameterError("--config must be a JSON object")
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = stdout_console()
     err = Console(stderr=True)
 
     def progress(result) -> None:  # type: ignore[no-untyped-def]

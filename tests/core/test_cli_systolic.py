@@ -104,6 +104,32 @@ def test_sim_model_json_is_exactly_one_object(tmp_path):
     assert total["area_cells"] > 0 and total["sram_bits"] > 0
 
 
+def test_sim_table_never_cuts_a_number(tmp_path, capsys, monkeypatch):
+    """In a terminal narrower than the table its lines run long (the terminal wraps them);
+    rich would otherwise squeeze the columns and print "1,84…" for a cycle count."""
+    from rich.console import Console
+
+    import hwloop.cli
+
+    monkeypatch.setattr(hwloop.cli, "stdout_console",
+                        lambda: Console(width=50, file=sys.stdout, color_system=None))
+    csv = tmp_path / "g.csv"
+    csv.write_text("Layer Name, M, N, K,\na_long_layer_name, 1200, 1000, 900,\n")
+    code, out, err = run_main(capsys, [
+        "sim", "systolic", "--rows", "4", "--cols", "4", "--ifmap-kib", "4", "--weight-kib",
+        "4", "--acc-kib", "4", "--workload", str(csv), "--fidelity", "model", "--json"])
+    assert code == 0, err
+    layer = json.loads(out)["layers"][0]
+    code, out, err = run_main(capsys, [
+        "sim", "systolic", "--rows", "4", "--cols", "4", "--ifmap-kib", "4", "--weight-kib",
+        "4", "--acc-kib", "4", "--workload", str(csv), "--fidelity", "model"])
+    assert code == 0, err
+    row = next(line for line in out.splitlines() if "a_long_layer_name" in line)
+    cells = [cell.strip() for cell in row.split("│")]
+    assert f"{layer['cycles']:,}" in cells and f"{layer['macs']:,}" in cells
+    assert "…" not in out
+
+
 def test_generate_writes_verilog_manifest_and_core(tmp_path, capsys):
     out = tmp_path / "gen"
     code, stdout, err = run_main(capsys, ["generate", "systolic", "--rows", "2", "--cols", "3",
