@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -14,3 +15,16 @@ def cache_dir() -> Path:
     path = Path(root) if root else Path(platformdirs.user_cache_dir("hwloop"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_created(path: str | Path) -> None:
+    """Give ``path``, made owner-only by ``tempfile`` to be renamed into place, the mode a
+    plain ``open`` or ``mkdir`` would have: users share what hwloop writes like any file."""
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~_umask())

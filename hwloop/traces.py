@@ -34,6 +34,7 @@ from typing import BinaryIO
 import numpy as np
 
 from hwloop.errors import TraceError
+from hwloop.paths import as_created
 
 TRACE_DTYPE = np.dtype([("pc", "<u8"), ("addr", "<u8"), ("write", "u1")])
 
@@ -151,6 +152,7 @@ class TraceWriter:
             raise TraceError(f"{self.path}: directory {directory} does not exist")
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
         self._tmp = Path(tmp)
+        as_created(self._tmp)
         self._file: BinaryIO | None = os.fdopen(fd, "wb")
         self._file.write(_HEADER.pack(MAGIC, VERSION, 0, chunk_records, 0))
 
@@ -626,6 +628,7 @@ def write_csv(path: str | Path, chunks: Iterable[np.ndarray], *, with_kind: bool
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     count = 0
     try:
+        as_created(tmp)
         with os.fdopen(fd, "w", encoding="ascii") as handle:
             for records in chunks:
                 pcs = records["pc"].tolist()

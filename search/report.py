@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hwloop.errors import InputError
+from hwloop.paths import as_created
 from hwloop.search.db import ResultsDB, Row
 
 METHOD_COLORS = {"random": "#7f7f7f", "bo": "#1f77b4", "cbo": "#d62728", "apollo": "#2ca02c",
@@ -42,6 +43,7 @@ def export_rows(db_path: str | Path, output: str | Path, *, fmt: str) -> int:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        as_created(tmp)
         if fmt == "csv":
             with open(tmp, "w", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=columns)
@@ -211,6 +213,7 @@ def write_report(db_path: str | Path, out_dir: str | Path, *, top: int = 10) -> 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
+        as_created(staging)
         _plot_pareto(rows, staging / "pareto.png", objective)
         curves: dict[str, list[list[float]]] = defaultdict(list)
         samples: dict[str, list[list[float]]] = defaultdict(list)

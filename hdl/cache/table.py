@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from hwloop.errors import ConfigError
+from hwloop.paths import as_created
 
 FORMAT = "hwloop-table"
 KINDS = ("replacement", "prefetch")
@@ -106,6 +107,7 @@ def save_table(path: str | Path, table: Table) -> None:
         arrays["confidence"] = table.confidence.astype(np.int64)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
     try:
+        as_created(tmp)
         with os.fdopen(fd, "wb") as handle:
             np.savez(handle, **arrays)
         os.replace(tmp, path)

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -9,6 +10,12 @@ from tests.core.cli_helpers import run_main
 
 CONV_HEADER = ("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
                "Num Filter, Strides,")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def assert_one_line_error(code, err, *fragments):
@@ -147,6 +154,7 @@ def test_generate_writes_verilog_manifest_and_core(tmp_path, capsys):
     core = (out / f"{name}.core").read_text()
     assert core.startswith("CAPI=2:") and f"toplevel: {name}" in core
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gen"]  # no temp leftovers
+    assert out.stat().st_mode & 0o777 == 0o777 & ~_umask()  # as mkdir makes it, not 0o700
     # regenerating replaces the folder as a whole
     code, _, _ = run_main(capsys, ["generate", "systolic", "--rows", "2", "--cols", "3",
                                    "--dataflow", "ws", "-o", str(out)])

@@ -89,6 +89,17 @@ def test_writing_is_atomic(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["t.trace"]
 
 
+def test_written_files_have_the_usual_mode(tmp_path: Path) -> None:
+    """Renamed into place from an owner-only temporary file, yet as readable as any file the
+    user makes (0o666 less the umask, not 0o600)."""
+    write_trace(tmp_path / "t.trace", random_trace(10))
+    write_csv(tmp_path / "t.csv", iter_trace_chunks(tmp_path / "t.trace", 4))
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for name in ("t.trace", "t.csv"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_compact(tmp_path: Path) -> None:
     records = empty_trace(100_000)
     records["pc"] = 0x401000 + (np.arange(100_000) % 5) * 4

@@ -1,4 +1,5 @@
 import csv
+import os
 import subprocess
 import sys
 
@@ -55,6 +56,9 @@ def test_report_writes_plots_and_an_index(tmp_path):
     objectives = [float(r["edp"]) for r in best]
     assert len(best) == 8 and objectives == sorted(objectives)  # 2 x 4 feasible rows
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (tmp_path / "report").stat().st_mode & 0o777 == 0o777 & ~mask  # not 0o700
 
 
 def test_export_csv_and_parquet(tmp_path):
@@ -72,6 +76,9 @@ def test_export_csv_and_parquet(tmp_path):
     assert [r["param.cols"] for r in rows] == [str(t["param.cols"]) for t in table]
     assert {r["status"] for r in rows} == {"ok", "infeasible", "failed"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.csv", "runs.db", "runs.parquet"]
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (tmp_path / "runs.csv").stat().st_mode & 0o777 == 0o666 & ~mask  # not 0o600
 
 
 def test_export_and_report_bad_input(tmp_path):
