@@ -262,7 +262,8 @@ def _open(path: str | Path) -> BinaryIO:
 def _check_header(path: str | Path, handle: BinaryIO) -> tuple[int, int]:
     head = _read_exact(handle, _HEADER.size)
     if len(head) < len(MAGIC) or head[: len(MAGIC)] != MAGIC:
-        raise TraceError(f"{path}: not an hwloop trace (bad magic)")
+        raise TraceError(f"{path}: not an hwloop trace (bad magic); a lackey log or a Parrot "
+                         f"csv converts with: hwloop trace import")
     if len(head) < _HEADER.size:
         raise TraceError(f"{path}: truncated: header is {len(head)} of {_HEADER.size} bytes")
     _, version, _flags, _chunk, count = _HEADER.unpack(head)

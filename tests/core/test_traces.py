@@ -158,7 +158,8 @@ def test_not_a_trace(tmp_path: Path) -> None:
     path.write_text("pc,address\n0x1,0x2\n")
     with pytest.raises(TraceError) as info:
         read_trace(path)
-    assert str(info.value) == f"{path}: not an hwloop trace (bad magic)"
+    assert str(info.value) == (f"{path}: not an hwloop trace (bad magic); a lackey log or a "
+                               "Parrot csv converts with: hwloop trace import")
     with pytest.raises(TraceError) as info:
         read_trace(tmp_path / "nope.trace")
     assert str(info.value) == f"{tmp_path / 'nope.trace'}: no such trace file"
