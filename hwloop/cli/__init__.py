@@ -48,7 +48,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="hwloop", description=__doc__.splitlines()[0])
+    parser = _Parser(
+        prog="hwloop", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Hardware-in-the-loop RTL generation, co-simulation and design-space "
+                    "search.",
+        epilog="first steps:\n"
+               "  hwloop doctor                                  the tools, and fixes\n"
+               "  hwloop sim systolic --workload dqn --first 3   RTL co-simulation, bit-exact\n"
+               "  hwloop sweep --space constraints/demo.toml --budget 6   (in the repository)\n"
+               "\n'hwloop COMMAND --help' for each command; docs/ for the rest.")
     parser.add_argument("--version", action="version", version=f"hwloop {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
