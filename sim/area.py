@@ -119,7 +119,7 @@ SCRIPT = ("synth -top {top} -noabc -run begin:fine; "
           "opt -fast -full; memory_unpack; techmap; opt -fast; "
           "tee -q -o stat.json stat -json")
 #: How a design is cut into syntheses; part of every cache key (see :func:`synthesize`).
-SCHEME = "leaf-modules-1"
+SCHEME = "leaf-modules-2"
 
 #: A module of Verilog as Yosys and Amaranth write it: attribute lines, ``module NAME (`` at the
 #: start of a line, ``endmodule``.
@@ -127,43 +127,65 @@ _MODULE = re.compile(r"^((?:\(\*[^\n]*\*\)\n)*module \\?([^\s(]+)\s*\(.*?^endmod
                      re.S | re.M)
 
 
+#: The module name of an instance line (``  \\name  label (``); also matches some other
+#: statements, whose first word is never a module's name.
+_INSTANCE = re.compile(r"^\s+\\?([^\s(]+)\s+\S+\s*\(", re.M)
+
+
 def leaf_modules(verilog: str, top: str) -> dict[str, str]:
     """The modules of ``verilog`` other than ``top`` that instantiate no other module of it
     (and whose names Yosys commands take as they are): name -> text."""
     modules = {name: text for text, name in _MODULE.findall(verilog)}
-
-    def instantiates(text: str, name: str) -> bool:
-        return re.search(rf"^\s+\\?{re.escape(name)}\s+\S+\s*\(", text, re.M) is not None
-
     return {name: text for name, text in modules.items()
             if name != top and re.fullmatch(r"[\w.]+", name)
-            and not any(instantiates(text, other) for other in modules if other != name)}
+            and not any(used in modules and used != name
+                        for used in _INSTANCE.findall(text))}
+
+
+#: The name every leaf module is synthesized under: leaves that differ only in their names
+#: (the PEs of a mesh) are one synthesis, kept in the cache for every design that has them.
+LEAF = "hwloop_leaf"
+
+
+#: An escaped identifier that a tool numbered (``\$auto$...$3``, ``\port$717$0``).
+_NUMBERED = re.compile(r"\\\S*\$\S* ")
+
+
+def anonymous(text: str, name: str) -> str:
+    """Module text ``text`` of module ``name`` renamed to :data:`LEAF`, and its tool-numbered
+    identifiers renumbered in order of appearance: Amaranth and Yosys number them across the
+    whole design, so identical PEs would otherwise differ in their names."""
+    text = re.sub(rf"^(module \\?){re.escape(name)}(?=[\s(])", rf"\g<1>{LEAF}", text,
+                  count=1, flags=re.M)
+    names: dict[str, str] = {}
+    return _NUMBERED.sub(lambda m: names.setdefault(m.group(0), f"\\n${len(names)} "), text)
 
 
 def synthesize(verilog: str, top: str) -> Synthesis:
     """Run Yosys on ``verilog`` (top module ``top``) and count cells and memory bits.
 
-    Every leaf module other than the top (the accelerator's PE mesh, most of its cells) is
-    synthesized on its own and cached by its text, so designs that differ elsewhere
-    (scratchpads, bus) share it; the rest is synthesized with the leaves as black boxes, whose
-    instances then count their leaf's cells. Neither run flattens, so each module is optimized
-    on its own either way; still a few of Yosys's local choices depend on which modules share
-    a run (the mesh of a 4x4 ws design: 20 of 10,594 cells; not traced to a pass, the order of
-    its generated names is the likely cause). The two runs go in parallel.
+    Every leaf module other than the top (the accelerator's PEs, most of its cells) is
+    synthesized on its own, under one name (:func:`anonymous`), and cached by its text: the
+    PEs of a mesh are one synthesis, and designs with the same PE share it. The rest is
+    synthesized with the leaves as black boxes, whose instances then count their leaf's cells.
+    Neither run flattens, so each module is optimized on its own either way. The runs go in
+    parallel.
     """
     verilog = strip_memory_init(verilog)
     start = time.perf_counter()
     leaves = leaf_modules(verilog, top)
+    kinds: dict[str, list[str]] = {}  # a leaf's text under LEAF -> the leaves that have it
+    for name, text in leaves.items():
+        kinds.setdefault(anonymous(text, name), []).append(name)
     with ThreadPoolExecutor(max_workers=2) as pool:  # Yosys runs in subprocesses
         rest_run = pool.submit(_run_yosys, verilog, top, blackboxes=tuple(leaves))
-        parts = {name: pool.submit(_synthesize_module, text, name)
-                 for name, text in leaves.items()}
+        parts = {text: pool.submit(_synthesize_module, text, LEAF) for text in kinds}
         rest = rest_run.result()
         counts = dict(rest.cell_counts)
         memory_bits = rest.memory_bits
-        for name, part_run in parts.items():
+        for text, part_run in parts.items():
             part = part_run.result()
-            instances = counts.pop(name, 0)
+            instances = sum(counts.pop(name, 0) for name in kinds[text])
             for cell, n in part.cell_counts.items():
                 counts[cell] = counts.get(cell, 0) + instances * n
             memory_bits += instances * part.memory_bits
@@ -185,15 +207,18 @@ def _synthesize_module(text: str, name: str) -> Synthesis:
 def _run_yosys(verilog: str, top: str, *, blackboxes: tuple[str, ...] = ()) -> Synthesis:
     """One Yosys run; cell counts are the totals of the tree under ``top``, black-box
     instances included under their module's name."""
-    script = "read_verilog -sv design.v; " + "".join(f"blackbox {name}; " for name in blackboxes)
-    script += SCRIPT.format(top=top)
+    # a script file: a 64x64 mesh's black boxes make a longer command than the OS allows
+    script = "\n".join(["read_verilog -sv design.v", *(f"blackbox {n}" for n in blackboxes),
+                         *SCRIPT.format(top=top).split("; ")]) + "\n"
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hwloop-yosys-") as tmp:
         folder = Path(tmp)
         (folder / "design.v").write_text(verilog)
+        (folder / "synth.ys").write_text(script)
         try:
-            proc = subprocess.run([*toolchain.yosys_command(), "-q", "-p", script], cwd=folder,
-                                  capture_output=True, text=True, timeout=SYNTH_TIMEOUT_S)
+            proc = subprocess.run([*toolchain.yosys_command(), "-q", "-s", "synth.ys"],
+                                  cwd=folder, capture_output=True, text=True,
+                                  timeout=SYNTH_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             raise ToolchainError(f"Yosys synthesis of {top} took over {SYNTH_TIMEOUT_S} s"
                                  ) from None

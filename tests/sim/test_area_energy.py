@@ -87,10 +87,43 @@ def test_leaf_modules_are_synthesized_alone_once_and_shared(cache, monkeypatch):
     first = synthesize(VERILOG, "top")
     smaller = VERILOG.replace("[0:1023]", "[0:511]").replace("[9:0] addr", "[8:0] addr")
     second = synthesize(smaller, "top")
-    assert sorted(runs) == [("pe", ()), ("top", ("pe",)), ("top", ("pe",))]
+    assert sorted(runs) == [("hwloop_leaf", ()), ("top", ("pe",)), ("top", ("pe",))]
     whole = run_yosys(area_module.strip_memory_init(VERILOG), "top")
     assert first.cell_counts == {t: n for t, n in whole.cell_counts.items() if t[0] == "$"}
     assert (first.memory_bits, second.memory_bits) == (1024 * 8, 512 * 8)
+
+
+def test_leaves_that_differ_only_in_names_are_one_synthesis(cache, monkeypatch):
+    """Two PE modules that differ in their names and in the numbers a tool gave their
+    identifiers (as the PEs of an Amaranth mesh do) are synthesized once and counted twice; a
+    PE that is different hardware is synthesized on its own."""
+    runs = []
+    run_yosys = area_module._run_yosys
+
+    def recorded(verilog, top, **kwargs):
+        runs.append(top)
+        return run_yosys(verilog, top, **kwargs)
+
+    monkeypatch.setattr(area_module, "_run_yosys", recorded)
+    pe = ONE_PE.strip().replace("module pe(", "module \\{name} (")
+    numbered = "  wire \\$auto$x.cc:1$%d ;\n  assign \\$auto$x.cc:1$%d  = a[0];\nendmodule"
+    pe_a = pe.format(name="m.pe_0").replace("endmodule", numbered % (3, 3))
+    pe_b = pe.format(name="m.pe_1").replace("endmodule", numbered % (8, 8))
+    pe_c = pe.format(name="m.pe_2").replace("acc + $signed(a)", "acc - $signed(a)")
+    top = ("module top(input clk, input [7:0] a, input [7:0] b, output [31:0] o0,\n"
+           "           output [31:0] o1, output [31:0] o2);\n"
+           "  \\m.pe_0  p0 (.clk(clk), .a(a), .b(b), .acc(o0));\n"
+           "  \\m.pe_1  p1 (.clk(clk), .a(b), .b(a), .acc(o1));\n"
+           "  \\m.pe_2  p2 (.clk(clk), .a(a), .b(a), .acc(o2));\n"
+           "endmodule\n")
+    verilog = "\n".join([pe_a, pe_b, pe_c, top]) + "\n"
+    assert sorted(area_module.leaf_modules(verilog, "top")) == ["m.pe_0", "m.pe_1", "m.pe_2"]
+    both = synthesize(verilog, "top")
+    assert sorted(runs) == ["hwloop_leaf", "hwloop_leaf", "top"]
+    one = area_module._run_yosys(ONE_PE, "pe").cell_counts
+    minus = area_module._run_yosys(pe_c.replace("\\m.pe_2 ", "pe"), "pe").cell_counts
+    assert both.cell_counts == {t: 2 * one.get(t, 0) + minus.get(t, 0)
+                                for t in {*one, *minus}}
 
 
 @pytest.fixture
