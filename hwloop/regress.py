@@ -78,6 +78,22 @@ def load_generator(name: str) -> Any:
     return module
 
 
+def _check_config(name: str, module: Any, config: dict[str, Any]) -> None:
+    """A ``--config`` sets every top-level key that the generator's own configs all set (as a
+    failing run prints them)."""
+    drawn = list(module.sample_configs(np.random.default_rng(0), "full"))
+    if not drawn:
+        return
+    missing = sorted(set.intersection(*({k for k, v in c.items() if v is not None}
+                                         for c in drawn)) - set(config))
+    if missing:
+        unknown = sorted(set(config) - set().union(*drawn))
+        raise ParameterError(
+            f"--config for {name}: missing {', '.join(missing)}"
+            + (f"; not its keys: {', '.join(unknown)}" if unknown else "")
+            + " (give a configuration as a failing run prints it)")
+
+
 def _run_case(module_name: str, config: dict[str, Any], seed: int, waves: bool,
               workdir: str) -> dict[str, Any]:
     """Run one config in a worker process; any exception is a failure with its message."""
@@ -120,6 +136,7 @@ def run_regress(*, level: str = "quick", generators: list[str] | None = None, se
             report.skipped[name] = f"{REGISTRY[name]} does not import: {exc}".splitlines()[0]
             continue
         if config is not None:
+            _check_config(name, module, config)
             configs = [config]
             seeds = [seed]
         else:

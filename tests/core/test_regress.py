@@ -76,6 +76,16 @@ def test_one_config_reruns_with_its_seed(fake_generators, tmp_path, capsys):
     assert "1 passed, 0 failed" in capsys.readouterr().out
 
 
+def test_a_config_without_the_generators_keys_is_refused(fake_generators, tmp_path, capsys):
+    code = main(["regress", "--generator", "fake", "--config", '{"i": 2, "rows": 4}',
+                 "--workdir", str(tmp_path / "runs")])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "hwloop: error: --config for fake: missing x; not its keys: rows (give a "
+        "configuration as a failing run prints it)\n")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_unimportable_generator_is_skipped_with_a_note(fake_generators, tmp_path, capsys):
     code = main(["regress", "--generator", "good", "--generator", "missing",
                  "--workdir", str(tmp_path)])
