@@ -314,7 +314,9 @@ class SystolicAccelerator(wiring.Component):
             with m.If(feeding & ~prologue & last_tile & window_opens):
                 m.d.sync += cross_held.eq(cross_now)
             cross_ok = Mux(window_opens, cross_now, cross_held)
-            in_window = (slot >= C - 1) & (slot < C - 1 + R) & (~last_tile | cross_ok)
+            in_window = (slot < C - 1 + R) & (~last_tile | cross_ok)
+            if C > 1:  # with one column every slot is past the window's start
+                in_window &= slot >= C - 1
             cross = ~prologue & last_tile  # the window of the last tile preloads the next compute
             with m.If(feeding & prologue):
                 m.d.comb += [wl_issue.eq(1), wl_row.eq(slot)]

@@ -25,10 +25,11 @@ def _odd(rng: np.random.Generator, lo: int, hi: int) -> int:
 
 
 def sample_configs(rng: np.random.Generator, level: str) -> list[dict[str, Any]]:
-    """Configs from the declared parameter space: both dataflows, at least two operand widths,
-    odd M, N, K. Each design appears with several layers so one build serves them all. Some
-    designs requantize their output (``out_bits``: the quick matrix's ws design, in the full
-    one both dataflows), with the default shift or a random one (``out_shift``)."""
+    """Configs from the declared parameter space (arrays from a single PE up): both dataflows,
+    at least two operand widths, odd M, N, K. Each design appears with several layers so one
+    build serves them all. Some designs requantize their output (``out_bits``: the quick
+    matrix's ws design, in the full one both dataflows), with the default shift or a random
+    one (``out_shift``)."""
     if level not in _LEVELS:
         raise ValueError(f"level must be one of {', '.join(_LEVELS)}, not {level!r}")
     designs, per_design, side = _LEVELS[level]
@@ -37,7 +38,7 @@ def sample_configs(rng: np.random.Generator, level: str) -> list[dict[str, Any]]
     for d in range(designs):
         in_bits, acc_bits = _WIDTHS[widths[d % len(_WIDTHS)]]
         params = SystolicParams(
-            rows=int(rng.integers(2, side + 1)), cols=int(rng.integers(2, side + 1)),
+            rows=int(rng.integers(1, side + 1)), cols=int(rng.integers(1, side + 1)),
             dataflow=("os", "ws")[d % 2], in_bits=in_bits, acc_bits=acc_bits,
             ifmap_kib=int(rng.choice([4, 8, 16])), weight_kib=int(rng.choice([4, 8, 16])),
             acc_kib=int(rng.choice([8, 16])), bus_bytes=int(rng.choice([4, 8, 16])),

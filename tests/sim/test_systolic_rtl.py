@@ -221,6 +221,17 @@ def test_ws_3x2_int4_wrapping_accumulators(tmp_path):
 
 
 @pytest.mark.rtl
+@pytest.mark.xdist_group("systolic_single_column")
+@pytest.mark.parametrize("dataflow", ["ws", "os"])
+def test_single_column_and_single_row_arrays(dataflow, tmp_path):
+    """Arrays of one column (ws: every feed slot is in the weight window, which once compared
+    an unsigned slot with 0 and failed to build) or one row."""
+    rows, cols = (3, 1) if dataflow == "ws" else (1, 3)
+    _check_design(SystolicParams(rows=rows, cols=cols, dataflow=dataflow, ifmap_kib=4,
+                                 weight_kib=4, acc_kib=4, mem_latency=4), tmp_path, count=3)
+
+
+@pytest.mark.rtl
 @pytest.mark.slow
 def test_os_4x4_int16_acc40(tmp_path):
     _check_design(SystolicParams(rows=4, cols=4, dataflow="os", in_bits=16, acc_bits=40,
