@@ -36,13 +36,18 @@ def sample_configs(rng: np.random.Generator, level: str) -> list[dict[str, Any]]
     widths = [int(i) for i in rng.permutation(len(_WIDTHS))]
     configs = []
     for d in range(designs):
-        in_bits, acc_bits = _WIDTHS[widths[d % len(_WIDTHS)]]
+        if d < len(_WIDTHS):
+            in_bits, acc_bits = _WIDTHS[widths[d]]
+        else:  # any width the generator takes
+            in_bits = int(rng.integers(2, 17))
+            acc_bits = int(rng.integers(2 * in_bits, 65))
         params = SystolicParams(
             rows=int(rng.integers(1, side + 1)), cols=int(rng.integers(1, side + 1)),
             dataflow=("os", "ws")[d % 2], in_bits=in_bits, acc_bits=acc_bits,
             ifmap_kib=int(rng.choice([4, 8, 16])), weight_kib=int(rng.choice([4, 8, 16])),
-            acc_kib=int(rng.choice([8, 16])), bus_bytes=int(rng.choice([4, 8, 16])),
-            mem_latency=int(rng.integers(0, 30)))
+            acc_kib=int(rng.choice([8, 16])), bus_bytes=int(2 ** rng.integers(0, 8)),
+            mem_latency=int(rng.integers(0, 30) if rng.random() < 0.8
+                            else rng.choice([64, 200])))
         if d % 4 in (1, 2):
             params = dataclasses.replace(params, out_bits=int(rng.integers(2, acc_bits + 1)))
         for g in range(per_design):
