@@ -58,9 +58,11 @@ def harness_verilog(params: SystolicParams) -> str:
     beat = beat_rows(params)
 
     def pipe(ch: str) -> str:
-        # a ring of lat + 1 beats: each cycle writes one slot and the slot written lat cycles
-        # earlier is the response. A shift register would copy every stage's beat each cycle
-        # (and a for loop over an unpacked array queues each element's non-blocking update)
+        # a ring of lat + 1 beats: each cycle writes one slot (only with a request: the
+        # response of a cycle without one is not valid, and the simulator skips the wide read)
+        # and the slot written lat cycles earlier is the response. A shift register would copy
+        # every stage's beat each cycle (and a for loop over an unpacked array queues each
+        # element's non-blocking update)
         w = bits[ch] * beat[ch]
         abits = (depth[ch] - 1).bit_length()
         pbits = max(1, lat.bit_length())
@@ -72,7 +74,7 @@ def harness_verilog(params: SystolicParams) -> str:
   reg [{lat}:0] {ch}_v = {lat + 1}'d0;
   reg [{pbits - 1}:0] {ch}_slot = {pbits}'d0;
   always @(posedge clk) begin
-    {ch}_ring[{ch}_slot] <= {{{rows}}};
+    if ({ch}_req_valid) {ch}_ring[{ch}_slot] <= {{{rows}}};
     {ch}_v <= {valid_in};
     {ch}_slot <= {ch}_slot == {pbits}'d{lat} ? {pbits}'d0 : {ch}_slot + {pbits}'d1;
   end
