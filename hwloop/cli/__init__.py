@@ -40,6 +40,18 @@ def stdout_console():  # -> rich.console.Console (rich is imported when output i
     return Console(width=None if sys.stdout.isatty() else 160)
 
 
+def working(message: str):  # -> a context manager
+    """A spinner with ``message`` on stderr while a long step runs, when stderr is a terminal
+    (it leaves nothing behind); nothing otherwise."""
+    import contextlib
+
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    from rich.console import Console
+
+    return Console(stderr=True).status(message)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports bad arguments as one line and exit code 2 (argparse's own code)."""
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hwloop.cli import working
 from hwloop.errors import ParameterError
 from hwloop.hdl.systolic.params import DATAFLOWS, SystolicParams
 
@@ -74,7 +75,8 @@ def run_generate(args: argparse.Namespace) -> int:
     from hwloop.hdl.systolic import generate_verilog, ports
     from hwloop.manifest import write_design
 
-    verilog = generate_verilog(params)
+    with working(f"generating {params.name}"):
+        verilog = generate_verilog(params)
     data = write_design(
         args.output, generator="systolic", name=params.name, params=params.to_dict(),
         ports=list(ports(params)), verilog=verilog,
@@ -192,16 +194,19 @@ def run_sim(args: argparse.Namespace) -> int:
     from hwloop.sim.energy import load_energy_table
 
     table = load_energy_table(args.energy_table)
+    doing = (f"{'co-simulating' if args.fidelity == 'rtl' else 'modelling'} {params.name} on "
+             f"{workload.name} (build, synthesis and results are cached)")
     if args.json:
-        with stdout_to_stderr():
+        with stdout_to_stderr(), working(doing):
             result = evaluate(params, workload, mapping, args.fidelity, seed=args.seed,
                               waves=args.waves, energy_table=table, reuse=args.reuse,
                               out_shift=args.out_shift)
         print(json.dumps(evaluation_json(result, seed=args.seed)))
     else:
-        result = evaluate(params, workload, mapping, args.fidelity, seed=args.seed,
-                          waves=args.waves, energy_table=table, reuse=args.reuse,
-                          out_shift=args.out_shift)
+        with working(doing):
+            result = evaluate(params, workload, mapping, args.fidelity, seed=args.seed,
+                              waves=args.waves, energy_table=table, reuse=args.reuse,
+                              out_shift=args.out_shift)
         print_table(result, seed=args.seed)
     if result.bit_exact is False:  # evaluate raises first; kept as a guard
         return 1

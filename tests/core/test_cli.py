@@ -39,3 +39,17 @@ def test_doctor_fails_only_on_required_tools(monkeypatch, capsys):
     required_missing = [*optional_missing, ToolStatus("yosys", None, False, "pip install x")]
     monkeypatch.setattr(toolchain, "doctor", lambda: required_missing)
     assert main(["doctor"]) == 1
+
+
+def test_spinner_only_on_a_terminal(monkeypatch):
+    """Long steps show a spinner on stderr only when it is a terminal: logs and pipes get
+    nothing from it."""
+    import contextlib
+    import io
+
+    from hwloop.cli import working
+
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    with working("building") as status:
+        assert status is None
+    assert isinstance(working("building"), contextlib.nullcontext)
