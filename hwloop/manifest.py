@@ -17,7 +17,7 @@ from typing import Any
 
 from hwloop import __version__
 from hwloop.errors import InputError
-from hwloop.paths import as_created
+from hwloop.paths import mkdtemp
 
 
 def manifest(*, generator: str, name: str, params: dict[str, Any], ports: list[dict[str, Any]],
@@ -87,9 +87,8 @@ def write_folder_atomically(out: Path, fill: Callable[[Path], None], *,
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create {str(parent)!r}: {exc.strerror or exc}") from None
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    tmp = mkdtemp(prefix=f".{out.name}.tmp-", dir=parent)
     try:
-        as_created(tmp)
         fill(tmp)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))

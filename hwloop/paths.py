@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 from pathlib import Path
 
 import platformdirs
@@ -24,7 +25,26 @@ def _umask() -> int:
     return mask
 
 
-def as_created(path: str | Path) -> None:
-    """Give ``path``, made owner-only by ``tempfile`` to be renamed into place, the mode a
-    plain ``open`` or ``mkdir`` would have: users share what hwloop writes like any file."""
-    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~_umask())
+def mkstemp(*, dir: str | Path, prefix: str, suffix: str = "") -> tuple[int, str]:
+    """``tempfile.mkstemp``, but the file gets the mode a plain ``open`` would give it (0o666
+    less the umask, not owner-only): it is renamed into place as the user's output."""
+    fd, path = tempfile.mkstemp(dir=dir, prefix=prefix, suffix=suffix)
+    try:
+        os.chmod(path, 0o666 & ~_umask())
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    return fd, path
+
+
+def mkdtemp(*, dir: str | Path, prefix: str) -> Path:
+    """``tempfile.mkdtemp``, but the folder gets the mode a plain ``mkdir`` would give it (0o777
+    less the umask, not owner-only): it is renamed into place as the user's output."""
+    path = Path(tempfile.mkdtemp(dir=dir, prefix=prefix))
+    try:
+        os.chmod(path, 0o777 & ~_umask())
+    except BaseException:
+        path.rmdir()
+        raise
+    return path

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import BinaryIO
 import numpy as np
 
 from hwloop.errors import TraceError
-from hwloop.paths import as_created
+from hwloop.paths import mkstemp
 
 TRACE_DTYPE = np.dtype([("pc", "<u8"), ("addr", "<u8"), ("write", "u1")])
 
@@ -150,9 +149,8 @@ class TraceWriter:
         directory = self.path.parent if str(self.path.parent) else Path(".")
         if not directory.is_dir():
             raise TraceError(f"{self.path}: directory {directory} does not exist")
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
+        fd, tmp = mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
         self._tmp = Path(tmp)
-        as_created(self._tmp)
         self._file: BinaryIO | None = os.fdopen(fd, "wb")
         self._file.write(_HEADER.pack(MAGIC, VERSION, 0, chunk_records, 0))
 
@@ -626,10 +624,9 @@ def write_csv(path: str | Path, chunks: Iterable[np.ndarray], *, with_kind: bool
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise TraceError(f"{path}: directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    fd, tmp = mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     count = 0
     try:
-        as_created(tmp)
         with os.fdopen(fd, "w", encoding="ascii") as handle:
             for records in chunks:
                 pcs = records["pc"].tolist()

@@ -12,13 +12,12 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from hwloop.errors import InputError
-from hwloop.paths import as_created
+from hwloop.paths import mkdtemp, mkstemp
 from hwloop.search.db import ResultsDB, Row
 
 METHOD_COLORS = {"random": "#7f7f7f", "bo": "#1f77b4", "cbo": "#d62728", "apollo": "#2ca02c",
@@ -39,11 +38,10 @@ def export_rows(db_path: str | Path, output: str | Path, *, fmt: str) -> int:
     columns: list[str] = []
     for record in records:
         columns += [k for k in record if k not in columns]
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+    fd, tmp_name = mkstemp(prefix=f".{output.name}.", dir=output.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        as_created(tmp)
         if fmt == "csv":
             with open(tmp, "w", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=columns)
@@ -211,9 +209,8 @@ def write_report(db_path: str | Path, out_dir: str | Path, *, top: int = 10) -> 
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"-o {out_dir}: exists and is not a folder")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging = mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent)
     try:
-        as_created(staging)
         _plot_pareto(rows, staging / "pareto.png", objective)
         curves: dict[str, list[list[float]]] = defaultdict(list)
         samples: dict[str, list[list[float]]] = defaultdict(list)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from hwloop.errors import ConfigError
-from hwloop.paths import as_created
+from hwloop.paths import mkstemp
 
 FORMAT = "hwloop-table"
 KINDS = ("replacement", "prefetch")
@@ -105,9 +104,8 @@ def save_table(path: str | Path, table: Table) -> None:
     arrays = {"meta": np.array(json.dumps(meta)), "values": table.values.astype(np.int64)}
     if table.kind == "prefetch":
         arrays["confidence"] = table.confidence.astype(np.int64)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    fd, tmp = mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
     try:
-        as_created(tmp)
         with os.fdopen(fd, "wb") as handle:
             np.savez(handle, **arrays)
         os.replace(tmp, path)
