@@ -179,7 +179,7 @@ def synthesize(verilog: str, top: str) -> Synthesis:
         kinds.setdefault(anonymous(text, name), []).append(name)
     with ThreadPoolExecutor(max_workers=2) as pool:  # Yosys runs in subprocesses
         rest_run = pool.submit(_run_yosys, verilog, top, blackboxes=tuple(leaves))
-        parts = {text: pool.submit(_synthesize_module, text, LEAF) for text in kinds}
+        parts = {text: pool.submit(_synthesize_leaf, text) for text in kinds}
         rest = rest_run.result()
         counts = dict(rest.cell_counts)
         memory_bits = rest.memory_bits
@@ -193,13 +193,14 @@ def synthesize(verilog: str, top: str) -> Synthesis:
                      time.perf_counter() - start)
 
 
-def _synthesize_module(text: str, name: str) -> Synthesis:
+def _synthesize_leaf(text: str) -> Synthesis:
+    """A leaf module's synthesis (``text`` as :func:`anonymous` made it), cached by its text."""
     key = hashlib.sha256(
-        f"{toolchain.yosys_version()}\0{SCRIPT}\0{name}\0{text}".encode()).hexdigest()[:32]
+        f"{toolchain.yosys_version()}\0{SCRIPT}\0{LEAF}\0{text}".encode()).hexdigest()[:32]
     path = _cache_file("m", key)
     found = _read_cached(path)
     if found is None:
-        found = _run_yosys(text, name)
+        found = _run_yosys(text, LEAF)
         _write_cached(path, found)
     return found
 

@@ -147,9 +147,8 @@ class WsMesh(wiring.Component):
                              pe.wl_data.eq(self.wl_data.word_select(c, W))]
                 if r > 0:
                     m.d.comb += pe.p_in.eq(pes[r - 1][c].p_out)
-        psum = [[pes[r][c].p_out for c in range(C)] for r in range(R)]
 
-        outs = [_delay(m, psum[R - 1][c], C - 1 - c, f"deskew{c}") for c in range(C)]
+        outs = [_delay(m, pes[R - 1][c].p_out, C - 1 - c, f"deskew{c}") for c in range(C)]
         out_reg = Signal(unsigned(C * A), reset_less=True)
         m.d.sync += out_reg.eq(Cat(*[_widened(m, o, A) for o in outs]))
         m.d.comb += [self.out.eq(out_reg), self.early.eq(f_diag[R + C - 1][0])]
