@@ -210,7 +210,8 @@ class SystolicAccelerator(wiring.Component):
         c_outer = Signal(ADDR_BITS)
         c_inner = Signal(ADDR_BITS)
         c_len = Signal(ADDR_BITS)
-        c_period = Signal(ADDR_BITS)
+        c_period = Signal(ADDR_BITS)       # array tiles' period, but the last one's
+        c_last_period = Signal(ADDR_BITS)
         c_b_base = Signal(ADDR_BITS)
         c_a_base = Signal(ADDR_BITS)
         tiles = Signal(ADDR_BITS)
@@ -260,13 +261,25 @@ class SystolicAccelerator(wiring.Component):
         # starts without a prologue)
         preloaded = Signal()
         tiles_n = fields["c_outer"] * fields["c_inner"]
-        min_period = R if os_flow else max(R + C - 1, 2)
         length = fields["c_length"]
-        period = Mux(length > min_period, length, min_period)
+
+        def at_least(floor: int):
+            return Mux(length > floor, length, floor)
+        if os_flow:
+            period = last_period = at_least(R)
+        else:
+            # a tile's weight window (rows cycles from its slot cols-1) may run into the next
+            # tile when no feed stalls (those would delay the window's last rows past the
+            # next tile's switch): not on a streaming compute, and not in a last tile whose
+            # window preloads the next compute (it ends before the next dispatch)
+            short, long = at_least(max(R, C, 2)), at_least(max(R + C - 1, 2))
+            period = Mux(flags[8], long, short)
+            last_period = Mux(flags[8] | flags[5] | flags[6], long, short)
         with m.If(start_compute):
             m.d.sync += [
                 c_outer.eq(fields["c_outer"]), c_inner.eq(fields["c_inner"]),
-                c_len.eq(length), c_period.eq(period), spacing_wait.eq(1),
+                c_len.eq(length), c_period.eq(period), c_last_period.eq(last_period),
+                spacing_wait.eq(1),
                 c_a_base.eq(fields["c_a_base"]), c_b_base.eq(fields["c_b_base"]),
                 tiles.eq(tiles_n), feeding.eq(1),
                 prologue.eq(0 if os_flow else ~preloaded),
@@ -279,8 +292,9 @@ class SystolicAccelerator(wiring.Component):
         # the controller waits for the feeder only: the drain of an instruction's last tiles
         # overlaps the next instruction (the guard keeps at most one drain outstanding). The
         # feeder ends in the last cycle of the last tile's period (no stall in it).
-        ends_feeding = ~holding & ~starving & ~prologue & (slot + 1 == c_period) \
-            & (fed + 1 == tiles)
+        last_tile = fed + 1 == tiles
+        period_now = Mux(last_tile, c_last_period, c_period)
+        ends_feeding = ~holding & ~starving & ~prologue & (slot + 1 == period_now) & last_tile
         m.d.comb += comp_ends.eq((guard <= 1) & (~feeding | ends_feeding))
 
         # scratchpad reads for the stream
@@ -289,39 +303,38 @@ class SystolicAccelerator(wiring.Component):
         else:
             m.d.comb += ifmap_r.addr.eq(a_tile + slot)
 
-        # WS weight preload: tile 0 during a prologue of ``rows`` cycles; tile j+1 during
-        # slots cols-1 .. cols+rows-2 of tile j (next weights are free once tile j switched).
-        # With the preload flag (set by the program only when those weight rows are already in
-        # the scratchpad) the last tile's window loads the next compute's first tile, from the
-        # b base of the prefetched next instruction, and that compute starts without prologue.
+        # WS weight preload: tile 0 during a prologue of ``rows`` cycles; tile j+1 in a window
+        # of ``rows`` cycles from slot cols-1 of tile j (next weights are free once tile j
+        # switched, and row r must be written before tile j+1 switches at PE(r, 0): a period
+        # of at least max(rows, cols) cycles). With the preload flag (set by the program only
+        # when those weight rows are already in the scratchpad) the last tile's window loads
+        # the next compute's first tile, from the b base of the prefetched next instruction,
+        # and that compute starts without prologue.
         wl_issue = Signal()
         wl_row = Signal(range(max(R, 2)))
         wl_base = Signal(ADDR_BITS)  # weight rows of the next tile to preload
         if not os_flow:
             # bit 5: preload; bit 6: preload if this instruction's weight load (which writes
-            # those rows) is complete when the window opens, decided in its first cycle
+            # those rows) is complete when the window opens
             c_preload = Signal()
             c_preload_loaded = Signal()
             with m.If(start_compute):
                 m.d.sync += [wl_base.eq(fields["c_b_base"] + Mux(preloaded, R, 0)),
                              c_preload.eq(flags[5]), c_preload_loaded.eq(flags[6]),
                              weights_ready.eq(0)]
-            last_tile = fed + 1 == tiles
-            window_opens = slot == C - 1
-            cross_now = Signal()
-            cross_held = Signal()
-            m.d.comb += cross_now.eq(c_preload | (c_preload_loaded & weights_loaded))
-            with m.If(feeding & ~prologue & last_tile & window_opens):
-                m.d.sync += cross_held.eq(cross_now)
-            cross_ok = Mux(window_opens, cross_now, cross_held)
-            in_window = (slot < C - 1 + R) & (~last_tile | cross_ok)
-            if C > 1:  # with one column every slot is past the window's start
-                in_window &= slot >= C - 1
-            cross = ~prologue & last_tile  # the window of the last tile preloads the next compute
+            w_on = Signal()       # a window is past its first row
+            w_row = Signal.like(wl_row)  # its next row
+            w_cross = Signal()    # it preloads the next compute
+            cross_now = c_preload | (c_preload_loaded & weights_loaded)
+            opens = feeding & ~prologue & (slot == C - 1) & (~last_tile | cross_now)
+            cross = Signal()
+            m.d.comb += cross.eq(Mux(w_on, w_cross, ~prologue & last_tile))
             with m.If(feeding & prologue):
                 m.d.comb += [wl_issue.eq(1), wl_row.eq(slot)]
-            with m.Elif(feeding & in_window):
-                m.d.comb += [wl_issue.eq(1), wl_row.eq(slot - (C - 1))]
+            with m.Elif(w_on):
+                m.d.comb += [wl_issue.eq(1), wl_row.eq(w_row)]
+            with m.Elif(opens):
+                m.d.comb += [wl_issue.eq(1), wl_row.eq(0)]
             m.d.comb += weight_r.addr.eq(Mux(cross, fields["c_b_base"], wl_base) + wl_row)
             # streaming: weight rows of this compute (prologue, windows but the crossing one)
             # and A rows of its k blocks, in the order its loads write them
@@ -329,6 +342,8 @@ class SystolicAccelerator(wiring.Component):
                 (wl_issue & ~cross & (b_seen <= wl_base - c_b_base + wl_row))
                 | (~prologue & (slot < c_len) & (a_seen <= a_tile - c_a_base + slot))))
             window_ends = wl_issue & (wl_row == R - 1) & ~starving
+            with m.If(~prologue & wl_issue & ~starving):
+                m.d.sync += [w_on.eq(wl_row != R - 1), w_row.eq(wl_row + 1), w_cross.eq(cross)]
             m.d.comb += preloaded.eq(weights_ready | (window_ends & cross))
             with m.If(window_ends & ~start_compute):
                 m.d.sync += wl_base.eq(wl_base + R)
@@ -346,7 +361,7 @@ class SystolicAccelerator(wiring.Component):
                     m.d.sync += [prologue.eq(0), slot.eq(0)]
                 with m.Else():
                     m.d.sync += slot.eq(slot + 1)
-            with m.Elif(slot + 1 == c_period):
+            with m.Elif(slot + 1 == period_now):
                 m.d.sync += [slot.eq(0), fed.eq(fed + 1)]
                 with m.If(fed + 1 == tiles):
                     m.d.sync += feeding.eq(0)

@@ -11,8 +11,11 @@ feeder (array tiles back to back, ``P`` cycles apart):
     os: P = max(length, rows) (a column's shadow registers shift out over ``rows`` cycles);
         an instruction's first tile may not end less than ``rows`` cycles after the previous
         tile ended, so its feed may stall: stall = max(0, prev_last + rows - length - dispatch)
-    ws: P = max(length, rows + cols - 1, 2), after a ``rows``-cycle weight prologue
-        (the next tile's weights load in slots cols-1 .. cols+rows-2 of the current tile);
+    ws: P = max(length, rows, cols, 2), after a ``rows``-cycle weight prologue (the next
+        tile's weights load in the ``rows`` cycles from slot cols-1 of the current tile, into
+        the next tile if it is short); P = max(length, rows + cols - 1, 2) on a streaming
+        compute (its feed stalls would delay those loads) and for the last tile of one that
+        preloads the next compute's weights (its window ends before the next dispatch);
         no prologue when the previous instruction preloaded the weights (``preloads_next``)
     at least GUARD = 2*rows + cols cycles (so at most one drain is outstanding)
 drain (overlaps the next instruction): the last sums are in the scratchpad
@@ -72,10 +75,17 @@ class GemmRun:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-def _period(params, c: Compute) -> int:
+def tile_periods(params, instr: Instruction) -> tuple[int, int]:
+    """Cycles between the starts of an instruction's array tiles, and the last tile's."""
+    c = instr.compute
+    R, C = params.rows, params.cols
     if params.dataflow == "os":
-        return max(c.length, params.rows)
-    return max(c.length, params.rows + params.cols - 1, 2)
+        period = max(c.length, R)
+        return period, period
+    short, long = max(c.length, R, C, 2), max(c.length, R + C - 1, 2)
+    if instr.stream:
+        return long, long
+    return short, long if instr.preload_next or instr.preload_next_when_loaded else short
 
 
 def feed_stall(params, c: Compute, since_last: int | None) -> int:
@@ -90,27 +100,32 @@ def _prologue(params, preloaded: bool) -> int:
     return 0 if params.dataflow == "os" or preloaded else params.rows
 
 
-def feed_cycles(params, c: Compute, stall: int = 0, preloaded: bool = False) -> int:
+def feed_cycles(params, instr: Instruction, stall: int = 0, preloaded: bool = False) -> int:
     """Cycles from dispatch to the feeder's last busy cycle (the next dispatch's earliest)."""
     R, C = params.rows, params.cols
-    feed = _prologue(params, preloaded) + stall + c.array_tiles * _period(params, c)
+    period, last = tile_periods(params, instr)
+    feed = _prologue(params, preloaded) + stall + (instr.compute.array_tiles - 1) * period + last
     return max(feed, 2 * R + C)
 
 
-def last_feed_cycles(params, c: Compute, stall: int = 0, preloaded: bool = False) -> int:
+def last_feed_cycles(params, instr: Instruction, stall: int = 0,
+                     preloaded: bool = False) -> int:
     """Cycles from dispatch to the feed of the last tile's last element."""
-    return _prologue(params, preloaded) + stall + (c.array_tiles - 1) * _period(params, c) \
-        + c.length
+    c = instr.compute
+    return _prologue(params, preloaded) + stall \
+        + (c.array_tiles - 1) * tile_periods(params, instr)[0] + c.length
 
 
-def drain_cycles(params, c: Compute, stall: int = 0, preloaded: bool = False,
+def drain_cycles(params, instr: Instruction, stall: int = 0, preloaded: bool = False,
                  tile: int | None = None) -> int:
     """Cycles from dispatch until the last row of sums of array tile ``tile`` (default: the
     last) is read for writing."""
     R, C = params.rows, params.cols
+    c = instr.compute
     latency = 2 * R + C if params.dataflow == "os" else R + C  # after the tile's last feed
     last = c.array_tiles - 1 if tile is None else tile
-    return _prologue(params, preloaded) + stall + last * _period(params, c) + c.length + latency
+    return _prologue(params, preloaded) + stall + last * tile_periods(params, instr)[0] \
+        + c.length + latency
 
 
 @dataclass
@@ -165,12 +180,12 @@ def stream_wait(params, instr: Instruction, dispatch: int, stall: int,
         for s in range(L):
             t = max(t + 1, seen["a"][s], seen["b"][s])
         return t - (dispatch + stall + L), None
-    period, tiles, window = _period(params, c), c.array_tiles, None
+    (period, last_period), tiles, window = tile_periods(params, instr), c.array_tiles, None
     for r in range(R):
         t = max(t + 1, seen["b"][r])
     for i in range(tiles):
         last = i == tiles - 1
-        for slot in range(period):
+        for slot in range(last_period if last else period):
             need = t + 1
             if slot < L:
                 need = max(need, seen["a"][i * L + slot])
@@ -179,7 +194,7 @@ def stream_wait(params, instr: Instruction, dispatch: int, stall: int,
             t = need
             if last and slot == C - 1:
                 window = t
-    return t - (dispatch + stall + R + tiles * period), window
+    return t - (dispatch + stall + R + (tiles - 1) * period + last_period), window
 
 
 def dma_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | None,
@@ -230,7 +245,7 @@ def instruction_cycles(params, instr: Instruction, dispatch: int, drain_ready: i
                        tiles_drained: Callable[[int, bool], int] | None = None) -> int:
     """Cycles of one instruction dispatched at ``dispatch`` (see dma_cycles)."""
     dma = dma_cycles(params, instr, dispatch, drain_ready, bus, tiles_drained)
-    comp = 0 if instr.compute is None else feed_cycles(params, instr.compute, stall, preloaded)
+    comp = 0 if instr.compute is None else feed_cycles(params, instr, stall, preloaded)
     return DISPATCH_CYCLES + max(dma, comp)
 
 
@@ -251,7 +266,7 @@ def preloads_next(params, instr: Instruction, dispatch: int, loads_done: int,
         return False
     if window is None:
         window = dispatch + 1 + _prologue(params, preloaded) \
-            + (c.array_tiles - 1) * _period(params, c) + params.cols - 1
+            + (c.array_tiles - 1) * tile_periods(params, instr)[0] + params.cols - 1
     return loads_done + 1 <= window
 
 
@@ -306,8 +321,9 @@ class _Walk:
     last_fed: int | None = None    # the last tile's last element was fed
     preloaded: bool = False        # ws: the previous instruction preloaded this one's weights
     bus: BusState = field(default_factory=BusState)
-    #: the last compute, its dispatch, feed stall and whether it was preloaded (store waits)
-    last_compute: tuple[Compute, int, int, bool] | None = None
+    #: the last computing instruction, its dispatch, feed stall and whether it was preloaded
+    #: (store waits)
+    last_compute: tuple[Instruction, int, int, bool] | None = None
 
     def tiles_drained(self, params) -> Callable[[int, bool], int] | None:
         """``(n, in_drain_order) ->`` the absolute cycle from which a store burst waiting for
@@ -317,12 +333,13 @@ class _Walk:
         cycle, so the burst's later rows never overtake it)."""
         if self.last_compute is None:
             return None
-        c, dispatch, stall, preloaded = self.last_compute
-        rows_before_last = params.rows - 1 if params.dataflow == "os" else c.length - 1
+        instr, dispatch, stall, preloaded = self.last_compute
+        rows_before_last = params.rows - 1 if params.dataflow == "os" \
+            else instr.compute.length - 1
 
         def ready(n: int, in_drain_order: bool) -> int:
             follow = in_drain_order or params.dataflow == "ws"
-            return dispatch + drain_cycles(params, c, stall, preloaded, tile=n - 1) + 2 \
+            return dispatch + drain_cycles(params, instr, stall, preloaded, tile=n - 1) + 2 \
                 - (rows_before_last if follow else 0)
         return ready
 
@@ -331,8 +348,8 @@ class _Walk:
             return None if x is None else x + delta
         last = None
         if self.last_compute is not None:
-            c, dispatch, stall, preloaded = self.last_compute
-            last = (c, dispatch + delta, stall, preloaded)
+            instr, dispatch, stall, preloaded = self.last_compute
+            last = (instr, dispatch + delta, stall, preloaded)
         return _Walk(self.cycles + delta, move(self.drain_done), move(self.last_fed),
                      self.preloaded, BusState(self.bus.read_free + delta,
                                               self.bus.write_free + delta), last)
@@ -348,8 +365,10 @@ class _Walk:
                 else max(self.last_fed - d, -(params.rows - 1))
         last = None  # matters to a store only while the last compute still drains
         if self.last_compute is not None and drain >= 0:
-            c, dispatch, stall, preloaded = self.last_compute
-            last = (c.outer, c.inner, c.length, dispatch - d, stall, preloaded)
+            instr, dispatch, stall, preloaded = self.last_compute
+            c = instr.compute
+            last = (c.outer, c.inner, c.length, tile_periods(params, instr)[0], dispatch - d,
+                    stall, preloaded)
         return (drain, fed, self.preloaded, max(self.bus.read_free - d, 1),
                 max(self.bus.write_free - d, 1), last)
 
@@ -369,9 +388,9 @@ def _step(params, instr: Instruction, w: _Walk) -> None:
         if instr.stream:
             extra, window = stream_wait(params, instr, dispatch, stall, w.bus.read_free)
             stall += extra
-        w.drain_done = dispatch + drain_cycles(params, instr.compute, stall, w.preloaded)
-        w.last_fed = dispatch + last_feed_cycles(params, instr.compute, stall, w.preloaded)
-        w.last_compute = (instr.compute, dispatch, stall, w.preloaded)
+        w.drain_done = dispatch + drain_cycles(params, instr, stall, w.preloaded)
+        w.last_fed = dispatch + last_feed_cycles(params, instr, stall, w.preloaded)
+        w.last_compute = (instr, dispatch, stall, w.preloaded)
     w.cycles += instruction_cycles(params, instr, dispatch, ready, w.bus, stall, w.preloaded,
                                    drained_before)
     w.preloaded = preloads_next(params, instr, dispatch, w.bus.loads_done, w.preloaded,

@@ -28,6 +28,7 @@ from hwloop.sim.systolic.model import (
     instruction_actions,
     model_gemm,
     program_cycles,
+    tile_periods,
 )
 from hwloop.sim.systolic.program import (
     FIELD_BITS,
@@ -64,6 +65,9 @@ SPLIT_WS_SHAPES = [
     (Gemm(m=44, n=9, k=30), Mapping(tile_m=6, tile_n=4, tile_k=21, order="mnk")),
     (Gemm(m=13, n=9, k=26), Mapping(tile_m=13, tile_n=2, tile_k=21, order="mnk")),
 ]
+# ws, batch 1: array tiles of one row, each next tile's weights loading into the one after
+GEMV_GEMM = Gemm(m=1, n=4, k=24)
+GEMV_MAPPING = Mapping(tile_m=1, tile_n=4, tile_k=12, order="mnk")
 
 
 def _without_preloads(instrs: list[Instruction], *, static: bool = True) -> list[Instruction]:
@@ -288,8 +292,28 @@ def test_instructions_follow_without_a_gap():
     feed = 4 * 40  # no prologue: every compute after the first is preloaded
     assert cycles == START_CYCLES + WS.rows + 6 * feed + DONE_CYCLES
     assert DISPATCH_CYCLES == 0 and START_CYCLES + DONE_CYCLES == 2
-    assert feed_cycles(WS, comp) == WS.rows + feed
-    assert feed_cycles(WS, comp, preloaded=True) == feed
+    assert feed_cycles(WS, instrs[-1]) == WS.rows + feed
+    assert feed_cycles(WS, instrs[-1], preloaded=True) == feed
+
+
+def test_short_ws_tiles_start_every_max_rows_cols_cycles():
+    """A ws array tile shorter than rows + cols - 1 lasts max(rows, cols) cycles: the next
+    tile's weight window runs on into the tile after. Not on a streaming compute (its stalls
+    would delay the window past the switch) and not in the last tile of a compute that
+    preloads the next one (that window ends before the next dispatch)."""
+    plain = Instruction(compute=Compute(outer=1, inner=8, length=1))
+    assert tile_periods(WS, plain) == (3, 3)
+    assert tile_periods(WS, replace(plain, preload_next=True)) == (3, 4)
+    assert tile_periods(WS, replace(plain, preload_next_when_loaded=True)) == (3, 4)
+    assert tile_periods(WS, replace(plain, stream=True)) == (4, 4)
+    assert tile_periods(replace(WS, rows=2, cols=5), plain) == (5, 5)
+    assert tile_periods(replace(WS, rows=1, cols=1), plain) == (2, 2)
+    assert tile_periods(OS, plain) == (2, 2)
+    assert feed_cycles(WS, plain) == WS.rows + 8 * 3
+    # the GEMV of the RTL test below computes on such tiles
+    program = build_program(WS, GEMV_GEMM, GEMV_MAPPING.fit_to(WS, GEMV_GEMM))
+    computes = [i for i in program.instructions if i.compute is not None]
+    assert computes and all(tile_periods(WS, i)[0] == 3 for i in computes)
 
 
 def _jobs(params: SystolicParams, rng: np.random.Generator) -> list:
@@ -297,6 +321,7 @@ def _jobs(params: SystolicParams, rng: np.random.Generator) -> list:
     shapes: list[tuple[Gemm, Mapping]] = []
     if params.dataflow == "ws":
         shapes.append((REUSE_GEMM, REUSE_MAPPING))
+        shapes.append((GEMV_GEMM, GEMV_MAPPING))
         shapes.append((Gemm(m=23, n=2 * C + 1, k=2 * R), Mapping(tile_m=5, tile_n=C, tile_k=R,
                                                                  order="nmk")))
         shapes += SPLIT_WS_SHAPES

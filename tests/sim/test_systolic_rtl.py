@@ -100,9 +100,9 @@ def _split_program(params, gemm, mapping, variant, out_shift=0):
 
 def _whole_tiles(walk, params):
     """A store burst's start if it waited for whole tiles, for comparison."""
-    c, dispatch, stall, preloaded = walk.last_compute
+    instr, dispatch, stall, preloaded = walk.last_compute
     return lambda n, in_drain_order: dispatch + model_module.drain_cycles(
-        params, c, stall, preloaded, tile=n - 1) + 2
+        params, instr, stall, preloaded, tile=n - 1) + 2
 
 
 @pytest.mark.parametrize("dataflow", [
