@@ -278,8 +278,7 @@ class SystolicAccelerator(wiring.Component):
         with m.If(start_compute):
             m.d.sync += [
                 c_outer.eq(fields["c_outer"]), c_inner.eq(fields["c_inner"]),
-                c_len.eq(length), c_period.eq(period), c_last_period.eq(last_period),
-                spacing_wait.eq(1),
+                c_len.eq(length), c_period.eq(period), spacing_wait.eq(1),
                 c_a_base.eq(fields["c_a_base"]), c_b_base.eq(fields["c_b_base"]),
                 tiles.eq(tiles_n), feeding.eq(1),
                 prologue.eq(0 if os_flow else ~preloaded),
@@ -293,7 +292,12 @@ class SystolicAccelerator(wiring.Component):
         # overlaps the next instruction (the guard keeps at most one drain outstanding). The
         # feeder ends in the last cycle of the last tile's period (no stall in it).
         last_tile = fed + 1 == tiles
-        period_now = Mux(last_tile, c_last_period, c_period)
+        if os_flow:
+            period_now = c_period
+        else:
+            period_now = Mux(last_tile, c_last_period, c_period)
+            with m.If(start_compute):
+                m.d.sync += c_last_period.eq(last_period)
         ends_feeding = ~holding & ~starving & ~prologue & (slot + 1 == period_now) & last_tile
         m.d.comb += comp_ends.eq((guard <= 1) & (~feeding | ends_feeding))
 
