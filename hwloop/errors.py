@@ -69,3 +69,10 @@ class SimulationError(HwloopError):
 
 class SimulationTimeout(SimulationError):
     """A simulation did not finish within its time limit."""
+
+
+def check_seed(seed: object, *, name: str = "seed") -> None:
+    """A random seed is a non-negative integer (numpy's generators refuse others with a
+    traceback); ``name`` is what the message calls it (``--seed`` on the command line)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ParameterError(f"{name} must be a non-negative integer, not {seed!r}")

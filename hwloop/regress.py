@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from hwloop.errors import ParameterError
+from hwloop.errors import ParameterError, check_seed
 from hwloop.paths import cache_dir
 
 REGISTRY: dict[str, str] = {
@@ -122,6 +122,7 @@ def run_regress(*, level: str = "quick", generators: list[str] | None = None, se
         raise ParameterError(f"jobs must be a positive integer, not {jobs}")
     if max_configs is not None and max_configs < 1:
         raise ParameterError(f"max-configs must be a positive integer, not {max_configs}")
+    check_seed(seed)
     names = list(generators) if generators else list(REGISTRY)
     if config is not None and len(names) != 1:
         raise ParameterError("--config needs exactly one --generator")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hwloop.errors import InputError, ParameterError
+from hwloop.errors import InputError, ParameterError, check_seed
 from hwloop.search.db import ResultsDB, Row, Sweep, params_hash
 from hwloop.search.engine import DaskEngine, LocalEngine, Outcome, make_engine
 from hwloop.search.objective import PointResult, rescore
@@ -116,7 +116,8 @@ def load_warm_start(path: str | Path, space: Space) -> list[tuple[dict[str, Any]
 
 
 def check_options(*, budget: int, workers: int | None, timeout: float | None,
-                  fidelity: str | None) -> None:
+                  fidelity: str | None, seed: int = 0) -> None:
+    check_seed(seed, name="--seed")
     if budget < 1:
         raise ParameterError(f"--budget must be at least 1, not {budget}")
     if workers is not None and workers < 1:
@@ -150,7 +151,8 @@ def run_sweep(
     from hwloop.search.methods.base import make_optimizer
 
     started = time.time()
-    check_options(budget=budget, workers=workers, timeout=timeout, fidelity=fidelity)
+    check_options(budget=budget, workers=workers, timeout=timeout, fidelity=fidelity,
+                  seed=seed)
     fidelity = fidelity or space.fidelity
     db_path = Path(db_path)
     evaluator = evaluator or evaluator_from_env()

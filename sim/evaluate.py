@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from hwloop import toolchain
-from hwloop.errors import InputError, ParameterError, SimulationError
+from hwloop.errors import InputError, ParameterError, SimulationError, check_seed
 from hwloop.evaluation import Evaluation, LayerResult
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.paths import cache_dir
@@ -188,6 +188,7 @@ def evaluate(
     start = time.perf_counter()
     if fidelity not in FIDELITIES:
         raise ParameterError(f"fidelity must be one of {', '.join(FIDELITIES)}, not {fidelity!r}")
+    check_seed(seed)
     params = _as_params(params)
     selected = _select(workload, layers, first)
     table = energy_table if isinstance(energy_table, EnergyTable) else load_energy_table(

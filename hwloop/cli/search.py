@@ -82,7 +82,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     # Cheap checks first: nothing is loaded, started or written on bad input.
     check_options(budget=args.budget, workers=args.workers, timeout=args.timeout,
-                  fidelity=args.fidelity)
+                  fidelity=args.fidelity, seed=args.seed)
     if args.scheduler is not None and not args.scheduler.startswith(("tcp://", "tls://",
                                                                        "inproc://", "ucx://")):
         raise InputError(f"--scheduler {args.scheduler}: not a Dask address "

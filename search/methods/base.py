@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from hwloop.errors import ParameterError
+from hwloop.errors import ParameterError, check_seed
 from hwloop.search.objective import PointResult
 from hwloop.search.space import Point, Space
 
@@ -44,6 +44,7 @@ class Optimizer:
 
     def __init__(self, space: Space, *, seed: int = 0,
                  warm_start: WarmStart | None = None) -> None:
+        check_seed(seed)
         self.space = space
         self.seed = seed
         self.rng = np.random.default_rng(seed)

@@ -63,6 +63,7 @@ def _csv(tmp_path, name, rows):
     ("bad_layer", "has no layer 'nope'"),
     ("bad_mapping", "--mapping: expected key=value, not 'x'"),
     ("fidelity", "argument --fidelity: invalid choice: 'fast'"),
+    ("seed", "seed must be a non-negative integer, not -1"),
 ])
 def test_sim_bad_inputs(tmp_path, capsys, case, fragment):
     five = _csv(tmp_path, "five.csv", ["c1, 10, 10, 3, 3, 2, 4, 1,", "c2, 10, 10, 3, 3,"])
@@ -79,6 +80,7 @@ def test_sim_bad_inputs(tmp_path, capsys, case, fragment):
         "bad_layer": ["--workload", "tiny", "--layer", "nope"],
         "bad_mapping": ["--workload", "tiny", "--mapping", "x"],
         "fidelity": ["--workload", "tiny", "--fidelity", "fast"],
+        "seed": ["--workload", "tiny", "--seed", "-1"],
     }[case]
     code, out, err = run_main(capsys, ["sim", "systolic", *argv, "--fidelity", "model",
                                        "--json"] if case != "fidelity" else

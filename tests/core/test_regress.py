@@ -102,8 +102,10 @@ def test_bad_arguments_exit_2(fake_generators, capsys):
     assert info.value.code == 2
     assert main(["regress", "--generator", "good", "--jobs", "0"]) == 2
     assert main(["regress", "--generator", "good", "--config", "{nope"]) == 2
+    assert main(["regress", "--generator", "good", "--seed", "-3"]) == 2
     err = capsys.readouterr().err
     assert "hwloop: error: jobs must be a positive integer, not 0" in err
+    assert "hwloop: error: seed must be a non-negative integer, not -3" in err
     assert "hwloop: error: --config is not valid JSON" in err
 
 

@@ -191,6 +191,8 @@ def test_make_optimizer_and_tell_errors() -> None:
         opt.tell(points, [synthetic_result(space, points[0])])
     with pytest.raises(ParameterError, match="^ask needs n >= 1, not 0$"):
         opt.ask(0)
+    with pytest.raises(ParameterError, match=r"^seed must be a non-negative integer, not -1$"):
+        make_optimizer("apollo", space, seed=-1)
 
 
 def test_apollo_transfer_proposes_the_warm_best_first() -> None:

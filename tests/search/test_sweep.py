@@ -106,6 +106,8 @@ def test_kill_9_mid_sweep_then_resume_loses_and_repeats_nothing(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--budget", "0"], "hwloop: error: --budget must be at least 1, not 0"),
+    (["--budget", "3", "--seed", "-1"],
+     "hwloop: error: --seed must be a non-negative integer, not -1"),
     (["--budget", "3", "--workers", "0"], "hwloop: error: --workers must be at least 1, not 0"),
     (["--budget", "3", "--timeout", "-1"],
      "hwloop: error: --timeout must be a positive number of seconds, not -1.0"),

@@ -110,6 +110,8 @@ def test_bad_fidelity_and_params():
         evaluate(SMALL, "tiny", fidelity="fast")
     with pytest.raises(ParameterError, match=r"^rows must be an integer in 1..64, not 0$"):
         evaluate({"rows": 0}, "tiny", fidelity="model")
+    with pytest.raises(ParameterError, match=r"^seed must be a non-negative integer, not -2$"):
+        evaluate(SMALL, "tiny", seed=-2)
 
 
 def _model_simulator(*, corrupt=None, calls: list | None = None):
