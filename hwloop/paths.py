@@ -9,6 +9,8 @@ from pathlib import Path
 
 import platformdirs
 
+from hwloop.errors import ConfigError, InputError
+
 
 def cache_dir() -> Path:
     """The root of hwloop's caches: ``$HWLOOP_CACHE`` or the user's cache directory."""
@@ -48,3 +50,20 @@ def mkdtemp(*, dir: str | Path, prefix: str) -> Path:
         path.rmdir()
         raise
     return path
+
+
+def read_user_text(path: str | Path, *, error: type[InputError] = ConfigError,
+                   what: str = "") -> str:
+    """A file the user wrote (CSV, TOML), as UTF-8 text. An unreadable file or one that is
+    not UTF-8 raises ``error`` naming the file (and the line of the first bad byte).
+    ``what``: how the message calls the file ("space file"), after "cannot read"."""
+    label = f" {what}" if what else ""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise error(f"{path}: cannot read{label}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise error(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x})") from None

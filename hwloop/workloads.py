@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from hwloop.errors import ConfigError, WorkloadError
+from hwloop.paths import read_user_text
 
 KINDS = ("gemm", "conv")
 
@@ -172,10 +173,7 @@ def load_topology_csv(path: str | Path) -> Workload:
     path = Path(path)
     if not path.is_file():
         raise WorkloadError(f"workload file {str(path)!r} does not exist")
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise WorkloadError(f"{path}: cannot read: {exc}") from None
+    text = read_user_text(path, error=WorkloadError)
     rows = [(number, [cell.strip() for cell in row])
             for number, row in enumerate(csv.reader(text.splitlines()), start=1)]
     rows = [(number, cells) for number, cells in rows if any(cells)]

@@ -50,6 +50,7 @@ import numpy as np
 from hwloop.errors import ConfigError, ParameterError
 from hwloop.evaluation import METRICS
 from hwloop.hdl.systolic.params import SystolicParams
+from hwloop.paths import read_user_text
 
 Point = dict[str, Any]
 
@@ -316,11 +317,7 @@ def load_space(path: str | Path) -> Space:
     """Read and validate a space file. Errors are :class:`ConfigError` naming file:line (TOML
     syntax) or the file and key (everything else)."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError.at(path, None, f"cannot read space file: {exc.strerror}") from None
-    return parse_space(text, path=str(path))
+    return parse_space(read_user_text(path, what="space file"), path=str(path))
 
 
 def parse_space(text: str, *, path: str = "<space>") -> Space:

@@ -28,6 +28,7 @@ from typing import Any
 
 from hwloop.errors import ConfigError
 from hwloop.hdl.systolic.params import SystolicParams
+from hwloop.paths import read_user_text
 
 CONSTRAINTS = Path(__file__).resolve().parent.parent / "constraints"
 DEFAULT_TABLE = CONSTRAINTS / "energy.toml"
@@ -45,10 +46,7 @@ _FIELDS = {
 
 def read_toml(path: Path) -> dict[str, Any]:
     """A TOML file, or a ConfigError naming ``file:line``."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError.at(path, None, f"cannot read: {exc.strerror or exc}") from None
+    text = read_user_text(path)
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

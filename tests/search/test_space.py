@@ -199,3 +199,8 @@ def test_missing_file(tmp_path: Path) -> None:
         load_space(tmp_path / "nope.toml")
     assert str(info.value) == f"{tmp_path / 'nope.toml'}: cannot read space file: " \
                               "No such file or directory"
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('workloads = ["mlp"]\n# r\xe9seau\n'.encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_space(path)
+    assert str(info.value) == f"{path}:2: not UTF-8 text (byte 0xe9)"

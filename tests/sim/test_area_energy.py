@@ -282,6 +282,9 @@ def test_bad_energy_table_names_file_and_line(tmp_path):
     path.write_text("[mac]\nmultiply_pj = = 3\n")
     with pytest.raises(ConfigError, match=r"e.toml:2: "):
         load_energy_table(path)
+    path.write_bytes(b"[mac]\n\n# \x80\n")
+    with pytest.raises(ConfigError, match=r"e.toml:3: not UTF-8 text \(byte 0x80\)$"):
+        load_energy_table(path)
     path = tmp_path / "f.toml"
     default = open(load_energy_table().source).read()
     path.write_text(default.replace("pj_per_byte = 244.0", "pj_per_byte = -1"))
