@@ -211,7 +211,7 @@ class SystolicAccelerator(wiring.Component):
         c_inner = Signal(ADDR_BITS)
         c_len = Signal(ADDR_BITS)
         c_period = Signal(ADDR_BITS)       # array tiles' period, but the last one's
-        c_last_period = Signal(ADDR_BITS)
+        c_last_period = Signal(ADDR_BITS)  # (ws)
         c_b_base = Signal(ADDR_BITS)
         c_a_base = Signal(ADDR_BITS)
         tiles = Signal(ADDR_BITS)
@@ -266,7 +266,7 @@ class SystolicAccelerator(wiring.Component):
         def at_least(floor: int):
             return Mux(length > floor, length, floor)
         if os_flow:
-            period = last_period = at_least(R)
+            period = at_least(R)
         else:
             # a tile's weight window (rows cycles from its slot cols-1) may run into the next
             # tile when no feed stalls (those would delay the window's last rows past the
@@ -274,7 +274,8 @@ class SystolicAccelerator(wiring.Component):
             # window preloads the next compute (it ends before the next dispatch)
             short, long = at_least(max(R, C, 2)), at_least(max(R + C - 1, 2))
             period = Mux(flags[8], long, short)
-            last_period = Mux(flags[8] | flags[5] | flags[6], long, short)
+            with m.If(start_compute):
+                m.d.sync += c_last_period.eq(Mux(flags[8] | flags[5] | flags[6], long, short))
         with m.If(start_compute):
             m.d.sync += [
                 c_outer.eq(fields["c_outer"]), c_inner.eq(fields["c_inner"]),
@@ -292,12 +293,7 @@ class SystolicAccelerator(wiring.Component):
         # overlaps the next instruction (the guard keeps at most one drain outstanding). The
         # feeder ends in the last cycle of the last tile's period (no stall in it).
         last_tile = fed + 1 == tiles
-        if os_flow:
-            period_now = c_period
-        else:
-            period_now = Mux(last_tile, c_last_period, c_period)
-            with m.If(start_compute):
-                m.d.sync += c_last_period.eq(last_period)
+        period_now = c_period if os_flow else Mux(last_tile, c_last_period, c_period)
         ends_feeding = ~holding & ~starving & ~prologue & (slot + 1 == period_now) & last_tile
         m.d.comb += comp_ends.eq((guard <= 1) & (~feeding | ends_feeding))
 
