@@ -210,8 +210,7 @@ class SystolicAccelerator(wiring.Component):
         c_outer = Signal(ADDR_BITS)
         c_inner = Signal(ADDR_BITS)
         c_len = Signal(ADDR_BITS)
-        c_period = Signal(ADDR_BITS)       # array tiles' period, but the last one's
-        c_last_period = Signal(ADDR_BITS)  # (ws)
+        c_period = Signal(ADDR_BITS)
         c_b_base = Signal(ADDR_BITS)
         c_a_base = Signal(ADDR_BITS)
         tiles = Signal(ADDR_BITS)
@@ -269,13 +268,10 @@ class SystolicAccelerator(wiring.Component):
             period = at_least(R)
         else:
             # a tile's weight window (rows cycles from its slot cols-1) may run into the next
-            # tile when no feed stalls (those would delay the window's last rows past the
-            # next tile's switch): not on a streaming compute, and not in a last tile whose
-            # window preloads the next compute (it ends before the next dispatch)
+            # tile, or the next compute, when no feed stalls (those would delay the window's
+            # last rows past the next tile's switch): not on a streaming compute
             short, long = at_least(max(R, C, 2)), at_least(max(R + C - 1, 2))
             period = Mux(flags[8], long, short)
-            with m.If(start_compute):
-                m.d.sync += c_last_period.eq(Mux(flags[8] | flags[5] | flags[6], long, short))
         with m.If(start_compute):
             m.d.sync += [
                 c_outer.eq(fields["c_outer"]), c_inner.eq(fields["c_inner"]),
@@ -293,8 +289,7 @@ class SystolicAccelerator(wiring.Component):
         # overlaps the next instruction (the guard keeps at most one drain outstanding). The
         # feeder ends in the last cycle of the last tile's period (no stall in it).
         last_tile = fed + 1 == tiles
-        period_now = c_period if os_flow else Mux(last_tile, c_last_period, c_period)
-        ends_feeding = ~holding & ~starving & ~prologue & (slot + 1 == period_now) & last_tile
+        ends_feeding = ~holding & ~starving & ~prologue & (slot + 1 == c_period) & last_tile
         m.d.comb += comp_ends.eq((guard <= 1) & (~feeding | ends_feeding))
 
         # scratchpad reads for the stream
@@ -308,8 +303,9 @@ class SystolicAccelerator(wiring.Component):
         # switched, and row r must be written before tile j+1 switches at PE(r, 0): a period
         # of at least max(rows, cols) cycles). With the preload flag (set by the program only
         # when those weight rows are already in the scratchpad) the last tile's window loads
-        # the next compute's first tile, from the b base of the prefetched next instruction,
-        # and that compute starts without prologue.
+        # the next compute's first tile, from the b base of the prefetched next instruction
+        # (kept: the window may run on past the next dispatch), and that compute starts
+        # without prologue.
         wl_issue = Signal()
         wl_row = Signal(range(max(R, 2)))
         wl_base = Signal(ADDR_BITS)  # weight rows of the next tile to preload
@@ -325,6 +321,7 @@ class SystolicAccelerator(wiring.Component):
             w_on = Signal()       # a window is past its first row
             w_row = Signal.like(wl_row)  # its next row
             w_cross = Signal()    # it preloads the next compute
+            w_base = Signal(ADDR_BITS)  # its weight rows
             cross_now = c_preload | (c_preload_loaded & weights_loaded)
             opens = feeding & ~prologue & (slot == C - 1) & (~last_tile | cross_now)
             cross = Signal()
@@ -335,20 +332,26 @@ class SystolicAccelerator(wiring.Component):
                 m.d.comb += [wl_issue.eq(1), wl_row.eq(w_row)]
             with m.Elif(opens):
                 m.d.comb += [wl_issue.eq(1), wl_row.eq(0)]
-            m.d.comb += weight_r.addr.eq(Mux(cross, fields["c_b_base"], wl_base) + wl_row)
+            base = Mux(w_on, w_base, Mux(cross, fields["c_b_base"], wl_base))
+            m.d.comb += weight_r.addr.eq(base + wl_row)
             # streaming: weight rows of this compute (prologue, windows but the crossing one)
             # and A rows of its k blocks, in the order its loads write them
             m.d.comb += starving.eq(c_stream & (
                 (wl_issue & ~cross & (b_seen <= wl_base - c_b_base + wl_row))
                 | (~prologue & (slot < c_len) & (a_seen <= a_tile - c_a_base + slot))))
-            window_ends = wl_issue & (wl_row == R - 1) & ~starving
-            with m.If(~prologue & wl_issue & ~starving):
-                m.d.sync += [w_on.eq(wl_row != R - 1), w_row.eq(wl_row + 1), w_cross.eq(cross)]
-            m.d.comb += preloaded.eq(weights_ready | (window_ends & cross))
-            with m.If(window_ends & ~start_compute):
+            window_row = ~prologue & wl_issue & ~starving
+            with m.If(window_row):
+                m.d.sync += [w_on.eq(wl_row != R - 1), w_row.eq(wl_row + 1), w_cross.eq(cross),
+                             w_base.eq(base)]
+            # a crossing window is certain to end once its first row is issued (it waits for
+            # nothing but a streaming compute's A rows, and then ends in its own tile)
+            opening = window_row & ~w_on
+            m.d.comb += preloaded.eq(weights_ready | (opening & cross))
+            with m.If(opening & cross & ~start_compute):
+                m.d.sync += weights_ready.eq(1)
+            # after the prologue's or a window's last row: the next tile's weights
+            with m.If(wl_issue & ~starving & ~cross & (wl_row == R - 1) & ~start_compute):
                 m.d.sync += wl_base.eq(wl_base + R)
-                with m.If(cross):
-                    m.d.sync += weights_ready.eq(1)
             with m.If(clear):
                 m.d.sync += weights_ready.eq(0)
             bump("weight_sram_read", wl_issue & ~starving, C)
@@ -361,7 +364,7 @@ class SystolicAccelerator(wiring.Component):
                     m.d.sync += [prologue.eq(0), slot.eq(0)]
                 with m.Else():
                     m.d.sync += slot.eq(slot + 1)
-            with m.Elif(slot + 1 == period_now):
+            with m.Elif(slot + 1 == c_period):
                 m.d.sync += [slot.eq(0), fed.eq(fed + 1)]
                 with m.If(fed + 1 == tiles):
                     m.d.sync += feeding.eq(0)

@@ -13,9 +13,8 @@ feeder (array tiles back to back, ``P`` cycles apart):
         tile ended, so its feed may stall: stall = max(0, prev_last + rows - length - dispatch)
     ws: P = max(length, rows, cols, 2), after a ``rows``-cycle weight prologue (the next
         tile's weights load in the ``rows`` cycles from slot cols-1 of the current tile, into
-        the next tile if it is short); P = max(length, rows + cols - 1, 2) on a streaming
-        compute (its feed stalls would delay those loads) and for the last tile of one that
-        preloads the next compute's weights (its window ends before the next dispatch);
+        the next tile, or the next compute, if it is short); P = max(length, rows + cols - 1, 2)
+        on a streaming compute (its feed stalls would delay those loads);
         no prologue when the previous instruction preloaded the weights (``preloads_next``)
     at least GUARD = 2*rows + cols cycles (so at most one drain is outstanding)
 drain (overlaps the next instruction): the last sums are in the scratchpad
@@ -75,17 +74,13 @@ class GemmRun:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-def tile_periods(params, instr: Instruction) -> tuple[int, int]:
-    """Cycles between the starts of an instruction's array tiles, and the last tile's."""
+def tile_period(params, instr: Instruction) -> int:
+    """Cycles between the starts of an instruction's array tiles."""
     c = instr.compute
     R, C = params.rows, params.cols
     if params.dataflow == "os":
-        period = max(c.length, R)
-        return period, period
-    short, long = max(c.length, R, C, 2), max(c.length, R + C - 1, 2)
-    if instr.stream:
-        return long, long
-    return short, long if instr.preload_next or instr.preload_next_when_loaded else short
+        return max(c.length, R)
+    return max(c.length, R + C - 1, 2) if instr.stream else max(c.length, R, C, 2)
 
 
 def feed_stall(params, c: Compute, since_last: int | None) -> int:
@@ -103,8 +98,8 @@ def _prologue(params, preloaded: bool) -> int:
 def feed_cycles(params, instr: Instruction, stall: int = 0, preloaded: bool = False) -> int:
     """Cycles from dispatch to the feeder's last busy cycle (the next dispatch's earliest)."""
     R, C = params.rows, params.cols
-    period, last = tile_periods(params, instr)
-    feed = _prologue(params, preloaded) + stall + (instr.compute.array_tiles - 1) * period + last
+    feed = _prologue(params, preloaded) + stall \
+        + instr.compute.array_tiles * tile_period(params, instr)
     return max(feed, 2 * R + C)
 
 
@@ -113,7 +108,7 @@ def last_feed_cycles(params, instr: Instruction, stall: int = 0,
     """Cycles from dispatch to the feed of the last tile's last element."""
     c = instr.compute
     return _prologue(params, preloaded) + stall \
-        + (c.array_tiles - 1) * tile_periods(params, instr)[0] + c.length
+        + (c.array_tiles - 1) * tile_period(params, instr) + c.length
 
 
 def drain_cycles(params, instr: Instruction, stall: int = 0, preloaded: bool = False,
@@ -124,7 +119,7 @@ def drain_cycles(params, instr: Instruction, stall: int = 0, preloaded: bool = F
     c = instr.compute
     latency = 2 * R + C if params.dataflow == "os" else R + C  # after the tile's last feed
     last = c.array_tiles - 1 if tile is None else tile
-    return _prologue(params, preloaded) + stall + last * tile_periods(params, instr)[0] \
+    return _prologue(params, preloaded) + stall + last * tile_period(params, instr) \
         + c.length + latency
 
 
@@ -180,12 +175,12 @@ def stream_wait(params, instr: Instruction, dispatch: int, stall: int,
         for s in range(L):
             t = max(t + 1, seen["a"][s], seen["b"][s])
         return t - (dispatch + stall + L), None
-    (period, last_period), tiles, window = tile_periods(params, instr), c.array_tiles, None
+    period, tiles, window = tile_period(params, instr), c.array_tiles, None
     for r in range(R):
         t = max(t + 1, seen["b"][r])
     for i in range(tiles):
         last = i == tiles - 1
-        for slot in range(last_period if last else period):
+        for slot in range(period):
             need = t + 1
             if slot < L:
                 need = max(need, seen["a"][i * L + slot])
@@ -194,7 +189,7 @@ def stream_wait(params, instr: Instruction, dispatch: int, stall: int,
             t = need
             if last and slot == C - 1:
                 window = t
-    return t - (dispatch + stall + R + (tiles - 1) * period + last_period), window
+    return t - (dispatch + stall + R + tiles * period), window
 
 
 def dma_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | None,
@@ -266,7 +261,7 @@ def preloads_next(params, instr: Instruction, dispatch: int, loads_done: int,
         return False
     if window is None:
         window = dispatch + 1 + _prologue(params, preloaded) \
-            + (c.array_tiles - 1) * tile_periods(params, instr)[0] + params.cols - 1
+            + (c.array_tiles - 1) * tile_period(params, instr) + params.cols - 1
     return loads_done + 1 <= window
 
 
@@ -367,7 +362,7 @@ class _Walk:
         if self.last_compute is not None and drain >= 0:
             instr, dispatch, stall, preloaded = self.last_compute
             c = instr.compute
-            last = (c.outer, c.inner, c.length, tile_periods(params, instr)[0], dispatch - d,
+            last = (c.outer, c.inner, c.length, tile_period(params, instr), dispatch - d,
                     stall, preloaded)
         return (drain, fed, self.preloaded, max(self.bus.read_free - d, 1),
                 max(self.bus.write_free - d, 1), last)

@@ -28,7 +28,7 @@ from hwloop.sim.systolic.model import (
     instruction_actions,
     model_gemm,
     program_cycles,
-    tile_periods,
+    tile_period,
 )
 from hwloop.sim.systolic.program import (
     FIELD_BITS,
@@ -298,22 +298,22 @@ def test_instructions_follow_without_a_gap():
 
 def test_short_ws_tiles_start_every_max_rows_cols_cycles():
     """A ws array tile shorter than rows + cols - 1 lasts max(rows, cols) cycles: the next
-    tile's weight window runs on into the tile after. Not on a streaming compute (its stalls
-    would delay the window past the switch) and not in the last tile of a compute that
-    preloads the next one (that window ends before the next dispatch)."""
+    tile's weight window runs on into the tile after (or into the next compute, when it
+    preloads that one's weights). Not on a streaming compute: its stalls would delay the
+    window past the switch."""
     plain = Instruction(compute=Compute(outer=1, inner=8, length=1))
-    assert tile_periods(WS, plain) == (3, 3)
-    assert tile_periods(WS, replace(plain, preload_next=True)) == (3, 4)
-    assert tile_periods(WS, replace(plain, preload_next_when_loaded=True)) == (3, 4)
-    assert tile_periods(WS, replace(plain, stream=True)) == (4, 4)
-    assert tile_periods(replace(WS, rows=2, cols=5), plain) == (5, 5)
-    assert tile_periods(replace(WS, rows=1, cols=1), plain) == (2, 2)
-    assert tile_periods(OS, plain) == (2, 2)
+    assert tile_period(WS, plain) == 3
+    assert tile_period(WS, replace(plain, preload_next=True)) == 3
+    assert tile_period(WS, replace(plain, stream=True)) == 4
+    assert tile_period(replace(WS, rows=2, cols=5), plain) == 5
+    assert tile_period(replace(WS, rows=1, cols=1), plain) == 2
+    assert tile_period(OS, plain) == 2
     assert feed_cycles(WS, plain) == WS.rows + 8 * 3
-    # the GEMV of the RTL test below computes on such tiles
+    # the GEMV of the RTL test below computes on such tiles, preloading across instructions
     program = build_program(WS, GEMV_GEMM, GEMV_MAPPING.fit_to(WS, GEMV_GEMM))
     computes = [i for i in program.instructions if i.compute is not None]
-    assert computes and all(tile_periods(WS, i)[0] == 3 for i in computes)
+    assert computes and all(tile_period(WS, i) == 3 for i in computes)
+    assert any(i.preload_next or i.preload_next_when_loaded for i in computes)
 
 
 def _jobs(params: SystolicParams, rng: np.random.Generator) -> list:
