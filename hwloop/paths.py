@@ -63,7 +63,7 @@ def read_user_text(path: str | Path, *, error: type[InputError] = ConfigError,
     except OSError as exc:
         raise error(f"{path}: cannot read{label}: {exc.strerror or exc}") from None
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a byte-order mark (Windows editors) is dropped
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise error(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x})") from None

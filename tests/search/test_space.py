@@ -204,3 +204,6 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_space(path)
     assert str(info.value) == f"{path}:2: not UTF-8 text (byte 0xe9)"
+    path.write_bytes(b"\xef\xbb\xbf" + (Path(__file__).parents[2] / "constraints" / "tiny.toml")
+                     .read_bytes())  # a byte-order mark, as Windows editors write it
+    assert load_space(path).name == "tiny"
