@@ -27,6 +27,23 @@ def _umask() -> int:
     return mask
 
 
+def write_cache_file(path: Path, text: str) -> None:
+    """Write one of hwloop's own cache files: atomically (a concurrent reader never sees half
+    a file) and at best effort (a cache that cannot be written only costs time later)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError:
+        pass
+
+
 def mkstemp(*, dir: str | Path, prefix: str, suffix: str = "") -> tuple[int, str]:
     """``tempfile.mkstemp``, but the file gets the mode a plain ``open`` would give it (0o666
     less the umask, not owner-only): it is renamed into place as the user's output."""

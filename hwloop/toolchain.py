@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hwloop.errors import ToolchainError
-from hwloop.paths import cache_dir, mkstemp
+from hwloop.paths import cache_dir, write_cache_file
 
 #: Verilator warnings that Amaranth's generated Verilog trips on purpose (width extension of
 #: constants, unused bits). They are not errors in the design.
@@ -88,14 +88,7 @@ def _version_output(command: list[str], *, package: str, env: dict[str, str] | N
     except OSError:
         pass
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
-    try:  # a cache that cannot be written only costs the query next time
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = mkstemp(dir=memo.parent, prefix=".version-")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(out)
-        os.replace(tmp, memo)
-    except OSError:
-        pass
+    write_cache_file(memo, out)
     return out
 
 

@@ -16,7 +16,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -28,7 +27,7 @@ from hwloop import toolchain
 from hwloop.errors import InputError, ParameterError, SimulationError, check_seed
 from hwloop.evaluation import Evaluation, LayerResult
 from hwloop.hdl.systolic.params import SystolicParams
-from hwloop.paths import cache_dir
+from hwloop.paths import cache_dir, write_cache_file
 from hwloop.sim.area import AreaJob
 from hwloop.sim.energy import COMPONENTS, EnergyTable, energy, load_energy_table
 from hwloop.workloads import Layer, Workload, dedupe, load_workload
@@ -72,14 +71,7 @@ def _default_mapping(params: SystolicParams, gemm: Any) -> Any:
     except (OSError, ValueError, TypeError, InputError):
         pass
     chosen = default_mapping(params, gemm)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(chosen.to_dict(), handle)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a cache that cannot be written only costs time
+    write_cache_file(path, json.dumps(chosen.to_dict()))
     return chosen
 
 
@@ -326,14 +318,7 @@ def _store_runs(path: Path, runs: list[Any], exact: list[bool | None]) -> None:
     data = {"runs": [{"cycles": int(r.cycles), "actions": {k: int(v) for k, v in
                                                           r.actions.items()},
                       "bit_exact": e} for r, e in zip(runs, exact, strict=True)]}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a cache that cannot be written only costs time
+    write_cache_file(path, json.dumps(data))
 
 
 def _run_model(params: SystolicParams, plan: list[tuple[Layer, int, Any, Any]]
