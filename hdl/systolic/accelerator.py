@@ -43,9 +43,15 @@ from hwloop.sim.systolic.program import (
 )
 
 ADDR_BITS = FIELD_BITS
-#: The feeder stays busy at least GUARD_FACTOR_R * rows + cols cycles per instruction, longer
-#: than a drain takes, so at most one instruction's drain is ever outstanding.
-GUARD_FACTOR_R = 2
+
+def feeder_guard(params: SystolicParams) -> int:
+    """Cycles the feeder stays busy per instruction at least: as long as the drain of the
+    last element fed before the instruction (os: skew, mesh, shift-out 2*rows + cols; ws: skew,
+    mesh, deskew rows + cols), so at most one instruction's drain is ever outstanding when the
+    next one is dispatched."""
+    R, C = params.rows, params.cols
+    return 2 * R + C if params.dataflow == "os" else R + C
+
 COUNTER_BITS = 64
 
 #: Hardware event counters (``cnt_<name>`` ports), the same names as the model's actions.
@@ -281,7 +287,7 @@ class SystolicAccelerator(wiring.Component):
                 prologue.eq(0 if os_flow else ~preloaded),
                 slot.eq(0), fed.eq(0), o_idx.eq(0), i_idx.eq(0),
                 a_tile.eq(fields["c_a_base"]), b_tile.eq(fields["c_b_base"]),
-                guard.eq(GUARD_FACTOR_R * R + C), c_stream.eq(flags[8]),
+                guard.eq(feeder_guard(p)), c_stream.eq(flags[8]),
             ]
         with m.Elif(guard != 0):
             m.d.sync += guard.eq(guard - 1)

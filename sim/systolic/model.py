@@ -16,10 +16,11 @@ feeder (array tiles back to back, ``P`` cycles apart):
         the next tile, or the next compute, if it is short); P = max(length, rows + cols - 1, 2)
         on a streaming compute (its feed stalls would delay those loads);
         no prologue when the previous instruction preloaded the weights (``preloads_next``)
-    at least GUARD = 2*rows + cols cycles (so at most one drain is outstanding)
+    at least GUARD cycles, as long as a drain after the last feed (os: 2*rows + cols; ws:
+    rows + cols), so at most one drain is outstanding at a dispatch
 drain (overlaps the next instruction): the last sums are in the scratchpad
-    stall + (tiles-1)*P + length + 2*rows + cols cycles after dispatch (skew, mesh, deskew,
-    shift-out; ws: the prologue, skew, mesh, deskew), ``rows`` fewer without a ws prologue
+    stall + (tiles-1)*P + length + 2*rows + cols cycles after dispatch (os: skew, mesh,
+    deskew, shift-out; ws: rows + cols, skew, mesh, deskew, plus the prologue's ``rows``)
 DMA (a read path and a write path of ``bus_bytes`` each, working at the same time):
     loads: the A beats, then the B beats (alternating on a streaming instruction, whose
         compute waits per row for them: ``stream_wait``), one request every
@@ -100,7 +101,7 @@ def feed_cycles(params, instr: Instruction, stall: int = 0, preloaded: bool = Fa
     R, C = params.rows, params.cols
     feed = _prologue(params, preloaded) + stall \
         + instr.compute.array_tiles * tile_period(params, instr)
-    return max(feed, 2 * R + C)
+    return max(feed, 2 * R + C if params.dataflow == "os" else R + C)
 
 
 def last_feed_cycles(params, instr: Instruction, stall: int = 0,
