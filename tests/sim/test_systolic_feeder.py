@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from hwloop.errors import ParameterError
+from hwloop.hdl.systolic.accelerator import feeder_guard
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.sim.systolic import model as model_module
 from hwloop.sim.systolic import program as program_module
@@ -316,14 +317,31 @@ def test_short_ws_tiles_start_every_max_rows_cols_cycles():
     assert any(i.preload_next or i.preload_next_when_loaded for i in computes)
 
 
+GUARD_GEMM = Gemm(m=23, n=2 * WS.cols + 1, k=2 * WS.rows)
+GUARD_MAPPING = Mapping(tile_m=5, tile_n=WS.cols, tile_k=WS.rows, order="nmk")
+
+
+def test_feeder_guard_lasts_a_drain():
+    """Each compute keeps the feeder busy at least as long as a drain after the last feed
+    (os: 2 rows + cols, with the shadow shift-out; ws: rows + cols), so at most one drain is
+    outstanding at the next dispatch; the hardware's guard counter is the model's."""
+    short = Instruction(compute=Compute(outer=1, inner=1, length=1))
+    assert feed_cycles(WS, short, preloaded=True) == WS.rows + WS.cols == feeder_guard(WS)
+    assert feed_cycles(OS, short) == 2 * OS.rows + OS.cols == feeder_guard(OS)
+    # the RTL test below runs computes that the ws guard holds (one tile of 5 rows)
+    program = build_program(WS, GUARD_GEMM, GUARD_MAPPING.fit_to(WS, GUARD_GEMM))
+    held = [i for i in program.instructions if i.compute is not None
+            and i.compute.array_tiles * tile_period(WS, i) < feeder_guard(WS)]
+    assert len(held) >= 2
+
+
 def _jobs(params: SystolicParams, rng: np.random.Generator) -> list:
     R, C = params.rows, params.cols
     shapes: list[tuple[Gemm, Mapping]] = []
     if params.dataflow == "ws":
         shapes.append((REUSE_GEMM, REUSE_MAPPING))
         shapes.append((GEMV_GEMM, GEMV_MAPPING))
-        shapes.append((Gemm(m=23, n=2 * C + 1, k=2 * R), Mapping(tile_m=5, tile_n=C, tile_k=R,
-                                                                 order="nmk")))
+        shapes.append((GUARD_GEMM, GUARD_MAPPING))
         shapes += SPLIT_WS_SHAPES
         for _ in range(4):
             gemm = Gemm(m=int(rng.integers(1, 40)), n=int(rng.integers(1, 3 * C + 1)),
