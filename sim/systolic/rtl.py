@@ -47,7 +47,12 @@ from hwloop.sim.systolic.program import INSTRUCTION_BITS, build_program, encode
 from hwloop.sim.verilator import build_verilated, public_vlt, run_testbench
 from hwloop.toolchain import VERILATOR_LINT_FLAGS, tool_versions
 
-SPEED_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert")
+#: ``--output-split-cfuncs``: the design's clocked evaluation in functions of at most 3,000
+#: statements instead of one: the C++ compiler optimizes (and compiles) the smaller functions
+#: better, 3-13% faster free runs from 2x3 to 16x16 and a third less build time (session 9).
+SPEED_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
+               "--output-split-cfuncs", "3000")
+
 
 def cached_verilog(params: SystolicParams) -> str:
     """The accelerator's Verilog, generated once per parameter set and generator version."""
