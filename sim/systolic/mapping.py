@@ -224,6 +224,7 @@ def default_mapping(params: Any, gemm: Gemm) -> Mapping:
 
     steps = tile_steps(params)
     pm, pn, pk = padded_dims(params, gemm)
+    m_extent = pm if params.dataflow == "os" else gemm.m  # the program's m steps
     best: tuple[tuple[int, int], Mapping] | None = None
     fallback: tuple[int, Mapping] | None = None
     for tm in _candidates(pm, steps["tile_m"] if steps["tile_m"] > 1 else 8):
@@ -232,6 +233,9 @@ def default_mapping(params: Any, gemm: Gemm) -> Mapping:
                 for order in ORDERS:
                     mapping = Mapping(tile_m=tm, tile_n=tn, tile_k=tk, order=order).fit_to(
                         params, gemm)
+                    if order != ORDERS[0] and (-(-m_extent // mapping.tile_m) == 1
+                                               or -(-pn // mapping.tile_n) == 1):
+                        continue  # a single m or n step: the same program as the first order
                     tiles = -(-pm // tm) * -(-pn // tn) * -(-pk // tk)
                     try:
                         check_mapping(params, gemm, mapping)

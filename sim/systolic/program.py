@@ -34,6 +34,11 @@ def replace(record, **changes):
     ``__post_init__``), without its per-call field introspection: the program builder and the
     model's candidate programs make thousands of such copies per layer."""
     assert changes.keys() <= record.__dict__.keys(), changes.keys() - record.__dict__.keys()
+    return _copy(record, changes)
+
+
+def _copy(record, changes: dict):
+    """``record`` with ``changes`` (field names the caller guarantees)."""
     new = object.__new__(type(record))
     new.__dict__.update(record.__dict__)
     new.__dict__.update(changes)
@@ -128,6 +133,12 @@ class Instruction:
     preload_next_when_loaded: bool = False
     stream: bool = False
 
+
+
+# all-default records to copy from (``_copy``): the builder makes one per step of every
+# candidate mapping, and a frozen dataclass's __init__ sets each field through object.__setattr__
+_COMPUTE = Compute()
+_INSTRUCTION = Instruction()
 
 #: Field order of an encoded instruction, least significant first.
 FIELDS: tuple[str, ...] = (
@@ -235,6 +246,7 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
         m0, n0, k0 = mi * tm, ni * tn, ki * tk
         return m0, min(tm, m_extent - m0), n0, min(tn, pn - n0), k0, min(tk, pk - k0)
 
+    exts = [extents(step) for step in steps]
     a_slot = b_slot = acc_slot = -1
     a_slots: list[int] = []
     b_slots: list[int] = []
@@ -242,7 +254,7 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
     loads: list[tuple[Transfer | None, Transfer | None]] = []
     for s, step in enumerate(steps):
         mi, ni, ki = step
-        m0, tm_e, n0, tn_e, k0, tk_e = extents(step)
+        m0, tm_e, n0, tn_e, k0, tk_e = exts[s]
         load_a = load_b = None
         if s == 0 or (mi, ki) != (steps[s - 1][0], steps[s - 1][2]):
             a_slot = (a_slot + 1) % 2
@@ -267,17 +279,18 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
         loads.append((load_a, load_b))
 
     def compute(s: int) -> Compute:
-        m0, tm_e, n0, tn_e, k0, tk_e = extents(steps[s])
+        m0, tm_e, n0, tn_e, k0, tk_e = exts[s]
         if os_flow:
             shape = (tm_e // R, tn_e // C, tk_e)
         else:
             shape = (tn_e // C, tk_e // R, tm_e)
-        return Compute(a_base=a_slots[s] * a_half, b_base=b_slots[s] * b_half,
-                       acc_base=acc_slots[s] * acc_half, outer=shape[0], inner=shape[1],
-                       length=shape[2], overwrite=steps[s][2] == 0)
+        return _copy(_COMPUTE, {"a_base": a_slots[s] * a_half, "b_base": b_slots[s] * b_half,
+                                "acc_base": acc_slots[s] * acc_half, "outer": shape[0],
+                                "inner": shape[1], "length": shape[2],
+                                "overwrite": steps[s][2] == 0})
 
     def store(s: int) -> Transfer:
-        m0, tm_e, n0, tn_e, k0, tk_e = extents(steps[s])
+        m0, tm_e, n0, tn_e, k0, tk_e = exts[s]
         length = min(tm_e, gemm.m - m0)
         if os_flow and tn_e == C and length == tm_e and tm_e > R:
             # one n block: a burst per m block, so each starts as soon as its array tile is
@@ -293,12 +306,12 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
     program = Program(layout=layout(params, gemm))
     for j in range(len(steps) + 2):
         load_a, load_b = loads[j] if j < len(steps) else (None, None)
-        program.instructions.append(Instruction(
-            compute=compute(j - 1) if 1 <= j <= len(steps) else None,
-            load_a=load_a,
-            load_b=load_b,
-            store_c=store(j - 2) if j >= 2 and steps[j - 2][2] == last_k else None,
-        ))
+        program.instructions.append(_copy(_INSTRUCTION, {
+            "compute": compute(j - 1) if 1 <= j <= len(steps) else None,
+            "load_a": load_a,
+            "load_b": load_b,
+            "store_c": store(j - 2) if j >= 2 and steps[j - 2][2] == last_k else None,
+        }))
     if not os_flow:
         program.instructions = mark_preloads(params, program.instructions)
     program.instructions = mark_store_waits(params, program.instructions)
@@ -389,12 +402,18 @@ def _split_cycles(params, plain: list[Instruction], trace: WalkTrace,
     return program_cycles(params, split, actions=False)[0]
 
 
-def _rows_written(t: Transfer | None) -> list[tuple[int, int]]:
-    """Scratchpad row ranges ``[lo, hi)`` a transfer writes."""
-    if t is None:
-        return []
-    return [(t.spad_base + b * t.spad_stride, t.spad_base + b * t.spad_stride + t.length)
-            for b in range(t.bursts)]
+def _writes_rows(t: Transfer | None, lo: int, hi: int) -> bool:
+    """Whether transfer ``t`` writes any scratchpad row in ``[lo, hi)``. Its bursts start
+    ``spad_stride`` rows apart, in increasing order: only the first one to end after ``lo``
+    can be the first to overlap (the program builder asks this once per instruction of every
+    candidate mapping: constant time instead of a range per burst)."""
+    if t is None or t.bursts == 0 or t.length == 0 or hi <= lo:
+        return False
+    base, stride = t.spad_base, t.spad_stride
+    if t.bursts == 1 or stride == 0:
+        return base < hi and lo < base + t.length
+    first = max(0, (lo - t.length - base) // stride + 1)  # ends after lo
+    return first < t.bursts and base + first * stride < hi
 
 
 def mark_preloads(params, instrs: list[Instruction]) -> list[Instruction]:
@@ -411,10 +430,10 @@ def mark_preloads(params, instrs: list[Instruction]) -> list[Instruction]:
         safe = when_loaded = False
         if cur.compute is not None and nxt.compute is not None:
             lo, hi = nxt.compute.b_base, nxt.compute.b_base + R
-            safe = all(hi <= w_lo or w_hi <= lo for w_lo, w_hi in _rows_written(cur.load_b))
+            safe = not _writes_rows(cur.load_b, lo, hi)
             when_loaded = not safe
         if (cur.preload_next, cur.preload_next_when_loaded) != (safe, when_loaded):
-            out[j] = replace(cur, preload_next=safe, preload_next_when_loaded=when_loaded)
+            out[j] = _copy(cur, {"preload_next": safe, "preload_next_when_loaded": when_loaded})
     return out
 
 
