@@ -44,6 +44,7 @@ from hwloop.sim.systolic.program import (
 
 ADDR_BITS = FIELD_BITS
 
+
 def feeder_guard(params: SystolicParams) -> int:
     """Cycles the feeder stays busy per instruction at least: as long as the drain of the
     last element fed before the instruction (os: skew, mesh, shift-out 2*rows + cols; ws: skew,
@@ -51,6 +52,7 @@ def feeder_guard(params: SystolicParams) -> int:
     next one is dispatched."""
     R, C = params.rows, params.cols
     return 2 * R + C if params.dataflow == "os" else R + C
+
 
 COUNTER_BITS = 64
 

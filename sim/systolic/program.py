@@ -134,7 +134,6 @@ class Instruction:
     stream: bool = False
 
 
-
 # all-default records to copy from (``_copy``): the builder makes one per step of every
 # candidate mapping, and a frozen dataclass's __init__ sets each field through object.__setattr__
 _COMPUTE = Compute()
@@ -404,9 +403,9 @@ def _split_cycles(params, plain: list[Instruction], trace: WalkTrace,
 
 def _writes_rows(t: Transfer | None, lo: int, hi: int) -> bool:
     """Whether transfer ``t`` writes any scratchpad row in ``[lo, hi)``. Its bursts start
-    ``spad_stride`` rows apart, in increasing order: only the first one to end after ``lo``
-    can be the first to overlap (the program builder asks this once per instruction of every
-    candidate mapping: constant time instead of a range per burst)."""
+    ``spad_stride`` rows apart, in increasing order, so the first burst that ends after ``lo``
+    decides: it overlaps if it starts before ``hi``, and every later one starts later still
+    (constant time: the program builder asks once per instruction of every candidate)."""
     if t is None or t.bursts == 0 or t.length == 0 or hi <= lo:
         return False
     base, stride = t.spad_base, t.spad_stride
