@@ -143,7 +143,7 @@ class MeshDrive:
         self._build_path, built = build_verilated(
             label=f"{self.params.name} mesh", sources=sources, top=MESH_TOP,
             flags=[*VERILATOR_LINT_FLAGS, *SPEED_FLAGS], extra={"what": "systolic-mesh-drive"},
-            clock="clk")
+            clock="clk", fast_extends=True)
         return time.monotonic() - began if built else 0.0
 
     def run(self, gemm: Gemm, a: np.ndarray, b: np.ndarray, mapping: Mapping | None = None,

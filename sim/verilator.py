@@ -11,6 +11,7 @@ design's compile time: the first build leaves them in the cache, later builds co
 from __future__ import annotations
 
 import functools
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -41,6 +42,9 @@ RUNTIME_OBJECTS = ("verilated", "verilated_dpi", "verilated_vpi", "verilated_tim
 CLOCKED_MAIN = Path(__file__).with_name("clocked_main.cpp")
 #: Half the clock period of a clocked main, in the builds' time precision (1 ps): 10 ns cycles.
 HALF_PERIOD_PS = 5000
+#: Sign extension as a shift pair for the generated model (``fast_extends=`` of
+#: :func:`build_verilated`): see the header.
+FAST_EXTENDS = Path(__file__).with_name("verilated_extends.h")
 
 
 def runner(*, public_flat_rw: bool = False, make_opt: Sequence[str] = MAKE_OPT,
@@ -101,20 +105,26 @@ def _copy_runtime(source: Path, target: Path) -> list[Path]:
 def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Sequence[str],
                     extra: dict[str, object], waves: bool = False,
                     public_flat_rw: bool = False, make_opt: Sequence[str] = MAKE_OPT,
-                    clock: str | None = None) -> tuple[Path, bool]:
+                    clock: str | None = None, fast_extends: bool = False) -> tuple[Path, bool]:
     """A cocotb-ready Verilator build of ``sources`` (name -> text; ``.vlt`` = control file).
 
     Cached under the sources, ``flags``, ``make_opt``, the tool versions and ``extra``; returns
     ``(folder, built)``; the model is in ``folder / "obj"``. ``public_flat_rw``: keep cocotb's
     global ``--public-flat-rw`` (every signal visible, less optimized). ``clock``: the top's
     clock input, driven by :data:`CLOCKED_MAIN` (10 ns cycles, low at time 0) instead of by the
-    testbench. The runtime's objects come from the cache too.
+    testbench. ``fast_extends``: compile with :data:`FAST_EXTENDS` (faster signed arithmetic).
+    The runtime's objects come from the cache too.
     """
     main = None
     if clock is not None:
         main = CLOCKED_MAIN
         flags = [*flags, "-CFLAGS", f"-DHWLOOP_CLOCK={clock}",
                  "-CFLAGS", f"-DHWLOOP_HALF_PERIOD={HALF_PERIOD_PS}ULL"]
+    if fast_extends:
+        # the header's text is in the keys (flags) of the build and of the runtime objects
+        digest = hashlib.sha256(FAST_EXTENDS.read_bytes()).hexdigest()[:16]
+        flags = [*flags, "-CFLAGS", f"-include {FAST_EXTENDS}",
+                 "-CFLAGS", f"-DHWLOOP_FAST_EXTENDS={digest}"]
     options = [*flags, *make_opt, *(["--public-flat-rw"] if public_flat_rw else [])]
     if main is not None:
         extra = {**extra, "main": main.read_text()}
