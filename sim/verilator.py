@@ -121,9 +121,10 @@ def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Seq
         flags = [*flags, "-CFLAGS", f"-DHWLOOP_CLOCK={clock}",
                  "-CFLAGS", f"-DHWLOOP_HALF_PERIOD={HALF_PERIOD_PS}ULL"]
     if fast_extends:
-        # the header's text is in the keys (flags) of the build and of the runtime objects
+        # copied beside obj/ (make compiles there), so the flags, and with them the keys of
+        # the build and of the runtime objects, name its text and not this checkout's path
         digest = hashlib.sha256(FAST_EXTENDS.read_bytes()).hexdigest()[:16]
-        flags = [*flags, "-CFLAGS", f"-include {FAST_EXTENDS}",
+        flags = [*flags, "-CFLAGS", f"-include ../{FAST_EXTENDS.name}",
                  "-CFLAGS", f"-DHWLOOP_FAST_EXTENDS={digest}"]
     options = [*flags, *make_opt, *(["--public-flat-rw"] if public_flat_rw else [])]
     if main is not None:
@@ -141,6 +142,8 @@ def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Seq
         setup_verilator()
         for name, text in sources.items():
             (folder / name).write_text(text)
+        if fast_extends:
+            shutil.copyfile(FAST_EXTENDS, folder / FAST_EXTENDS.name)
         obj = folder / "obj"
         fresh: list[Path] = []
         if cache.has(runtime_key):
