@@ -24,8 +24,21 @@ static inline QData hwloop_extends_qq(int lbits, QData lhs) VL_PURE {
     return static_cast<QData>(static_cast<int64_t>(lhs << shift) >> shift);
 }
 
+// Signed products: the operands' extensions inside the runtime's VL_MULS_* are the slow form
+// (parsed before the macros above), so these are redefined too; the product is taken
+// unsigned, which gives the same low bits without signed overflow.
+static inline IData hwloop_muls_iii(int lbits, IData lhs, IData rhs) VL_PURE {
+    return hwloop_extends_ii(lbits, lhs) * hwloop_extends_ii(lbits, rhs);
+}
+
+static inline QData hwloop_muls_qqq(int lbits, QData lhs, QData rhs) VL_PURE {
+    return hwloop_extends_qq(lbits, lhs) * hwloop_extends_qq(lbits, rhs);
+}
+
 #define VL_EXTENDS_II(obits, lbits, lhs) hwloop_extends_ii((lbits), (lhs))
 #define VL_EXTENDS_QI(obits, lbits, lhs) hwloop_extends_qq((lbits), static_cast<QData>(lhs))
 #define VL_EXTENDS_QQ(obits, lbits, lhs) hwloop_extends_qq((lbits), (lhs))
+#define VL_MULS_III(lbits, lhs, rhs) hwloop_muls_iii((lbits), (lhs), (rhs))
+#define VL_MULS_QQQ(lbits, lhs, rhs) hwloop_muls_qqq((lbits), (lhs), (rhs))
 
 #endif  // HWLOOP_VERILATED_EXTENDS_H_

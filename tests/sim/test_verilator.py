@@ -69,14 +69,18 @@ int main() {
             if (i < 4) x = QData{i == 0 ? 0 : i == 1 ? ~0ULL : i == 2 ? 1ULL << (lbits - 1)
                                                                   : (1ULL << (lbits - 1)) - 1};
             x &= mask;  // clean: no bits above lbits, as Verilator passes them
-            if ((VL_EXTENDS_QQ)(64, lbits, x) != hwloop_extends_qq(lbits, x)) {
+            const QData z = rng() & mask;
+            if ((VL_EXTENDS_QQ)(64, lbits, x) != hwloop_extends_qq(lbits, x)
+                || (VL_MULS_QQQ)(lbits, x, z) != hwloop_muls_qqq(lbits, x, z)) {
                 std::printf("QQ lbits=%d x=%llx\n", lbits, (unsigned long long)x);
                 return 1;
             }
             if (lbits <= 32) {
                 const IData y = static_cast<IData>(x);
+                const IData w = static_cast<IData>(z);
                 if ((VL_EXTENDS_II)(32, lbits, y) != hwloop_extends_ii(lbits, y)
-                    || (VL_EXTENDS_QI)(64, lbits, y) != VL_EXTENDS_QI(64, lbits, y)) {
+                    || (VL_EXTENDS_QI)(64, lbits, y) != VL_EXTENDS_QI(64, lbits, y)
+                    || (VL_MULS_III)(lbits, y, w) != hwloop_muls_iii(lbits, y, w)) {
                     std::printf("II/QI lbits=%d x=%x\n", lbits, y);
                     return 1;
                 }
@@ -91,9 +95,9 @@ int main() {
 
 
 def test_fast_sign_extension_equals_verilators(tmp_path):
-    """sim/verilated_extends.h: the shift-pair sign extension the systolic builds compile with
-    gives Verilator's result on every clean operand (edge values and random ones, every width
-    up to 64 bits)."""
+    """sim/verilated_extends.h: the shift-pair sign extension (and the signed products built on
+    it) that the systolic builds compile with give Verilator's result on every clean operand
+    (edge values and random ones, every width up to 64 bits)."""
     import shutil
     import subprocess
 
