@@ -324,7 +324,7 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
         plain_cycles = program_cycles(params, plain, actions=False, trace=trace)[0]
         program.cycles = plain_cycles
         if os_flow:
-            split = mark_store_waits(params, _split_ends(params, gemm, plain))
+            split = _split_ends(params, gemm, plain)
             timed = [(_split_cycles(params, plain, trace, split), 0, split)]
         else:
             timed = _timed_ws_pieces(params, plain, trace)
@@ -382,6 +382,19 @@ def mark_store_waits(params, instrs: list[Instruction]) -> list[Instruction]:
         if instr.compute is not None:
             last = instr.compute
     return out
+
+
+def _store_waits_at_ends(params, head: list[Instruction], middle: list[Instruction],
+                         tail: list[Instruction]) -> list[Instruction]:
+    """``mark_store_waits`` of ``head + middle + tail`` where ``middle`` is a run of a marked
+    program whose instructions all compute: a store's marks depend only on the last compute
+    before it, so only the ends and the first of the middle can change (the chooser builds
+    split programs for every candidate mapping; marking them whole was O(program))."""
+    if len(middle) < 2:
+        return mark_store_waits(params, head + middle + tail)
+    start = mark_store_waits(params, head + middle[:1])
+    end = mark_store_waits(params, middle[-1:] + tail)[1:]
+    return start + middle[1:] + end
 
 
 def _split_cycles(params, plain: list[Instruction], trace: WalkTrace,
@@ -481,6 +494,7 @@ def _split_ends(params, gemm: Gemm, instrs: list[Instruction]) -> list[Instructi
     last, then its last column one array tile per instruction, each instruction storing what
     the previous one finished, so only one array tile's sums are stored after the last compute.
     Column splits keep the accumulator layout (row ``acc_base + i*outer*rows + o*rows``).
+    ``instrs`` is a marked program; the result's store waits are marked too.
     """
     R = params.rows
     head, tail = instrs[:2], instrs[-2:]
@@ -537,7 +551,7 @@ def _split_ends(params, gemm: Gemm, instrs: list[Instruction]) -> list[Instructi
         epi.append(Instruction(compute=c, store_c=prev_store))
         prev_store = s
     epi.append(Instruction(store_c=prev_store))
-    return pro + instrs[2:-2] + epi
+    return _store_waits_at_ends(params, pro, instrs[2:-2], epi)
 
 
 #: k blocks per compute instruction while the rest of the first ws tile loads.
@@ -555,7 +569,6 @@ def _timed_ws_pieces(params, plain: list[Instruction],
         split = _split_ends_ws_pieces(params, plain, group)
         if split is None:
             break
-        split = mark_store_waits(params, split)
         cycles = _split_cycles(params, plain, trace, split)
         timed.append((cycles, len(timed), split))
         if len(timed) >= 2 and cycles >= timed[-2][0]:
@@ -575,6 +588,7 @@ def _split_ends_ws_pieces(params, instrs: list[Instruction],
     the last tile's n blocks but the last, then its last n block, each instruction storing
     what the previous one finished, so one n block's sums are stored after the last compute.
     Returns None when the pieces would not be shorter (a single k block and n block).
+    ``instrs`` is a marked program; the result's preloads and store waits are marked too.
     """
     R = params.rows
     first, head = instrs[0], instrs[1]
@@ -630,8 +644,8 @@ def _split_ends_ws_pieces(params, instrs: list[Instruction],
     else:
         epi = instrs[-2:]
     if len(instrs) <= 5:
-        return mark_preloads(params, pro + instrs[2:-2] + epi)
+        return mark_store_waits(params, mark_preloads(params, pro + instrs[2:-2] + epi))
     # only the flags next to the new instructions change (each depends on its successor)
     head = mark_preloads(params, pro + instrs[2:3])[:-1]
     tail = mark_preloads(params, instrs[-3:-2] + epi)
-    return head + instrs[2:-3] + tail
+    return _store_waits_at_ends(params, head, instrs[2:-3], tail)

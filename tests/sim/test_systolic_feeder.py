@@ -230,6 +230,7 @@ def test_split_choice_shortcuts_are_exact():
             where = (params, gemm, mapping)
             if not os_flow:
                 assert split == mark_preloads(params, split), where
+            assert split == program_module.mark_store_waits(params, split), where
             assert program_module._split_cycles(params, plain, trace, split) == \
                 program_cycles(params, split, actions=False)[0], where
             checked += 1
