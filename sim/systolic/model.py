@@ -91,6 +91,14 @@ def feed_stall(params, c: Compute, since_last: int | None) -> int:
     return max(0, params.rows - c.length - since_last)
 
 
+def _drain_latency(params) -> int:
+    """Cycles from a tile's last feed until its last row of sums is read for writing (os:
+    skew, mesh, deskew and the shadow shift-out; ws: skew, mesh, deskew). Every compute also
+    keeps the feeder busy at least this long, so at most one drain is outstanding."""
+    R, C = params.rows, params.cols
+    return 2 * R + C if params.dataflow == "os" else R + C
+
+
 def _prologue(params, preloaded: bool) -> int:
     """ws: cycles loading the first tile's weights before the first feed."""
     return 0 if params.dataflow == "os" or preloaded else params.rows
@@ -98,10 +106,9 @@ def _prologue(params, preloaded: bool) -> int:
 
 def feed_cycles(params, instr: Instruction, stall: int = 0, preloaded: bool = False) -> int:
     """Cycles from dispatch to the feeder's last busy cycle (the next dispatch's earliest)."""
-    R, C = params.rows, params.cols
     feed = _prologue(params, preloaded) + stall \
         + instr.compute.array_tiles * tile_period(params, instr)
-    return max(feed, 2 * R + C if params.dataflow == "os" else R + C)
+    return max(feed, _drain_latency(params))
 
 
 def last_feed_cycles(params, instr: Instruction, stall: int = 0,
@@ -116,12 +123,10 @@ def drain_cycles(params, instr: Instruction, stall: int = 0, preloaded: bool = F
                  tile: int | None = None) -> int:
     """Cycles from dispatch until the last row of sums of array tile ``tile`` (default: the
     last) is read for writing."""
-    R, C = params.rows, params.cols
     c = instr.compute
-    latency = 2 * R + C if params.dataflow == "os" else R + C  # after the tile's last feed
     last = c.array_tiles - 1 if tile is None else tile
     return _prologue(params, preloaded) + stall + last * tile_period(params, instr) \
-        + c.length + latency
+        + c.length + _drain_latency(params)
 
 
 @dataclass
