@@ -1,14 +1,15 @@
 // Sign extension for Verilator's generated model, as a shift pair instead of the runtime's
 // -(x & sign) | x.
 //
-// Included (g++ -include) into every C++ file of an hwloop systolic build, after verilated.h:
-// the generated model's calls of VL_EXTENDS_II/QI/QQ then compile to one sign-extending move
-// (movsx) or a shift pair instead of an and, a negation and an or. Every signed product and
-// sum of the PE mesh has such extensions, and they were about a fifth of the design's
-// evaluation time. Verilator only passes clean operands (no bits set above lbits) to these
-// helpers, and on those both forms are equal (tests/sim/test_verilator.py compares them).
-// Inline functions of Verilator's headers are parsed before these macros and keep the
-// originals; the code after them (the model, the runtime's .cpp files) uses these.
+// Included after verilated.h into every generated C++ file of an hwloop systolic build (the
+// build's own verilated.h includes both: VERILATED_WRAPPER in sim/verilator.py): the generated
+// model's calls of VL_EXTENDS_II/QI/QQ then compile to one sign-extending move (movsx) or a
+// shift pair instead of an and, a negation and an or. Every signed product and sum of the PE
+// mesh has such extensions, and they were about a fifth of the design's evaluation time.
+// Verilator only passes clean operands (no bits set above lbits) to these helpers, and on
+// those both forms are equal (tests/sim/test_verilator.py compares them). Inline functions of
+// Verilator's headers are parsed before these macros and keep the originals, as does the
+// runtime library (its .cpp files include Verilator's verilated.h from their own folder).
 #ifndef HWLOOP_VERILATED_EXTENDS_H_
 #define HWLOOP_VERILATED_EXTENDS_H_
 

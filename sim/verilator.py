@@ -45,6 +45,22 @@ HALF_PERIOD_PS = 5000
 #: Sign extension as a shift pair for the generated model (``fast_extends=`` of
 #: :func:`build_verilated`): see the header.
 FAST_EXTENDS = Path(__file__).with_name("verilated_extends.h")
+#: How a build includes :data:`FAST_EXTENDS`: a ``verilated.h`` of its own, in a folder that
+#: ``-iquote`` searches before Verilator's include folder for every quoted include of
+#: ``verilated.h`` (the generated files', their precompiled header's, the main's), which
+#: includes Verilator's and then the faster forms. (``g++ -include`` would have to come first
+#: on the command line, and a forced include before the precompiled header of a multi-file
+#: build, as Verilator makes for larger designs, keeps g++ from using it.)
+VERILATED_WRAPPER = """\
+// hwloop: Verilator's verilated.h, then the faster forms of verilated_extends.h
+#ifndef HWLOOP_VERILATED_WRAPPER_H_
+#define HWLOOP_VERILATED_WRAPPER_H_
+#include_next "verilated.h"
+#include "verilated_extends.h"
+#endif  // HWLOOP_VERILATED_WRAPPER_H_
+"""
+#: The folder beside ``obj/`` that holds the wrapper and :data:`FAST_EXTENDS`.
+FAST_EXTENDS_FOLDER = "fast_extends"
 
 
 def runner(*, public_flat_rw: bool = False, make_opt: Sequence[str] = MAKE_OPT,
@@ -123,8 +139,9 @@ def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Seq
     if fast_extends:
         # copied beside obj/ (make compiles there), so the flags, and with them the keys of
         # the build and of the runtime objects, name its text and not this checkout's path
-        digest = hashlib.sha256(FAST_EXTENDS.read_bytes()).hexdigest()[:16]
-        flags = [*flags, "-CFLAGS", f"-include ../{FAST_EXTENDS.name}",
+        digest = hashlib.sha256(VERILATED_WRAPPER.encode()
+                                + FAST_EXTENDS.read_bytes()).hexdigest()[:16]
+        flags = [*flags, "-CFLAGS", f"-iquote../{FAST_EXTENDS_FOLDER}",
                  "-CFLAGS", f"-DHWLOOP_FAST_EXTENDS={digest}"]
     options = [*flags, *make_opt, *(["--public-flat-rw"] if public_flat_rw else [])]
     if main is not None:
@@ -143,7 +160,9 @@ def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Seq
         for name, text in sources.items():
             (folder / name).write_text(text)
         if fast_extends:
-            shutil.copyfile(FAST_EXTENDS, folder / FAST_EXTENDS.name)
+            (folder / FAST_EXTENDS_FOLDER).mkdir()
+            shutil.copyfile(FAST_EXTENDS, folder / FAST_EXTENDS_FOLDER / FAST_EXTENDS.name)
+            (folder / FAST_EXTENDS_FOLDER / "verilated.h").write_text(VERILATED_WRAPPER)
         obj = folder / "obj"
         fresh: list[Path] = []
         if cache.has(runtime_key):

@@ -25,11 +25,17 @@ PUBLIC = public_vlt("counter_top", ("clk", "enable", "count", "tick"))
 
 
 @pytest.mark.rtl
-def test_clocked_main_drives_the_clock_cocotb_sees(tmp_path):
+@pytest.mark.parametrize("split", [False, True], ids=["one-file", "split-fast-extends"])
+def test_clocked_main_drives_the_clock_cocotb_sees(tmp_path, split):
+    # split: the systolic builds' options on a model that Verilator writes as several files,
+    # compiled with a precompiled header (as it does for 16x16 arrays and larger)
+    flags = [*VERILATOR_LINT_FLAGS, *(["--output-split", "1"] if split else [])]
     build, _ = build_verilated(label="counter", top="counter_top",
                                sources={"counter.v": COUNTER_V, "public.vlt": PUBLIC},
-                               flags=list(VERILATOR_LINT_FLAGS), extra={"what": "test-counter"},
-                               clock="clk")
+                               flags=flags, extra={"what": "test-counter"}, clock="clk",
+                               fast_extends=split)
+    if split:
+        assert (build / "obj" / "Vtop__pch.h.fast.gch").exists()
     out = tmp_path / "seen.json"
     run_testbench(build, top="counter_top", module="clocked_main_tb", work=tmp_path,
                   testbench=Path(__file__).with_name("clocked_main_tb.py"),
