@@ -249,10 +249,15 @@ class SystolicAccelerator(wiring.Component):
         c_stream = Signal()
         a_seen = Signal(ADDR_BITS)  # A/B rows this instruction's loads have written so far
         b_seen = Signal(ADDR_BITS)
+        # following (flag bit 10): the compute reads the A rows the previous (ahead)
+        # instruction's load writes, which may still be arriving: the same per-row wait
+        c_follow = Signal()
+        a_seen_prev = Signal(ADDR_BITS)  # A rows the previous instruction's load has written
         starving = Signal()
         if os_flow:  # the tile's A and B rows are the first of each load
-            m.d.comb += starving.eq(c_stream & (slot < c_len) & ((a_seen <= slot)
-                                                                  | (b_seen <= slot)))
+            m.d.comb += starving.eq((slot < c_len) & (
+                (c_stream & ((a_seen <= slot) | (b_seen <= slot)))
+                | (c_follow & (a_seen_prev <= slot))))
         m.d.comb += [feed_valid.eq(feeding & ~prologue & ~holding & ~starving & (slot < c_len)),
                      feed_first.eq(slot == 0), feed_last.eq(slot + 1 == c_len)]
         with m.If(feed_valid & feed_last):
@@ -279,7 +284,7 @@ class SystolicAccelerator(wiring.Component):
             # tile, or the next compute, when no feed stalls (those would delay the window's
             # last rows past the next tile's switch): not on a streaming compute
             short, long = at_least(max(R, C, 2)), at_least(max(R + C - 1, 2))
-            period = Mux(flags[8], long, short)
+            period = Mux(flags[8] | flags[10], long, short)
         with m.If(start_compute):
             m.d.sync += [
                 c_outer.eq(fields["c_outer"]), c_inner.eq(fields["c_inner"]),
@@ -289,7 +294,7 @@ class SystolicAccelerator(wiring.Component):
                 prologue.eq(0 if os_flow else ~preloaded),
                 slot.eq(0), fed.eq(0), o_idx.eq(0), i_idx.eq(0),
                 a_tile.eq(fields["c_a_base"]), b_tile.eq(fields["c_b_base"]),
-                guard.eq(feeder_guard(p)), c_stream.eq(flags[8]),
+                guard.eq(feeder_guard(p)), c_stream.eq(flags[8]), c_follow.eq(flags[10]),
             ]
         with m.Elif(guard != 0):
             m.d.sync += guard.eq(guard - 1)
@@ -344,9 +349,11 @@ class SystolicAccelerator(wiring.Component):
             m.d.comb += weight_r.addr.eq(base + wl_row)
             # streaming: weight rows of this compute (prologue, windows but the crossing one)
             # and A rows of its k blocks, in the order its loads write them
-            m.d.comb += starving.eq(c_stream & (
-                (wl_issue & ~cross & (b_seen <= wl_base - c_b_base + wl_row))
-                | (~prologue & (slot < c_len) & (a_seen <= a_tile - c_a_base + slot))))
+            a_row = a_tile - c_a_base + slot
+            m.d.comb += starving.eq(
+                (c_stream & ((wl_issue & ~cross & (b_seen <= wl_base - c_b_base + wl_row))
+                             | (~prologue & (slot < c_len) & (a_seen <= a_row))))
+                | (c_follow & ~prologue & (slot < c_len) & (a_seen_prev <= a_row)))
             window_row = ~prologue & wl_issue & ~starving
             with m.If(window_row):
                 m.d.sync += [w_on.eq(wl_row != R - 1), w_row.eq(wl_row + 1), w_cross.eq(cross),
@@ -521,14 +528,6 @@ class SystolicAccelerator(wiring.Component):
         wr_pace = Signal(8)  # write-bus cycles until the next row may be written
         st_valid, st_addr, st_fire = Signal(), Signal(ADDR_BITS), Signal()
         need_drained = Signal(ADDR_BITS)  # compute instructions dispatched before this one
-        # the DMA ends when the last responses arrive (or none are due) and no row is left to
-        # store (the last one may still be on its way out)
-        m.d.comb += dma_ends.eq(
-            ((rsp_a.left == 0) | (self.a_resp_valid & (rsp_a.left == rsp_a.rows_now(self._beat_a))))
-            & ((rsp_b.left == 0)
-               | (self.b_resp_valid & (rsp_b.left == rsp_b.rows_now(self._beat_b))))
-            & (st.left == 0))
-
         # load engine: issue side (A first, then B; a streaming instruction alternates A and
         # B beats, so the rows of its first array tile arrive together)
         rd_stream = Signal()
@@ -548,6 +547,27 @@ class SystolicAccelerator(wiring.Component):
         with m.Elif(rd_pace != 0):
             m.d.sync += rd_pace.eq(rd_pace - 1)
 
+        # An ahead instruction (flag bit 9, A loads only) ends when its last A request is
+        # issued; the walker then writes its responses under the next instruction (``on_prev``)
+        # while the next instruction's A load waits in ``pend_a``, taken up in the cycle of
+        # their last response. At most one older instruction's responses are ever outstanding.
+        dma_ahead = Signal()
+        on_prev = Signal()
+        pend_a = {f"a_{n}": Signal(ADDR_BITS, name=f"pend_a_{n}")
+                  for n in ("ext_base", "spad_base", "ext_stride", "spad_stride", "length",
+                            "bursts")}
+        pend_a_valid = Signal()
+        a_last_now = self.a_resp_valid & (rsp_a.left == rsp_a.rows_now(self._beat_a))
+        a_rsp_done = (rsp_a.left == 0) | a_last_now  # the walker's rows are all in after this cycle
+        a_issued = (iss_a.left == 0) | (issue_a & (iss_a.left == iss_a.rows_now(self._beat_a)))
+        # the DMA ends when the last responses arrive (or none are due; an ahead instruction's
+        # own A excepted) and no row is left to store (the last one may still be on its way out)
+        m.d.comb += dma_ends.eq(
+            Mux(dma_ahead, a_issued & (~on_prev | a_last_now), a_rsp_done & ~pend_a_valid)
+            & ((rsp_b.left == 0)
+               | (self.b_resp_valid & (rsp_b.left == rsp_b.rows_now(self._beat_b))))
+            & (st.left == 0))
+
         # load engine: response side, one walker per channel
         for walker, resp_valid, resp_data, wports, name, width, k, seen in (
             (rsp_a, self.a_resp_valid, self.a_resp_data, ifmap_ws, "ifmap", R, self._beat_a,
@@ -565,10 +585,19 @@ class SystolicAccelerator(wiring.Component):
                 walker.step(k)
             rows_in = Signal(range(k + 1), name=f"{name}_rows_in")
             m.d.comb += rows_in.eq(Mux(resp_valid, got, 0))
-            with m.If(go):
-                m.d.sync += seen.eq(0)
-            with m.Else():
-                m.d.sync += seen.eq(seen + rows_in)
+            if name == "ifmap":  # A: rows of the walker's descriptor, its own or an older one's
+                with m.If(go):
+                    m.d.sync += [seen.eq(0),
+                                 a_seen_prev.eq(Mux(on_prev, seen, seen + rows_in))]
+                with m.Elif(on_prev):
+                    m.d.sync += a_seen_prev.eq(a_seen_prev + rows_in)
+                with m.Else():
+                    m.d.sync += seen.eq(seen + rows_in)
+            else:
+                with m.If(go):
+                    m.d.sync += seen.eq(0)
+                with m.Else():
+                    m.d.sync += seen.eq(seen + rows_in)
             bump(f"{name}_sram_write", 1, rows_in * width)
             bump("dram_read_bytes", 1, rows_in * (width * e))
 
@@ -641,11 +670,27 @@ class SystolicAccelerator(wiring.Component):
                          st_rev.eq(flags[7]), rd_stream.eq(flags[8]), rd_turn_b.eq(0),
                          st_step.eq(fields["s_wait_step"]),
                          st_early.eq(fields["s_wait_first"] != 0)]
-            for walker, flag, prefix in ((iss_a, 1, "a"), (rsp_a, 1, "a"), (iss_b, 2, "b"),
-                                         (rsp_b, 2, "b"), (st, 3, "s")):
+            for walker, flag, prefix in ((iss_a, 1, "a"), (iss_b, 2, "b"), (rsp_b, 2, "b"),
+                                         (st, 3, "s")):
                 m.d.sync += walker.load(fields, prefix)
                 with m.If(~flags[flag]):
                     m.d.sync += walker.left.eq(0)
+            m.d.sync += dma_ahead.eq(flags[9])
+            # A responses: the ending (ahead) instruction's still due after this cycle, from
+            # the walker or, in the cycle of an older one's last response, from ``pend_a``
+            with m.If(~a_rsp_done | pend_a_valid):
+                m.d.sync += [on_prev.eq(1), pend_a_valid.eq(flags[1]),
+                             *(pend_a[k].eq(fields[k]) for k in pend_a)]
+                with m.If(pend_a_valid):
+                    m.d.sync += rsp_a.load(pend_a, "a")
+            with m.Else():
+                m.d.sync += [on_prev.eq(0), *rsp_a.load(fields, "a")]
+                with m.If(~flags[1]):
+                    m.d.sync += rsp_a.left.eq(0)
+        with m.Elif(on_prev & a_last_now):
+            m.d.sync += on_prev.eq(0)
+            with m.If(pend_a_valid):
+                m.d.sync += [pend_a_valid.eq(0), *rsp_a.load(pend_a, "a")]
 
         # ws cross-instruction preload (feeder): the weight load's responses are all written
         m.d.comb += weights_loaded.eq(rsp_b.left == 0)

@@ -81,7 +81,8 @@ def tile_period(params, instr: Instruction) -> int:
     R, C = params.rows, params.cols
     if params.dataflow == "os":
         return max(c.length, R)
-    return max(c.length, R + C - 1, 2) if instr.stream else max(c.length, R, C, 2)
+    return max(c.length, R + C - 1, 2) if instr.stream or instr.follow \
+        else max(c.length, R, C, 2)
 
 
 def feed_stall(params, c: Compute, since_last: int | None) -> int:
@@ -137,6 +138,13 @@ class BusState:
     write_free: int = 0
     #: the last instruction's loads: absolute cycle of their last response (transient)
     loads_done: int = 0
+    #: the previous instruction's A load still in flight (it was ``ahead``): its first
+    #: request cycle, bursts and burst length (``follow_wait``); and its last response's cycle
+    in_flight: tuple[int, int, int] | None = None
+    in_flight_done: int = 0
+    #: the same of this instruction (transient, set by dma_cycles)
+    ahead: tuple[int, int, int] | None = None
+    ahead_done: int = 0
 
 
 def read_beats(params, instr: Instruction, issue: int) -> tuple[list[tuple[str, int, int]], int]:
@@ -163,17 +171,19 @@ def read_beats(params, instr: Instruction, issue: int) -> tuple[list[tuple[str, 
 
 
 def stream_wait(params, instr: Instruction, dispatch: int, stall: int,
-                read_free: int) -> tuple[int, int | None]:
+                read_free: int, seen: dict[str, list[int]] | None = None
+                ) -> tuple[int, int | None]:
     """A streaming compute's wait for the rows its own loads write, on top of ``stall``, and
     (ws) the cycle its last tile's preload window opens. A row counts as written one cycle
     after its response. os: slot ``s`` of the single tile needs A and B row ``s``. ws: the
     prologue's slot ``r`` weight row ``r``; tile (k block) ``i``'s feed slot ``s`` A row
     ``i*length + s``, its window slot ``cols-1+r`` weight row ``(i+1)*rows + r`` (but the last
     tile's window, which loads the next compute's weights)."""
-    schedule, _ = read_beats(params, instr, max(dispatch + 1, read_free))
-    seen: dict[str, list[int]] = {"a": [], "b": []}  # per row: the cycle it counts as written
-    for name, issue, rows in schedule:
-        seen[name] += [issue + params.mem_latency + 2] * rows
+    if seen is None:
+        schedule, _ = read_beats(params, instr, max(dispatch + 1, read_free))
+        seen = {"a": [], "b": []}  # per row: the cycle it counts as written
+        for name, issue, rows in schedule:
+            seen[name] += [issue + params.mem_latency + 2] * rows
     c = instr.compute
     R, C, L = params.rows, params.cols, c.length
     t = dispatch + stall  # the cycle before the first slot
@@ -198,6 +208,45 @@ def stream_wait(params, instr: Instruction, dispatch: int, stall: int,
     return t - (dispatch + stall + R + tiles * period), window
 
 
+def follow_wait(params, instr: Instruction, dispatch: int, stall: int, preloaded: bool,
+                flight: tuple[int, int, int]) -> tuple[int, int | None]:
+    """A following compute's wait for the A rows of the previous (``ahead``) instruction's load,
+    in the order it writes them, on top of ``stall``; and (ws) the cycle its last tile's
+    preload window opens. ``flight``: that load's first request cycle, bursts and burst
+    length. Its weight rows are all in the scratchpad. os: slot ``s`` of the single tile needs
+    A row ``s``; ws: tile (k block) ``i``'s slot ``s`` A row ``i*length + s``.
+
+    The slots form one in-order pipeline, a slot a cycle unless it waits for its row (which
+    counts as written one cycle after its response), so slot ``k`` ends at ``start + k + 1``
+    plus the largest lateness of a row needed at or before it; a beat's rows all arrive
+    together, so only each beat's first row can be the latest: one step per beat."""
+    c = instr.compute
+    L = c.length
+    start = dispatch + stall + _prologue(params, preloaded)
+    os_flow = params.dataflow == "os"
+    period, tiles = (L, 1) if os_flow else (tile_period(params, instr), c.array_tiles)
+    needed = tiles * L
+    window_slot = None if os_flow else (tiles - 1) * period + params.cols - 1
+    row_bytes = params.rows * elem_bytes(params)
+    per = rows_per_beat(row_bytes, params.bus_bytes)
+    cpb = cycles_per_beat(row_bytes, params.bus_bytes)
+    issue, bursts, length = flight
+    late = late_window = 0
+    for burst in range(bursts):
+        for j in range(0, length, per):
+            r = burst * length + j
+            if r >= needed:
+                break
+            slot = (r // L) * period + r % L
+            lateness = issue + params.mem_latency + 2 - (start + slot + 1)
+            late = max(late, lateness)
+            if window_slot is not None and slot <= window_slot:
+                late_window = max(late_window, lateness)
+            issue += cpb
+    window = None if window_slot is None else start + window_slot + 1 + late_window
+    return late, window
+
+
 def dma_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | None,
                bus: BusState, tiles_drained: Callable[[int, bool], int] | None = None) -> int:
     """Cycles from dispatch to the DMA's last busy cycle (0 without transfers); advances ``bus``.
@@ -217,6 +266,7 @@ def dma_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | Non
                              default=schedule[-1][1]) + params.mem_latency + 1
     elif instr.load_a is not None or instr.load_b is not None:
         issue = max(dispatch + 1, bus.read_free)
+        first_issue = issue
         for t, row in ((instr.load_a, params.rows * e), (instr.load_b, params.cols * e)):
             if t is not None:
                 cpb = cycles_per_beat(row, params.bus_bytes)
@@ -224,6 +274,12 @@ def dma_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | Non
                 last_cpb = cpb
         bus.read_free = issue
         done = bus.loads_done = issue - last_cpb + params.mem_latency + 1
+        if instr.ahead:  # ends with its last request; the next instruction follows the rows
+            assert instr.load_a is not None and instr.load_b is None
+            done = issue - last_cpb
+            bus.ahead = (first_issue, instr.load_a.bursts, instr.load_a.length)
+            bus.ahead_done = bus.loads_done
+    done = max(done, bus.in_flight_done)
     if instr.store_c is not None:
         t = instr.store_c
         cpb = cycles_per_beat(params.cols * out_bytes(params), params.bus_bytes)
@@ -351,9 +407,13 @@ class _Walk:
         if self.last_compute is not None:
             instr, dispatch, stall, preloaded = self.last_compute
             last = (instr, dispatch + delta, stall, preloaded)
+        bus = BusState(self.bus.read_free + delta, self.bus.write_free + delta)
+        if self.bus.in_flight is not None:
+            issue, bursts, length = self.bus.in_flight
+            bus.in_flight = (issue + delta, bursts, length)
+            bus.in_flight_done = self.bus.in_flight_done + delta
         return _Walk(self.cycles + delta, move(self.drain_done), move(self.last_fed),
-                     self.preloaded, BusState(self.bus.read_free + delta,
-                                              self.bus.write_free + delta), last)
+                     self.preloaded, bus, last)
 
     def key(self, params) -> tuple:
         """The state relative to the dispatch, with values that act alike merged: the
@@ -370,8 +430,12 @@ class _Walk:
             c = instr.compute
             last = (c.outer, c.inner, c.length, tile_period(params, instr), dispatch - d,
                     stall, preloaded)
+        flight = None
+        if self.bus.in_flight is not None:
+            issue, bursts, length = self.bus.in_flight
+            flight = (issue - d, bursts, length, self.bus.in_flight_done - d)
         return (drain, fed, self.preloaded, max(self.bus.read_free - d, 1),
-                max(self.bus.write_free - d, 1), last)
+                max(self.bus.write_free - d, 1), last, flight)
 
 
 def _step(params, instr: Instruction, w: _Walk) -> None:
@@ -389,11 +453,20 @@ def _step(params, instr: Instruction, w: _Walk) -> None:
         if instr.stream:
             extra, window = stream_wait(params, instr, dispatch, stall, w.bus.read_free)
             stall += extra
+        elif instr.follow:
+            assert w.bus.in_flight is not None
+            extra, window = follow_wait(params, instr, dispatch, stall, w.preloaded,
+                                        w.bus.in_flight)
+            stall += extra
         w.drain_done = dispatch + drain_cycles(params, instr, stall, w.preloaded)
         w.last_fed = dispatch + last_feed_cycles(params, instr, stall, w.preloaded)
         w.last_compute = (instr, dispatch, stall, w.preloaded)
+    w.bus.ahead = None
     w.cycles += instruction_cycles(params, instr, dispatch, ready, w.bus, stall, w.preloaded,
                                    drained_before)
+    w.bus.in_flight = w.bus.ahead
+    w.bus.in_flight_done = 0 if w.bus.ahead is None else w.bus.ahead_done
+    w.bus.ahead = None
     w.preloaded = preloads_next(params, instr, dispatch, w.bus.loads_done, w.preloaded,
                                 window)
 
@@ -408,7 +481,8 @@ def timing_shape(instr: Instruction) -> tuple:
             None if b is None else (b.bursts, b.length),
             None if s is None else (s.bursts, s.length, s.wait_first, s.wait_step,
                                     s.in_drain_order),
-            instr.preload_next, instr.preload_next_when_loaded, instr.stream)
+            instr.preload_next, instr.preload_next_when_loaded, instr.stream, instr.ahead,
+            instr.follow)
 
 
 class WalkTrace:

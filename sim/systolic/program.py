@@ -123,7 +123,10 @@ class Instruction:
     writes some of those rows) is complete as the last tile's preload window opens.
     ``stream``: the compute (os: a single array tile; ws: one n block) reads rows this
     instruction's own loads write, in the order they write them, and feeds each row as soon
-    as it is written; the loads alternate A and B beats (``_stream_first``)."""
+    as it is written; the loads alternate A and B beats (``_stream_first``).
+    ``ahead``: the instruction ends when its A requests are issued, not when their responses
+    are written; the next instruction (``follow``) then computes on those rows as they arrive,
+    in the order they are written (``mark_ahead``)."""
 
     compute: Compute | None = None
     load_a: Transfer | None = None
@@ -132,6 +135,8 @@ class Instruction:
     preload_next: bool = False
     preload_next_when_loaded: bool = False
     stream: bool = False
+    ahead: bool = False
+    follow: bool = False
 
 
 # all-default records to copy from (``_copy``): the builder makes one per step of every
@@ -143,7 +148,7 @@ _INSTRUCTION = Instruction()
 FIELDS: tuple[str, ...] = (
     "flags",  # bit0 compute, bit1 load_a, bit2 load_b, bit3 store_c, bit4 overwrite,
     #           bit5 preload_next, bit6 preload_next_when_loaded, bit7 store in drain order,
-    #           bit8 stream
+    #           bit8 stream, bit9 ahead, bit10 follow
     "c_a_base", "c_b_base", "c_acc_base", "c_outer", "c_inner", "c_length",
     "a_ext_base", "a_ext_stride", "a_spad_base", "a_spad_stride", "a_bursts", "a_length",
     "b_ext_base", "b_ext_stride", "b_spad_base", "b_spad_stride", "b_bursts", "b_length",
@@ -160,7 +165,8 @@ def encode(instr: Instruction) -> int:
     if instr.compute is not None:
         c = instr.compute
         flags |= 1 | (16 if c.overwrite else 0) | (32 if instr.preload_next else 0) \
-            | (64 if instr.preload_next_when_loaded else 0) | (256 if instr.stream else 0)
+            | (64 if instr.preload_next_when_loaded else 0) | (256 if instr.stream else 0) \
+            | (1024 if instr.follow else 0)
         values.update(c_a_base=c.a_base, c_b_base=c.b_base, c_acc_base=c.acc_base,
                       c_outer=c.outer, c_inner=c.inner, c_length=c.length)
     for bit, prefix, t in ((2, "a", instr.load_a), (4, "b", instr.load_b), (8, "s", instr.store_c)):
@@ -174,7 +180,7 @@ def encode(instr: Instruction) -> int:
         flags |= 128 if instr.store_c.in_drain_order else 0
         values.update(s_wait_first=instr.store_c.wait_first,
                       s_wait_step=instr.store_c.wait_step, s_shift=instr.store_c.shift)
-    values["flags"] = flags
+    values["flags"] = flags | (512 if instr.ahead else 0)
     word = 0
     for i, name in enumerate(FIELDS):
         value = values[name]
@@ -217,11 +223,14 @@ def layout(params, gemm: Gemm) -> Layout:
 
 
 def build_program(params, gemm: Gemm, mapping: Mapping, *,
-                  split_ends: bool | None = None, out_shift: int = 0) -> Program:
+                  split_ends: bool | None = None, ahead: bool | None = None,
+                  out_shift: int = 0) -> Program:
     """The instruction program for ``gemm`` under ``mapping`` (fitted and checked by the caller).
 
     ``split_ends``: split the first and last scratchpad tiles (True), never (False), or where
-    the model says it is faster (None). ``out_shift``: every store's requantization shift.
+    the model says it is faster (None). ``ahead``: let A loads finish under the next
+    instruction (``mark_ahead``) wherever possible (True), never (False), or where the model
+    says it is faster (None). ``out_shift``: every store's requantization shift.
     """
     R, C = params.rows, params.cols
     os_flow = params.dataflow == "os"
@@ -336,7 +345,46 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
                 best = min(best, (cycles, len(timed), streamed), key=lambda t: t[:2])
             if split_ends or best[0] < plain_cycles:
                 program.cycles, program.instructions = best[0], best[2]
+    marked = program.instructions if ahead is False \
+        else mark_ahead(params, program.instructions)
+    if marked is not program.instructions and ahead:
+        program.instructions, program.cycles = marked, None
+    elif marked is not program.instructions:
+        # a following ws compute has the longer tile period of a streaming one: keep
+        # whichever program the model says is faster
+        from hwloop.sim.systolic.model import program_cycles
+
+        if program.cycles is None:
+            program.cycles = program_cycles(params, program.instructions, actions=False)[0]
+        cycles = program_cycles(params, marked, actions=False)[0]
+        if cycles < program.cycles:
+            program.instructions, program.cycles = marked, cycles
     return program
+
+
+def mark_ahead(params, instrs: list[Instruction]) -> list[Instruction]:
+    """``ahead`` on each instruction that loads only A rows which the next instruction's
+    compute reads in the order they are written, and ``follow`` on that next one: the loads'
+    latency then hides under the next compute instead of ending the instruction. The compute
+    reads its A rows from ``a_base`` on, ``length`` rows per array tile (ws: one n block,
+    its k blocks in order; os: a single tile); the load writes contiguous bursts from there."""
+    out = None
+    for j in range(len(instrs) - 1):
+        cur, nxt = instrs[j], instrs[j + 1]
+        la, c = cur.load_a, nxt.compute
+        if (la is None or cur.load_b is not None or cur.stream or c is None or nxt.stream
+                or la.spad_base != c.a_base or (la.bursts > 1 and la.spad_stride != la.length)):
+            continue
+        if params.dataflow == "os":
+            if c.outer != 1 or c.inner != 1 or la.rows < c.length:
+                continue
+        elif c.outer != 1 or la.rows < c.inner * c.length:
+            continue
+        if out is None:
+            out = list(instrs)
+        out[j] = _copy(out[j], {"ahead": True})
+        out[j + 1] = _copy(out[j + 1], {"follow": True})
+    return instrs if out is None else out
 
 
 def mark_store_waits(params, instrs: list[Instruction]) -> list[Instruction]:

@@ -216,7 +216,7 @@ def test_split_choice_shortcuts_are_exact():
         if checked >= 150:
             break
         os_flow = params.dataflow == "os"
-        plain = build_program(params, gemm, mapping, split_ends=False).instructions
+        plain = build_program(params, gemm, mapping, split_ends=False, ahead=False).instructions
         if sum(i.compute is not None for i in plain) < 2:
             continue
         trace = WalkTrace()

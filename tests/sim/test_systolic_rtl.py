@@ -81,20 +81,22 @@ _SPLIT_DESIGNS = {
 
 def _split_program(params, gemm, mapping, variant, out_shift=0):
     program = program_module.build_program(params, gemm, mapping, split_ends=False,
-                                           out_shift=out_shift)
+                                           ahead=False, out_shift=out_shift)
     if variant.startswith("os"):
         program.instructions = program_module._split_ends(params, gemm, program.instructions)
-        if variant == "os-stream":  # the first array tile computes on its rows as they arrive
+        if "-stream" in variant:  # the first array tile computes on its rows as they arrive
             program.instructions = program_module._stream_first(
                 params, program.instructions) or program.instructions
     else:  # ws-<k blocks per prologue piece>[-stream]
         split = program_module._split_ends_ws_pieces(params, program.instructions,
                                                      int(variant.split("-")[1]))
         program.instructions = split if split is not None else program.instructions
-        if variant.endswith("-stream"):
+        if "-stream" in variant:
             program.instructions = program_module._stream_first(
                 params, program.instructions) or program.instructions
     program.instructions = program_module.mark_store_waits(params, program.instructions)
+    if variant.endswith("-ahead"):  # wherever possible, whether or not the model prefers it
+        program.instructions = program_module.mark_ahead(params, program.instructions)
     return program
 
 
@@ -166,6 +168,10 @@ def test_store_waits_per_burst(dataflow, tmp_path, monkeypatch):
     pytest.param("ws-2", marks=pytest.mark.xdist_group("systolic_ws_3x2")),
     pytest.param("ws-1-stream", marks=pytest.mark.xdist_group("systolic_ws_3x2")),
     pytest.param("ws-2-stream", marks=pytest.mark.xdist_group("systolic_ws_3x2")),
+    pytest.param("os-ahead", marks=pytest.mark.xdist_group("systolic_os_2x3")),
+    pytest.param("os-stream-ahead", marks=pytest.mark.xdist_group("systolic_os_2x3")),
+    pytest.param("ws-1-ahead", marks=pytest.mark.xdist_group("systolic_ws_3x2")),
+    pytest.param("ws-2-stream-ahead", marks=pytest.mark.xdist_group("systolic_ws_3x2")),
 ])
 def test_split_ends_forced(variant, tmp_path, monkeypatch):
     """Programs with split first and last tiles (whether or not the model prefers them), over
@@ -175,11 +181,12 @@ def test_split_ends_forced(variant, tmp_path, monkeypatch):
     R, C = params.rows, params.cols
     print(f"HWLOOP_SEED={SEED} design={params.name}")
     rng = np.random.default_rng(SEED)
-    forced = []
+    forced, aheads = [], []
 
     def build_split(p, gemm, mapping, out_shift=0):
         built = _split_program(p, gemm, mapping, variant, out_shift)
         forced.append(built.instructions[0].stream)
+        aheads.append(sum(i.ahead for i in built.instructions))
         return built
 
     monkeypatch.setattr(rtl_module, "build_program", build_split)
@@ -201,8 +208,10 @@ def test_split_ends_forced(variant, tmp_path, monkeypatch):
                 jobs.append((gemm, mapping, a, b))
     runs = RtlSimulator(params, workdir=tmp_path).run(jobs)
     assert len(forced) == len(jobs)
-    if variant.endswith("stream"):
+    if "-stream" in variant:
         assert sum(forced) >= len(jobs) // 2, forced
+    if variant.endswith("-ahead"):
+        assert sum(a > 0 for a in aheads) >= len(jobs) // 2, aheads
     for (gemm, mapping, a, b), run in zip(jobs, runs, strict=True):
         where = f"seed={SEED} {params.name} {gemm} {mapping}"
         assert np.array_equal(run.c, gemm_golden(a, b, acc_bits=params.acc_bits)), where
