@@ -27,6 +27,8 @@ DMA (a read path and a write path of ``bus_bytes`` each, working at the same tim
         ``ceil(row bytes / bus_bytes)`` cycles (a beat moves ``floor(bus_bytes / row bytes)``
         rows, at least one; bursts never share a beat), from the cycle after dispatch or when
         the read path is free again; done ``mem_latency + 1`` cycles after the last request
+        (an ``ahead`` instruction: with its last request, but not before the previous
+        instruction's last response; the next compute then waits per row: ``follow_wait``)
     stores: one row (``cols`` outputs of ``out_bytes``) per ``ceil(row bytes / bus_bytes)``
         cycles, from the cycle after dispatch, when the write path is free and the previous
         instruction's drain is complete, or (a store marked by ``mark_store_waits``) burst by

@@ -266,8 +266,9 @@ def test_walk_jumps_are_exact(monkeypatch):
         if checked >= 60:
             break
         where = (params, gemm, mapping)
-        for split in (False, True):
-            instrs = build_program(params, gemm, mapping, split_ends=split).instructions
+        for split, ahead in ((False, None), (True, None), (True, True)):
+            instrs = build_program(params, gemm, mapping, split_ends=split,
+                                   ahead=ahead).instructions
             trace = WalkTrace()
             monkeypatch.setattr(model_module, "_step", counting_step)
             jumped = program_cycles(params, instrs, trace=trace)
@@ -423,3 +424,39 @@ def test_os_dispatch_rtl_equals_model(tmp_path):
     print(f"HWLOOP_SEED={SEED}")
     rng = np.random.default_rng(SEED)
     _run_exact(OS, _jobs(OS, rng), tmp_path)
+
+
+def test_ahead_marks_pairs_and_is_kept_only_where_faster():
+    """``mark_ahead``: an ahead instruction loads A only and the next one follows it, reading
+    those rows from the load's first row on (ws: one n block; os: one array tile); the
+    builder keeps the marks exactly where the model says they are faster."""
+    print(f"HWLOOP_SEED={SEED}")
+    rng = np.random.default_rng(SEED + 2)
+    marked = kept = 0
+    for params, gemm, mapping in _random_layers(rng, m_max=200, n_max=60, k_max=120):
+        if marked >= 40:
+            break
+        plain = build_program(params, gemm, mapping, ahead=False)
+        forced = build_program(params, gemm, mapping, ahead=True)
+        chosen = build_program(params, gemm, mapping)
+        instrs = forced.instructions
+        for cur, nxt in zip(instrs, instrs[1:], strict=False):
+            assert cur.ahead == nxt.follow
+            if cur.ahead:
+                c = nxt.compute
+                assert cur.load_a is not None and cur.load_b is None and not nxt.stream
+                assert c is not None and c.outer == 1 and c.a_base == cur.load_a.spad_base
+                if params.dataflow == "os":
+                    assert c.inner == 1
+        assert not instrs[-1].ahead and not instrs[0].follow
+        if not any(i.ahead for i in instrs):
+            assert chosen.instructions == plain.instructions
+            continue
+        marked += 1
+        plain_cycles = program_cycles(params, plain.instructions, actions=False)[0]
+        forced_cycles = program_cycles(params, instrs, actions=False)[0]
+        assert chosen.cycles == min(plain_cycles, forced_cycles)
+        kept += forced_cycles < plain_cycles
+        assert chosen.instructions == (instrs if forced_cycles < plain_cycles
+                                       else plain.instructions)
+    assert marked >= 40 and 0 < kept < marked, (marked, kept)
