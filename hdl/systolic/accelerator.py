@@ -16,7 +16,8 @@ alternates A and B beats), C stores use the write path at the same time. A read 
 as many whole rows as fit in ``bus_bytes`` (one write port per row of a beat), and a beat (or
 a stored row, ``cols * out_bytes`` bytes) takes ``ceil(row bytes / bus_bytes)`` cycles. The
 drain of an instruction's last array tiles overlaps the next instruction; a store waits until
-the sums it reads are written.
+the sums it reads are written. An instruction marked ahead (A loads only) ends with its last A
+request; the next one computes on those rows as they are written (see the DMA engine).
 """
 
 from __future__ import annotations

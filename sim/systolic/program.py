@@ -7,7 +7,8 @@ finished at step ``j-2``. DMA and compute of an instruction run in parallel; the
 instruction starts when both are done. The first and last scratchpad tiles are split into
 smaller instructions (``_split_ends``, ``_split_ends_ws_pieces``) to shorten
 the pipeline fill and drain where the model says that is faster. On ws an instruction may
-preload the next compute's first weights (``mark_preloads``).
+preload the next compute's first weights (``mark_preloads``), and an instruction that loads
+only A rows the next compute reads in order may end before they arrive (``mark_ahead``).
 """
 
 from __future__ import annotations
