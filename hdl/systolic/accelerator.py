@@ -16,8 +16,9 @@ alternates A and B beats), C stores use the write path at the same time. A read 
 as many whole rows as fit in ``bus_bytes`` (one write port per row of a beat), and a beat (or
 a stored row, ``cols * out_bytes`` bytes) takes ``ceil(row bytes / bus_bytes)`` cycles. The
 drain of an instruction's last array tiles overlaps the next instruction; a store waits until
-the sums it reads are written. An instruction marked ahead (A loads only) ends with its last A
-request; the next one computes on those rows as they are written (see the DMA engine).
+the sums it reads are written. With ``read_ahead``, an instruction marked ahead (A loads only)
+ends with its last A request; the next one computes on those rows as they are written (see the
+DMA engine).
 """
 
 from __future__ import annotations
@@ -148,6 +149,7 @@ class SystolicAccelerator(wiring.Component):
         p = self._p
         R, C = p.rows, p.cols
         os_flow = p.dataflow == "os"
+        ahead = p.read_ahead
         geo = scratchpad_geometry(p)
         e, ob = elem_bytes(p), out_bytes(p)
 
@@ -256,9 +258,13 @@ class SystolicAccelerator(wiring.Component):
         a_seen_prev = Signal(ADDR_BITS)  # A rows the previous instruction's load has written
         starving = Signal()
         if os_flow:  # the tile's A and B rows are the first of each load
-            m.d.comb += starving.eq((slot < c_len) & (
-                (c_stream & ((a_seen <= slot) | (b_seen <= slot)))
-                | (c_follow & (a_seen_prev <= slot))))
+            if ahead:
+                m.d.comb += starving.eq((slot < c_len) & (
+                    (c_stream & ((a_seen <= slot) | (b_seen <= slot)))
+                    | (c_follow & (a_seen_prev <= slot))))
+            else:
+                m.d.comb += starving.eq(c_stream & (slot < c_len) & ((a_seen <= slot)
+                                                                      | (b_seen <= slot)))
         m.d.comb += [feed_valid.eq(feeding & ~prologue & ~holding & ~starving & (slot < c_len)),
                      feed_first.eq(slot == 0), feed_last.eq(slot + 1 == c_len)]
         with m.If(feed_valid & feed_last):
@@ -285,7 +291,7 @@ class SystolicAccelerator(wiring.Component):
             # tile, or the next compute, when no feed stalls (those would delay the window's
             # last rows past the next tile's switch): not on a streaming compute
             short, long = at_least(max(R, C, 2)), at_least(max(R + C - 1, 2))
-            period = Mux(flags[8] | flags[10], long, short)
+            period = Mux(flags[8] | flags[10] if ahead else flags[8], long, short)
         with m.If(start_compute):
             m.d.sync += [
                 c_outer.eq(fields["c_outer"]), c_inner.eq(fields["c_inner"]),
@@ -295,8 +301,10 @@ class SystolicAccelerator(wiring.Component):
                 prologue.eq(0 if os_flow else ~preloaded),
                 slot.eq(0), fed.eq(0), o_idx.eq(0), i_idx.eq(0),
                 a_tile.eq(fields["c_a_base"]), b_tile.eq(fields["c_b_base"]),
-                guard.eq(feeder_guard(p)), c_stream.eq(flags[8]), c_follow.eq(flags[10]),
+                guard.eq(feeder_guard(p)), c_stream.eq(flags[8]),
             ]
+            if ahead:
+                m.d.sync += c_follow.eq(flags[10])
         with m.Elif(guard != 0):
             m.d.sync += guard.eq(guard - 1)
         # the controller waits for the feeder only: the drain of an instruction's last tiles
@@ -350,11 +358,13 @@ class SystolicAccelerator(wiring.Component):
             m.d.comb += weight_r.addr.eq(base + wl_row)
             # streaming: weight rows of this compute (prologue, windows but the crossing one)
             # and A rows of its k blocks, in the order its loads write them
-            a_row = a_tile - c_a_base + slot
-            m.d.comb += starving.eq(
-                (c_stream & ((wl_issue & ~cross & (b_seen <= wl_base - c_b_base + wl_row))
-                             | (~prologue & (slot < c_len) & (a_seen <= a_row))))
-                | (c_follow & ~prologue & (slot < c_len) & (a_seen_prev <= a_row)))
+            waits = c_stream & (
+                (wl_issue & ~cross & (b_seen <= wl_base - c_b_base + wl_row))
+                | (~prologue & (slot < c_len) & (a_seen <= a_tile - c_a_base + slot)))
+            if ahead:
+                waits |= c_follow & ~prologue & (slot < c_len) & (
+                    a_seen_prev <= a_tile - c_a_base + slot)
+            m.d.comb += starving.eq(waits)
             window_row = ~prologue & wl_issue & ~starving
             with m.If(window_row):
                 m.d.sync += [w_on.eq(wl_row != R - 1), w_row.eq(wl_row + 1), w_cross.eq(cross),
@@ -529,6 +539,14 @@ class SystolicAccelerator(wiring.Component):
         wr_pace = Signal(8)  # write-bus cycles until the next row may be written
         st_valid, st_addr, st_fire = Signal(), Signal(ADDR_BITS), Signal()
         need_drained = Signal(ADDR_BITS)  # compute instructions dispatched before this one
+        b_ends = (rsp_b.left == 0) | (self.b_resp_valid
+                                      & (rsp_b.left == rsp_b.rows_now(self._beat_b)))
+        a_last_now = self.a_resp_valid & (rsp_a.left == rsp_a.rows_now(self._beat_a))
+        a_rsp_done = (rsp_a.left == 0) | a_last_now  # the walker's rows are all in after this cycle
+        if not ahead:
+            # the DMA ends when the last responses arrive (or none are due) and no row is left
+            # to store (the last one may still be on its way out)
+            m.d.comb += dma_ends.eq(a_rsp_done & b_ends & (st.left == 0))
         # load engine: issue side (A first, then B; a streaming instruction alternates A and
         # B beats, so the rows of its first array tile arrive together)
         rd_stream = Signal()
@@ -558,16 +576,13 @@ class SystolicAccelerator(wiring.Component):
                   for n in ("ext_base", "spad_base", "ext_stride", "spad_stride", "length",
                             "bursts")}
         pend_a_valid = Signal()
-        a_last_now = self.a_resp_valid & (rsp_a.left == rsp_a.rows_now(self._beat_a))
-        a_rsp_done = (rsp_a.left == 0) | a_last_now  # the walker's rows are all in after this cycle
-        a_issued = (iss_a.left == 0) | (issue_a & (iss_a.left == iss_a.rows_now(self._beat_a)))
-        # the DMA ends when the last responses arrive (or none are due; an ahead instruction's
-        # own A excepted) and no row is left to store (the last one may still be on its way out)
-        m.d.comb += dma_ends.eq(
-            Mux(dma_ahead, a_issued & (~on_prev | a_last_now), a_rsp_done & ~pend_a_valid)
-            & ((rsp_b.left == 0)
-               | (self.b_resp_valid & (rsp_b.left == rsp_b.rows_now(self._beat_b))))
-            & (st.left == 0))
+        if ahead:
+            # the same, but an ahead instruction's own A responses excepted
+            a_issued = (iss_a.left == 0) | (issue_a
+                                            & (iss_a.left == iss_a.rows_now(self._beat_a)))
+            m.d.comb += dma_ends.eq(
+                Mux(dma_ahead, a_issued & (~on_prev | a_last_now), a_rsp_done & ~pend_a_valid)
+                & b_ends & (st.left == 0))
 
         # load engine: response side, one walker per channel
         for walker, resp_valid, resp_data, wports, name, width, k, seen in (
@@ -586,7 +601,7 @@ class SystolicAccelerator(wiring.Component):
                 walker.step(k)
             rows_in = Signal(range(k + 1), name=f"{name}_rows_in")
             m.d.comb += rows_in.eq(Mux(resp_valid, got, 0))
-            if name == "ifmap":  # A: rows of the walker's descriptor, its own or an older one's
+            if ahead and name == "ifmap":  # A: rows of its descriptor, its own or an older one's
                 with m.If(go):
                     m.d.sync += [seen.eq(0),
                                  a_seen_prev.eq(Mux(on_prev, seen, seen + rows_in))]
@@ -671,27 +686,14 @@ class SystolicAccelerator(wiring.Component):
                          st_rev.eq(flags[7]), rd_stream.eq(flags[8]), rd_turn_b.eq(0),
                          st_step.eq(fields["s_wait_step"]),
                          st_early.eq(fields["s_wait_first"] != 0)]
-            for walker, flag, prefix in ((iss_a, 1, "a"), (iss_b, 2, "b"), (rsp_b, 2, "b"),
-                                         (st, 3, "s")):
+            for walker, flag, prefix in ((iss_a, 1, "a"), *(() if ahead else ((rsp_a, 1, "a"),)),
+                                         (iss_b, 2, "b"), (rsp_b, 2, "b"), (st, 3, "s")):
                 m.d.sync += walker.load(fields, prefix)
                 with m.If(~flags[flag]):
                     m.d.sync += walker.left.eq(0)
-            m.d.sync += dma_ahead.eq(flags[9])
-            # A responses: the ending (ahead) instruction's still due after this cycle, from
-            # the walker or, in the cycle of an older one's last response, from ``pend_a``
-            with m.If(~a_rsp_done | pend_a_valid):
-                m.d.sync += [on_prev.eq(1), pend_a_valid.eq(flags[1]),
-                             *(pend_a[k].eq(fields[k]) for k in pend_a)]
-                with m.If(pend_a_valid):
-                    m.d.sync += rsp_a.load(pend_a, "a")
-            with m.Else():
-                m.d.sync += [on_prev.eq(0), *rsp_a.load(fields, "a")]
-                with m.If(~flags[1]):
-                    m.d.sync += rsp_a.left.eq(0)
-        with m.Elif(on_prev & a_last_now):
-            m.d.sync += on_prev.eq(0)
-            with m.If(pend_a_valid):
-                m.d.sync += [pend_a_valid.eq(0), *rsp_a.load(pend_a, "a")]
+        if ahead:
+            self._dispatch_ahead(m, go, fields, flags, rsp_a, dma_ahead, on_prev, pend_a,
+                                 pend_a_valid, a_rsp_done, a_last_now)
 
         # ws cross-instruction preload (feeder): the weight load's responses are all written
         m.d.comb += weights_loaded.eq(rsp_b.left == 0)
@@ -708,3 +710,26 @@ class SystolicAccelerator(wiring.Component):
             with m.Else():
                 m.d.sync += counters[name].eq(counters[name] + total)
         return m
+
+    @staticmethod
+    def _dispatch_ahead(m: Module, go, fields: dict, flags, rsp_a: _Walker, dma_ahead, on_prev,
+                        pend_a: dict, pend_a_valid, a_rsp_done, a_last_now) -> None:
+        """read_ahead: the A response walker at a dispatch, and when it finishes an older
+        instruction's responses."""
+        with m.If(go):
+            m.d.sync += dma_ahead.eq(flags[9])
+            # the ending (ahead) instruction's responses still due after this cycle, in the
+            # walker or, in the cycle of an older one's last response, in ``pend_a``
+            with m.If(~a_rsp_done | pend_a_valid):
+                m.d.sync += [on_prev.eq(1), pend_a_valid.eq(flags[1]),
+                             *(pend_a[k].eq(fields[k]) for k in pend_a)]
+                with m.If(pend_a_valid):
+                    m.d.sync += rsp_a.load(pend_a, "a")
+            with m.Else():
+                m.d.sync += [on_prev.eq(0), *rsp_a.load(fields, "a")]
+                with m.If(~flags[1]):
+                    m.d.sync += rsp_a.left.eq(0)
+        with m.Elif(on_prev & a_last_now):
+            m.d.sync += on_prev.eq(0)
+            with m.If(pend_a_valid):
+                m.d.sync += [pend_a_valid.eq(0), *rsp_a.load(pend_a, "a")]

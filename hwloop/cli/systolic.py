@@ -16,7 +16,7 @@ from hwloop.cli import working
 from hwloop.errors import ParameterError
 from hwloop.hdl.systolic.params import DATAFLOWS, SystolicParams
 
-# flag → SystolicParams field (all integers except dataflow)
+# flag → SystolicParams field (integers, but dataflow and the read_ahead switch)
 PARAM_FLAGS = {
     "rows": "PE rows of the array",
     "cols": "PE columns of the array",
@@ -29,6 +29,7 @@ PARAM_FLAGS = {
     "bus_bytes": "external memory bus width, bytes per cycle",
     "mem_latency": "external memory read latency, cycles",
     "out_bits": "write C back requantized to signed N-bit integers",
+    "read_ahead": "let A loads finish under the next instruction (hides memory latency)",
 }
 
 
@@ -48,6 +49,9 @@ def add_param_arguments(parser: argparse.ArgumentParser) -> None:
         if name == "dataflow":
             group.add_argument(flag, dest=name, metavar="DF", default=default,
                                help=f"{help_text} (default {default})")
+        elif isinstance(default, bool):
+            group.add_argument(flag, dest=name, action="store_true",
+                               help=f"{help_text} (default: off)")
         elif default is None:  # optional features: off unless given
             group.add_argument(flag, dest=name, type=_int, metavar="N", default=None,
                                help=f"{help_text} (default: off, raw acc_bits sums)")
@@ -235,6 +239,7 @@ def print_table(evaluation: Any, *, seed: int) -> None:
     title = (f"{evaluation.workload} on {p['rows']}x{p['cols']} {p['dataflow']} "
              f"i{p['in_bits']}a{p['acc_bits']}"
              + (f"o{p['out_bits']}" if p.get("out_bits") is not None else "")
+             + (" read-ahead" if p.get("read_ahead") else "")
              + f" — {evaluation.fidelity}, seed {seed}")
     shifts = p.get("out_bits") is not None  # requantized outputs: each layer's shift
     marks = {True: "[green]yes[/green]", False: "[red]NO[/red]", None: "-"}

@@ -368,7 +368,10 @@ def mark_ahead(params, instrs: list[Instruction]) -> list[Instruction]:
     compute reads in the order they are written, and ``follow`` on that next one: the loads'
     latency then hides under the next compute instead of ending the instruction. The compute
     reads its A rows from ``a_base`` on, ``length`` rows per array tile (ws: one n block,
-    its k blocks in order; os: a single tile); the load writes contiguous bursts from there."""
+    its k blocks in order; os: a single tile); the load writes contiguous bursts from there.
+    Only designs with ``read_ahead`` have the hardware for it."""
+    if not params.read_ahead:
+        return instrs
     out = None
     for j in range(len(instrs) - 1):
         cur, nxt = instrs[j], instrs[j + 1]

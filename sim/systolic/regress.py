@@ -29,7 +29,8 @@ def sample_configs(rng: np.random.Generator, level: str) -> list[dict[str, Any]]
     at least two operand widths, odd M, N, K. Each design appears with several layers so one
     build serves them all. Some designs requantize their output (``out_bits``: the quick
     matrix's ws design, in the full one both dataflows), with the default shift or a random
-    one (``out_shift``)."""
+    one (``out_shift``); some have ``read_ahead`` (the quick matrix's ws design, in the full
+    one a design of each dataflow)."""
     if level not in _LEVELS:
         raise ValueError(f"level must be one of {', '.join(_LEVELS)}, not {level!r}")
     designs, per_design, side = _LEVELS[level]
@@ -50,6 +51,8 @@ def sample_configs(rng: np.random.Generator, level: str) -> list[dict[str, Any]]
                             else rng.choice([64, 200])))
         if d % 4 in (1, 2):
             params = dataclasses.replace(params, out_bits=int(rng.integers(2, acc_bits + 1)))
+        if d % 3 == 1:
+            params = dataclasses.replace(params, read_ahead=True)
         for g in range(per_design):
             gemm = Gemm(m=_odd(rng, 1, 6 * params.rows), n=_odd(rng, 1, 6 * params.cols),
                         k=_odd(rng, 1, 80))

@@ -39,6 +39,7 @@ from hwloop.sim.systolic.program import (
     Transfer,
     build_program,
     encode,
+    mark_ahead,
     mark_preloads,
 )
 
@@ -267,18 +268,19 @@ def test_walk_jumps_are_exact(monkeypatch):
             break
         where = (params, gemm, mapping)
         for split, ahead in ((False, None), (True, None), (True, True)):
-            instrs = build_program(params, gemm, mapping, split_ends=split,
+            design = replace(params, read_ahead=True) if ahead else params
+            instrs = build_program(design, gemm, mapping, split_ends=split,
                                    ahead=ahead).instructions
             trace = WalkTrace()
             monkeypatch.setattr(model_module, "_step", counting_step)
-            jumped = program_cycles(params, instrs, trace=trace)
+            jumped = program_cycles(design, instrs, trace=trace)
             monkeypatch.setattr(model_module, "_step", real_step)
-            assert jumped == _stepwise(params, instrs), where
+            assert jumped == _stepwise(design, instrs), where
             w = model_module._Walk()
             for j, instr in enumerate(instrs):
-                assert trace[j].key(params) == w.key(params), (where, j)
+                assert trace[j].key(design) == w.key(design), (where, j)
                 assert trace[j].cycles == w.cycles, (where, j)
-                real_step(params, instr, w)
+                real_step(design, instr, w)
             instructions += len(instrs)
         checked += 1
     assert steps < instructions / 2  # the walk does jump (on these layers about 4x fewer)
@@ -433,9 +435,12 @@ def test_ahead_marks_pairs_and_is_kept_only_where_faster():
     print(f"HWLOOP_SEED={SEED}")
     rng = np.random.default_rng(SEED + 2)
     marked = kept = 0
-    for params, gemm, mapping in _random_layers(rng, m_max=200, n_max=60, k_max=120):
+    for plain_design, gemm, mapping in _random_layers(rng, m_max=200, n_max=60, k_max=120):
         if marked >= 40:
             break
+        assert mark_ahead(plain_design, build_program(plain_design, gemm, mapping).instructions) \
+            == build_program(plain_design, gemm, mapping).instructions  # no hardware for it
+        params = replace(plain_design, read_ahead=True)
         plain = build_program(params, gemm, mapping, ahead=False)
         forced = build_program(params, gemm, mapping, ahead=True)
         chosen = build_program(params, gemm, mapping)

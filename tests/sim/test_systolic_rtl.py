@@ -71,7 +71,7 @@ def test_os_2x3_int8(tmp_path):
                                  ifmap_kib=4, weight_kib=4, acc_kib=4, mem_latency=3), tmp_path)
 
 
-_SPLIT_DESIGNS = {
+_SPLIT_DESIGNS = {  # the "-ahead" variants run them with read_ahead
     "os": SystolicParams(rows=2, cols=3, dataflow="os", in_bits=8, acc_bits=32, ifmap_kib=4,
                          weight_kib=4, acc_kib=4, mem_latency=3),
     "ws": SystolicParams(rows=3, cols=2, dataflow="ws", in_bits=4, acc_bits=10, ifmap_kib=4,
@@ -178,6 +178,8 @@ def test_split_ends_forced(variant, tmp_path, monkeypatch):
     1-3 blocks in each tile dimension: bit-exact, and the model walks them exactly."""
     dataflow = variant[:2]
     params = _SPLIT_DESIGNS[dataflow]
+    if variant.endswith("-ahead"):
+        params = replace(params, read_ahead=True)
     R, C = params.rows, params.cols
     print(f"HWLOOP_SEED={SEED} design={params.name}")
     rng = np.random.default_rng(SEED)
