@@ -98,6 +98,12 @@ class _Walker:
                 self.elem.eq(0),
                 self.left.eq(f[f"{prefix}_bursts"] * f[f"{prefix}_length"])]
 
+    def load_spad(self, spad_base, spad_stride, length, left) -> list:
+        """The scratchpad side of a transfer (a response walker's: no external addresses),
+        ``left`` rows in all."""
+        return [self.spad_base.eq(spad_base), self.spad_stride.eq(spad_stride),
+                self.length.eq(length), self.elem.eq(0), self.left.eq(left)]
+
     def rows_now(self, per_beat: int):
         """Rows the next beat moves: ``per_beat``, or what is left of the burst."""
         rest = (self.length - self.elem)[:ADDR_BITS]  # elem < length while rows are left
@@ -572,9 +578,9 @@ class SystolicAccelerator(wiring.Component):
         # their last response. At most one older instruction's responses are ever outstanding.
         dma_ahead = Signal()
         on_prev = Signal()
-        pend_a = {f"a_{n}": Signal(ADDR_BITS, name=f"pend_a_{n}")
-                  for n in ("ext_base", "spad_base", "ext_stride", "spad_stride", "length",
-                            "bursts")}
+        # its scratchpad side only, with its row count (one multiplier, the dispatch's)
+        pend_a = [Signal(ADDR_BITS, name=f"pend_a_{n}")
+                  for n in ("spad_base", "spad_stride", "length", "left")]
         pend_a_valid = Signal()
         if ahead:
             # the same, but an ahead instruction's own A responses excepted
@@ -713,23 +719,25 @@ class SystolicAccelerator(wiring.Component):
 
     @staticmethod
     def _dispatch_ahead(m: Module, go, fields: dict, flags, rsp_a: _Walker, dma_ahead, on_prev,
-                        pend_a: dict, pend_a_valid, a_rsp_done, a_last_now) -> None:
+                        pend_a: list, pend_a_valid, a_rsp_done, a_last_now) -> None:
         """read_ahead: the A response walker at a dispatch, and when it finishes an older
         instruction's responses."""
         with m.If(go):
             m.d.sync += dma_ahead.eq(flags[9])
             # the ending (ahead) instruction's responses still due after this cycle, in the
             # walker or, in the cycle of an older one's last response, in ``pend_a``
+            new = (fields["a_spad_base"], fields["a_spad_stride"], fields["a_length"],
+                   fields["a_bursts"] * fields["a_length"])
             with m.If(~a_rsp_done | pend_a_valid):
                 m.d.sync += [on_prev.eq(1), pend_a_valid.eq(flags[1]),
-                             *(pend_a[k].eq(fields[k]) for k in pend_a)]
+                             *(reg.eq(value) for reg, value in zip(pend_a, new, strict=True))]
                 with m.If(pend_a_valid):
-                    m.d.sync += rsp_a.load(pend_a, "a")
+                    m.d.sync += rsp_a.load_spad(*pend_a)
             with m.Else():
-                m.d.sync += [on_prev.eq(0), *rsp_a.load(fields, "a")]
+                m.d.sync += [on_prev.eq(0), *rsp_a.load_spad(*new)]
                 with m.If(~flags[1]):
                     m.d.sync += rsp_a.left.eq(0)
         with m.Elif(on_prev & a_last_now):
             m.d.sync += on_prev.eq(0)
             with m.If(pend_a_valid):
-                m.d.sync += [pend_a_valid.eq(0), *rsp_a.load(pend_a, "a")]
+                m.d.sync += [pend_a_valid.eq(0), *rsp_a.load_spad(*pend_a)]
