@@ -173,19 +173,17 @@ def read_beats(params, instr: Instruction, issue: int) -> tuple[list[tuple[str, 
 
 
 def stream_wait(params, instr: Instruction, dispatch: int, stall: int,
-                read_free: int, seen: dict[str, list[int]] | None = None
-                ) -> tuple[int, int | None]:
+                read_free: int) -> tuple[int, int | None]:
     """A streaming compute's wait for the rows its own loads write, on top of ``stall``, and
     (ws) the cycle its last tile's preload window opens. A row counts as written one cycle
     after its response. os: slot ``s`` of the single tile needs A and B row ``s``. ws: the
     prologue's slot ``r`` weight row ``r``; tile (k block) ``i``'s feed slot ``s`` A row
     ``i*length + s``, its window slot ``cols-1+r`` weight row ``(i+1)*rows + r`` (but the last
     tile's window, which loads the next compute's weights)."""
-    if seen is None:
-        schedule, _ = read_beats(params, instr, max(dispatch + 1, read_free))
-        seen = {"a": [], "b": []}  # per row: the cycle it counts as written
-        for name, issue, rows in schedule:
-            seen[name] += [issue + params.mem_latency + 2] * rows
+    schedule, _ = read_beats(params, instr, max(dispatch + 1, read_free))
+    seen: dict[str, list[int]] = {"a": [], "b": []}  # per row: the cycle it counts as written
+    for name, issue, rows in schedule:
+        seen[name] += [issue + params.mem_latency + 2] * rows
     c = instr.compute
     R, C, L = params.rows, params.cols, c.length
     t = dispatch + stall  # the cycle before the first slot
