@@ -13,6 +13,7 @@ A space file declares what a sweep may vary and what it must respect::
     dataflow = { values = ["os", "ws"] }
     in_bits = 8                                     # fixed
     out_bits = { values = [0, 8] }                  # 0: raw acc_bits sums (TOML has no null)
+    read_ahead = { values = [false, true] }         # a switch
 
     [mapping]                    # optional: one Mapping applied to every layer via fit_to
     tile_m = { values = [1, 2, 4], times = "rows" } # in units of the array's rows
@@ -405,13 +406,14 @@ def _dimension(fail: Any, section: str, key: str, spec: Any) -> Dimension:
         values = spec["values"]
         if not isinstance(values, list) or not values:
             raise fail(f"{where}: empty range (values must be a non-empty list)")
-        if all(isinstance(v, str) for v in values):
-            kind = "categorical"
+        if all(isinstance(v, str) for v in values) or all(isinstance(v, bool) for v in values):
+            kind = "categorical"  # strings, or a switch such as read_ahead
         elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
             kind = "ordinal"
             values = sorted(values)
         else:
-            raise fail(f"{where}: values must be all integers or all strings, not {values!r}")
+            raise fail(f"{where}: values must be all integers, all strings or all booleans, "
+                       f"not {values!r}")
         if len(set(values)) != len(values):
             raise fail(f"{where}: values repeat ({values!r})")
         return Dimension(key, section, tuple(values), kind, times=times)

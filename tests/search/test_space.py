@@ -78,6 +78,15 @@ def test_out_bits_zero_stands_for_raw_sums() -> None:
         space.split({"out_bits": 1})
 
 
+def test_switches_are_categorical() -> None:
+    space = parse_space('workloads = ["mlp"]\n[hardware]\n'
+                        'read_ahead = { values = [false, true] }\n')
+    dim = space.dim("read_ahead")
+    assert (dim.kind, dim.values) == ("categorical", (False, True))
+    assert space.split({"read_ahead": True})[0] == SystolicParams(read_ahead=True)
+    assert space.split(space.decode(space.encode({"read_ahead": True})))[0].read_ahead is True
+
+
 def test_hash_identifies_parameters_budgets_objective_workloads() -> None:
     base = parse_space(GOOD)
     assert base.hash == parse_space(GOOD.replace('name = "t"', 'name = "other"')).hash
@@ -154,7 +163,7 @@ BAD = [
      "workloads[0]: first must be a positive integer, not 0"),
     ('workloads = ["mlp", "mlp"]\n', "workloads repeat a name"),
     ('workloads = ["mlp"]\n[hardware]\nrows = { values = [2, "x"] }\n',
-     "[hardware] rows: values must be all integers or all strings, not [2, 'x']"),
+     "[hardware] rows: values must be all integers, all strings or all booleans, not [2, 'x']"),
     ('workloads = ["mlp"]\n[hardware]\nrows = { values = [2], min = 1 }\n',
      "[hardware] rows: give either values or min/max, not both ('min')"),
     ('workloads = ["mlp"]\n[hardware]\nrows = { min = 2 }\n',
