@@ -264,13 +264,10 @@ class SystolicAccelerator(wiring.Component):
         a_seen_prev = Signal(ADDR_BITS)  # A rows the previous instruction's load has written
         starving = Signal()
         if os_flow:  # the tile's A and B rows are the first of each load
+            waits = c_stream & (slot < c_len) & ((a_seen <= slot) | (b_seen <= slot))
             if ahead:
-                m.d.comb += starving.eq((slot < c_len) & (
-                    (c_stream & ((a_seen <= slot) | (b_seen <= slot)))
-                    | (c_follow & (a_seen_prev <= slot))))
-            else:
-                m.d.comb += starving.eq(c_stream & (slot < c_len) & ((a_seen <= slot)
-                                                                      | (b_seen <= slot)))
+                waits |= c_follow & (slot < c_len) & (a_seen_prev <= slot)
+            m.d.comb += starving.eq(waits)
         m.d.comb += [feed_valid.eq(feeding & ~prologue & ~holding & ~starving & (slot < c_len)),
                      feed_first.eq(slot == 0), feed_last.eq(slot + 1 == c_len)]
         with m.If(feed_valid & feed_last):
@@ -583,7 +580,8 @@ class SystolicAccelerator(wiring.Component):
                   for n in ("spad_base", "spad_stride", "length", "left")]
         pend_a_valid = Signal()
         if ahead:
-            # the same, but an ahead instruction's own A responses excepted
+            # the same, but an ahead instruction's own A responses excepted (assigned here,
+            # after the issue side it looks at; the plain design's Verilog stays as it was)
             a_issued = (iss_a.left == 0) | (issue_a
                                             & (iss_a.left == iss_a.rows_now(self._beat_a)))
             m.d.comb += dma_ends.eq(

@@ -144,9 +144,9 @@ class BusState:
     #: request cycle, bursts and burst length (``follow_wait``); and its last response's cycle
     in_flight: tuple[int, int, int] | None = None
     in_flight_done: int = 0
-    #: the same of this instruction (transient, set by dma_cycles)
+    #: the same of this instruction if it is ahead (transient, set by dma_cycles; its last
+    #: response is ``loads_done``)
     ahead: tuple[int, int, int] | None = None
-    ahead_done: int = 0
 
 
 def read_beats(params, instr: Instruction, issue: int) -> tuple[list[tuple[str, int, int]], int]:
@@ -278,7 +278,6 @@ def dma_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | Non
             assert instr.load_a is not None and instr.load_b is None
             done = issue - last_cpb
             bus.ahead = (first_issue, instr.load_a.bursts, instr.load_a.length)
-            bus.ahead_done = bus.loads_done
     done = max(done, bus.in_flight_done)
     if instr.store_c is not None:
         t = instr.store_c
@@ -465,8 +464,7 @@ def _step(params, instr: Instruction, w: _Walk) -> None:
     w.cycles += instruction_cycles(params, instr, dispatch, ready, w.bus, stall, w.preloaded,
                                    drained_before)
     w.bus.in_flight = w.bus.ahead
-    w.bus.in_flight_done = 0 if w.bus.ahead is None else w.bus.ahead_done
-    w.bus.ahead = None
+    w.bus.in_flight_done = 0 if w.bus.ahead is None else w.bus.loads_done
     w.preloaded = preloads_next(params, instr, dispatch, w.bus.loads_done, w.preloaded,
                                 window)
 
