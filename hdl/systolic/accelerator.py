@@ -638,7 +638,7 @@ class SystolicAccelerator(wiring.Component):
         m.d.sync += tiles_drained.eq(d_drained)
         rows_drained = Signal(ADDR_BITS)
         if os_flow:
-            m.d.sync += rows_drained.eq(Mux(mesh.early, R - 1 - mesh.out_row, 0))
+            m.d.sync += rows_drained.eq(Mux(mesh.early, (R - 1 - mesh.out_row).as_unsigned(), 0))
             follow = st_rev
         else:
             m.d.sync += rows_drained.eq(d_m)

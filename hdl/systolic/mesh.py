@@ -12,7 +12,7 @@ synchronous reset, and about a fifth less simulation time on an 8x8 mesh.
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -203,10 +203,15 @@ def psum_bits(params: SystolicParams, row: int) -> int:
 
 
 def _widened(m: Module, value, bits: int):
-    """``value`` sign-extended (or wrapped) to a ``bits``-bit field."""
-    wide = Signal(signed(bits), name=f"{value.name}_x")
-    m.d.comb += wide.eq(value)
-    return wide.as_unsigned()
+    """``value`` sign-extended (or wrapped) to a ``bits``-bit field.
+
+    Written as a signed add of a ``bits``-wide zero: Amaranth spells a plain widening out as a
+    concatenation of copies of the sign bit, which Verilator evaluates bit by bit (a third of
+    an 8x8 ws design's evaluation time), while the add's operand is sign-extended by Verilog's
+    own rules, one instruction in the simulator; synthesis removes the add of zero."""
+    wide = Signal(unsigned(bits), name=f"{value.name}_x")
+    m.d.comb += wide.eq((value + Const(0, signed(bits)))[:bits])
+    return wide
 
 
 class WsPE(wiring.Component):
