@@ -8,9 +8,11 @@ Three ways to compute the same GEMM on the same design, all checked bit-exact:
 - *minimal stepped loop*: the same accelerator build, but Python wakes up on every rising edge,
   peeks ``done`` and pokes one input: the floor of any per-cycle Python approach;
 - *per-cycle mesh drive*: the accelerator's PE array alone, fed from cocotb on every clock
-  (operands, valid/first/last) with its output rows collected and summed in Python, tiled like
-  the accelerator (benchmarks/mesh_drive.py): what "driving the same array cycle by cycle from
-  cocotb" means.
+  (operands and flags; ws also the weight rows) with its output rows collected and summed in
+  Python, tiled like the accelerator (benchmarks/mesh_drive.py): what "driving the same array
+  cycle by cycle from cocotb" means.
+
+Both dataflows: the 2x3, 4x4 and 8x8 os designs and the 4x4 and 8x8 ws designs.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ DESIGNS = (
                    weight_kib=4, acc_kib=4, mem_latency=3),
     SystolicParams(rows=4, cols=4),
     SystolicParams(rows=8, cols=8),
+    SystolicParams(rows=4, cols=4, dataflow="ws"),
+    SystolicParams(rows=8, cols=8, dataflow="ws"),
 )
 
 #: Per design: the GEMM all three modes compute (about 200k array cycles: the per-cycle modes
@@ -40,6 +44,8 @@ GEMMS = {
     "systolic_2x3_os_i8a32": (Gemm(m=96, n=96, k=128), Gemm(m=96, n=96, k=512)),
     "systolic_4x4_os_i8a32": (Gemm(m=128, n=128, k=192), Gemm(m=256, n=256, k=256)),
     "systolic_8x8_os_i8a32": (Gemm(m=256, n=256, k=192), Gemm(m=256, n=256, k=1024)),
+    "systolic_4x4_ws_i8a32": (Gemm(m=128, n=128, k=192), Gemm(m=256, n=256, k=256)),
+    "systolic_8x8_ws_i8a32": (Gemm(m=256, n=256, k=192), Gemm(m=256, n=256, k=1024)),
 }
 SEED = 7
 #: Each measurement is the fastest of this many runs (the machine is shared; the minimum is the
@@ -141,11 +147,16 @@ def run() -> str:
         "  (sim/clocked_main.cpp); Python loads the memories, pulses `start` and sleeps until",
         "  `done`.",
         "- **per-cycle mesh drive** (benchmarks/mesh_drive.py): the accelerator's PE array",
-        "  (`OsMesh`, same parameters, same Verilator flags) as its own top, driven from one",
-        "  cocotb coroutine on every clock: per cycle it pokes a row of A, a row of B and",
-        "  `valid`/`first`/`last`, awaits the edge and reads `early`; announced output rows are",
-        "  read and summed into C in Python (the K tiles' partial sums). Array tiles, their order",
-        "  and spacing are the accelerator's (same mapping). This is the issue's \"driving the",
+        "  (`OsMesh` or `WsMesh`, same parameters, same Verilator flags) as its own top, driven",
+        "  from one cocotb coroutine on every clock: per cycle it pokes a row of A and the",
+        "  flags (os: a row of B and `valid`/`first`/`last`; ws: `valid`/`switch`, and in each",
+        "  array tile's window of `rows` cycles a row of the next tile's weights), awaits the",
+        "  edge and reads `early`; announced output rows are read and summed into C in Python",
+        "  (the K tiles' partial sums). Array tiles and their order are the accelerator's (same",
+        "  mapping); os tiles are spaced as its feeder spaces them, ws tiles last at least",
+        "  `rows + cols - 1` cycles (the weight window inside the tile; on these GEMMs the",
+        "  accelerator's period too: its array tiles are 16 (4x4) and 32 (8x8) rows of A).",
+        "  This is the issue's \"driving the",
         "  same array cycle by cycle from cocotb\", and a lean one: one coroutine, operands",
         "  packed once per tile, no driver/monitor objects. *Driver + monitor*: the same with",
         "  the outputs sampled by a second coroutine, the usual cocotb structure.",

@@ -1,15 +1,24 @@
 """The cycle-by-cycle baseline: a whole GEMM computed by driving the bare PE array from Python.
 
 This is what "driving the same array cycle by cycle from cocotb" means for benchmark 1 of the
-accelerator: the output-stationary mesh of the accelerator (:class:`OsMesh`, same
+accelerator: the accelerator's mesh (:class:`OsMesh` or :class:`WsMesh`, same
 :class:`SystolicParams`) is emitted as its own Verilog top, and a cocotb test
-(``mesh_drive_tb.py``) plays controller, scratchpads and DMA in Python. On every clock it pokes
-one row of A (``rows`` operands), one row of B (``cols`` operands) and the ``valid``/``first``/
-``last`` flags, and it collects the array's output rows when ``early``/``out_row`` announce
-them, summing the K tiles' partial results like the accumulator scratchpad does. The array
-tiles are the accelerator's: the same mapping (scratchpad tiles, loop order, k innermost), each
-array tile a ``rows x cols`` block of C over its tile's K range, spaced like the accelerator's
-feeder spaces them (a tile's last k at least ``rows`` cycles after the previous tile's).
+(``mesh_drive_tb.py``) plays controller, scratchpads and DMA in Python, collecting the array's
+output rows as they come and summing the K tiles' partial results like the accumulator
+scratchpad does. The array tiles are the accelerator's: the same mapping (scratchpad tiles,
+loop order, k innermost).
+
+- os: on every clock one row of A (``rows`` operands), one row of B (``cols`` operands) and
+  the ``valid``/``first``/``last`` flags; rows of C come when ``early``/``out_row`` announce
+  them. An array tile is a ``rows x cols`` block of C over its tile's K range, spaced like the
+  accelerator's feeder spaces them (a tile's last k at least ``rows`` cycles after the
+  previous tile's).
+- ws: the first tile's weights one row per cycle (``wl_valid``/``wl_row``/``wl_data``), then
+  on every clock one row of A (one m, ``rows`` k values) with ``valid`` and, on a tile's first
+  row, ``switch``; in each tile's window (from its slot ``cols - 1``) the next tile's weights,
+  one row per cycle, as the accelerator's feeder loads them. An array tile is one k block by
+  one n block over the scratchpad tile's m rows, at least ``rows + cols - 1`` cycles long (the
+  window inside the tile); every fed row gives a row of C ``rows + cols`` cycles later.
 
 Built with the same Verilator runner, flags and build cache as the accelerator
 (:func:`hwloop.sim.systolic.rtl.build_verilated`). Not part of the package's runtime: the
@@ -37,19 +46,21 @@ from hwloop.sim.systolic.rtl import SPEED_FLAGS
 from hwloop.sim.verilator import build_verilated, public_vlt, run_testbench
 from hwloop.toolchain import VERILATOR_LINT_FLAGS, tool_versions
 
-MESH_MODULE = "hwloop_os_mesh"
+MESH_MODULE = "hwloop_mesh"
 MESH_TOP = "hwloop_mesh_harness"
-MESH_SIGNALS = ("clk", "rst", "a", "b", "valid", "first", "last", "early", "out_row", "out")
+#: the harness's signals the test touches, per dataflow
+MESH_SIGNALS = {
+    "os": ("clk", "rst", "a", "b", "valid", "first", "last", "early", "out_row", "out"),
+    "ws": ("clk", "rst", "a", "valid", "switch", "wl_valid", "wl_row", "wl_data", "early",
+           "out"),
+}
 TB_MODULE = "hwloop_mesh_drive_tb"
 STYLES = ("loop", "tasks")
 _MESH_SOURCE = Path(__file__).resolve().parents[1] / "hdl" / "systolic" / "mesh.py"
 
 
 def mesh_verilog(params: SystolicParams) -> str:
-    """Verilog of the accelerator's output-stationary mesh alone (module ``hwloop_os_mesh``)."""
-    if params.dataflow != "os":
-        raise ParameterError(f"the mesh drive needs an output-stationary array, "
-                             f"{params.name} is {params.dataflow!r}")
+    """Verilog of the accelerator's mesh alone (module ``hwloop_mesh``)."""
     key = build_key(sources={}, tools={"amaranth": tool_versions()["amaranth"]},
                     extra={"what": "systolic-mesh-verilog", "params": params.to_dict(),
                            "generator": hashlib.sha256(_MESH_SOURCE.read_bytes()).hexdigest()})
@@ -59,11 +70,12 @@ def mesh_verilog(params: SystolicParams) -> str:
 
         from amaranth.back import verilog
 
-        from hwloop.hdl.systolic.mesh import OsMesh
+        from hwloop.hdl.systolic.mesh import OsMesh, WsMesh
         from hwloop.toolchain import yosys_command
 
         os.environ.setdefault("YOSYS", yosys_command()[0])
-        text = verilog.convert(OsMesh(params=params), name=MESH_MODULE, emit_src=False)
+        mesh = (OsMesh if params.dataflow == "os" else WsMesh)(params=params)
+        text = verilog.convert(mesh, name=MESH_MODULE, emit_src=False)
         (folder / "mesh.v").write_text(text)
 
     path, _ = BuildCache().get_or_build(key, build)
@@ -75,6 +87,22 @@ def mesh_harness_verilog(params: SystolicParams) -> str:
     a_bits, b_bits = params.rows * params.in_bits, params.cols * params.in_bits
     out_bits = params.cols * params.acc_bits
     row_bits = max(params.rows - 1, 1).bit_length()
+    if params.dataflow == "ws":
+        return f"""`timescale 1ns/1ps
+module {MESH_TOP} (input wire clk);  // driven by the simulator's main, as the harness's
+  reg rst = 1'b1;
+  reg [{a_bits - 1}:0] a = {a_bits}'d0;
+  reg valid = 1'b0;
+  reg switch = 1'b0;
+  reg wl_valid = 1'b0;
+  reg [{row_bits - 1}:0] wl_row = {row_bits}'d0;
+  reg [{b_bits - 1}:0] wl_data = {b_bits}'d0;
+  wire early;
+  wire [{out_bits - 1}:0] out;
+  {MESH_MODULE} mesh (.clk(clk), .rst(rst), .a(a), .valid(valid), .switch(switch),
+    .wl_valid(wl_valid), .wl_row(wl_row), .wl_data(wl_data), .early(early), .out(out));
+endmodule
+"""
     return f"""`timescale 1ns/1ps
 module {MESH_TOP} (input wire clk);  // driven by the simulator's main, as the harness's
   reg rst = 1'b1;
@@ -96,11 +124,15 @@ def array_tiles(params: SystolicParams, gemm: Gemm,
                 mapping: Mapping) -> list[tuple[int, int, int, int]]:
     """The accelerator's array tiles in its order: ``(m0, n0, k0, length)`` each.
 
-    Scratchpad tiles in the mapping's loop order (k innermost, as ``build_program``), and in
+    Scratchpad tiles in the mapping's loop order (k innermost, as ``build_program``). os: in
     each the ``tile_m / rows`` m blocks (outer) by ``tile_n / cols`` n blocks (inner), each
-    streaming the tile's ``length`` k values.
+    streaming the tile's ``length`` k values from ``k0``. ws: the ``tile_n / cols`` n blocks
+    (outer) by ``tile_k / rows`` k blocks (inner), each streaming the tile's ``length`` m rows
+    from ``m0`` through the weights of k block ``k0``.
     """
     pm, pn, pk = padded_dims(params, gemm)
+    if params.dataflow == "ws":
+        pm = gemm.m  # ws streams the real rows of A only
     tm, tn, tk = mapping.tile_m, mapping.tile_n, mapping.tile_k
     counts = {"m": -(-pm // tm), "n": -(-pn // tn), "k": -(-pk // tk)}
     outer, middle = mapping.order[0], mapping.order[1]
@@ -111,6 +143,11 @@ def array_tiles(params: SystolicParams, gemm: Gemm,
                 idx = {outer: i, middle: j, "k": ki}
                 m0, n0, k0 = idx["m"] * tm, idx["n"] * tn, ki * tk
                 tm_e, tn_e, tk_e = min(tm, pm - m0), min(tn, pn - n0), min(tk, pk - k0)
+                if params.dataflow == "ws":
+                    tiles += [(m0, n0 + nb * params.cols, k0 + kb * params.rows, tm_e)
+                              for nb in range(tn_e // params.cols)
+                              for kb in range(tk_e // params.rows)]
+                    continue
                 for mb in range(tm_e // params.rows):
                     for nb in range(tn_e // params.cols):
                         tiles.append((m0 + mb * params.rows, n0 + nb * params.cols, k0, tk_e))
@@ -139,7 +176,7 @@ class MeshDrive:
         began = time.monotonic()
         sources = {"mesh.v": mesh_verilog(self.params),
                    "harness.v": mesh_harness_verilog(self.params),
-                   "public.vlt": public_vlt(MESH_TOP, MESH_SIGNALS)}
+                   "public.vlt": public_vlt(MESH_TOP, MESH_SIGNALS[self.params.dataflow])}
         self._build_path, built = build_verilated(
             label=f"{self.params.name} mesh", sources=sources, top=MESH_TOP,
             flags=[*VERILATOR_LINT_FLAGS, *SPEED_FLAGS], extra={"what": "systolic-mesh-drive"},
@@ -170,7 +207,8 @@ class MeshDrive:
         b_pad[:gemm.k, :gemm.n] = b
         res = self._simulate({
             "m": pm, "n": pn, "a": a_pad.tolist(), "b": b_pad.tolist(),
-            "tiles": array_tiles(p, gemm, mapping), "style": style})
+            "tiles": array_tiles(p, gemm, mapping), "style": style,
+            "dataflow": p.dataflow})
         if res.get("error"):
             raise SimulationError(f"mesh drive of {p.name}: {res['error']}")
         c = wrap(np.array(res["c"], dtype=np.int64), p.acc_bits)[:gemm.m, :gemm.n]
