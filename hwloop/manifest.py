@@ -71,18 +71,31 @@ def fusesoc_core(*, generator: str, name: str, description: str) -> str:
     ])
 
 
+MANIFEST = "manifest.json"
+
+
 def write_folder_atomically(out: Path, fill: Callable[[Path], None], *,
                             overwrite: bool = True) -> None:
     """Make ``out`` by ``fill(tmp)`` on a temporary sibling folder, then rename it into place.
 
-    If ``fill`` raises, ``out`` is untouched (an existing folder stays as it was).
+    If ``fill`` raises, ``out`` is untouched (an existing folder stays as it was). An existing
+    folder is replaced only if it is empty or an earlier output (it has a ``manifest.json``):
+    replacing means deleting, and ``-o`` may name a folder of the user's by mistake.
     """
     out = Path(out)
-    parent = out.resolve().parent
+    resolved = out.resolve()
+    parent = resolved.parent
     if out.exists() and not out.is_dir():
         raise InputError(f"output {str(out)!r} exists and is not a folder")
-    if out.exists() and not overwrite:
-        raise InputError(f"output folder {str(out)!r} already exists")
+    if out.exists():
+        if not overwrite:
+            raise InputError(f"output folder {str(out)!r} already exists")
+        if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
+            raise InputError(f"output folder {str(out)!r} is the current folder or holds it: "
+                             "name a folder for the output alone")
+        if any(resolved.iterdir()) and not (resolved / MANIFEST).is_file():
+            raise InputError(f"output folder {str(out)!r} exists and is not an hwloop output "
+                             f"folder (no {MANIFEST}): it would be replaced as a whole")
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -92,9 +105,11 @@ def write_folder_atomically(out: Path, fill: Callable[[Path], None], *,
         fill(tmp)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
-            os.rename(out, old / "x")
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                os.rename(out, old / "x")
+                os.rename(tmp, out)
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, out)
     except BaseException:
@@ -109,7 +124,7 @@ def write_design(out: Path, *, generator: str, name: str, params: dict[str, Any]
 
     def fill(folder: Path) -> None:
         (folder / f"{name}.v").write_text(verilog)
-        (folder / "manifest.json").write_text(json.dumps(data, indent=2) + "\n")
+        (folder / MANIFEST).write_text(json.dumps(data, indent=2) + "\n")
         (folder / f"{name}.core").write_text(
             fusesoc_core(generator=generator, name=name, description=description))
 

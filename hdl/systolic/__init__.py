@@ -70,6 +70,8 @@ def _zero_memory_contents_not_emitted() -> Iterator[None]:
 
 def ports(params: SystolicParams) -> list[dict]:
     """The top module's ports: ``[{"name", "direction", "width"}, ...]`` (clk and rst first)."""
+    from amaranth.lib.wiring import Flow
+
     from hwloop.hdl.systolic.accelerator import SystolicAccelerator
 
     top = SystolicAccelerator(params=params)
@@ -79,7 +81,7 @@ def ports(params: SystolicParams) -> list[dict]:
     result = [{"name": "clk", "direction": "input", "width": 1},
               {"name": "rst", "direction": "input", "width": 1}]
     for name, member in top.signature.members.items():
-        direction = "input" if member.flow.value == "in" else "output"
+        direction = "input" if member.flow == Flow.In else "output"
         width = member.shape if isinstance(member.shape, int) else member.shape.width
         result.append({"name": name, "direction": direction, "width": width})
     return result

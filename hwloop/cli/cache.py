@@ -8,9 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hwloop.errors import ParameterError
-from hwloop.manifest import write_folder_atomically
-
-MANIFEST = "manifest.json"
+from hwloop.manifest import MANIFEST, write_folder_atomically
 
 
 def _add_cache_args(p: argparse.ArgumentParser) -> None:
@@ -56,10 +54,6 @@ def _prefetch_config(args: argparse.Namespace):
 
 def _publish(out: Path, files: dict[str, str]) -> None:
     """Write ``files`` into the folder ``out`` all at once (a temp folder, then rename)."""
-    out = out.resolve()
-    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
-        raise ParameterError(f"-o {out}: folder exists and is not an hwloop output folder")
-
     def fill(folder: Path) -> None:
         for name, text in files.items():
             (folder / name).write_text(text)

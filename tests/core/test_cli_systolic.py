@@ -168,6 +168,10 @@ def test_generate_writes_verilog_manifest_and_core(tmp_path, capsys):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["name"] == name and manifest["params"]["cols"] == 3
     assert manifest["ports"] and {"name", "direction", "width"} <= set(manifest["ports"][0])
+    direction = {p["name"]: p["direction"] for p in manifest["ports"]}
+    assert {direction[n] for n in ("clk", "rst", "start", "instr_data", "a_resp_data")} \
+        == {"input"}
+    assert {direction[n] for n in ("done", "busy", "a_req_addr", "c_wr_data")} == {"output"}
     import hashlib
 
     assert manifest["files"][0]["sha256"] == hashlib.sha256(verilog.encode()).hexdigest()
@@ -188,3 +192,25 @@ def test_generate_failure_keeps_an_existing_folder(tmp_path, capsys):
     code, _, err = run_main(capsys, ["generate", "systolic", "--rows", "0", "-o", str(out)])
     assert code == 2
     assert (out / "old.txt").read_text() == "x"
+
+
+def test_generate_refuses_a_folder_it_did_not_write(tmp_path, capsys, monkeypatch):
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "sub" / "notes.txt").write_text("precious")
+    code, _, err = run_main(capsys, ["generate", "systolic", "--rows", "2", "--cols", "2",
+                                     "-o", str(mine)])
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "exists and is not an hwloop output folder (no manifest.json)" in err
+    assert (mine / "sub" / "notes.txt").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+    # nor the current folder, or one holding it (it cannot be renamed away)
+    work = tmp_path / "gen"
+    code, _, _ = run_main(capsys, ["generate", "systolic", "--rows", "2", "--cols", "2",
+                                   "-o", str(work)])
+    assert code == 0
+    monkeypatch.chdir(work)
+    code, _, err = run_main(capsys, ["generate", "systolic", "--rows", "2", "--cols", "2",
+                                     "-o", "."])
+    assert code == 2 and "is the current folder or holds it" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gen", "mine"]
