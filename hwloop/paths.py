@@ -16,7 +16,14 @@ def cache_dir() -> Path:
     """The root of hwloop's caches: ``$HWLOOP_CACHE`` or the user's cache directory."""
     root = os.environ.get("HWLOOP_CACHE")
     path = Path(root) if root else Path(platformdirs.user_cache_dir("hwloop"))
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        where = f"HWLOOP_CACHE={root}" if root else f"the cache folder {path}"
+        reason = "it is not a folder" if isinstance(exc, FileExistsError) \
+            else exc.strerror or str(exc)
+        raise InputError(f"{where}: cannot use it as hwloop's cache ({reason}); set "
+                          "HWLOOP_CACHE to a writable folder") from None
     return path
 
 

@@ -70,3 +70,16 @@ def test_concurrent_processes_build_once(tmp_path):
         p.join()
         assert p.exitcode == 0
     assert len(counter.read_text().splitlines()) == 1
+
+
+def test_cache_root_that_is_a_file_is_named(tmp_path, monkeypatch):
+    from hwloop.errors import InputError
+    from hwloop.paths import cache_dir
+
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    monkeypatch.setenv("HWLOOP_CACHE", str(afile))
+    with pytest.raises(InputError) as info:
+        cache_dir()
+    assert str(info.value) == (f"HWLOOP_CACHE={afile}: cannot use it as hwloop's cache (it is "
+                               "not a folder); set HWLOOP_CACHE to a writable folder")
