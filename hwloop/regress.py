@@ -5,7 +5,9 @@ A generator takes part by providing a module with
 - ``sample_configs(rng: numpy.random.Generator, level: str) -> list[dict]`` (level ``"quick"``
   or ``"full"``; each config JSON-able), and
 - ``run_config(config, *, seed, waves, workdir) -> dict`` returning at least ``{"passed": bool,
-  "detail": str}`` and optionally ``cycles``, ``model_cycles``, ``waves`` (an FST path).
+  "detail": str}`` and optionally ``cycles``, ``model_cycles``, ``waves`` (an FST path);
+- optionally ``check_config(config)``, raising the generator's error for a config it cannot
+  run: a hand-written ``--config`` with bad values is then bad input (exit 2), not a failure.
 
 :data:`REGISTRY` maps generator names to those modules. A module that does not import (yet) is
 skipped with a note. Each config runs with its own seed, derived from the matrix seed and its
@@ -26,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from hwloop.errors import ParameterError, check_seed
+from hwloop.errors import HwloopError, ParameterError, check_seed
 from hwloop.paths import cache_dir
 
 REGISTRY: dict[str, str] = {
@@ -92,6 +94,12 @@ def _check_config(name: str, module: Any, config: dict[str, Any]) -> None:
             f"--config for {name}: missing {', '.join(missing)}"
             + (f"; not its keys: {', '.join(unknown)}" if unknown else "")
             + " (give a configuration as a failing run prints it)")
+    check = getattr(module, "check_config", None)
+    if check is not None:  # values the generator rejects are bad input, not a failed run
+        try:
+            check(config)
+        except HwloopError as exc:
+            raise ParameterError(f"--config for {name}: {exc}") from None
 
 
 def _run_case(module_name: str, config: dict[str, Any], seed: int, waves: bool,

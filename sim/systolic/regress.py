@@ -74,6 +74,17 @@ def sample_configs(rng: np.random.Generator, level: str) -> list[dict[str, Any]]
     return configs
 
 
+def check_config(config: dict[str, Any]) -> None:
+    """Raise the generator's own error for a config it cannot run (a hand-written
+    ``--config``): bad parameters, GEMM or mapping."""
+    from hwloop.sim.systolic.mapping import check_mapping
+
+    params = SystolicParams.from_dict(config["params"])
+    gemm = Gemm.from_dict(config["gemm"])
+    if config.get("mapping"):
+        check_mapping(params, gemm, Mapping.from_dict(config["mapping"]).fit_to(params, gemm))
+
+
 def run_config(config: dict[str, Any], *, seed: int, waves: bool, workdir: Path) -> dict[str, Any]:
     """Co-simulate one config with random operands (``seed``); compare with golden and model."""
     from hwloop.sim.systolic.rtl import RtlSimulator

@@ -86,6 +86,19 @@ def test_a_config_without_the_generators_keys_is_refused(fake_generators, tmp_pa
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_config_the_generator_cannot_run_is_bad_input(tmp_path, capsys):
+    params = {"rows": 99, "cols": 2, "dataflow": "os", "in_bits": 8, "acc_bits": 32,
+              "ifmap_kib": 4, "weight_kib": 4, "acc_kib": 4, "bus_bytes": 16,
+              "mem_latency": 20}
+    config = {"params": params, "gemm": {"m": 2, "n": 2, "k": 2}, "mapping": None}
+    code = main(["regress", "--generator", "systolic", "--config", json.dumps(config),
+                 "--workdir", str(tmp_path / "runs")])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "hwloop: error: --config for systolic: rows must be an integer in 1..64, not 99\n")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_unimportable_generator_is_skipped_with_a_note(fake_generators, tmp_path, capsys):
     code = main(["regress", "--generator", "good", "--generator", "missing",
                  "--workdir", str(tmp_path)])
