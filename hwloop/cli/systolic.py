@@ -100,7 +100,9 @@ def register_sim(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--layer", action="append", metavar="NAME",
                         help="only this layer (repeatable)")
     parser.add_argument("--first", type=_int, metavar="N", help="only the first N layers")
-    parser.add_argument("--fidelity", choices=("rtl", "model"), default="rtl")
+    parser.add_argument("--fidelity", choices=("rtl", "model"), default="rtl",
+                        help="rtl: co-simulate the generated Verilog (default); model: the "
+                             "closed-form model, same cycles and actions")
     parser.add_argument("--mapping", metavar="tile_m=..,tile_n=..,tile_k=..[,order=..]",
                         help="one mapping for every layer (fit to each); default: chosen per "
                              "layer")
@@ -191,6 +193,8 @@ def run_sim(args: argparse.Namespace) -> int:
     from hwloop.workloads import load_workload
 
     params = params_from_args(args)
+    if args.waves and args.fidelity != "rtl":
+        raise ParameterError("--waves needs --fidelity rtl (the model has no waveform)")
     workload = load_workload(args.workload).select(layers=args.layer, first=args.first)
     mapping = parse_mapping(args.mapping)
     # infeasible designs (and shifts they cannot apply) fail before any build

@@ -214,3 +214,10 @@ def test_generate_refuses_a_folder_it_did_not_write(tmp_path, capsys, monkeypatc
                                      "-o", "."])
     assert code == 2 and "is the current folder or holds it" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gen", "mine"]
+
+
+def test_sim_waves_need_rtl(capsys):
+    code, out, err = run_main(capsys, ["sim", "systolic", "--rows", "2", "--cols", "2",
+                                       "--workload", "tiny", "--fidelity", "model", "--waves"])
+    assert code == 2 and out == ""
+    assert err == "hwloop: error: --waves needs --fidelity rtl (the model has no waveform)\n"
