@@ -33,6 +33,21 @@ def _nothing() -> None:
     pass
 
 
+def _sampler(style: str | None, collect, edge):
+    """``(sample, monitor task)``: the driver loop calls ``sample()`` after each edge. With
+    ``"tasks"`` (the usual cocotb structure) a monitor coroutine of its own calls ``collect``
+    on every edge and the driver only pokes; otherwise the driver collects inline."""
+    if style != "tasks":
+        return collect, None
+
+    async def monitor() -> None:
+        while True:
+            await edge
+            collect()
+
+    return _nothing, cocotb.start_soon(monitor())
+
+
 @cocotb.test()
 async def drive_gemm(dut) -> None:
     began = time.perf_counter()
@@ -85,19 +100,7 @@ async def drive_gemm(dut) -> None:
                 pending.popleft()
         row_next = int(sig_row.value) if int(sig_early.value) else -1
 
-    if spec.get("style") == "tasks":
-        # the usual cocotb structure: a monitor coroutine of its own samples the outputs on
-        # every edge, the driver loop only pokes
-        async def monitor() -> None:
-            while True:
-                await edge
-                collect()
-
-        monitor_task = cocotb.start_soon(monitor())
-        sample = _nothing
-    else:
-        monitor_task = None
-        sample = collect
+    sample, monitor_task = _sampler(spec.get("style"), collect, edge)
 
     last_at = -R  # the cycle the latest ``last`` was poked
     for m0, n0, k0, length in spec["tiles"]:
@@ -177,16 +180,7 @@ async def _drive_ws(dut, spec: dict, c: list[list[int]], edge) -> tuple[int, str
                 row[n0 + col] += x - ((x & sign) << 1)
         take = bool(int(sig_early.value))
 
-    monitor_task = None
-    sample = collect
-    if spec.get("style") == "tasks":  # a monitor coroutine samples the outputs (as for os)
-        async def monitor() -> None:
-            while True:
-                await edge
-                collect()
-
-        monitor_task = cocotb.start_soon(monitor())
-        sample = _nothing
+    sample, monitor_task = _sampler(spec.get("style"), collect, edge)
 
     # prologue: the first tile's weights, one row per cycle
     for r, word in enumerate(weights(tiles[0])):
