@@ -126,6 +126,22 @@ def _decode_payload(payload: bytes, n: int, mode: int) -> np.ndarray | None:
 
 # -- writing --------------------------------------------------------------------------------
 
+def output_directory(path: Path, what: str) -> Path:
+    """The folder of the file to write at ``path``, checked up front: no work (a whole capture)
+    is done for the final rename to fail, and no device node is replaced. ``what`` names the
+    file in the message ("a trace file")."""
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        if directory.exists():
+            raise TraceError(f"{path}: {directory} is a file, not a directory")
+        raise TraceError(f"{path}: directory {directory} does not exist")
+    if path.is_dir():
+        raise TraceError(f"{path}: is a directory; name {what} to write")
+    if path.exists() and not path.is_file():
+        raise TraceError(f"{path}: is not a regular file; name {what} to write")
+    return directory
+
+
 class TraceWriter:
     """Writes a trace incrementally, in bounded memory, and publishes it atomically.
 
@@ -146,9 +162,7 @@ class TraceWriter:
         self.count = 0
         self._pending: list[np.ndarray] = []
         self._pending_count = 0
-        directory = self.path.parent if str(self.path.parent) else Path(".")
-        if not directory.is_dir():
-            raise TraceError(f"{self.path}: directory {directory} does not exist")
+        directory = output_directory(self.path, "a trace file")
         fd, tmp = mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
         self._tmp = Path(tmp)
         self._file: BinaryIO | None = os.fdopen(fd, "wb")
@@ -621,9 +635,7 @@ def write_csv(path: str | Path, chunks: Iterable[np.ndarray], *, with_kind: bool
     third column ``r``/``w`` (which :func:`iter_csv` reads back). Returns the records written.
     """
     path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise TraceError(f"{path}: directory {directory} does not exist")
+    directory = output_directory(path, "a csv file")
     fd, tmp = mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     count = 0
     try:

@@ -31,6 +31,12 @@ def load_tables(config: CacheConfig,
     return rtable, ptable
 
 
+def design_name(config: CacheConfig, prefetch: PrefetcherConfig | None = None) -> str:
+    """The module (and file) name of a cache: its config's name, then the prefetcher's kind
+    (as ``prefetcher_<kind>`` names a prefetcher alone), so the two designs differ in name."""
+    return config.name if prefetch is None else f"{config.name}_{prefetch.kind}"
+
+
 def cache_verilog(config: CacheConfig, *, prefetch: PrefetcherConfig | None = None,
                   name: str | None = None) -> str:
     rtable, ptable = load_tables(config, prefetch)
@@ -38,7 +44,7 @@ def cache_verilog(config: CacheConfig, *, prefetch: PrefetcherConfig | None = No
     top = Cache(config=config, table=rtable, prefetch=prefetch, prefetch_table=ptable)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return verilog.convert(top, name=name or config.name, emit_src=False)
+        return verilog.convert(top, name=name or design_name(config, prefetch), emit_src=False)
 
 
 def prefetcher_verilog(prefetch: PrefetcherConfig, *, line_bits: int,

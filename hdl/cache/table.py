@@ -114,23 +114,47 @@ def save_table(path: str | Path, table: Table) -> None:
         raise
 
 
+def _array(path: Path, archive: np.lib.npyio.NpzFile, name: str) -> np.ndarray:
+    """The array ``name`` of a table file, which holds only plain (not object) arrays."""
+    try:
+        array = archive[name]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):  # an object array: only unpickling would read it
+            raise ConfigError.at(path, None, f"'{name}' is an array of Python objects; "
+                                 f"a table file holds numbers and text") from exc
+        raise
+    if not isinstance(array, np.ndarray):  # a zip member that is not an .npy
+        raise ConfigError.at(path, None, f"'{name}' is not a NumPy array")
+    return array
+
+
 def load_table(path: str | Path, *, kind: str, entries: int | None = None,
                entry_bits: int | None = None, history: int | None = None) -> Table:
     """Load and validate a table file; the geometry arguments, when given, must match."""
     path = Path(path)
     try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except FileNotFoundError as exc:
+        raise ConfigError.at(path, None, "no such table file") from exc
+    except OSError as exc:
+        raise ConfigError.at(path, None, f"cannot read table file: {exc.strerror}") from exc
+    if head not in (b"PK\x03\x04", b"PK\x05\x06"):
+        # np.load would take anything but a zip (an .npz) for a pickle and suggest unpickling it
+        raise ConfigError.at(path, None, "not a table file (not an .npz archive)")
+    try:
         with np.load(path, allow_pickle=False) as archive:
             if "meta" not in archive or "values" not in archive:
                 raise ConfigError.at(path, None, "not an hwloop table (needs 'meta' and 'values')")
-            meta = json.loads(str(archive["meta"][()]))
-            values = archive["values"]
-            confidence = archive["confidence"] if "confidence" in archive else None
-    except FileNotFoundError as exc:
-        raise ConfigError.at(path, None, "no such table file") from exc
+            meta_text = _array(path, archive, "meta")[()]
+            values = _array(path, archive, "values")
+            confidence = _array(path, archive, "confidence") if "confidence" in archive else None
+        meta = json.loads(str(meta_text))
     except ConfigError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, json.JSONDecodeError, KeyError,
-            EOFError) as exc:
+    except json.JSONDecodeError as exc:
+        raise ConfigError.at(path, None, "not an hwloop table ('meta' is not JSON)") from exc
+    except (OSError, ValueError, zipfile.BadZipFile, KeyError, EOFError) as exc:
         raise ConfigError.at(path, None, f"not a readable table file ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ConfigError.at(path, None, "not an hwloop table (bad 'meta')")

@@ -18,38 +18,64 @@ def _add_cache_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--addr-bits", type=int, default=48, help="address width (default 48)")
     p.add_argument("--policy", default="lru",
                    help="lru, plru, srrip, random, table, opt (model only)")
-    p.add_argument("--seed", type=int, default=1, help="LFSR seed of policy random (1..65535)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="LFSR seed of policy random (1..65535, default 1)")
     p.add_argument("--table", type=Path, help="table file of policy table (.npz)")
 
 
 def _add_prefetch_args(p: argparse.ArgumentParser, *, kind_flag: str) -> None:
     p.add_argument(kind_flag, dest="prefetcher", metavar="KIND",
                    help="prefetcher: nextline, stride, table")
-    p.add_argument("--degree", type=int, default=1, help="lines per prediction (1..4)")
-    p.add_argument("--latency", type=int, default=4,
-                   help="fill latency in demand accesses (1..255)")
-    p.add_argument("--queue", type=int, default=8, help="request queue entries (1..16)")
-    p.add_argument("--entries", type=int, default=256, help="stride table entries")
+    _add_prefetch_options(p, kind_flag=kind_flag)
     p.add_argument("--prefetch-table", type=Path, help="delta table file of prefetcher table")
+
+
+def _add_prefetch_options(p: argparse.ArgumentParser, *, kind_flag: str) -> None:
+    p.add_argument("--degree", type=int, default=None,
+                   help="lines per prediction (1..4, default 1)")
+    p.add_argument("--latency", type=int, default=None,
+                   help="fill latency in demand accesses (1..255, default 4)")
+    p.add_argument("--queue", type=int, default=None,
+                   help="request queue entries (1..16, default 8)")
+    p.add_argument("--entries", type=int, default=None,
+                   help=f"stride table entries ({kind_flag} stride; power of two, default 256)")
+
+
+_PREFETCH_OPTIONS = ("degree", "latency", "queue", "entries")
+
+
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
+    """The options among ``names`` given on the command line. Their argparse default is None,
+    so that one given where it has no effect is an error, not silently ignored; the others
+    keep the config's defaults."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def _cache_config(args: argparse.Namespace):
     from hwloop.hdl.cache.params import CacheConfig
 
-    return CacheConfig(sets=args.sets, ways=args.ways, line_bytes=args.line_bytes,
-                       addr_bits=args.addr_bits, policy=args.policy, seed=args.seed,
-                       table=args.table)
+    config = CacheConfig(sets=args.sets, ways=args.ways, line_bytes=args.line_bytes,
+                         addr_bits=args.addr_bits, policy=args.policy, table=args.table,
+                         **_given(args, ("seed",)))
+    if args.seed is not None and config.policy != "random":
+        raise ParameterError("--seed needs --policy random")
+    return config
 
 
 def _prefetch_config(args: argparse.Namespace):
     from hwloop.hdl.cache.prefetcher import PrefetcherConfig
 
+    given = _given(args, _PREFETCH_OPTIONS)
     if args.prefetcher is None:
         if args.prefetch_table is not None:
             raise ParameterError("--prefetch-table needs --prefetcher table")
+        if given:
+            raise ParameterError(f"--{next(iter(given))} needs --prefetcher")
         return None
-    return PrefetcherConfig(kind=args.prefetcher, degree=args.degree, latency=args.latency,
-                            queue=args.queue, entries=args.entries, table=args.prefetch_table)
+    prefetch = PrefetcherConfig(kind=args.prefetcher, table=args.prefetch_table, **given)
+    if "entries" in given and prefetch.kind != "stride":  # table's size is its file's
+        raise ParameterError("--entries needs --prefetcher stride")
+    return prefetch
 
 
 def _publish(out: Path, files: dict[str, str]) -> None:
@@ -62,25 +88,26 @@ def _publish(out: Path, files: dict[str, str]) -> None:
 
 
 def _generate_cache(args: argparse.Namespace) -> int:
-    from hwloop.hdl.cache.generate import cache_verilog
+    from hwloop.hdl.cache.generate import cache_verilog, design_name
     from hwloop.toolchain import tool_versions
 
     config = _cache_config(args)
     if config.policy == "opt":
         raise ParameterError("policy 'opt' (Belady) exists only in the model, not in RTL")
     prefetch = _prefetch_config(args)
-    verilog = cache_verilog(config, prefetch=prefetch)
+    name = design_name(config, prefetch)
+    verilog = cache_verilog(config, prefetch=prefetch, name=name)
     manifest: dict[str, Any] = {
-        "generator": "cache", "top": config.name, "verilog": f"{config.name}.v",
+        "generator": "cache", "top": name, "verilog": f"{name}.v",
         "params": config.to_dict(),
         "prefetcher": None if prefetch is None else prefetch.to_dict(),
         "derived": {"tag_bits": config.tag_bits, "index_bits": config.index_bits,
                     "offset_bits": config.offset_bits, "size_bytes": config.size_bytes},
         "tools": tool_versions(),
     }
-    _publish(args.output, {f"{config.name}.v": verilog,
+    _publish(args.output, {f"{name}.v": verilog,
                            MANIFEST: json.dumps(manifest, indent=2) + "\n"})
-    print(f"wrote {args.output}/{config.name}.v and {MANIFEST}")
+    print(f"wrote {args.output}/{name}.v and {MANIFEST}")
     return 0
 
 
@@ -90,8 +117,12 @@ def _generate_prefetcher(args: argparse.Namespace) -> int:
 
     if not 1 <= args.line_bits <= 64:
         raise ParameterError(f"line-bits must be an integer in 1..64, not {args.line_bits}")
-    prefetch = PrefetcherConfig(kind=args.kind, degree=args.degree, latency=args.latency,
-                                queue=args.queue, entries=args.entries, table=args.table)
+    if args.kind == "table" and args.table is None:  # PrefetcherConfig names sim cache's flag
+        raise ParameterError("prefetcher 'table' needs a table file (--table FILE)")
+    given = _given(args, _PREFETCH_OPTIONS)
+    prefetch = PrefetcherConfig(kind=args.kind, table=args.table, **given)
+    if "entries" in given and prefetch.kind != "stride":  # table's size is its file's
+        raise ParameterError("--entries needs --kind stride")
     name = f"prefetcher_{prefetch.kind}"
     verilog = prefetcher_verilog(prefetch, line_bits=args.line_bits, name=name)
     manifest = {"generator": "prefetcher", "top": name, "verilog": f"{name}.v",
@@ -174,10 +205,7 @@ def register_generate(sub) -> None:
     p.add_argument("--kind", required=True, help="nextline, stride, table")
     p.add_argument("--table", type=Path, help="delta table file of kind table (.npz)")
     p.add_argument("--line-bits", type=int, default=42, help="line address width (default 42)")
-    p.add_argument("--degree", type=int, default=1)
-    p.add_argument("--latency", type=int, default=4)
-    p.add_argument("--queue", type=int, default=8)
-    p.add_argument("--entries", type=int, default=256)
+    _add_prefetch_options(p, kind_flag="--kind")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     p.set_defaults(func=_generate_prefetcher)
 

@@ -17,6 +17,7 @@ from hwloop.traces import (
     iter_csv,
     iter_lackey,
     iter_trace_chunks,
+    output_directory,
     trace_info,
     write_csv,
 )
@@ -197,7 +198,14 @@ def run_recipes(args: argparse.Namespace) -> int:
     if l1 is not None:
         L1Filter.from_spec(l1)  # validate before building anything
     out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: is a file, not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file above it
+        raise InputError(f"{out_dir}: cannot make the directory: {exc.strerror}") from None
+    for recipe in recipes:  # before any capture, so that no run stops half-way
+        output_directory(out_dir / f"{recipe.name}.trace", "a trace file")
     for recipe in recipes:
         stats = run_recipe(recipe, out_dir, l1=l1, max_accesses=args.max)
         rate = (f", L1 miss rate {stats.l1_misses / stats.l1_accesses:.3f}"

@@ -136,6 +136,32 @@ def test_cli_program_not_found_writes_nothing(tmp_path: Path,
     assert capsys.readouterr().err == f"hwloop: error: program is not executable: {text}\n"
 
 
+def test_cli_output_of_the_wrong_kind(touch: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "folder"
+    (folder / "sort.trace").mkdir(parents=True)
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    cases = [
+        (["trace", "capture", "-o", str(folder), "--max", "100", "--", str(touch), "10",
+          str(tmp_path / "addr")], f"{folder}: is a directory; name a trace file to write"),
+        (["trace", "recipes", "sort", "-o", str(afile), "--max", "1000"],
+         f"{afile}: is a file, not a directory"),
+        (["trace", "recipes", "sort", "-o", str(afile / "sub"), "--max", "1000"],
+         f"{afile / 'sub'}: cannot make the directory: Not a directory"),
+        # checked before any recipe runs: matmul's trace is not written either
+        (["trace", "recipes", "matmul", "sort", "-o", str(folder), "--max", "1000"],
+         f"{folder / 'sort.trace'}: is a directory; name a trace file to write"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        assert capsys.readouterr().err == f"hwloop: error: {message}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder"]
+    assert afile.read_text() == "keep"
+    assert [p.name for p in folder.iterdir()] == ["sort.trace"]
+    assert list((folder / "sort.trace").iterdir()) == []
+
+
 def test_cli_capture_with_options(touch: Path, tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "x.trace"

@@ -389,6 +389,36 @@ def test_cli_bad_csv_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]
 
 
+def test_cli_output_of_the_wrong_kind(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                     ) -> None:
+    csv = tmp_path / "t.csv"
+    csv.write_text("0x1,0x2\n")
+    trace = tmp_path / "t.trace"
+    write_trace(trace, random_trace(10))
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    cases = [
+        (["trace", "import", str(csv), "--format", "csv", "-o", str(folder)],
+         f"{folder}: is a directory; name a trace file to write"),
+        (["trace", "export", str(trace), "--format", "csv", "-o", str(folder)],
+         f"{folder}: is a directory; name a csv file to write"),
+        (["trace", "import", str(csv), "--format", "csv", "-o", str(csv / "x.trace")],
+         f"{csv / 'x.trace'}: {csv} is a file, not a directory"),
+        (["trace", "export", str(trace), "--format", "csv", "-o", str(csv / "x.csv")],
+         f"{csv / 'x.csv'}: {csv} is a file, not a directory"),
+        (["trace", "import", str(csv), "--format", "csv", "-o", str(fifo)],
+         f"{fifo}: is not a regular file; name a trace file to write"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        assert capsys.readouterr().err == f"hwloop: error: {message}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert list(folder.iterdir()) == []
+
+
 def test_cli_corrupt_trace_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                      ) -> None:
     path = _damaged(tmp_path, lambda d: d[:100])

@@ -58,7 +58,9 @@ def test_set_word_layout():
 
 def test_prefetch_ports_and_prefetcher_alone():
     config = CacheConfig(sets=8, ways=2, line_bytes=32, addr_bits=32)
-    ports = _ports(cache_verilog(config, prefetch=PrefetcherConfig(kind="nextline")))
+    verilog = cache_verilog(config, prefetch=PrefetcherConfig(kind="nextline"))
+    assert "module cache_8s2w32b_lru_nextline(" in verilog  # not the name without a prefetcher
+    ports = _ports(verilog)
     assert {"pf_requests", "pf_issued", "pf_useful", "pf_late", "pf_evicted_unused",
             "pf_dropped"} <= set(ports)
     verilog = prefetcher_verilog(PrefetcherConfig(kind="stride", entries=16), line_bits=27)

@@ -133,3 +133,101 @@ def test_generate_prefetcher(tmp_path):
     assert proc.stderr == ("hwloop: error: unknown prefetcher 'markov' "
                            "(have nextline, stride, table)\n")
     assert not (tmp_path / "q").exists()
+
+
+def test_generate_prefetcher_table_names_its_own_flag(tmp_path):
+    proc = _hwloop("generate", "prefetcher", "--kind", "table", "-o", str(tmp_path / "pf"))
+    assert proc.returncode == 2
+    assert proc.stderr == "hwloop: error: prefetcher 'table' needs a table file (--table FILE)\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def _npy(path):
+    with path.open("wb") as handle:
+        np.save(handle, np.arange(3))
+
+
+def _object_array_npz(path):
+    np.savez(path, meta=np.array([{"format": "hwloop-table"}], dtype=object),
+             values=np.arange(4))
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda p: p.write_bytes(bytes(range(256))), "not a table file (not an .npz archive)"),
+    (lambda p: p.write_bytes(b""), "not a table file (not an .npz archive)"),
+    (_npy, "not a table file (not an .npz archive)"),
+    (_object_array_npz,
+     "'meta' is an array of Python objects; a table file holds numbers and text"),
+    (lambda p: np.savez(p, meta=np.array("{x"), values=np.arange(4)),
+     "not an hwloop table ('meta' is not JSON)"),
+])
+def test_sim_cache_unreadable_table(trace_file, tmp_path, make, message):
+    table = tmp_path / "junk.npz"
+    make(table)
+    proc = _hwloop("sim", "cache", "--trace", str(trace_file), "--sets", "64", "--ways", "4",
+                   "--line-bytes", "64", "--policy", "table", "--table", str(table))
+    assert proc.returncode == 2
+    assert proc.stderr == f"hwloop: error: {table}: {message}\n"
+
+
+SIM = ["--sets", "64", "--ways", "4", "--line-bytes", "64"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["sim", "cache", *SIM, "--degree", "2"], "--degree needs --prefetcher"),
+    (["sim", "cache", *SIM, "--latency", "2"], "--latency needs --prefetcher"),
+    (["sim", "cache", *SIM, "--queue", "2"], "--queue needs --prefetcher"),
+    (["sim", "cache", *SIM, "--entries", "64"], "--entries needs --prefetcher"),
+    (["sim", "cache", *SIM, "--prefetcher", "nextline", "--entries", "64"],
+     "--entries needs --prefetcher stride"),
+    (["sim", "cache", *SIM, "--seed", "5", "--policy", "lru"], "--seed needs --policy random"),
+    (["sim", "cache", *SIM, "--seed", "5"], "--seed needs --policy random"),
+    (["generate", "cache", *SIM, "--degree", "2"], "--degree needs --prefetcher"),
+    (["generate", "cache", *SIM, "--seed", "5", "--policy", "srrip"],
+     "--seed needs --policy random"),
+    (["generate", "prefetcher", "--kind", "nextline", "--entries", "64"],
+     "--entries needs --kind stride"),
+])
+def test_options_without_effect_are_errors(trace_file, tmp_path, args, message):
+    out = tmp_path / "out"
+    extra = ["--trace", str(trace_file)] if args[0] == "sim" else ["-o", str(out)]
+    proc = _hwloop(*args, *extra)
+    assert proc.returncode == 2
+    assert proc.stderr == f"hwloop: error: {message}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_options_where_they_apply(trace_file, capsys):
+    assert main(["sim", "cache", "--trace", str(trace_file), *SIM, "--policy", "random",
+                 "--seed", "7", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["seed"] == 7
+    assert main(["sim", "cache", "--trace", str(trace_file), *SIM, "--prefetcher", "stride",
+                 "--entries", "64", "--latency", "2", "--queue", "4", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["config"]["seed"] == 1
+    assert report["prefetcher"] == {"kind": "stride", "degree": 1, "latency": 2, "queue": 4,
+                                    "entries": 64, "table": None}
+
+
+def test_generate_cache_name_says_the_prefetcher(tmp_path, capsys):
+    out = tmp_path / "c"
+    assert main(["generate", "cache", "--sets", "64", "--ways", "8", "--line-bytes", "64",
+                 "--prefetcher", "stride", "-o", str(out)]) == 0
+    assert capsys.readouterr().out == (f"wrote {out}/cache_64s8w64b_lru_stride.v "
+                                       "and manifest.json\n")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["top"] == "cache_64s8w64b_lru_stride"
+    assert manifest["verilog"] == "cache_64s8w64b_lru_stride.v"
+    assert "module cache_64s8w64b_lru_stride(" in (out / manifest["verilog"]).read_text()
+
+
+def test_generate_prefetcher_help_describes_every_option():
+    proc = _hwloop("generate", "prefetcher", "--help")
+    assert proc.returncode == 0
+    help_text = " ".join(proc.stdout.split())
+    for text in ("--degree DEGREE lines per prediction (1..4, default 1)",
+                 "--latency LATENCY fill latency in demand accesses (1..255, default 4)",
+                 "--queue QUEUE request queue entries (1..16, default 8)",
+                 "--entries ENTRIES stride table entries (--kind stride; power of two, "
+                 "default 256)"):
+        assert text in help_text

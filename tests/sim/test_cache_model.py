@@ -191,8 +191,8 @@ def test_corrupt_table_files_are_one_line_errors(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(ConfigError) as info:
         load_table(bad, kind="replacement")
-    assert str(info.value).startswith(f"{bad}: not a readable table file")
-    assert "\n" not in str(info.value)
+    # not numpy's advice to unpickle it
+    assert str(info.value) == f"{bad}: not a table file (not an .npz archive)"
     np.savez(tmp_path / "wrong.npz", values=np.zeros(4))
     with pytest.raises(ConfigError, match="not an hwloop table"):
         load_table(tmp_path / "wrong.npz", kind="replacement")
