@@ -30,6 +30,21 @@ from hwloop.errors import InputError
 SCHEMA_VERSION = 1
 
 STATUSES = ("ok", "infeasible", "failed", "timeout")
+#: Statuses of rows a later evaluation may replace (``hwloop sweep --retry-failed``).
+RETRIED_STATUSES = ("failed", "timeout")
+
+_COLUMNS = ("space_name", "space_hash", "method", "params", "params_hash", "fidelity", "status",
+            "feasible", "infeasible_kind", "objective", "metrics", "result", "error", "log_path",
+            "wall_s", "queued_s", "started_at", "finished_at", "tool_versions", "hwloop_version",
+            "seed")
+# A failed or timed-out row is replaced in place (same id: the trials that told it stay valid);
+# any other stored row is kept.
+_RECORD_SQL = (
+    f"INSERT INTO evaluations ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
+    f"ON CONFLICT (params_hash, fidelity) DO UPDATE SET "
+    f"{', '.join(f'{c} = excluded.{c}' for c in _COLUMNS)} "
+    f"WHERE evaluations.status IN ({', '.join(repr(s) for s in RETRIED_STATUSES)})"
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -182,6 +197,12 @@ class ResultsDB:
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             if meta.get("space_hash") != space_hash:
                 db.close()
+                if meta.get("space_name") == space_name:  # the same file, edited
+                    raise InputError(
+                        f"{path}: results of space {space_name!r} as it was (hash "
+                        f"{meta.get('space_hash')}); its parameters, budgets, objective or "
+                        f"workload files have changed since (hash {space_hash}); use another --db"
+                    )
                 raise InputError(
                     f"{path}: results of space {meta.get('space_name')!r} "
                     f"(hash {meta.get('space_hash')}), not of {space_name!r} (hash {space_hash}); "
@@ -295,7 +316,8 @@ class ResultsDB:
     ) -> Row:
         """Store one result (a ``PointResult.to_dict()``) and tell it to ``sweep``: one commit.
 
-        If the configuration is already stored at this fidelity, its row is kept (reused).
+        If the configuration is already stored at this fidelity, its row is kept (reused),
+        unless it is failed or timed out: then this result replaces it, under the same id.
         """
         status = str(result.get("status", "failed"))
         if status not in STATUSES:
@@ -310,11 +332,7 @@ class ResultsDB:
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute(
-                "INSERT OR IGNORE INTO evaluations (space_name, space_hash, method, params, "
-                "params_hash, fidelity, status, feasible, infeasible_kind, objective, metrics, "
-                "result, error, log_path, wall_s, queued_s, started_at, finished_at, "
-                "tool_versions, hwloop_version, seed) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _RECORD_SQL,
                 (self.space_name, self.space_hash, method, canonical_params(point), h, fidelity,
                  status, int(feasible), result.get("infeasible_kind"), objective,
                  json.dumps(metrics), json.dumps(dict(result), default=_plain),

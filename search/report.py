@@ -31,8 +31,10 @@ def export_rows(db_path: str | Path, output: str | Path, *, fmt: str) -> int:
     output = Path(output)
     if fmt not in ("csv", "parquet"):
         raise InputError(f"--format must be csv or parquet, not {fmt!r}")
-    if not output.parent.exists():
+    if not output.parent.is_dir():
         raise InputError(f"-o {output}: folder {output.parent} does not exist")
+    if output.is_dir():
+        raise InputError(f"-o {output}: is a folder, not a file name")
     with ResultsDB.open_existing(db_path) as db:
         records = list(db.iter_flat())
     columns: list[str] = []
@@ -122,7 +124,8 @@ def _plot_pareto(rows: list[Row], path: Path, objective: str) -> None:
         ax.set_ylabel(f"{metric} (lower is better)")
         ax.set_title(f"area vs {metric}")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        if values:  # a legend of nothing warns
+            ax.legend(fontsize=8)
     fig.suptitle(f"Designs measured (objective: {objective})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -208,7 +211,14 @@ def write_report(db_path: str | Path, out_dir: str | Path, *, top: int = 10) -> 
     objective = meta.get("objective") or "objective"
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"-o {out_dir}: exists and is not a folder")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for parent in out_dir.parents:
+        if parent.exists() and not parent.is_dir():
+            raise InputError(f"-o {out_dir}: {parent} exists and is not a folder")
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # no permission
+        raise InputError(f"-o {out_dir}: cannot create {out_dir.parent}: "
+                         f"{exc.strerror or exc}") from None
     staging = mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent)
     try:
         _plot_pareto(rows, staging / "pareto.png", objective)

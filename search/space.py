@@ -103,13 +103,23 @@ class Dimension:
 
 @dataclass(frozen=True)
 class WorkloadSpec:
-    """A workload of the set: a name for ``hwloop.workloads.load_workload``, optional first N."""
+    """A workload of the set: a name for ``hwloop.workloads.load_workload``, optional first N.
+
+    A workload file (CSV) also has its ``path`` (absolute: workers may run in another folder)
+    and the ``sha256`` of its contents, which goes into the space hash: an edited file is
+    another space, so its stale results are not reused.
+    """
 
     name: str
     first: int | None = None
+    path: str | None = None
+    sha256: str | None = None
 
     def spec(self) -> dict[str, Any]:
-        return {"name": self.name, "first": self.first}
+        spec: dict[str, Any] = {"name": self.name, "first": self.first}
+        if self.sha256 is not None:  # only for files: the hashes of other spaces stay as they were
+            spec["sha256"] = self.sha256
+        return spec
 
 
 @dataclass(eq=False)
@@ -289,7 +299,7 @@ class Space:
         for w in self.workloads:
             cache_key = f"{w.name}\0{w.first}"
             if cache_key not in self._loaded_workloads:
-                workload = load_workload(w.name)
+                workload = load_workload(w.path or w.name)
                 if w.first is not None:
                     workload = workload.select(first=w.first)
                 self._loaded_workloads[cache_key] = workload
@@ -312,6 +322,7 @@ def _plain(value: Any) -> Any:
 # -- loading ---------------------------------------------------------------------------------------
 
 _LINE_RE = re.compile(r"\(at line (\d+), column \d+\)")
+_END_RE = re.compile(r"\(at end of document\)")
 
 
 def load_space(path: str | Path) -> Space:
@@ -328,7 +339,9 @@ def parse_space(text: str, *, path: str = "<space>") -> Space:
         message = str(exc)
         match = _LINE_RE.search(message)
         line = int(match.group(1)) if match else None
-        message = _LINE_RE.sub("", message).strip()
+        if line is None and _END_RE.search(message):
+            line = max(len(text.splitlines()), 1)  # the end of the document is its last line
+        message = _END_RE.sub("", _LINE_RE.sub("", message)).strip()
         raise ConfigError.at(path, line, f"TOML syntax error: {message}") from None
 
     def fail(message: str) -> ConfigError:
@@ -355,6 +368,7 @@ def parse_space(text: str, *, path: str = "<space>") -> Space:
         if key not in HARDWARE_PARAMETERS:
             raise fail(f"[hardware] unknown parameter {key!r}")
         dims.append(_dimension(fail, "hardware", key, spec))
+    _check_hardware_values(fail, dims)
     mapping = data.get("mapping")
     if mapping is not None:
         if not isinstance(mapping, dict):
@@ -379,7 +393,7 @@ def parse_space(text: str, *, path: str = "<space>") -> Space:
             raise fail(f"[budgets] {key} must be a positive number, not {limit!r}")
         budgets[key] = float(limit)
 
-    workloads = _workloads(fail, data.get("workloads"))
+    workloads = _workloads(fail, data.get("workloads"), text=text, path=path)
     return Space(name=name, objective=objective, fidelity=fidelity, dims=tuple(dims),
                  budgets=budgets, workloads=workloads, path=path)
 
@@ -443,6 +457,42 @@ def _dimension(fail: Any, section: str, key: str, spec: Any) -> Dimension:
     return Dimension(key, section, tuple(values), "ordinal", log=log, times=times)
 
 
+def _params_error(values: Point) -> ParameterError | None:
+    """Why SystolicParams refuses these hardware values (a space's values), or None."""
+    values = dict(values)
+    if values.get("out_bits") == RAW_OUT_BITS:
+        values["out_bits"] = None
+    try:
+        SystolicParams.from_dict(values)
+    except ParameterError as exc:
+        return exc
+    return None
+
+
+#: At most this many combinations of the other hardware values are tried for a value that is
+#: illegal with the defaults (it may be legal with some of them: acc_bits 8 with in_bits 4);
+#: a larger space is left to the sweep rather than slow to load.
+_COMBINATIONS_TRIED = 100_000
+
+
+def _check_hardware_values(fail: Any, dims: list[Dimension]) -> None:
+    """Every hardware value must be legal in some design of the space: one the generator
+    refuses whatever the other parameters are (rows = 100) fails now, not as a sweep of
+    infeasible rows."""
+    hardware = [d for d in dims if d.section == "hardware"]
+    for d in hardware:
+        others = [o for o in hardware if o is not d]
+        names = [o.name for o in others]
+        for value in d.values:
+            error = _params_error({d.name: value})
+            if error is None or math.prod(len(o.values) for o in others) > _COMBINATIONS_TRIED:
+                continue
+            if not any(_params_error({**dict(zip(names, combination, strict=True)),
+                                      d.name: value}) is None
+                       for combination in itertools.product(*(o.values for o in others))):
+                raise fail(f"[hardware] {d.name}: {error}")
+
+
 def _check_orders(fail: Any, dims: list[Dimension]) -> None:
     try:
         from hwloop.sim.systolic.mapping import ORDERS
@@ -455,7 +505,7 @@ def _check_orders(fail: Any, dims: list[Dimension]) -> None:
                        f"(known: {', '.join(ORDERS)})")
 
 
-def _workloads(fail: Any, raw: Any) -> tuple[WorkloadSpec, ...]:
+def _workloads(fail: Any, raw: Any, *, text: str, path: str) -> tuple[WorkloadSpec, ...]:
     if raw is None:
         raise fail("no workloads (add workloads = [\"mlp\"] or [[workloads]] tables)")
     if not isinstance(raw, list) or not raw:
@@ -476,12 +526,40 @@ def _workloads(fail: Any, raw: Any) -> tuple[WorkloadSpec, ...]:
         if first is not None and (isinstance(first, bool) or not isinstance(first, int)
                                   or first < 1):
             raise fail(f"workloads[{i}]: first must be a positive integer, not {first!r}")
-        out.append(WorkloadSpec(name, first))
+        out.append(_workload_file(i, name, first, text=text, path=path)
+                   or WorkloadSpec(name, first))
     names = [w.name for w in out]
     if len(set(names)) != len(names):
         raise fail("workloads repeat a name")
     _check_workload_names(fail, out)
     return tuple(out)
+
+
+def _workload_file(i: int, name: str, first: int | None, *, text: str,
+                   path: str) -> WorkloadSpec | None:
+    """The spec of a workload file (a path relative to the space file's folder), read and
+    checked now; None for a built-in or module:attr name. The order of the tests is
+    ``load_workload``'s: built-ins first, then a .csv name or an existing file."""
+    from hwloop.networks import BUILTINS
+    from hwloop.workloads import load_topology_csv
+
+    if name in BUILTINS:
+        return None
+    shown = Path(name).expanduser()
+    if not shown.is_absolute():
+        shown = Path(path).parent / shown  # as the user sees it: relative to where they run
+    if not (name.lower().endswith(".csv") or shown.is_file()
+            or ("/" in name and ":" not in name)):
+        return None
+    if not shown.is_file():
+        quoted = re.compile(r"""["']""" + re.escape(name) + r"""["']""")
+        line = next((n for n, text_line in enumerate(text.splitlines(), start=1)
+                     if quoted.search(text_line)), None)
+        raise ConfigError.at(path, line, f"workloads[{i}]: workload file {str(shown)!r} "
+                                         f"does not exist")
+    load_topology_csv(shown)  # a malformed file fails now, naming its own file:line
+    digest = hashlib.sha256(shown.read_bytes()).hexdigest()
+    return WorkloadSpec(name, first, path=str(shown.absolute()), sha256=digest)
 
 
 def _check_workload_names(fail: Any, workloads: list[WorkloadSpec]) -> None:

@@ -3,7 +3,8 @@
 It keeps the engine busy (asks for as many points as there are free workers), records each
 result in the results DB in its own committed transaction the moment it arrives, and tells the
 optimizer. A configuration already in the DB at this fidelity is not evaluated again: its row
-is reused. ``resume=True`` continues the latest sweep with the same method, seed and fidelity:
+is reused (a failed or timed-out one is evaluated again with ``retry_failed=True``).
+``resume=True`` continues the latest sweep with the same method, seed and fidelity:
 the optimizer is re-told that sweep's rows in their order and the budget counts them, so a
 driver killed at any moment (even ``kill -9``) loses at most the evaluations that were still
 running and repeats none that finished.
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hwloop.errors import InputError, ParameterError, check_seed
-from hwloop.search.db import ResultsDB, Row, Sweep, params_hash
+from hwloop.search.db import RETRIED_STATUSES, ResultsDB, Row, Sweep, params_hash
 from hwloop.search.engine import DaskEngine, LocalEngine, Outcome, make_engine
 from hwloop.search.objective import PointResult, rescore
 from hwloop.search.space import Space
@@ -44,9 +45,11 @@ class SweepSummary:
     resumed: int = 0  # rows re-told from an earlier run of this sweep
     evaluated: int = 0  # evaluations run now
     reused: int = 0  # configurations found in the DB and not run again
+    # statuses of every told row (resumed, reused, evaluated): they add up to ``told``
+    feasible: int = 0
+    infeasible: int = 0
     failed: int = 0
     timeouts: int = 0
-    feasible: int = 0
     exhausted: bool = False  # the method ran out of new points before the budget
     wall_s: float = 0.0
     best: Row | None = None
@@ -146,6 +149,7 @@ def run_sweep(
     on_result: Callable[[SweepSummary, Row], None] | None = None,
     on_start: Callable[[SweepSummary], None] | None = None,
     log_dir: Path | None = None,
+    retry_failed: bool = False,
 ) -> SweepSummary:
     """Run (or resume) one sweep; returns what it did. Bad input raises before any write."""
     from hwloop.search.methods.base import make_optimizer
@@ -195,7 +199,7 @@ def run_sweep(
         if on_start is not None:
             on_start(summary)
         _loop(space, optimizer, engine, db, sweep, summary, budget=budget, seed=seed,
-              method=method, on_result=on_result)
+              method=method, on_result=on_result, retry_failed=retry_failed)
         summary.best = _best(summary.rows)
     summary.wall_s = time.time() - started
     return summary
@@ -218,7 +222,14 @@ def _earlier_warm_start(db_path: Path, *, method: str, seed: int,
 def _count(summary: SweepSummary, rows: list[Row]) -> None:
     for row in rows:
         summary.told += 1
-        summary.feasible += int(row.feasible and row.status == "ok")
+        if row.status == "failed":
+            summary.failed += 1
+        elif row.status == "timeout":
+            summary.timeouts += 1
+        elif row.feasible and row.status == "ok":
+            summary.feasible += 1
+        else:
+            summary.infeasible += 1
 
 
 def _best(rows: list[Row]) -> Row | None:
@@ -228,7 +239,8 @@ def _best(rows: list[Row]) -> Row | None:
 
 def _loop(space: Space, optimizer: Any, engine: LocalEngine | DaskEngine, db: ResultsDB,
           sweep: Sweep, summary: SweepSummary, *, budget: int, seed: int, method: str,
-          on_result: Callable[[SweepSummary, Row], None] | None) -> None:
+          on_result: Callable[[SweepSummary, Row], None] | None,
+          retry_failed: bool) -> None:
     from hwloop.toolchain import tool_versions
 
     versions = tool_versions()
@@ -257,6 +269,8 @@ def _loop(space: Space, optimizer: Any, engine: LocalEngine | DaskEngine, db: Re
                 point = space.normalize(raw)
                 key = params_hash(point)
                 row = db.lookup(key, sweep.fidelity)
+                if row is not None and retry_failed and row.status in RETRIED_STATUSES:
+                    row = None  # evaluated again; db.record replaces the row
                 if row is not None:
                     db.reuse(sweep, row)
                     summary.reused += 1
@@ -280,6 +294,4 @@ def _loop(space: Space, optimizer: Any, engine: LocalEngine | DaskEngine, db: Re
                 tool_versions=extra.get("tool_versions") or versions,
             )
             summary.evaluated += 1
-            summary.failed += int(row.status == "failed")
-            summary.timeouts += int(row.status == "timeout")
             told(point, row)

@@ -14,6 +14,8 @@ from typing import Any
 
 from hwloop.errors import InputError
 
+FIDELITIES = ("rtl", "model")  # hwloop.search.sweep.FIDELITIES (not imported: it loads numpy)
+
 
 def register(commands: Any) -> None:
     sweep = commands.add_parser(
@@ -37,6 +39,9 @@ def register(commands: Any) -> None:
     sweep.add_argument("--seed", type=int, default=0)
     sweep.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                        help="per-evaluation time limit; a hung one is killed and recorded")
+    sweep.add_argument("--retry-failed", action="store_true",
+                       help="evaluate again the proposed points whose stored row is failed or "
+                            "timeout (default: reuse every stored row)")
     sweep.add_argument("--log-dir", type=Path, default=None,
                        help="folder for the worker processes' output (default: stderr)")
     sweep.add_argument("--quiet", action="store_true", help="no progress display")
@@ -60,7 +65,8 @@ def register(commands: Any) -> None:
 
     best = commands.add_parser("best", help="the best feasible design in a results DB")
     best.add_argument("--db", type=Path, default=Path("runs.db"))
-    best.add_argument("--fidelity", default=None, help="only rows of this fidelity")
+    best.add_argument("--fidelity", default=None, choices=FIDELITIES,
+                      help="only rows of this fidelity")
     best.add_argument("--json", action="store_true", help="print JSON")
     best.set_defaults(func=cmd_best)
 
@@ -89,7 +95,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                          f"(like tcp://127.0.0.1:8786)")
     space = load_space(args.space)
     if args.log_dir is not None:
-        args.log_dir.mkdir(parents=True, exist_ok=True)
+        if args.log_dir.exists() and not args.log_dir.is_dir():
+            raise InputError(f"--log-dir {args.log_dir}: exists and is not a folder")
+        try:
+            args.log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in the way higher up, no permission
+            raise InputError(f"--log-dir {args.log_dir}: cannot create the folder: "
+                             f"{exc.strerror or exc}") from None
     console = Console(stderr=True)
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
@@ -104,7 +116,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         best = best_so_far[0] = _better(best_so_far[0], row)
         best_text = f"best {best.objective:.4g}" if best is not None else "best -"
         progress.update(task, completed=summary.told, status=(
-            f"feasible {summary.feasible}  failed {summary.failed}  "
+            f"feasible {summary.feasible}  infeasible {summary.infeasible}  "
+            f"failed {summary.failed}  "
             f"timeout {summary.timeouts}  {best_text}"))
 
     def on_start(summary: Any) -> None:
@@ -122,13 +135,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             workers=args.workers, scheduler=args.scheduler, resume=args.resume,
             warm_start=args.warm_start, fidelity=args.fidelity, seed=args.seed,
             timeout=args.timeout, on_result=on_result, on_start=on_start,
-            log_dir=args.log_dir)
+            log_dir=args.log_dir, retry_failed=args.retry_failed)
     finally:
-        progress.stop()
+        if progress.live.is_started:  # stop() of a display never started prints a blank line
+            progress.stop()
     print(f"sweep {summary.sweep.method} seed {summary.sweep.seed} on {space.name} "
           f"({summary.sweep.fidelity}): {summary.told}/{args.budget} told "
           f"({summary.evaluated} evaluated, {summary.reused} reused, {summary.resumed} resumed), "
-          f"{summary.feasible} feasible, {summary.failed} failed, {summary.timeouts} timeout, "
+          f"{summary.feasible} feasible, {summary.infeasible} infeasible, "
+          f"{summary.failed} failed, {summary.timeouts} timeout, "
           f"{summary.wall_s:.1f} s")
     if summary.exhausted:
         print(f"the method ran out of new points of {space.name} before the budget")
@@ -198,9 +213,16 @@ def cmd_best(args: argparse.Namespace) -> int:
         return 0
     print(f"best feasible design in {args.db} (space {space_name}, {row.fidelity} fidelity, "
           f"found by {row.method}):")
-    print(f"  {objective_name} = {row.objective:.6g}")
+    print(f"  {objective_name} = {_number(row.objective)}")
     for key, value in row.params.items():
         print(f"  {key:<14} {value}")
     for key, value in sorted(row.metrics.items()):
-        print(f"  {key:<14} {value:.6g}")
+        print(f"  {key:<14} {_number(value)}")
     return 0
+
+
+def _number(value: float) -> str:
+    """A metric as people read it: counts (stored as floats) whole, others to 6 digits."""
+    if float(value).is_integer() and abs(value) < 1e15:  # beyond, a float is not an exact count
+        return f"{int(value):,}"
+    return f"{value:.6g}"

@@ -50,6 +50,22 @@ def test_same_configuration_and_fidelity_reuses_the_row(tmp_path):
         assert [r.id for r in db.trials(a)] == [first.id]
 
 
+def test_a_failed_or_timed_out_row_is_replaced_in_place_by_a_new_result(tmp_path):
+    with _open(tmp_path / "runs.db") as db:
+        a = db.new_sweep(method="random", seed=1, fidelity="model", budget=2)
+        b = db.new_sweep(method="bo", seed=1, fidelity="model", budget=2)
+        for rows, status in ((4, "failed"), (8, "timeout")):
+            point = {"rows": rows}
+            first = db.record(a, point=point, result={"status": status, "error": "x"},
+                              method="random", seed=1)
+            again = db.record(b, point=point, result=result_for(point, fidelity="model", seed=1),
+                              method="bo", seed=1)
+            assert again.id == first.id and again.status == "ok" and again.method == "bo"
+            assert again.error is None and db.rows()[-1] == again
+            assert db.trials(a)[-1] == again  # the sweep told the failure sees the new result
+        assert len(db.rows()) == 2
+
+
 def test_a_db_of_another_space_is_refused_and_left_untouched(tmp_path):
     path = tmp_path / "runs.db"
     _open(path, "h1").close()
@@ -58,7 +74,8 @@ def test_a_db_of_another_space_is_refused_and_left_untouched(tmp_path):
         _open(path, "h2")
     message = str(info.value)
     assert "\n" not in message
-    assert message == (f"{path}: results of space 'tiny' (hash h1), not of 'tiny' (hash h2); "
+    assert message == (f"{path}: results of space 'tiny' as it was (hash h1); its parameters, "
+                       "budgets, objective or workload files have changed since (hash h2); "
                        "use another --db")
     assert path.read_bytes() == before
 

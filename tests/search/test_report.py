@@ -2,6 +2,7 @@ import csv
 import os
 import subprocess
 import sys
+import warnings
 
 import pyarrow.parquet as pq
 
@@ -94,3 +95,37 @@ def test_export_and_report_bad_input(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip() == (
         f"hwloop: error: {missing}: no such results database")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_report_without_feasible_designs_warns_about_nothing(tmp_path):
+    db_path = tmp_path / "runs.db"
+    with ResultsDB.open(db_path, space_name="tiny", space_hash="h", objective="edp") as db:
+        sweep = db.new_sweep(method="random", seed=0, fidelity="model", budget=1)
+        db.record(sweep, point={"rows": 2}, method="random", seed=0,
+                  result={"status": "failed", "error": "boom", "point": {"rows": 2}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "No artists with labels found" among them
+        write_report(db_path, tmp_path / "report")
+    assert (tmp_path / "report" / "pareto.png").exists()
+
+
+def test_output_paths_of_the_wrong_kind_are_one_line_errors(tmp_path):
+    db_path = _db(tmp_path / "runs.db")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for args, message in (
+            (["db", "export", "--format", "csv", "-o", str(folder)],
+             f"-o {folder}: is a folder, not a file name"),
+            (["db", "export", "-o", str(afile / "runs.csv")],
+             f"-o {afile / 'runs.csv'}: folder {afile} does not exist"),
+            (["report", "-o", str(afile / "sub")],
+             f"-o {afile / 'sub'}: {afile} exists and is not a folder"),
+            (["report", "-o", str(afile / "sub" / "deeper")],
+             f"-o {afile / 'sub' / 'deeper'}: {afile} exists and is not a folder")):
+        proc = subprocess.run([sys.executable, "-m", "hwloop", *args, "--db", str(db_path)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 2 and proc.stderr == f"hwloop: error: {message}\n", args
+    assert list(folder.iterdir()) == [] and afile.read_text() == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder", "runs.db"]

@@ -182,6 +182,19 @@ BAD = [
      "[mapping] order 'kmn' is not a loop order (known: mnk, nmk)"),
     ('workloads = ["mlp"]\n[hardware]\nrows = { min = 2, max = 8, step = 0 }\n',
      "[hardware] rows: step must be a positive integer, not 0"),
+    # values the generator refuses in every design of the space fail at load, not in a sweep
+    ('workloads = ["mlp"]\n[hardware]\nrows = "eight"\n',
+     "[hardware] rows: rows must be an integer in 1..64, not 'eight'"),
+    ('workloads = ["mlp"]\n[hardware]\nrows = { values = [2, 100] }\n',
+     "[hardware] rows: rows must be an integer in 1..64, not 100"),
+    ('workloads = ["mlp"]\n[hardware]\ncols = { min = 1, max = 1000000, log = true }\n',
+     "[hardware] cols: cols must be an integer in 1..64, not 128"),
+    ('workloads = ["mlp"]\n[hardware]\nin_bits = 8\nacc_bits = { values = [8, 32] }\n',
+     "[hardware] acc_bits: acc_bits must be an integer in 16..64, not 8"),
+    ('workloads = ["mlp"]\n[hardware]\nout_bits = { values = [0, 8, 40] }\n',
+     "[hardware] out_bits: out_bits must be an integer in 2..32, not 40"),
+    ('workloads = ["mlp"]\n[hardware]\nrows = 4\ncols = { values = [4, 65] }\n',
+     "[hardware] cols: cols must be an integer in 1..64, not 65"),
 ]
 
 
@@ -201,6 +214,81 @@ def test_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_space(path)
     assert str(info.value) == f"{path}:3: TOML syntax error: Invalid value"
+
+
+def test_hardware_values_legal_with_some_other_value_load() -> None:
+    space = parse_space('workloads = ["mlp"]\n[hardware]\nin_bits = { values = [4, 8] }\n'
+                        'acc_bits = { values = [8, 32] }\nout_bits = { values = [0, 8, 24] }\n')
+    assert space.dim("acc_bits").values == (8, 32)  # acc_bits 8 is legal with in_bits 4
+    with pytest.raises(ParameterError, match=r"^acc_bits must be an integer in 16\.\.64, not 8$"):
+        space.split({"in_bits": 8, "acc_bits": 8, "out_bits": 0})  # one infeasible design
+
+
+def test_toml_syntax_error_at_the_end_names_the_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "s1.toml"
+    path.write_text('name = "s1"\nworkloads = ["mlp"\n')
+    with pytest.raises(ConfigError) as info:
+        load_space(path)
+    assert str(info.value) == f"{path}:2: TOML syntax error: Unclosed array"
+    path.write_text('name = "s1')  # no newline at the end
+    with pytest.raises(ConfigError) as info:
+        load_space(path)
+    assert str(info.value) == f"{path}:1: TOML syntax error: Unterminated string"
+
+
+CSV = "Layer name, M, N, K,\nfc1, 16, 16, 16,\n"
+
+
+def test_a_missing_workload_file_fails_at_load_naming_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "w.toml"
+    path.write_text('name = "w"\n\nworkloads = ["mlp", "nothere.csv"]\n')
+    with pytest.raises(ConfigError) as info:
+        load_space(path)
+    assert str(info.value) == (f"{path}:3: workloads[1]: workload file "
+                               f"'{tmp_path / 'nothere.csv'}' does not exist")
+    path.write_text("[[workloads]]\nname = 'layers/nothere.csv'\nfirst = 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_space(path)
+    assert str(info.value) == (f"{path}:2: workloads[0]: workload file "
+                               f"'{tmp_path / 'layers' / 'nothere.csv'}' does not exist")
+
+
+def test_a_malformed_workload_file_fails_at_load(tmp_path: Path) -> None:
+    (tmp_path / "w.csv").write_text(CSV + "fc2, 16, 16,\n")
+    (tmp_path / "w.toml").write_text('workloads = ["w.csv"]\n')
+    with pytest.raises(ConfigError) as info:
+        load_space(tmp_path / "w.toml")
+    assert str(info.value) == f"{tmp_path / 'w.csv'}:3: expected 4 fields (Layer Name, M, N, " \
+                              "K), got 3"
+
+
+def test_workload_files_are_relative_to_the_space_file(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "spaces").mkdir()
+    (tmp_path / "spaces" / "w.csv").write_text(CSV)
+    (tmp_path / "spaces" / "w.toml").write_text('workloads = ["w.csv"]\n')
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    space = load_space(Path("..") / "spaces" / "w.toml")
+    monkeypatch.chdir(tmp_path)  # workers may run in another folder
+    [workload] = space.load_workloads()
+    assert [(layer.m, layer.n, layer.k) for layer in workload.layers] == [(16, 16, 16)]
+    assert space.workloads[0].name == "w.csv"
+
+
+def test_the_hash_covers_the_contents_of_workload_files(tmp_path: Path) -> None:
+    (tmp_path / "w.csv").write_text(CSV)
+    (tmp_path / "w.toml").write_text('workloads = ["w.csv"]\n')
+    before = load_space(tmp_path / "w.toml").hash
+    assert load_space(tmp_path / "w.toml").hash == before
+    (tmp_path / "w.csv").write_text(CSV.replace("16, 16, 16", "64, 64, 64"))
+    assert load_space(tmp_path / "w.toml").hash != before
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name in ("w.csv", "w.toml"):
+        (tmp_path / name).rename(moved / name)
+    (moved / "w.csv").write_text(CSV)
+    assert load_space(moved / "w.toml").hash == before  # the contents count, not the folder
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -274,3 +274,105 @@ def test_resume_re_tells_a_model_based_method(tmp_path):
     with ResultsDB.open_existing(tmp_path / "runs.db") as db:
         told = db.trials(more.sweep)
     assert len(told) == 9 and len({r.params_hash for r in told}) == 9  # nothing proposed twice
+
+
+def _summary_line(stdout):
+    return next(line for line in stdout.splitlines() if line.startswith("sweep "))
+
+
+def test_reused_rows_count_by_status_and_retry_failed_evaluates_them_again(tmp_path):
+    db_path = tmp_path / "to.db"
+    args = ["sweep", "--space", str(TINY), "--budget", "2", "--workers", "2", "--db",
+            str(db_path), "--quiet"]
+    slow = "tests.search.sweep_fakes:slow_evaluate"
+    first = _run([*args, "--timeout", "1"], HWLOOP_SWEEP_EVALUATOR=slow, HWLOOP_FAKE_SLEEP="30")
+    assert first.returncode == 0, first.stderr
+    assert "2/2 told (2 evaluated, 0 reused, 0 resumed), 0 feasible, 0 infeasible, 0 failed, " \
+           "2 timeout, " in _summary_line(first.stdout)
+    again = _run([*args, "--timeout", "600"], HWLOOP_SWEEP_EVALUATOR=slow,
+                 HWLOOP_FAKE_SLEEP="0")
+    assert again.returncode == 0, again.stderr
+    assert "2/2 told (0 evaluated, 2 reused, 0 resumed), 0 feasible, 0 infeasible, 0 failed, " \
+           "2 timeout, " in _summary_line(again.stdout)
+    with ResultsDB.open_existing(db_path) as db:
+        before = {r.id: r.params for r in db.rows()}
+    retried = _run([*args, "--timeout", "600", "--retry-failed"],
+                   HWLOOP_SWEEP_EVALUATOR=slow, HWLOOP_FAKE_SLEEP="0")
+    assert retried.returncode == 0, retried.stderr
+    assert "2/2 told (2 evaluated, 0 reused, 0 resumed), 2 feasible, 0 infeasible, 0 failed, " \
+           "0 timeout, " in _summary_line(retried.stdout)
+    with ResultsDB.open_existing(db_path) as db:
+        rows = db.rows()
+    assert {r.id: r.params for r in rows} == before and {r.status for r in rows} == {"ok"}
+
+
+def test_resumed_and_reused_rows_count_by_status_in_the_summary(tmp_path):
+    space = load_space(TINY)
+    first = run_sweep(space, method="random", budget=24, db_path=tmp_path / "runs.db",
+                      workers=2, timeout=2.0, evaluator=flaky_evaluate, seed=3)
+    again = run_sweep(space, method="random", budget=24, db_path=tmp_path / "runs.db",
+                      workers=2, timeout=2.0, evaluator=flaky_evaluate, seed=3)
+    more = run_sweep(space, method="random", budget=24, db_path=tmp_path / "runs.db",
+                     workers=2, evaluator=flaky_evaluate, seed=3, resume=True)
+    for summary in (first, again, more):
+        counts = (summary.feasible, summary.infeasible, summary.failed, summary.timeouts)
+        assert counts == (16, 0, 4, 4) and sum(counts) == summary.told == 24
+    assert again.reused == 24 and more.resumed == 24
+
+
+def test_an_edited_workload_file_makes_another_space(tmp_path):
+    csv_path = tmp_path / "w.csv"
+    csv_path.write_text("Layer name, M, N, K,\nl1, 16, 16, 16,\n")
+    (tmp_path / "w.toml").write_text('name = "w"\nobjective = "cycles"\nworkloads = ["w.csv"]\n'
+                                     '[hardware]\nrows = 4\ncols = 4\n')
+    db_path = tmp_path / "w.db"
+    old = load_space(tmp_path / "w.toml")
+    run_sweep(old, method="random", budget=1, db_path=db_path, workers=1,
+              evaluator=slow_evaluate)
+    csv_path.write_text("Layer name, M, N, K,\nl1, 64, 64, 64,\n")
+    new = load_space(tmp_path / "w.toml")
+    with pytest.raises(InputError) as info:
+        run_sweep(new, method="random", budget=1, db_path=db_path, workers=1,
+                  evaluator=slow_evaluate)
+    assert str(info.value) == (
+        f"{db_path}: results of space 'w' as it was (hash {old.hash}); its parameters, budgets, "
+        f"objective or workload files have changed since (hash {new.hash}); use another --db")
+
+
+def test_an_unknown_method_is_exactly_one_line_with_the_progress_display(tmp_path):
+    proc = _run(["sweep", "--space", str(TINY), "--db", str(tmp_path / "runs.db"), "--budget",
+                 "1", "--method", "foo"])
+    assert proc.returncode == 2
+    assert proc.stderr == "hwloop: error: unknown search method 'foo' (known: random, bo, cbo, " \
+                          "apollo, optuna-tpe)\n"
+
+
+def test_a_log_dir_that_is_a_file_is_one_line_exit_2(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for log_dir, message in ((afile, "exists and is not a folder"),
+                             (afile / "sub", "cannot create the folder: Not a directory")):
+        proc = _run(["sweep", "--space", str(TINY), "--db", str(tmp_path / "runs.db"),
+                     "--budget", "1", "--quiet", "--log-dir", str(log_dir)])
+        assert proc.returncode == 2
+        assert proc.stderr == f"hwloop: error: --log-dir {log_dir}: {message}\n"
+    assert not (tmp_path / "runs.db").exists()
+
+
+def test_best_prints_counts_as_integers_and_refuses_a_bad_fidelity(tmp_path):
+    db_path = tmp_path / "runs.db"
+    with ResultsDB.open(db_path, space_name="tiny", space_hash="h", objective="cycles") as db:
+        sweep = db.new_sweep(method="random", seed=0, fidelity="model", budget=1)
+        point = {"rows": 2}
+        db.record(sweep, point=point, method="random", seed=0, result={
+            "point": point, "status": "ok", "feasible": True, "objective": 1065210.0,
+            "metrics": {"cycles": 1065210.0, "edp": 1.5e11 + 0.25, "utilization": 0.5}})
+    proc = _run(["best", "--db", str(db_path)])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[1:] == [
+        "  cycles = 1,065,210", "  rows           2", "  cycles         1,065,210",
+        "  edp            1.5e+11", "  utilization    0.5"]
+    proc = _run(["best", "--db", str(db_path), "--fidelity", "foo"])
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == ("hwloop best: error: argument --fidelity: invalid choice: 'foo' "
+                           "(choose from 'rtl', 'model')\n")
