@@ -20,6 +20,23 @@ from hwloop.errors import InputError
 from hwloop.paths import mkdtemp
 
 
+def component_ports(component: Any) -> list[dict[str, Any]]:
+    """The Verilog ports of an Amaranth ``wiring.Component`` as its top module:
+    ``[{"name", "direction", "width"}, ...]``, clk and rst (its sync domain's) first."""
+    from amaranth.lib.wiring import Flow
+
+    # only its signature is read: tell Amaranth this instance is not meant to be elaborated
+    # (otherwise it warns UnusedElaboratable when the object is collected)
+    component._MustUse__silence = True
+    result = [{"name": "clk", "direction": "input", "width": 1},
+              {"name": "rst", "direction": "input", "width": 1}]
+    for name, member in component.signature.members.items():
+        width = member.shape if isinstance(member.shape, int) else member.shape.width
+        result.append({"name": name, "direction": "input" if member.flow == Flow.In
+                       else "output", "width": width})
+    return result
+
+
 def manifest(*, generator: str, name: str, params: dict[str, Any], ports: list[dict[str, Any]],
              verilog: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The manifest of one generated design: parameters, ports and the Verilog's content hash."""
@@ -29,6 +46,7 @@ def manifest(*, generator: str, name: str, params: dict[str, Any], ports: list[d
         "generator": generator,
         "name": name,
         "top": name,
+        "verilog": f"{name}.v",
         "params": params,
         "ports": ports,
         "files": [{"path": f"{name}.v", "type": "verilogSource",
@@ -118,9 +136,12 @@ def write_folder_atomically(out: Path, fill: Callable[[Path], None], *,
 
 
 def write_design(out: Path, *, generator: str, name: str, params: dict[str, Any],
-                 ports: list[dict[str, Any]], verilog: str, description: str) -> dict[str, Any]:
-    """Write ``out/<name>.v``, ``out/manifest.json``, ``out/<name>.core``; return the manifest."""
-    data = manifest(generator=generator, name=name, params=params, ports=ports, verilog=verilog)
+                 ports: list[dict[str, Any]], verilog: str, description: str,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``out/<name>.v``, ``out/manifest.json``, ``out/<name>.core``; return the manifest
+    (``extra``: the generator's own fields)."""
+    data = manifest(generator=generator, name=name, params=params, ports=ports, verilog=verilog,
+                    extra=extra)
 
     def fill(folder: Path) -> None:
         (folder / f"{name}.v").write_text(verilog)

@@ -37,6 +37,26 @@ def design_name(config: CacheConfig, prefetch: PrefetcherConfig | None = None) -
     return config.name if prefetch is None else f"{config.name}_{prefetch.kind}"
 
 
+def cache_ports(config: CacheConfig, *,
+                prefetch: PrefetcherConfig | None = None) -> list[dict]:
+    """The cache's top-level ports (``hwloop.manifest.component_ports``)."""
+    from hwloop.manifest import component_ports
+
+    rtable, ptable = load_tables(config, prefetch)
+    return component_ports(Cache(config=config, table=rtable, prefetch=prefetch,
+                                 prefetch_table=ptable))
+
+
+def prefetcher_ports(prefetch: PrefetcherConfig, *, line_bits: int) -> list[dict]:
+    """The prefetcher's top-level ports, as :func:`cache_ports`."""
+    from hwloop.manifest import component_ports
+
+    ptable = None
+    if prefetch.kind == "table":
+        ptable = load_table(prefetch.table, kind="prefetch")  # type: ignore[arg-type]
+    return component_ports(Prefetcher(config=prefetch, line_bits=line_bits, table=ptable))
+
+
 def cache_verilog(config: CacheConfig, *, prefetch: PrefetcherConfig | None = None,
                   name: str | None = None) -> str:
     rtable, ptable = load_tables(config, prefetch)

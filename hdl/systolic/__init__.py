@@ -70,21 +70,10 @@ def _zero_memory_contents_not_emitted() -> Iterator[None]:
 
 def ports(params: SystolicParams) -> list[dict]:
     """The top module's ports: ``[{"name", "direction", "width"}, ...]`` (clk and rst first)."""
-    from amaranth.lib.wiring import Flow
-
     from hwloop.hdl.systolic.accelerator import SystolicAccelerator
+    from hwloop.manifest import component_ports
 
-    top = SystolicAccelerator(params=params)
-    # only its signature is read: tell Amaranth this instance is not meant to be elaborated
-    # (otherwise it warns UnusedElaboratable when the object is collected)
-    top._MustUse__silence = True
-    result = [{"name": "clk", "direction": "input", "width": 1},
-              {"name": "rst", "direction": "input", "width": 1}]
-    for name, member in top.signature.members.items():
-        direction = "input" if member.flow == Flow.In else "output"
-        width = member.shape if isinstance(member.shape, int) else member.shape.width
-        result.append({"name": name, "direction": direction, "width": width})
-    return result
+    return component_ports(SystolicAccelerator(params=params))
 
 
 __all__ = ["SystolicParams", "generate_verilog", "ports"]

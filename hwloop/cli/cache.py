@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hwloop.errors import ParameterError
-from hwloop.manifest import MANIFEST, write_folder_atomically
+from hwloop.manifest import MANIFEST
 
 
 def _add_cache_args(p: argparse.ArgumentParser) -> None:
@@ -78,17 +78,9 @@ def _prefetch_config(args: argparse.Namespace):
     return prefetch
 
 
-def _publish(out: Path, files: dict[str, str]) -> None:
-    """Write ``files`` into the folder ``out`` all at once (a temp folder, then rename)."""
-    def fill(folder: Path) -> None:
-        for name, text in files.items():
-            (folder / name).write_text(text)
-
-    write_folder_atomically(out, fill)
-
-
 def _generate_cache(args: argparse.Namespace) -> int:
-    from hwloop.hdl.cache.generate import cache_verilog, design_name
+    from hwloop.hdl.cache.generate import cache_ports, cache_verilog, design_name
+    from hwloop.manifest import write_design
     from hwloop.toolchain import tool_versions
 
     config = _cache_config(args)
@@ -97,23 +89,23 @@ def _generate_cache(args: argparse.Namespace) -> int:
     prefetch = _prefetch_config(args)
     name = design_name(config, prefetch)
     verilog = cache_verilog(config, prefetch=prefetch, name=name)
-    manifest: dict[str, Any] = {
-        "generator": "cache", "top": name, "verilog": f"{name}.v",
-        "params": config.to_dict(),
+    extra: dict[str, Any] = {
         "prefetcher": None if prefetch is None else prefetch.to_dict(),
         "derived": {"tag_bits": config.tag_bits, "index_bits": config.index_bits,
                     "offset_bits": config.offset_bits, "size_bytes": config.size_bytes},
         "tools": tool_versions(),
     }
-    _publish(args.output, {f"{name}.v": verilog,
-                           MANIFEST: json.dumps(manifest, indent=2) + "\n"})
-    print(f"wrote {args.output}/{name}.v and {MANIFEST}")
+    write_design(args.output, generator="cache", name=name, params=config.to_dict(),
+                 ports=cache_ports(config, prefetch=prefetch), verilog=verilog,
+                 description=f"hwloop {config.ways}-way {config.policy} cache", extra=extra)
+    print(f"wrote {args.output}/{name}.v, {MANIFEST}, {name}.core")
     return 0
 
 
 def _generate_prefetcher(args: argparse.Namespace) -> int:
-    from hwloop.hdl.cache.generate import prefetcher_verilog
+    from hwloop.hdl.cache.generate import prefetcher_ports, prefetcher_verilog
     from hwloop.hdl.cache.prefetcher import PrefetcherConfig
+    from hwloop.manifest import write_design
 
     if not 1 <= args.line_bits <= 64:
         raise ParameterError(f"line-bits must be an integer in 1..64, not {args.line_bits}")
@@ -125,10 +117,11 @@ def _generate_prefetcher(args: argparse.Namespace) -> int:
         raise ParameterError("--entries needs --kind stride")
     name = f"prefetcher_{prefetch.kind}"
     verilog = prefetcher_verilog(prefetch, line_bits=args.line_bits, name=name)
-    manifest = {"generator": "prefetcher", "top": name, "verilog": f"{name}.v",
-                "params": prefetch.to_dict(), "line_bits": args.line_bits}
-    _publish(args.output, {f"{name}.v": verilog, MANIFEST: json.dumps(manifest, indent=2) + "\n"})
-    print(f"wrote {args.output}/{name}.v and {MANIFEST}")
+    write_design(args.output, generator="prefetcher", name=name, params=prefetch.to_dict(),
+                 ports=prefetcher_ports(prefetch, line_bits=args.line_bits), verilog=verilog,
+                 description=f"hwloop {prefetch.kind} prefetcher",
+                 extra={"line_bits": args.line_bits})
+    print(f"wrote {args.output}/{name}.v, {MANIFEST}, {name}.core")
     return 0
 
 

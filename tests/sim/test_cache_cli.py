@@ -111,6 +111,23 @@ def test_generate_cache_writes_verilog_and_manifest(tmp_path):
     assert manifest["derived"]["tag_bits"] == 32 - 4 - 5
     verilog = (out / manifest["verilog"]).read_text()
     assert f"module {manifest['top']}" in verilog and "resp_hit" in verilog
+    # the same layout as every generator's: ports with directions, the Verilog's hash, a core
+    import hashlib
+
+    assert manifest["files"][0]["sha256"] == hashlib.sha256(verilog.encode()).hexdigest()
+    direction = {p["name"]: p["direction"] for p in manifest["ports"]}
+    assert direction["clk"] == direction["req_addr"] == "input"
+    assert direction["resp_hit"] == "output"
+    assert f"toplevel: {manifest['top']}" in (out / f"{manifest['top']}.core").read_text()
+
+
+def test_generate_prefetcher_manifest_has_ports_and_core(tmp_path):
+    out = tmp_path / "p"
+    assert main(["generate", "prefetcher", "--kind", "nextline", "-o", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["top"] == "prefetcher_nextline" and manifest["line_bits"] > 0
+    assert {p["direction"] for p in manifest["ports"]} == {"input", "output"}
+    assert (out / "prefetcher_nextline.core").read_text().startswith("CAPI=2:")
 
 
 def test_generate_cache_error_leaves_nothing(tmp_path):
@@ -213,8 +230,8 @@ def test_generate_cache_name_says_the_prefetcher(tmp_path, capsys):
     out = tmp_path / "c"
     assert main(["generate", "cache", "--sets", "64", "--ways", "8", "--line-bytes", "64",
                  "--prefetcher", "stride", "-o", str(out)]) == 0
-    assert capsys.readouterr().out == (f"wrote {out}/cache_64s8w64b_lru_stride.v "
-                                       "and manifest.json\n")
+    assert capsys.readouterr().out == (f"wrote {out}/cache_64s8w64b_lru_stride.v, "
+                                       "manifest.json, cache_64s8w64b_lru_stride.core\n")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["top"] == "cache_64s8w64b_lru_stride"
     assert manifest["verilog"] == "cache_64s8w64b_lru_stride.v"
