@@ -53,8 +53,12 @@ def write_cache_file(path: Path, text: str) -> None:
 
 def mkstemp(*, dir: str | Path, prefix: str, suffix: str = "") -> tuple[int, str]:
     """``tempfile.mkstemp``, but the file gets the mode a plain ``open`` would give it (0o666
-    less the umask, not owner-only): it is renamed into place as the user's output."""
-    fd, path = tempfile.mkstemp(dir=dir, prefix=prefix, suffix=suffix)
+    less the umask, not owner-only): it is renamed into place as the user's output. A folder
+    the user cannot write in is an input error naming it."""
+    try:
+        fd, path = tempfile.mkstemp(dir=dir, prefix=prefix, suffix=suffix)
+    except OSError as exc:
+        raise InputError(f"cannot write in {str(dir)!r}: {exc.strerror or exc}") from None
     try:
         os.chmod(path, 0o666 & ~_umask())
     except BaseException:
@@ -66,8 +70,12 @@ def mkstemp(*, dir: str | Path, prefix: str, suffix: str = "") -> tuple[int, str
 
 def mkdtemp(*, dir: str | Path, prefix: str) -> Path:
     """``tempfile.mkdtemp``, but the folder gets the mode a plain ``mkdir`` would give it (0o777
-    less the umask, not owner-only): it is renamed into place as the user's output."""
-    path = Path(tempfile.mkdtemp(dir=dir, prefix=prefix))
+    less the umask, not owner-only): it is renamed into place as the user's output. A folder
+    the user cannot write in is an input error naming it."""
+    try:
+        path = Path(tempfile.mkdtemp(dir=dir, prefix=prefix))
+    except OSError as exc:
+        raise InputError(f"cannot write in {str(dir)!r}: {exc.strerror or exc}") from None
     try:
         os.chmod(path, 0o777 & ~_umask())
     except BaseException:

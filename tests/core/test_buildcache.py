@@ -83,3 +83,19 @@ def test_cache_root_that_is_a_file_is_named(tmp_path, monkeypatch):
         cache_dir()
     assert str(info.value) == (f"HWLOOP_CACHE={afile}: cannot use it as hwloop's cache (it is "
                                "not a folder); set HWLOOP_CACHE to a writable folder")
+
+
+@pytest.mark.parametrize("make", ["mkstemp", "mkdtemp"])
+def test_an_output_folder_that_cannot_be_written_is_named(tmp_path, monkeypatch, make):
+    import tempfile
+
+    from hwloop import paths
+    from hwloop.errors import InputError
+
+    def refuse(**_):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, make, refuse)
+    with pytest.raises(InputError) as info:
+        getattr(paths, make)(dir=tmp_path, prefix=".out-")
+    assert str(info.value) == f"cannot write in {str(tmp_path)!r}: Permission denied"
