@@ -380,7 +380,7 @@ def parse_space(text: str, *, path: str = "<space>") -> Space:
         missing = [k for k in MAPPING_PARAMETERS if k not in mapping]
         if missing:
             raise fail(f"[mapping] needs {', '.join(MAPPING_PARAMETERS)}; missing {missing[0]!r}")
-        _check_orders(fail, dims)
+        _check_mapping_values(fail, dims)
 
     budgets_in = data.get("budgets", {})
     if not isinstance(budgets_in, dict):
@@ -493,16 +493,22 @@ def _check_hardware_values(fail: Any, dims: list[Dimension]) -> None:
                 raise fail(f"[hardware] {d.name}: {error}")
 
 
-def _check_orders(fail: Any, dims: list[Dimension]) -> None:
-    try:
-        from hwloop.sim.systolic.mapping import ORDERS
-    except ImportError:  # the mapping module is not there yet: Mapping() will check
-        return
+def _check_mapping_values(fail: Any, dims: list[Dimension]) -> None:
+    """Loop orders the mapping knows and tile sizes of at least one row."""
+    from hwloop.sim.systolic.mapping import ORDERS
+
     order = next(d for d in dims if d.name == "order")
     for value in order.values:
         if value not in ORDERS:
             raise fail(f"[mapping] order {value!r} is not a loop order "
                        f"(known: {', '.join(ORDERS)})")
+    # tile sizes are fit to each design and layer, but never below one row
+    for d in dims:
+        if d.section == "mapping" and d.name.startswith("tile_"):
+            bad = next((v for v in d.values if isinstance(v, bool) or not isinstance(v, int)
+                        or v < 1), None)
+            if bad is not None:
+                raise fail(f"[mapping] {d.name} must be positive integers, not {bad!r}")
 
 
 def _workloads(fail: Any, raw: Any, *, text: str, path: str) -> tuple[WorkloadSpec, ...]:

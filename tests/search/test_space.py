@@ -136,6 +136,12 @@ def test_shipped_spaces_load() -> None:
 
 
 BAD = [
+    ('workloads = ["mlp"]\n[mapping]\ntile_m = { values = [0, 16] }\ntile_n = 16\n'
+     'tile_k = { min = -4, max = 16 }\norder = "mnk"\n',
+     "[mapping] tile_m must be positive integers, not 0"),
+    ('workloads = ["mlp"]\n[mapping]\ntile_m = 16\ntile_n = 16\n'
+     'tile_k = { min = -4, max = 16 }\norder = "mnk"\n',
+     "[mapping] tile_k must be positive integers, not -4"),
     ('workloads = ["mlp"]\n[hardware]\ndepth = 3\n', "[hardware] unknown parameter 'depth'"),
     ('workloads = ["mlp"]\n[mapping]\ntile_q = 3\n', "[mapping] unknown parameter 'tile_q'"),
     ('workloads = ["mlp"]\n[hardware]\nrows = { values = [] }\n',
