@@ -544,8 +544,9 @@ def _workloads(fail: Any, raw: Any, *, text: str, path: str) -> tuple[WorkloadSp
 def _workload_file(i: int, name: str, first: int | None, *, text: str,
                    path: str) -> WorkloadSpec | None:
     """The spec of a workload file (a path relative to the space file's folder), read and
-    checked now; None for a built-in or module:attr name. The order of the tests is
-    ``load_workload``'s: built-ins first, then a .csv name or an existing file."""
+    checked now; for ``module:attr`` the hash of its module's source; None for a built-in
+    name. The order of the tests is ``load_workload``'s: built-ins first, then a .csv name or
+    an existing file, then ``module:attr``."""
     from hwloop.networks import BUILTINS
     from hwloop.workloads import load_topology_csv
 
@@ -554,18 +555,46 @@ def _workload_file(i: int, name: str, first: int | None, *, text: str,
     shown = Path(name).expanduser()
     if not shown.is_absolute():
         shown = Path(path).parent / shown  # as the user sees it: relative to where they run
+    quoted = re.compile(r"""["']""" + re.escape(name) + r"""["']""")
+    line = next((n for n, text_line in enumerate(text.splitlines(), start=1)
+                 if quoted.search(text_line)), None)
     if not (name.lower().endswith(".csv") or shown.is_file()
             or ("/" in name and ":" not in name)):
-        return None
+        if ":" not in name:
+            return None
+        source = _module_source(name.partition(":")[0])
+        if source is None:
+            raise ConfigError.at(path, line, f"workloads[{i}]: module "
+                                             f"{name.partition(':')[0]!r} not found")
+        # the module's own file: an edit to it makes another space (not what it imports)
+        return WorkloadSpec(name, first, sha256=hashlib.sha256(source.read_bytes()).hexdigest())
     if not shown.is_file():
-        quoted = re.compile(r"""["']""" + re.escape(name) + r"""["']""")
-        line = next((n for n, text_line in enumerate(text.splitlines(), start=1)
-                     if quoted.search(text_line)), None)
         raise ConfigError.at(path, line, f"workloads[{i}]: workload file {str(shown)!r} "
                                          f"does not exist")
     load_topology_csv(shown)  # a malformed file fails now, naming its own file:line
     digest = hashlib.sha256(shown.read_bytes()).hexdigest()
     return WorkloadSpec(name, first, path=str(shown.absolute()), sha256=digest)
+
+
+def _module_source(module_name: str) -> Path | None:
+    """The source file of a ``module:attr`` workload's module, found as ``load_torch_module``
+    imports it (the current folder on the path), without running the module; None if there
+    is none."""
+    import importlib.util
+    import os
+    import sys
+
+    if not module_name:
+        return None
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not Path(spec.origin).is_file():
+        return None
+    return Path(spec.origin)
 
 
 def _check_workload_names(fail: Any, workloads: list[WorkloadSpec]) -> None:

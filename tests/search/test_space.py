@@ -297,6 +297,24 @@ def test_the_hash_covers_the_contents_of_workload_files(tmp_path: Path) -> None:
     assert load_space(moved / "w.toml").hash == before  # the contents count, not the folder
 
 
+def test_the_hash_covers_the_source_of_a_module_workload(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = tmp_path / "hashed_net_xyz.py"
+    module.write_text("WIDTH = 16\n")
+    (tmp_path / "m.toml").write_text('workloads = ["hashed_net_xyz:Net"]\n')
+    before = load_space(tmp_path / "m.toml").hash
+    assert "hashed_net_xyz" not in sys.modules  # found, not run
+    module.write_text("WIDTH = 64\n")
+    assert load_space(tmp_path / "m.toml").hash != before
+    (tmp_path / "m.toml").write_text('name = "m"\nworkloads = ["no_such_net_xyz:Net"]\n')
+    with pytest.raises(ConfigError) as info:
+        load_space(tmp_path / "m.toml")
+    assert str(info.value) == (f"{tmp_path / 'm.toml'}:2: workloads[0]: module "
+                               "'no_such_net_xyz' not found")
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_space(tmp_path / "nope.toml")
