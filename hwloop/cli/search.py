@@ -52,19 +52,21 @@ def register(commands: Any) -> None:
                                     parser_class=commands._parser_class)
     db_commands.required = True
     export = db_commands.add_parser("export", help="export evaluations as CSV or Parquet")
-    export.add_argument("--db", type=Path, default=Path("runs.db"))
+    export.add_argument("--db", type=Path, default=Path("runs.db"), help="results DB (runs.db)")
     export.add_argument("--format", choices=("csv", "parquet"), default=None,
                         help="default: from the output file's extension")
-    export.add_argument("-o", "--output", type=Path, required=True)
+    export.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
+                        help="the table to write (.csv or .parquet)")
     export.set_defaults(func=cmd_db_export)
 
     report = commands.add_parser("report", help="plots and an HTML report of a results DB")
-    report.add_argument("--db", type=Path, default=Path("runs.db"))
-    report.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
+    report.add_argument("--db", type=Path, default=Path("runs.db"), help="results DB (runs.db)")
+    report.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
+                        help="folder for index.html and the plots (written as a whole)")
     report.set_defaults(func=cmd_report)
 
     best = commands.add_parser("best", help="the best feasible design in a results DB")
-    best.add_argument("--db", type=Path, default=Path("runs.db"))
+    best.add_argument("--db", type=Path, default=Path("runs.db"), help="results DB (runs.db)")
     best.add_argument("--fidelity", default=None, choices=FIDELITIES,
                       help="only rows of this fidelity")
     best.add_argument("--json", action="store_true", help="print JSON")
