@@ -125,7 +125,11 @@ def write_folder_atomically(out: Path, fill: Callable[[Path], None], *,
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
             try:
                 os.rename(out, old / "x")
-                os.rename(tmp, out)
+                try:
+                    os.rename(tmp, out)
+                except BaseException:
+                    os.rename(old / "x", out)  # the previous output stays
+                    raise
             finally:
                 shutil.rmtree(old, ignore_errors=True)
         else:
