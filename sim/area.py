@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -352,9 +353,14 @@ class AreaJob:
         self._result = cached_area(params)
         self._child: subprocess.Popen | None = None
         if self._result is None:
-            # a session of its own: cancel() kills Yosys (a grandchild) with it
+            # a session of its own: cancel() kills Yosys (a grandchild) with it. Group kills
+            # aimed at this process (a timed-out sweep worker, the driver's kill -9) do not
+            # reach that session, so the child watches its parent and kills its session when
+            # the parent is gone (watch_parent)
+            env = {**os.environ, PARENT_ENV: str(os.getpid())}
             self._child = subprocess.Popen(_area_command(params), stdout=subprocess.DEVNULL,
-                                           stderr=subprocess.DEVNULL, start_new_session=True)
+                                           stderr=subprocess.DEVNULL, start_new_session=True,
+                                           env=env)
 
     def result(self) -> AreaResult:
         if self._result is None:
@@ -374,6 +380,32 @@ class AreaJob:
             child.wait()
 
 
+PARENT_ENV = "HWLOOP_AREA_PARENT"
+PARENT_POLL_S = 0.1
+
+
+def watch_parent() -> None:
+    """In an AreaJob's child: kill this process's session (the child and its Yosys) as soon
+    as the AreaJob's process is gone. Polled, not prctl(PR_SET_PDEATHSIG): that would kill the
+    child only, not its Yosys, and only on Linux."""
+    parent = int(os.environ.get(PARENT_ENV, "0"))
+    if not parent or os.getpgrp() != os.getpid():  # killpg(0) must hit this session only
+        return
+
+    def orphaned() -> bool:
+        # compared with the pid, not 1: a subreaper (tini, systemd --user) adopts orphans
+        return os.getppid() != parent
+
+    def watch() -> None:
+        while not orphaned():
+            time.sleep(PARENT_POLL_S)
+        os.killpg(0, signal.SIGKILL)
+
+    if orphaned():  # the parent died before this child started watching
+        os.killpg(0, signal.SIGKILL)
+    threading.Thread(target=watch, daemon=True, name="hwloop-area-parent").start()
+
+
 def _area_command(params: SystolicParams) -> list[str]:
     return [sys.executable, "-m", "hwloop.sim.area", json.dumps(params.to_dict())]
 
@@ -389,4 +421,5 @@ def weighted(cell_counts: Mapping[str, int], table: AreaTable | None = None) -> 
 
 
 if __name__ == "__main__":  # an AreaJob's child: synthesize one design into the cache
+    watch_parent()
     systolic_area(SystolicParams.from_dict(json.loads(sys.argv[1])))

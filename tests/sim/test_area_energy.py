@@ -1,4 +1,6 @@
 import importlib
+import multiprocessing
+import os
 import signal
 import sys
 import time
@@ -168,6 +170,48 @@ def test_area_job_cancel_kills_its_child_and_yosys(cache, hanging_child):
             break
         time.sleep(0.1)
     assert _gone(grandchild)
+
+
+def _hold_area_job(pid_file: Path) -> None:
+    """A sweep worker (or driver) that starts an AreaJob, records its child and waits."""
+    job = AreaJob(SystolicParams(rows=2, cols=2))
+    assert job._child is not None
+    pid_file.write_text(str(job._child.pid))
+    time.sleep(600)
+
+
+def test_area_job_child_and_yosys_die_with_a_killed_parent(cache, monkeypatch, hanging_child):
+    """A worker killed with its process group (a sweep timeout) or by kill -9 leaves no area
+    child or Yosys running: the child watches its parent and kills its own session."""
+    code = ("import pathlib, subprocess, sys, time\n"
+            "from hwloop.sim.area import watch_parent\n"
+            "watch_parent()\n"
+            "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+            f"pathlib.Path({str(hanging_child)!r}).write_text(str(g.pid))\n"
+            "time.sleep(600)")
+    monkeypatch.setattr(area_module, "_area_command", lambda params: [sys.executable, "-c", code])
+    child_file = hanging_child.with_name("child.pid")
+    worker = multiprocessing.get_context("fork").Process(target=_hold_area_job,
+                                                         args=(child_file,))
+    worker.start()
+    child = _wait_for(child_file)
+    grandchild = _wait_for(hanging_child)
+    assert not _gone(child) and not _gone(grandchild)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.join()
+    for _ in range(50):
+        if _gone(child) and _gone(grandchild):
+            break
+        time.sleep(0.1)
+    assert _gone(child) and _gone(grandchild)
+
+
+def test_area_child_runs_the_parent_watch():
+    """The real child (python -m hwloop.sim.area) starts watch_parent before synthesizing."""
+    assert area_module._area_command(SystolicParams(rows=2, cols=2))[1:3] == [
+        "-m", "hwloop.sim.area"]
+    main = Path(area_module.__file__).read_text().split('if __name__ == "__main__":')[1]
+    assert main.splitlines()[1].strip() == "watch_parent()"
 
 
 def test_area_job_result_is_the_synthesis(cache):
