@@ -111,10 +111,14 @@ def _encode_chunk(records: np.ndarray) -> bytes:
     return _CHUNK.pack(n, len(body), zlib.crc32(payload), mode) + body
 
 
+def _payload_size(n: int) -> int:
+    """The bytes of an uncompressed payload of ``n`` records."""
+    return 16 * n + (n + 7) // 8
+
+
 def _decode_payload(payload: bytes, n: int, mode: int) -> np.ndarray | None:
     """Decode one chunk payload, or None if its length does not fit ``n`` records."""
-    flag_bytes = (n + 7) // 8
-    if len(payload) != 16 * n + flag_bytes:
+    if len(payload) != _payload_size(n):
         return None
     out = empty_trace(n)
     out["pc"] = _unshuffled(payload[: 8 * n], n, bool(mode & _PC_DELTA))
@@ -333,12 +337,17 @@ def _iter_stored_chunks(path: str | Path) -> Iterator[np.ndarray]:
             if len(body) < size:
                 raise TraceError(f"{path}: truncated: header promises {count} accesses, "
                                  f"file ends after {seen}")
+            expected = _payload_size(n)
             try:
-                payload = zlib.decompress(body)
+                # bounded: a small body must not inflate past what n records need (a bomb)
+                payload = zlib.decompressobj().decompress(body, expected + 1)
             except zlib.error:
                 payload = b""
                 decoded = None
             else:
+                if len(payload) > expected:
+                    raise TraceError(f"{path}: corrupt: chunk {index} at byte {offset} inflates "
+                                     f"past the {expected} bytes of its {n} accesses")
                 decoded = _decode_payload(payload, n, modes) if zlib.crc32(payload) == crc else None
             if decoded is None:
                 raise TraceError(f"{path}: corrupt: chunk {index} at byte {offset} fails "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 import zlib
 from collections import OrderedDict
 from pathlib import Path
@@ -140,6 +141,23 @@ def test_flipped_byte_is_detected(tmp_path: Path) -> None:
     with pytest.raises(TraceError) as info:
         read_trace(path)
     assert str(info.value) == f"{path}: corrupt: chunk 0 at byte 24 fails its checksum"
+
+
+def test_decompression_bomb_fails_before_inflating(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One chunk claiming 1 access whose body inflates to 64 MiB of zeros: the reader stops
+    at the 17 bytes one access needs instead of inflating it all."""
+    body = zlib.compress(bytes(64 << 20), 9)
+    path = tmp_path / "bomb.trace"
+    path.write_bytes(struct.pack("<8sHHIQ", b"HWLTRACE", 2, 0, 1 << 16, 1)
+                     + struct.pack("<IIIB3x", 1, len(body), 0, 0) + body
+                     + struct.pack("<8sQ", b"HWLTEND\0", 1))
+    assert path.stat().st_size < 100_000
+    start = time.perf_counter()
+    assert main(["trace", "info", str(path)]) == 2
+    assert time.perf_counter() - start < 1.0
+    assert capsys.readouterr().err == (f"hwloop: error: {path}: corrupt: chunk 0 at byte 24 "
+                                       f"inflates past the 17 bytes of its 1 accesses\n")
 
 
 def test_wrong_count_in_header_is_detected(tmp_path: Path) -> None:
