@@ -128,6 +128,31 @@ def _array(path: Path, archive: np.lib.npyio.NpzFile, name: str) -> np.ndarray:
     return array
 
 
+MAX_ENTRIES = 1 << 16
+# an array's .npy member: its entries at 8 bytes, plus the .npy header; meta is a short text
+_MAX_MEMBER_BYTES = MAX_ENTRIES * 8 + 4096
+
+
+def _check_sizes(path: Path) -> None:
+    """Reject an archive whose members would unpack past what a table can hold, before any is
+    unpacked (a small .npz can hold gigabytes of zeros)."""
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            if info.file_size > _MAX_MEMBER_BYTES:
+                raise ConfigError.at(path, None, f"'{name}' unpacks to {info.file_size} bytes; "
+                                     f"a table has at most {MAX_ENTRIES} entries")
+            if name in ("values", "confidence"):
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0)
+                    shape = read(member)[0]
+                if int(np.prod(shape)) > MAX_ENTRIES:
+                    raise ConfigError.at(path, None, f"'{name}' has shape {shape}; a table "
+                                         f"has at most {MAX_ENTRIES} entries")
+
+
 def load_table(path: str | Path, *, kind: str, entries: int | None = None,
                entry_bits: int | None = None, history: int | None = None) -> Table:
     """Load and validate a table file; the geometry arguments, when given, must match."""
@@ -143,6 +168,7 @@ def load_table(path: str | Path, *, kind: str, entries: int | None = None,
         # np.load would take anything but a zip (an .npz) for a pickle and suggest unpickling it
         raise ConfigError.at(path, None, "not a table file (not an .npz archive)")
     try:
+        _check_sizes(path)
         with np.load(path, allow_pickle=False) as archive:
             if "meta" not in archive or "values" not in archive:
                 raise ConfigError.at(path, None, "not an hwloop table (needs 'meta' and 'values')")

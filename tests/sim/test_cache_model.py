@@ -200,6 +200,28 @@ def test_corrupt_table_files_are_one_line_errors(tmp_path):
         load_table(tmp_path / "missing.npz", kind="replacement")
 
 
+def test_oversized_table_arrays_are_rejected_before_loading(tmp_path, monkeypatch):
+    """A small .npz can unpack to gigabytes (2^26 zeros compress to ~500 KB): its member sizes
+    and .npy headers are checked before anything is unpacked."""
+    meta = np.array('{"format": "hwloop-table", "version": 1, "kind": "replacement", '
+                    '"entries": 1024, "entry_bits": 5, "history": 0}')
+    bomb = tmp_path / "bomb.npz"
+    np.savez_compressed(bomb, meta=meta, values=np.zeros(1 << 20, np.int64))
+    loaded = []
+    monkeypatch.setattr(np, "load", lambda *a, **k: loaded.append(a))
+    with pytest.raises(ConfigError) as info:
+        load_table(bomb, kind="replacement")
+    assert str(info.value) == (f"{bomb}: 'values' unpacks to {(1 << 23) + 128} bytes; "
+                               "a table has at most 65536 entries")
+    small = tmp_path / "small.npz"  # fits the byte limit, but too many entries
+    np.savez_compressed(small, meta=meta, values=np.zeros(1 << 17, np.int8))
+    with pytest.raises(ConfigError) as info:
+        load_table(small, kind="replacement")
+    assert str(info.value) == (f"{small}: 'values' has shape (131072,); "
+                               "a table has at most 65536 entries")
+    assert loaded == []
+
+
 def test_opt_trained_table_protects_reused_lines_from_a_scan(tmp_path):
     """A PC that scans and a PC that reuses a working set: the OPT-trained table marks the
     scan averse and the table policy keeps the working set, where LRU thrashes."""
