@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
+from pathlib import Path
 
 from amaranth.back import verilog
 
+from hwloop.errors import ConfigError
 from hwloop.toolchain import yosys_command
 
 from .cache import Cache
@@ -20,21 +23,57 @@ def _use_yowasp() -> None:
     os.environ.setdefault("YOSYS", yosys_command()[0])
 
 
-def load_tables(config: CacheConfig,
+def load_tables(config: CacheConfig | None,
                 prefetch: PrefetcherConfig | None) -> tuple[Table | None, Table | None]:
     """The replacement and prefetch tables named by the configs (validated, or ConfigError)."""
     rtable = ptable = None
-    if config.policy == "table":
+    if config is not None and config.policy == "table":
         rtable = load_table(config.table, kind="replacement")  # type: ignore[arg-type]
     if prefetch is not None and prefetch.kind == "table":
         ptable = load_table(prefetch.table, kind="prefetch")  # type: ignore[arg-type]
     return rtable, ptable
 
 
+def table_sha256(path: str | Path) -> str:
+    """The SHA-256 (hex) of a table file: its contents become part of the design."""
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except FileNotFoundError as exc:
+        raise ConfigError.at(Path(path), None, "no such table file") from exc
+    except OSError as exc:
+        raise ConfigError.at(Path(path), None, f"cannot read table file: {exc.strerror}") from exc
+
+
+def table_hashes(config: CacheConfig | None,
+                 prefetch: PrefetcherConfig | None = None) -> dict[str, dict[str, str]]:
+    """Each table file of the design (``replacement``, ``prefetch``): its path and SHA-256."""
+    files = {}
+    if config is not None and config.policy == "table":
+        files["replacement"] = config.table
+    if prefetch is not None and prefetch.kind == "table":
+        files["prefetch"] = prefetch.table
+    return {kind: {"file": str(path), "sha256": table_sha256(path)}  # type: ignore[arg-type]
+            for kind, path in files.items()}
+
+
+def _suffix(kind: str, hashes: dict[str, dict[str, str]]) -> str:
+    # 8 hex digits: two tables of one geometry make different Verilog, so different names
+    return f"_{hashes[kind]['sha256'][:8]}" if kind in hashes else ""
+
+
 def design_name(config: CacheConfig, prefetch: PrefetcherConfig | None = None) -> str:
     """The module (and file) name of a cache: its config's name, then the prefetcher's kind
-    (as ``prefetcher_<kind>`` names a prefetcher alone), so the two designs differ in name."""
-    return config.name if prefetch is None else f"{config.name}_{prefetch.kind}"
+    (as ``prefetcher_<kind>`` names a prefetcher alone), so the two designs differ in name; a
+    table (either) adds the first 8 hex digits of its file's SHA-256."""
+    hashes = table_hashes(config, prefetch)
+    name = config.name + _suffix("replacement", hashes)
+    return name if prefetch is None else f"{name}_{prefetch.kind}{_suffix('prefetch', hashes)}"
+
+
+def prefetcher_name(prefetch: PrefetcherConfig) -> str:
+    """The module name of a prefetcher alone; a table adds its file's hash, as in a cache."""
+    return f"prefetcher_{prefetch.kind}{_suffix('prefetch', table_hashes(None, prefetch))}"
 
 
 def cache_ports(config: CacheConfig, *,
@@ -76,4 +115,5 @@ def prefetcher_verilog(prefetch: PrefetcherConfig, *, line_bits: int,
     top = Prefetcher(config=prefetch, line_bits=line_bits, table=ptable)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return verilog.convert(top, name=name or f"prefetcher_{prefetch.kind}", emit_src=False)
+        return verilog.convert(top, name=name or prefetcher_name(prefetch),
+                               emit_src=False)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hwloop.errors import ParameterError
 from hwloop.manifest import MANIFEST
+
+if TYPE_CHECKING:
+    from hwloop.hdl.cache.params import CacheConfig
 
 
 def _add_cache_args(p: argparse.ArgumentParser) -> None:
@@ -78,8 +81,22 @@ def _prefetch_config(args: argparse.Namespace):
     return prefetch
 
 
+def _config_report(config: CacheConfig) -> dict[str, Any]:
+    """The config as reported (JSON, manifest): a seed only where it has effect (random)."""
+    values = config.to_dict()
+    if config.policy != "random":
+        values["seed"] = None
+    return values
+
+
 def _generate_cache(args: argparse.Namespace) -> int:
-    from hwloop.hdl.cache.generate import cache_ports, cache_verilog, design_name
+    from hwloop.hdl.cache.generate import (
+        cache_ports,
+        cache_verilog,
+        design_name,
+        load_tables,
+        table_hashes,
+    )
     from hwloop.manifest import write_design
     from hwloop.toolchain import tool_versions
 
@@ -87,15 +104,17 @@ def _generate_cache(args: argparse.Namespace) -> int:
     if config.policy == "opt":
         raise ParameterError("policy 'opt' (Belady) exists only in the model, not in RTL")
     prefetch = _prefetch_config(args)
+    load_tables(config, prefetch)  # a bad table is named before its file is hashed
     name = design_name(config, prefetch)
     verilog = cache_verilog(config, prefetch=prefetch, name=name)
     extra: dict[str, Any] = {
         "prefetcher": None if prefetch is None else prefetch.to_dict(),
+        "tables": table_hashes(config, prefetch),
         "derived": {"tag_bits": config.tag_bits, "index_bits": config.index_bits,
                     "offset_bits": config.offset_bits, "size_bytes": config.size_bytes},
         "tools": tool_versions(),
     }
-    write_design(args.output, generator="cache", name=name, params=config.to_dict(),
+    write_design(args.output, generator="cache", name=name, params=_config_report(config),
                  ports=cache_ports(config, prefetch=prefetch), verilog=verilog,
                  description=f"hwloop {config.ways}-way {config.policy} cache", extra=extra)
     print(f"wrote {args.output}/{name}.v, {MANIFEST}, {name}.core")
@@ -103,7 +122,13 @@ def _generate_cache(args: argparse.Namespace) -> int:
 
 
 def _generate_prefetcher(args: argparse.Namespace) -> int:
-    from hwloop.hdl.cache.generate import prefetcher_ports, prefetcher_verilog
+    from hwloop.hdl.cache.generate import (
+        load_tables,
+        prefetcher_name,
+        prefetcher_ports,
+        prefetcher_verilog,
+        table_hashes,
+    )
     from hwloop.hdl.cache.prefetcher import PrefetcherConfig
     from hwloop.manifest import write_design
 
@@ -115,12 +140,14 @@ def _generate_prefetcher(args: argparse.Namespace) -> int:
     prefetch = PrefetcherConfig(kind=args.kind, table=args.table, **given)
     if "entries" in given and prefetch.kind != "stride":  # table's size is its file's
         raise ParameterError("--entries needs --kind stride")
-    name = f"prefetcher_{prefetch.kind}"
+    load_tables(None, prefetch)  # a bad table is named before its file is hashed
+    name = prefetcher_name(prefetch)
     verilog = prefetcher_verilog(prefetch, line_bits=args.line_bits, name=name)
     write_design(args.output, generator="prefetcher", name=name, params=prefetch.to_dict(),
                  ports=prefetcher_ports(prefetch, line_bits=args.line_bits), verilog=verilog,
                  description=f"hwloop {prefetch.kind} prefetcher",
-                 extra={"line_bits": args.line_bits})
+                 extra={"line_bits": args.line_bits,
+                        "tables": table_hashes(None, prefetch)})
     print(f"wrote {args.output}/{name}.v, {MANIFEST}, {name}.core")
     return 0
 
@@ -142,7 +169,7 @@ def _sim_cache(args: argparse.Namespace) -> int:
     load_tables(config, prefetch)
     trace = read_trace(args.trace)
     report: dict[str, Any] = {"trace": str(args.trace), "fidelity": args.fidelity,
-                              "config": config.to_dict(),
+                              "config": _config_report(config),
                               "prefetcher": None if prefetch is None else prefetch.to_dict()}
     if args.fidelity == "rtl":
         from hwloop.sim.cache.player import compare, run_player

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -37,6 +38,52 @@ def test_sim_cache_model_json(trace_file, capsys):
     assert report["hits"] + report["misses"] == 20_000
     assert report["hit_rate"] == pytest.approx(report["hits"] / 20_000)
     assert "prefetch_issued" not in report
+
+
+def test_seed_is_reported_for_the_random_policy_only(trace_file, tmp_path, capsys):
+    base = ["--sets", "64", "--ways", "4", "--line-bytes", "64"]
+    for policy, seed in (("lru", None), ("srrip", None), ("random", 5)):
+        extra = ["--seed", "5"] if policy == "random" else []
+        assert main(["sim", "cache", "--trace", str(trace_file), *base, "--policy", policy,
+                     *extra, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["config"]["seed"] == seed
+        out = tmp_path / policy
+        assert main(["generate", "cache", *base, "--policy", policy, *extra, "-o",
+                     str(out)]) == 0
+        capsys.readouterr()
+        assert json.loads((out / "manifest.json").read_text())["params"]["seed"] == seed
+
+
+def test_tables_name_their_designs(tmp_path, capsys):
+    """Two tables of one geometry make different Verilog: the design names differ by each
+    table file's hash, and the manifest records the hashes."""
+    names = {}
+    for fill in (1, 2):
+        table = tmp_path / f"t{fill}.npz"
+        save_table(table, make_table(kind="replacement", entry_bits=3, history=0,
+                                     values=np.full(256, fill, np.int64)))
+        digest = hashlib.sha256(table.read_bytes()).hexdigest()
+        out = tmp_path / f"out{fill}"
+        assert main(["generate", "cache", "--sets", "16", "--ways", "4", "--line-bytes", "16",
+                     "--policy", "table", "--table", str(table), "-o", str(out)]) == 0
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["top"] == f"cache_16s4w16b_table_{digest[:8]}"
+        assert manifest["tables"] == {"replacement": {"file": str(table), "sha256": digest}}
+        assert (out / f"{manifest['top']}.v").exists()
+        names[fill] = manifest["top"]
+    assert names[1] != names[2]
+    delta = tmp_path / "delta.npz"
+    save_table(delta, make_table(kind="prefetch", entry_bits=6, history=0,
+                                 values=np.zeros(64, np.int64),
+                                 confidence=np.zeros(64, np.int64)))
+    digest = hashlib.sha256(delta.read_bytes()).hexdigest()
+    out = tmp_path / "pf"
+    assert main(["generate", "prefetcher", "--kind", "table", "--table", str(delta), "-o",
+                 str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["top"] == f"prefetcher_table_{digest[:8]}"
+    assert manifest["tables"] == {"prefetch": {"file": str(delta), "sha256": digest}}
+    capsys.readouterr()
 
 
 def test_sim_cache_opt_beats_lru(trace_file, capsys):
@@ -112,7 +159,6 @@ def test_generate_cache_writes_verilog_and_manifest(tmp_path):
     verilog = (out / manifest["verilog"]).read_text()
     assert f"module {manifest['top']}" in verilog and "resp_hit" in verilog
     # the same layout as every generator's: ports with directions, the Verilog's hash, a core
-    import hashlib
 
     assert manifest["files"][0]["sha256"] == hashlib.sha256(verilog.encode()).hexdigest()
     direction = {p["name"]: p["direction"] for p in manifest["ports"]}
@@ -221,7 +267,7 @@ def test_options_where_they_apply(trace_file, capsys):
     assert main(["sim", "cache", "--trace", str(trace_file), *SIM, "--prefetcher", "stride",
                  "--entries", "64", "--latency", "2", "--queue", "4", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["config"]["seed"] == 1
+    assert report["config"]["seed"] is None  # lru: no seed has effect
     assert report["prefetcher"] == {"kind": "stride", "degree": 1, "latency": 2, "queue": 4,
                                     "entries": 64, "table": None}
 
