@@ -284,6 +284,11 @@ class ResultsDB:
         self._db.execute("UPDATE sweeps SET budget = ? WHERE id = ?", (budget, sweep.id))
         return Sweep(sweep.id, sweep.method, sweep.seed, sweep.fidelity, budget)
 
+    def delete_sweep(self, sweep: Sweep) -> None:
+        """Remove a sweep that told nothing (it failed before its first result)."""
+        self._db.execute("DELETE FROM sweeps WHERE id = ? AND NOT EXISTS "
+                         "(SELECT 1 FROM trials WHERE sweep_id = ?)", (sweep.id, sweep.id))
+
     def sweep_options(self, sweep: Sweep) -> dict[str, Any]:
         row = self._db.execute("SELECT options FROM sweeps WHERE id = ?", (sweep.id,)).fetchone()
         return json.loads(row[0]) if row is not None else {}

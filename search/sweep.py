@@ -196,10 +196,15 @@ def run_sweep(
         summary.resumed = len(earlier)
         summary.rows = list(earlier)
         _count(summary, earlier)
-        if on_start is not None:
-            on_start(summary)
-        _loop(space, optimizer, engine, db, sweep, summary, budget=budget, seed=seed,
-              method=method, on_result=on_result, retry_failed=retry_failed)
+        try:
+            if on_start is not None:
+                on_start(summary)
+            _loop(space, optimizer, engine, db, sweep, summary, budget=budget, seed=seed,
+                  method=method, on_result=on_result, retry_failed=retry_failed)
+        except BaseException:
+            if not resume and not summary.told:
+                db.delete_sweep(sweep)  # failed before any result: leave no empty sweep behind
+            raise
         summary.best = _best(summary.rows)
     summary.wall_s = time.time() - started
     return summary

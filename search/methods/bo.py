@@ -33,7 +33,9 @@ class SkoptBO(Optimizer):
             if d.kind == "ordinal":
                 dimensions.append(Integer(0, len(d.values) - 1, name=d.name))
             else:
-                dimensions.append(Categorical(list(d.values), name=d.name))
+                # Labels, not the values: skopt hands categories back as numpy strings, so a
+                # boolean would come back as 'True'; _from_x maps a label back to its value.
+                dimensions.append(Categorical([str(v) for v in d.values], name=d.name))
         from skopt.space import Space as SkSpace
         from skopt.utils import cook_estimator
 
@@ -50,13 +52,14 @@ class SkoptBO(Optimizer):
         self._unsent: list[tuple[list[Any], PointResult]] = []
 
     def _to_x(self, point: Point) -> list[Any]:
-        return [d.index(point[d.name]) if d.kind == "ordinal" else point[d.name]
+        return [d.index(point[d.name]) if d.kind == "ordinal" else str(point[d.name])
                 for d in self._dims]
 
     def _from_x(self, x: list[Any]) -> Point:
         point = {d.name: d.values[0] for d in self.space.dims if d.fixed}
         for d, v in zip(self._dims, x, strict=True):
-            point[d.name] = d.values[int(v)] if d.kind == "ordinal" else str(v)
+            point[d.name] = d.values[int(v) if d.kind == "ordinal"
+                                     else [str(c) for c in d.values].index(str(v))]
         return {d.name: point[d.name] for d in self.space.dims}
 
     def _propose(self, n: int) -> list[Point]:

@@ -12,7 +12,7 @@ from hwloop.errors import InputError
 from hwloop.search.db import ResultsDB
 from hwloop.search.space import load_space
 from hwloop.search.sweep import run_sweep
-from tests.search.sweep_fakes import flaky_evaluate, slow_evaluate
+from tests.search.sweep_fakes import fake_evaluate, flaky_evaluate, slow_evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "constraints" / "tiny.toml"
@@ -376,3 +376,30 @@ def test_best_prints_counts_as_integers_and_refuses_a_bad_fidelity(tmp_path):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == ("hwloop best: error: argument --fidelity: invalid choice: 'foo' "
                            "(choose from 'rtl', 'model')\n")
+
+
+@pytest.mark.parametrize("method", ["random", "bo", "cbo", "apollo", "optuna-tpe"])
+def test_every_method_proposes_the_typed_values_of_a_boolean_dimension(tmp_path, method):
+    text = TINY.read_text().replace(
+        'ifmap_kib = { values = [4, 16] }',
+        'ifmap_kib = { values = [4, 16] }\nread_ahead = { values = [false, true] }')
+    (tmp_path / "ra.toml").write_text(text)
+    space = load_space(tmp_path / "ra.toml")
+    summary = run_sweep(space, method=method, budget=12, db_path=tmp_path / "ra.db",
+                        workers=1, evaluator=fake_evaluate, seed=0)
+    assert summary.told == 12
+    assert {type(r.params["read_ahead"]) for r in summary.rows} == {bool}
+
+
+def test_a_sweep_that_fails_before_its_first_result_leaves_no_sweep_behind(tmp_path):
+    class Boom(Exception):
+        pass
+
+    def on_start(summary):
+        raise Boom
+
+    with pytest.raises(Boom):
+        run_sweep(load_space(TINY), method="random", budget=4, db_path=tmp_path / "runs.db",
+                  workers=1, evaluator=fake_evaluate, on_start=on_start)
+    with ResultsDB.open_existing(tmp_path / "runs.db") as db:
+        assert db.sweeps() == []
