@@ -192,39 +192,56 @@ class ResultsDB:
     def open(cls, path: str | Path, *, space_name: str, space_hash: str,
              objective: str = "") -> ResultsDB:
         path = Path(path)
-        if path.exists() and path.stat().st_size > 0:
-            db = cls._check_is_db(path)
-            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-            if meta.get("space_hash") != space_hash:
-                db.close()
-                if meta.get("space_name") == space_name:  # the same file, edited
-                    raise InputError(
-                        f"{path}: results of space {space_name!r} as it was (hash "
-                        f"{meta.get('space_hash')}); its parameters, budgets, objective or "
-                        f"workload files have changed since (hash {space_hash}); use another --db"
-                    )
-                raise InputError(
-                    f"{path}: results of space {meta.get('space_name')!r} "
-                    f"(hash {meta.get('space_hash')}), not of {space_name!r} (hash {space_hash}); "
-                    f"use another --db"
-                )
+        if not path.exists() and not path.parent.exists():
+            raise InputError(f"{path}: folder {path.parent} does not exist")
+        new = not path.exists() or path.stat().st_size == 0
+        try:
+            db = cls._connect(path)
+        except sqlite3.DatabaseError as exc:
+            raise InputError(f"{path}: not a hwloop results database ({exc})") from None
+        try:
+            if new:
+                cls._enable_wal(db)  # WAL cannot be switched on inside the schema's transaction
+            # Under the write lock: another process creating this DB right now holds it until
+            # its schema is committed, so this waits (busy timeout) instead of seeing no tables.
+            db.execute("BEGIN IMMEDIATE")
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise InputError(f"{path}: not a hwloop results database ({exc})") from None
+        if not tables:  # a new DB, or one whose creator died before its schema was committed
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            now = str(time.time())
+            for key, value in (("schema_version", str(SCHEMA_VERSION)),
+                               ("space_name", space_name), ("space_hash", space_hash),
+                               ("objective", objective), ("created_at", now),
+                               ("hwloop_version", __version__)):
+                db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            db.execute("COMMIT")
             cls._enable_wal(db)
             return cls(path, db)
-        if not path.parent.exists():
-            raise InputError(f"{path}: folder {path.parent} does not exist")
-        db = cls._connect(path)
+        if "meta" not in tables or "evaluations" not in tables:
+            db.execute("ROLLBACK")
+            db.close()
+            raise InputError(f"{path}: not a hwloop results database (no hwloop tables)")
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        db.execute("ROLLBACK")
+        if meta.get("space_hash") != space_hash:
+            db.close()
+            if meta.get("space_name") == space_name:  # the same file, edited
+                raise InputError(
+                    f"{path}: results of space {space_name!r} as it was (hash "
+                    f"{meta.get('space_hash')}); its parameters, budgets, objective or "
+                    f"workload files have changed since (hash {space_hash}); use another --db"
+                )
+            raise InputError(
+                f"{path}: results of space {meta.get('space_name')!r} "
+                f"(hash {meta.get('space_hash')}), not of {space_name!r} (hash {space_hash}); "
+                f"use another --db"
+            )
         cls._enable_wal(db)
-        db.execute("BEGIN IMMEDIATE")
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                db.execute(statement)
-        now = str(time.time())
-        for key, value in (("schema_version", str(SCHEMA_VERSION)), ("space_name", space_name),
-                           ("space_hash", space_hash), ("objective", objective),
-                           ("created_at", now),
-                           ("hwloop_version", __version__)):
-            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
-        db.execute("COMMIT")
         return cls(path, db)
 
     @classmethod
@@ -236,7 +253,16 @@ class ResultsDB:
 
     @staticmethod
     def _enable_wal(db: sqlite3.Connection) -> None:
-        db.execute("PRAGMA journal_mode = WAL")
+        # Switching to WAL needs the file to itself, and SQLite may refuse at once (no busy
+        # wait) while another process is opening it: retry for the busy timeout.
+        deadline = time.monotonic() + 30
+        while db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            try:
+                db.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         db.execute("PRAGMA synchronous = NORMAL")
 
     def close(self) -> None:

@@ -101,3 +101,45 @@ def test_best_is_the_lowest_feasible_objective(tmp_path):
         assert db.best().params == {"x": 3}
         assert db.find_sweep(method="random", seed=0, fidelity="model").id == sweep.id
         assert db.find_sweep(method="random", seed=1, fidelity="model") is None
+
+
+def test_opening_a_db_another_process_is_creating_waits_for_its_schema(tmp_path):
+    import threading
+    import time
+
+    from hwloop.search.db import _SCHEMA
+
+    path = tmp_path / "z.db"
+    creator = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    creator.execute("PRAGMA journal_mode = WAL")
+    creator.execute("BEGIN IMMEDIATE")  # what ResultsDB.open holds while it writes the schema
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            creator.execute(statement)
+    creator.execute("INSERT INTO meta (key, value) VALUES ('space_name', 'tiny'), "
+                    "('space_hash', 'h1')")
+    threading.Timer(0.5, creator.execute, ["COMMIT"]).start()
+    started = time.monotonic()
+    with _open(path) as db:
+        assert db.space_hash == "h1"
+    assert time.monotonic() - started >= 0.4
+    creator.close()
+
+
+def test_two_processes_creating_one_db_both_open_it(tmp_path):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    for i in range(5):
+        with ctx.Pool(2) as pool:
+            results = pool.map(_open_and_record, [(tmp_path / f"z{i}.db", n) for n in (1, 2)])
+        assert results == ["ok", "ok"]
+        with _open(tmp_path / f"z{i}.db") as db:
+            assert len(db.sweeps()) == 2
+
+
+def _open_and_record(args):
+    path, seed = args
+    with _open(path) as db:
+        db.new_sweep(method="random", seed=seed, fidelity="model", budget=1)
+    return "ok"
