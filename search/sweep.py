@@ -119,8 +119,16 @@ def load_warm_start(path: str | Path, space: Space) -> list[tuple[dict[str, Any]
 
 
 def check_options(*, budget: int, workers: int | None, timeout: float | None,
-                  fidelity: str | None, seed: int = 0) -> None:
+                  fidelity: str | None, seed: int = 0, scheduler: str | None = None,
+                  log_dir: Path | None = None) -> None:
     check_seed(seed, name="--seed")
+    # Dask runs the evaluations on the cluster's own workers: these options would be ignored.
+    if scheduler is not None and workers is not None:
+        raise ParameterError("--workers has no effect with --scheduler (the cluster's workers "
+                             "run the evaluations)")
+    if scheduler is not None and log_dir is not None:
+        raise ParameterError("--log-dir has no effect with --scheduler (the cluster's workers "
+                             "write their own logs)")
     if budget < 1:
         raise ParameterError(f"--budget must be at least 1, not {budget}")
     if workers is not None and workers < 1:
@@ -156,7 +164,7 @@ def run_sweep(
 
     started = time.time()
     check_options(budget=budget, workers=workers, timeout=timeout, fidelity=fidelity,
-                  seed=seed)
+                  seed=seed, scheduler=scheduler, log_dir=log_dir)
     fidelity = fidelity or space.fidelity
     db_path = Path(db_path)
     evaluator = evaluator or evaluator_from_env()

@@ -90,7 +90,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     # Cheap checks first: nothing is loaded, started or written on bad input.
     check_options(budget=args.budget, workers=args.workers, timeout=args.timeout,
-                  fidelity=args.fidelity, seed=args.seed)
+                  fidelity=args.fidelity, seed=args.seed, scheduler=args.scheduler,
+                  log_dir=args.log_dir)
     if args.scheduler is not None and not args.scheduler.startswith(("tcp://", "tls://",
                                                                        "inproc://", "ucx://")):
         raise InputError(f"--scheduler {args.scheduler}: not a Dask address "

@@ -403,3 +403,20 @@ def test_a_sweep_that_fails_before_its_first_result_leaves_no_sweep_behind(tmp_p
                   workers=1, evaluator=fake_evaluate, on_start=on_start)
     with ResultsDB.open_existing(tmp_path / "runs.db") as db:
         assert db.sweeps() == []
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    (["--workers", "7"], "--workers has no effect with --scheduler (the cluster's workers run "
+                         "the evaluations)"),
+    (["--log-dir", "dlogs"], "--log-dir has no effect with --scheduler (the cluster's workers "
+                             "write their own logs)"),
+])
+def test_local_worker_options_with_a_scheduler_are_refused(tmp_path, option, message):
+    if option[0] == "--log-dir":
+        option = ["--log-dir", str(tmp_path / "dlogs")]
+    # nothing listens on this port: the check comes before any connection
+    proc = _run(["sweep", "--space", str(TINY), "--budget", "4", "--db", str(tmp_path / "d.db"),
+                 "--scheduler", "tcp://127.0.0.1:8799", *option])
+    assert proc.returncode == 2
+    assert proc.stderr == f"hwloop: error: {message}\n"
+    assert list(tmp_path.iterdir()) == []
