@@ -160,7 +160,7 @@ def run_sweep(
     retry_failed: bool = False,
 ) -> SweepSummary:
     """Run (or resume) one sweep; returns what it did. Bad input raises before any write."""
-    from hwloop.search.methods.base import make_optimizer
+    from hwloop.search.methods.base import METHODS, WARM_STARTED, make_optimizer
 
     started = time.time()
     check_options(budget=budget, workers=workers, timeout=timeout, fidelity=fidelity,
@@ -168,7 +168,11 @@ def run_sweep(
     fidelity = fidelity or space.fidelity
     db_path = Path(db_path)
     evaluator = evaluator or evaluator_from_env()
-    if resume and warm_start is None and db_path.exists():
+    if warm_start is not None and method in METHODS and method not in WARM_STARTED:
+        raise ParameterError(f"--warm-start has no effect with --method {method} (only "
+                             f"{' and '.join(WARM_STARTED)} use it)")
+    # Only a method that uses the warm start needs it again on resume.
+    if resume and warm_start is None and method in WARM_STARTED and db_path.exists():
         warm_start = _earlier_warm_start(db_path, method=method, seed=seed, fidelity=fidelity)
     pairs = load_warm_start(warm_start, space) if warm_start else None
     optimizer = make_optimizer(method, space, seed=seed, warm_start=pairs)

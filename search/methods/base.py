@@ -29,6 +29,8 @@ METHODS = {
     "apollo": "apollo:Apollo",
     "optuna-tpe": "optuna_tpe:OptunaTPE",
 }
+# The methods that use a warm start (the others ignore it: giving them one is an error).
+WARM_STARTED = ("cbo", "apollo")
 
 WarmStart = Sequence[tuple[Point, PointResult]]
 

@@ -167,11 +167,11 @@ def test_warm_start_and_best(tmp_path):
     space = load_space(TINY)
     run_sweep(space, method="random", budget=6, db_path=tmp_path / "other.db", workers=1,
               evaluator=slow_evaluate, seed=2)
-    summary = run_sweep(space, method="random", budget=4, db_path=tmp_path / "runs.db",
+    summary = run_sweep(space, method="cbo", budget=4, db_path=tmp_path / "runs.db",
                         workers=1, evaluator=slow_evaluate, seed=9,
                         warm_start=tmp_path / "other.db")
     assert summary.told == 4
-    again = run_sweep(space, method="random", budget=5, db_path=tmp_path / "runs.db",
+    again = run_sweep(space, method="cbo", budget=5, db_path=tmp_path / "runs.db",
                       workers=1, evaluator=slow_evaluate, seed=9, resume=True)
     assert again.told == 5  # resumed with the same warm start, found in the DB
     proc = _run(["best", "--db", str(tmp_path / "runs.db"), "--json"])
@@ -181,7 +181,7 @@ def test_warm_start_and_best(tmp_path):
     assert best["objective"] == summary.best.objective and best["params"] == summary.best.params
     (tmp_path / "other.db").rename(tmp_path / "moved.db")
     with pytest.raises(InputError) as info:
-        run_sweep(space, method="random", budget=6, db_path=tmp_path / "runs.db", workers=1,
+        run_sweep(space, method="cbo", budget=6, db_path=tmp_path / "runs.db", workers=1,
                   evaluator=slow_evaluate, seed=9, resume=True)
     assert str(info.value) == (f"--resume: this sweep was warm-started from "
                                f"{tmp_path / 'other.db'}, which is gone; pass --warm-start")
@@ -420,3 +420,25 @@ def test_local_worker_options_with_a_scheduler_are_refused(tmp_path, option, mes
     assert proc.returncode == 2
     assert proc.stderr == f"hwloop: error: {message}\n"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("method", ["random", "bo", "optuna-tpe"])
+def test_a_warm_start_for_a_method_that_ignores_it_is_refused(tmp_path, method):
+    proc = _run(["sweep", "--space", str(TINY), "--budget", "4", "--method", method,
+                 "--db", str(tmp_path / "runs.db"), "--warm-start", str(tmp_path / "other.db")])
+    assert proc.returncode == 2
+    assert proc.stderr == (f"hwloop: error: --warm-start has no effect with --method {method} "
+                           f"(only cbo and apollo use it)\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resuming_a_method_that_ignores_warm_starts_does_not_need_the_stored_one(tmp_path):
+    space = load_space(TINY)
+    # a sweep stored by an earlier hwloop, which accepted --warm-start with random
+    with ResultsDB.open(tmp_path / "runs.db", space_name=space.name,
+                        space_hash=space.hash) as db:
+        db.new_sweep(method="random", seed=0, fidelity="model", budget=2,
+                     options={"warm_start": str(tmp_path / "gone.db")})
+    summary = run_sweep(space, method="random", budget=3, db_path=tmp_path / "runs.db",
+                        workers=1, evaluator=slow_evaluate, resume=True)
+    assert summary.told == 3
