@@ -194,6 +194,10 @@ def run_sweep(
             if sweep is None:
                 raise InputError(f"--resume: {db_path} has no {method} sweep with seed {seed} "
                                  f"at fidelity {fidelity}")
+            done = len(db.trials(sweep))
+            if budget < done:
+                raise InputError(f"--budget {budget} is below the {done} results this sweep "
+                                 f"already has")
             sweep = db.set_budget(sweep, budget)
         else:
             options = {"workers": workers, "scheduler": scheduler, "timeout": timeout,

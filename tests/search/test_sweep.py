@@ -442,3 +442,18 @@ def test_resuming_a_method_that_ignores_warm_starts_does_not_need_the_stored_one
     summary = run_sweep(space, method="random", budget=3, db_path=tmp_path / "runs.db",
                         workers=1, evaluator=slow_evaluate, resume=True)
     assert summary.told == 3
+
+
+def test_resuming_with_a_budget_below_the_results_so_far_is_refused(tmp_path):
+    space = load_space(TINY)
+    run_sweep(space, method="random", budget=6, db_path=tmp_path / "runs.db", workers=1,
+              evaluator=slow_evaluate)
+    before = (tmp_path / "runs.db").read_bytes()
+    proc = _run(["sweep", "--space", str(TINY), "--budget", "5", "--resume",
+                 "--db", str(tmp_path / "runs.db")])
+    assert proc.returncode == 2
+    assert proc.stderr == "hwloop: error: --budget 5 is below the 6 results this sweep " \
+                          "already has\n"
+    with ResultsDB.open_existing(tmp_path / "runs.db") as db:
+        assert [s.budget for s in db.sweeps()] == [6]
+    assert (tmp_path / "runs.db").read_bytes() == before
