@@ -28,7 +28,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 import numpy as np
 
@@ -646,24 +646,31 @@ def write_csv(path: str | Path, chunks: Iterable[np.ndarray], *, with_kind: bool
     path = Path(path)
     directory = output_directory(path, "a csv file")
     fd, tmp = mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    count = 0
     try:
         with os.fdopen(fd, "w", encoding="ascii") as handle:
-            for records in chunks:
-                pcs = records["pc"].tolist()
-                addrs = records["addr"].tolist()
-                if with_kind:
-                    kinds = np.where(records["write"] != 0, "w", "r").tolist()
-                    lines = [f"0x{p:x},0x{a:x},{k}\n" for p, a, k in zip(pcs, addrs, kinds,
-                                                                         strict=True)]
-                else:
-                    lines = [f"0x{p:x},0x{a:x}\n" for p, a in zip(pcs, addrs, strict=True)]
-                handle.write("".join(lines))
-                count += len(records)
+            count = write_csv_to(handle, chunks, with_kind=with_kind)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return count
+
+
+def write_csv_to(handle: TextIO, chunks: Iterable[np.ndarray], *,
+                 with_kind: bool = False) -> int:
+    """The csv lines of :func:`write_csv` on an open text stream (standard output, say);
+    returns the records written."""
+    count = 0
+    for records in chunks:
+        pcs = records["pc"].tolist()
+        addrs = records["addr"].tolist()
+        if with_kind:
+            kinds = np.where(records["write"] != 0, "w", "r").tolist()
+            lines = [f"0x{p:x},0x{a:x},{k}\n" for p, a, k in zip(pcs, addrs, kinds, strict=True)]
+        else:
+            lines = [f"0x{p:x},0x{a:x}\n" for p, a in zip(pcs, addrs, strict=True)]
+        handle.write("".join(lines))
+        count += len(records)
     return count
 
 

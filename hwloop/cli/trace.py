@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from hwloop.traces import (
     output_directory,
     trace_info,
     write_csv,
+    write_csv_to,
 )
 
 
@@ -66,7 +68,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                                 "-o sort.csv")
     exp.add_argument("input", metavar="TRACE")
     exp.add_argument("--format", required=True, choices=("csv",))
-    exp.add_argument("-o", "--output", required=True, help="the csv file to write")
+    exp.add_argument("-o", "--output", required=True,
+                     help="the csv file to write, or - for standard output")
     exp.add_argument("--with-kind", action="store_true",
                      help="add a third column r/w (Parrot's csv has no read/write column)")
     exp.set_defaults(func=run_export)
@@ -155,6 +158,16 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    if args.output == "-":  # a pipe: the csv alone on stdout, the count on stderr
+        try:
+            count = write_csv_to(sys.stdout, iter_trace_chunks(args.input),
+                                 with_kind=args.with_kind)
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader stopped early (| head): not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        print(f"wrote {count} accesses to standard output", file=sys.stderr)
+        return 0
     count = write_csv(args.output, iter_trace_chunks(args.input), with_kind=args.with_kind)
     print(f"wrote {args.output}: {count} accesses")
     return 0

@@ -398,6 +398,22 @@ def test_cli_import_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert as_tuples(read_trace(tmp_path / "l.trace")) == EXPECTED
 
 
+def test_cli_export_to_standard_output(tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    records = random_trace(1000)
+    trace = tmp_path / "t.trace"
+    write_trace(trace, records)
+    assert main(["trace", "export", str(trace), "--format", "csv", "-o",
+                 str(tmp_path / "t.csv"), "--with-kind"]) == 0
+    capsys.readouterr()
+    assert main(["trace", "export", str(trace), "--format", "csv", "-o", "-",
+                 "--with-kind"]) == 0
+    out, err = capsys.readouterr()
+    assert out == (tmp_path / "t.csv").read_text()
+    assert err == "wrote 1000 accesses to standard output\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv", "t.trace"]  # no file '-'
+
+
 def test_cli_bad_csv_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("0x1,0x2\n" * 100_000 + "0x3,0xgg\n")
