@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.back import verilog
@@ -62,58 +63,82 @@ def _suffix(kind: str, hashes: dict[str, dict[str, str]]) -> str:
     return f"_{hashes[kind]['sha256'][:8]}" if kind in hashes else ""
 
 
-def design_name(config: CacheConfig, prefetch: PrefetcherConfig | None = None) -> str:
-    """The module (and file) name of a cache: its config's name, then the prefetcher's kind
-    (as ``prefetcher_<kind>`` names a prefetcher alone), so the two designs differ in name; a
-    table (either) adds the first 8 hex digits of its file's SHA-256."""
-    hashes = table_hashes(config, prefetch)
+def _cache_name(config: CacheConfig, prefetch: PrefetcherConfig | None,
+                hashes: dict[str, dict[str, str]]) -> str:
     name = config.name + _suffix("replacement", hashes)
     return name if prefetch is None else f"{name}_{prefetch.kind}{_suffix('prefetch', hashes)}"
 
 
-def prefetcher_name(prefetch: PrefetcherConfig) -> str:
-    """The module name of a prefetcher alone; a table adds its file's hash, as in a cache."""
-    return f"prefetcher_{prefetch.kind}{_suffix('prefetch', table_hashes(None, prefetch))}"
+def design_name(config: CacheConfig, prefetch: PrefetcherConfig | None = None) -> str:
+    """The module (and file) name of a cache: its config's name, then the prefetcher's kind
+    (as ``prefetcher_<kind>`` names a prefetcher alone), so the two designs differ in name; a
+    table (either) adds the first 8 hex digits of its file's SHA-256."""
+    return _cache_name(config, prefetch, table_hashes(config, prefetch))
 
 
-def cache_ports(config: CacheConfig, *,
-                prefetch: PrefetcherConfig | None = None) -> list[dict]:
-    """The cache's top-level ports (``hwloop.manifest.component_ports``)."""
-    from hwloop.manifest import component_ports
+def _prefetcher_name(prefetch: PrefetcherConfig, hashes: dict[str, dict[str, str]]) -> str:
+    # a prefetcher alone; a table adds its file's hash, as in a cache
+    return f"prefetcher_{prefetch.kind}{_suffix('prefetch', hashes)}"
 
+
+@dataclass(frozen=True)
+class Design:
+    """A generated top: its module name, Verilog, ports (``component_ports``) and the table
+    files it was made from (``table_hashes``)."""
+
+    name: str
+    verilog: str
+    ports: list[dict]
+    tables: dict[str, dict[str, str]]
+
+
+def _cache_top(config: CacheConfig, prefetch: PrefetcherConfig | None) -> Cache:
     rtable, ptable = load_tables(config, prefetch)
-    return component_ports(Cache(config=config, table=rtable, prefetch=prefetch,
-                                 prefetch_table=ptable))
+    return Cache(config=config, table=rtable, prefetch=prefetch, prefetch_table=ptable)
 
 
-def prefetcher_ports(prefetch: PrefetcherConfig, *, line_bits: int) -> list[dict]:
-    """The prefetcher's top-level ports, as :func:`cache_ports`."""
+def _prefetcher_top(prefetch: PrefetcherConfig, line_bits: int) -> Prefetcher:
+    _, ptable = load_tables(None, prefetch)
+    return Prefetcher(config=prefetch, line_bits=line_bits, table=ptable)
+
+
+def _convert(top, name: str) -> str:
+    _use_yowasp()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return verilog.convert(top, name=name, emit_src=False)
+
+
+def _design(top, name: str, tables: dict[str, dict[str, str]]) -> Design:
     from hwloop.manifest import component_ports
 
-    ptable = None
-    if prefetch.kind == "table":
-        ptable = load_table(prefetch.table, kind="prefetch")  # type: ignore[arg-type]
-    return component_ports(Prefetcher(config=prefetch, line_bits=line_bits, table=ptable))
+    return Design(name=name, verilog=_convert(top, name), ports=component_ports(top),
+                  tables=tables)
+
+
+def cache_design(config: CacheConfig, *, prefetch: PrefetcherConfig | None = None) -> Design:
+    """A cache (optionally with a prefetcher) for ``hwloop generate cache``: its tables loaded
+    (a bad one is named before its file is hashed) and hashed once."""
+    top = _cache_top(config, prefetch)
+    tables = table_hashes(config, prefetch)
+    return _design(top, _cache_name(config, prefetch, tables), tables)
+
+
+def prefetcher_design(prefetch: PrefetcherConfig, *, line_bits: int) -> Design:
+    """A prefetcher alone for ``hwloop generate prefetcher``, as :func:`cache_design`."""
+    top = _prefetcher_top(prefetch, line_bits)
+    tables = table_hashes(None, prefetch)
+    return _design(top, _prefetcher_name(prefetch, tables), tables)
 
 
 def cache_verilog(config: CacheConfig, *, prefetch: PrefetcherConfig | None = None,
                   name: str | None = None) -> str:
-    rtable, ptable = load_tables(config, prefetch)
-    _use_yowasp()
-    top = Cache(config=config, table=rtable, prefetch=prefetch, prefetch_table=ptable)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return verilog.convert(top, name=name or design_name(config, prefetch), emit_src=False)
+    """The cache's Verilog; ``name`` (the trace player's) saves hashing its tables."""
+    top = _cache_top(config, prefetch)
+    return _convert(top, name or design_name(config, prefetch))
 
 
 def prefetcher_verilog(prefetch: PrefetcherConfig, *, line_bits: int,
                        name: str | None = None) -> str:
-    ptable = None
-    if prefetch.kind == "table":
-        ptable = load_table(prefetch.table, kind="prefetch")  # type: ignore[arg-type]
-    _use_yowasp()
-    top = Prefetcher(config=prefetch, line_bits=line_bits, table=ptable)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return verilog.convert(top, name=name or prefetcher_name(prefetch),
-                               emit_src=False)
+    top = _prefetcher_top(prefetch, line_bits)
+    return _convert(top, name or _prefetcher_name(prefetch, table_hashes(None, prefetch)))

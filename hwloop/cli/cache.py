@@ -66,8 +66,6 @@ def _cache_config(args: argparse.Namespace):
 
 
 def _prefetch_config(args: argparse.Namespace):
-    from hwloop.hdl.cache.prefetcher import PrefetcherConfig
-
     given = _given(args, _PREFETCH_OPTIONS)
     if args.prefetcher is None:
         if args.prefetch_table is not None:
@@ -75,9 +73,16 @@ def _prefetch_config(args: argparse.Namespace):
         if given:
             raise ParameterError(f"--{next(iter(given))} needs --prefetcher")
         return None
-    prefetch = PrefetcherConfig(kind=args.prefetcher, table=args.prefetch_table, **given)
+    return _prefetcher(args.prefetcher, args.prefetch_table, given, kind_flag="--prefetcher")
+
+
+def _prefetcher(kind: str, table: Path | None, given: dict[str, Any], *, kind_flag: str):
+    """The prefetcher of the options ``given``; ``--entries`` only where it has effect."""
+    from hwloop.hdl.cache.prefetcher import PrefetcherConfig
+
+    prefetch = PrefetcherConfig(kind=kind, table=table, **given)
     if "entries" in given and prefetch.kind != "stride":  # table's size is its file's
-        raise ParameterError("--entries needs --prefetcher stride")
+        raise ParameterError(f"--entries needs {kind_flag} stride")
     return prefetch
 
 
@@ -90,13 +95,7 @@ def _config_report(config: CacheConfig) -> dict[str, Any]:
 
 
 def _generate_cache(args: argparse.Namespace) -> int:
-    from hwloop.hdl.cache.generate import (
-        cache_ports,
-        cache_verilog,
-        design_name,
-        load_tables,
-        table_hashes,
-    )
+    from hwloop.hdl.cache.generate import cache_design
     from hwloop.manifest import write_design
     from hwloop.toolchain import tool_versions
 
@@ -104,51 +103,37 @@ def _generate_cache(args: argparse.Namespace) -> int:
     if config.policy == "opt":
         raise ParameterError("policy 'opt' (Belady) exists only in the model, not in RTL")
     prefetch = _prefetch_config(args)
-    load_tables(config, prefetch)  # a bad table is named before its file is hashed
-    name = design_name(config, prefetch)
-    verilog = cache_verilog(config, prefetch=prefetch, name=name)
+    design = cache_design(config, prefetch=prefetch)
     extra: dict[str, Any] = {
         "prefetcher": None if prefetch is None else prefetch.to_dict(),
-        "tables": table_hashes(config, prefetch),
+        "tables": design.tables,
         "derived": {"tag_bits": config.tag_bits, "index_bits": config.index_bits,
                     "offset_bits": config.offset_bits, "size_bytes": config.size_bytes},
         "tools": tool_versions(),
     }
-    write_design(args.output, generator="cache", name=name, params=_config_report(config),
-                 ports=cache_ports(config, prefetch=prefetch), verilog=verilog,
+    write_design(args.output, generator="cache", name=design.name,
+                 params=_config_report(config), ports=design.ports, verilog=design.verilog,
                  description=f"hwloop {config.ways}-way {config.policy} cache", extra=extra)
-    print(f"wrote {args.output}/{name}.v, {MANIFEST}, {name}.core")
+    print(f"wrote {args.output}/{design.name}.v, {MANIFEST}, {design.name}.core")
     return 0
 
 
 def _generate_prefetcher(args: argparse.Namespace) -> int:
-    from hwloop.hdl.cache.generate import (
-        load_tables,
-        prefetcher_name,
-        prefetcher_ports,
-        prefetcher_verilog,
-        table_hashes,
-    )
-    from hwloop.hdl.cache.prefetcher import PrefetcherConfig
+    from hwloop.hdl.cache.generate import prefetcher_design
     from hwloop.manifest import write_design
 
     if not 1 <= args.line_bits <= 64:
         raise ParameterError(f"line-bits must be an integer in 1..64, not {args.line_bits}")
     if args.kind == "table" and args.table is None:  # PrefetcherConfig names sim cache's flag
         raise ParameterError("prefetcher 'table' needs a table file (--table FILE)")
-    given = _given(args, _PREFETCH_OPTIONS)
-    prefetch = PrefetcherConfig(kind=args.kind, table=args.table, **given)
-    if "entries" in given and prefetch.kind != "stride":  # table's size is its file's
-        raise ParameterError("--entries needs --kind stride")
-    load_tables(None, prefetch)  # a bad table is named before its file is hashed
-    name = prefetcher_name(prefetch)
-    verilog = prefetcher_verilog(prefetch, line_bits=args.line_bits, name=name)
-    write_design(args.output, generator="prefetcher", name=name, params=prefetch.to_dict(),
-                 ports=prefetcher_ports(prefetch, line_bits=args.line_bits), verilog=verilog,
+    prefetch = _prefetcher(args.kind, args.table, _given(args, _PREFETCH_OPTIONS),
+                           kind_flag="--kind")
+    design = prefetcher_design(prefetch, line_bits=args.line_bits)
+    write_design(args.output, generator="prefetcher", name=design.name,
+                 params=prefetch.to_dict(), ports=design.ports, verilog=design.verilog,
                  description=f"hwloop {prefetch.kind} prefetcher",
-                 extra={"line_bits": args.line_bits,
-                        "tables": table_hashes(None, prefetch)})
-    print(f"wrote {args.output}/{name}.v, {MANIFEST}, {name}.core")
+                 extra={"line_bits": args.line_bits, "tables": design.tables})
+    print(f"wrote {args.output}/{design.name}.v, {MANIFEST}, {design.name}.core")
     return 0
 
 
