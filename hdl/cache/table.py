@@ -57,12 +57,17 @@ def _entry_range(kind: str, bits: int) -> tuple[int, int]:
     return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
 
 
+#: The most entries a table holds.
+MAX_ENTRIES = 1 << 16
+
+
 def check_geometry(kind: str, entries: int, entry_bits: int, history: int) -> str | None:
     """Why this geometry is illegal, or None."""
     if kind not in KINDS:
         return f"kind must be one of {', '.join(KINDS)}, not {kind!r}"
-    if not isinstance(entries, int) or entries < 1 or entries > 1 << 16 or entries & (entries - 1):
-        return f"entries must be a power of two in 1..65536, not {entries!r}"
+    if not isinstance(entries, int) or entries < 1 or entries > MAX_ENTRIES \
+            or entries & (entries - 1):
+        return f"entries must be a power of two in 1..{MAX_ENTRIES}, not {entries!r}"
     lo_bits = 3 if kind == "replacement" else 2
     if not isinstance(entry_bits, int) or not lo_bits <= entry_bits <= 16:
         return f"entry_bits must be an integer in {lo_bits}..16, not {entry_bits!r}"
@@ -128,7 +133,6 @@ def _array(path: Path, archive: np.lib.npyio.NpzFile, name: str) -> np.ndarray:
     return array
 
 
-MAX_ENTRIES = 1 << 16
 # an array's .npy member: its entries at 8 bytes, plus the .npy header; meta is a short text
 _MAX_MEMBER_BYTES = MAX_ENTRIES * 8 + 4096
 
