@@ -28,6 +28,9 @@ class SkoptBO(Optimizer):
         from skopt.space import Categorical, Integer
 
         self._dims = space.free_dims
+        # categorical values by their labels (below)
+        self._by_label = {d.name: {str(v): v for v in d.values}
+                          for d in self._dims if d.kind != "ordinal"}
         dimensions: list[Any] = []
         for d in self._dims:
             if d.kind == "ordinal":
@@ -35,7 +38,7 @@ class SkoptBO(Optimizer):
             else:
                 # Labels, not the values: skopt hands categories back as numpy strings, so a
                 # boolean would come back as 'True'; _from_x maps a label back to its value.
-                dimensions.append(Categorical([str(v) for v in d.values], name=d.name))
+                dimensions.append(Categorical(list(self._by_label[d.name]), name=d.name))
         from skopt.space import Space as SkSpace
         from skopt.utils import cook_estimator
 
@@ -58,8 +61,8 @@ class SkoptBO(Optimizer):
     def _from_x(self, x: list[Any]) -> Point:
         point = {d.name: d.values[0] for d in self.space.dims if d.fixed}
         for d, v in zip(self._dims, x, strict=True):
-            point[d.name] = d.values[int(v) if d.kind == "ordinal"
-                                     else [str(c) for c in d.values].index(str(v))]
+            point[d.name] = (d.values[int(v)] if d.kind == "ordinal"
+                             else self._by_label[d.name][str(v)])
         return {d.name: point[d.name] for d in self.space.dims}
 
     def _propose(self, n: int) -> list[Point]:
