@@ -263,6 +263,14 @@ def write_topology_csv(workload: Workload, path: str | Path, *, form: str = "gem
 DEFAULT_IMAGE = 224  # input height/width when a model with a Conv2d first does not say
 
 
+def importable_from_cwd() -> None:
+    """Put the current folder on the import path, as ``python -c`` has it: the ``hwloop``
+    script's own path does not hold it, and ``module:attr`` names a user's module there."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+
+
 def load_torch_module(spec: str) -> Workload:
     """Trace the Conv2d/Linear layers of ``module:attr`` on the meta device.
 
@@ -274,9 +282,7 @@ def load_torch_module(spec: str) -> Workload:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise WorkloadError(f"workload {spec!r}: expected module:attr")
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:  # the `hwloop` script: import from cwd too
-        sys.path.append(cwd)
+    importable_from_cwd()
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 — any import failure is the user's module

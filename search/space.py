@@ -555,22 +555,25 @@ def _workload_file(i: int, name: str, first: int | None, *, text: str,
     shown = Path(name).expanduser()
     if not shown.is_absolute():
         shown = Path(path).parent / shown  # as the user sees it: relative to where they run
-    quoted = re.compile(r"""["']""" + re.escape(name) + r"""["']""")
-    line = next((n for n, text_line in enumerate(text.splitlines(), start=1)
-                 if quoted.search(text_line)), None)
+
+    def missing(what: str) -> ConfigError:  # on the first line that quotes the name
+        quoted = re.compile(r"""["']""" + re.escape(name) + r"""["']""")
+        line = next((n for n, text_line in enumerate(text.splitlines(), start=1)
+                     if quoted.search(text_line)), None)
+        return ConfigError.at(path, line, f"workloads[{i}]: {what}")
+
     if not (name.lower().endswith(".csv") or shown.is_file()
             or ("/" in name and ":" not in name)):
         if ":" not in name:
             return None
-        source = _module_source(name.partition(":")[0])
+        module = name.partition(":")[0]
+        source = _module_source(module)
         if source is None:
-            raise ConfigError.at(path, line, f"workloads[{i}]: module "
-                                             f"{name.partition(':')[0]!r} not found")
+            raise missing(f"module {module!r} not found")
         # the module's own file: an edit to it makes another space (not what it imports)
         return WorkloadSpec(name, first, sha256=hashlib.sha256(source.read_bytes()).hexdigest())
     if not shown.is_file():
-        raise ConfigError.at(path, line, f"workloads[{i}]: workload file {str(shown)!r} "
-                                         f"does not exist")
+        raise missing(f"workload file {str(shown)!r} does not exist")
     load_topology_csv(shown)  # a malformed file fails now, naming its own file:line
     digest = hashlib.sha256(shown.read_bytes()).hexdigest()
     return WorkloadSpec(name, first, path=str(shown.absolute()), sha256=digest)
@@ -581,13 +584,12 @@ def _module_source(module_name: str) -> Path | None:
     imports it (the current folder on the path), without running the module; None if there
     is none."""
     import importlib.util
-    import os
-    import sys
+
+    from hwloop.workloads import importable_from_cwd
 
     if not module_name:
         return None
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.append(os.getcwd())
+    importable_from_cwd()
     try:
         spec = importlib.util.find_spec(module_name)
     except (ImportError, ValueError):
