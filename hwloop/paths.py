@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import shutil
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import platformdirs
 
 from hwloop.errors import ConfigError, InputError
+
+try:
+    import fcntl
+except ImportError:
+    fcntl = None
 
 
 def cache_dir() -> Path:
@@ -82,6 +91,101 @@ def mkdtemp(*, dir: str | Path, prefix: str) -> Path:
         path.rmdir()
         raise
     return path
+
+
+#: a scratch folder's lock file, held (flock) by the process that works in the folder
+_OWNER = ".owner"
+#: marks a scratch folder kept for the user (a failed run's log): never reaped
+_KEPT = ".kept"
+#: a lock file younger than this may belong to a process that has not locked it yet
+_REAP_AFTER_S = 60.0
+_owned: dict[Path, int] = {}
+
+
+def scratch_dir(kind: str) -> Path:
+    """A new folder ``hwloop-<kind>-*`` in the system's temporary folder for one run's files.
+
+    This process holds a lock in it until :func:`remove_scratch` or :func:`keep_scratch`. A
+    process killed before it could remove its folder (a timed-out sweep worker, ``kill -9``)
+    cannot clean up, so the first scratch folder each process makes removes the folders whose
+    owner is gone: the lock, not the pid, says so (pids are reused, and differ between
+    containers that share ``/tmp``)."""
+    _reap_orphans()
+    path = Path(tempfile.mkdtemp(prefix=f"hwloop-{kind}-"))
+    fd = os.open(path / _OWNER, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        _lock(fd)
+    except BaseException:
+        os.close(fd)
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    _owned[path] = fd
+    return path
+
+
+def remove_scratch(path: Path) -> None:
+    """Remove a folder :func:`scratch_dir` made."""
+    fd = _owned.pop(path, None)
+    shutil.rmtree(path, ignore_errors=True)
+    if fd is not None:
+        os.close(fd)
+
+
+def keep_scratch(path: Path) -> None:
+    """Leave a folder :func:`scratch_dir` made for the user (it holds a log an error names)."""
+    fd = _owned.pop(path, None)
+    with contextlib.suppress(OSError):
+        (path / _KEPT).touch()
+    if fd is not None:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def scratch(kind: str, *, keep_on_error: bool = False) -> Iterator[Path]:
+    """:func:`scratch_dir` for a ``with`` block: removed at its end, or kept if the block
+    raises an ``Exception`` and ``keep_on_error`` is set."""
+    path = scratch_dir(kind)
+    try:
+        yield path
+    except Exception:
+        (keep_scratch if keep_on_error else remove_scratch)(path)
+        raise
+    except BaseException:
+        remove_scratch(path)
+        raise
+    remove_scratch(path)
+
+
+def _lock(fd: int) -> bool:
+    """Take the lock on ``fd`` without waiting; False if another process holds it."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+@functools.cache
+def _reap_orphans() -> None:
+    """Remove scratch folders whose process is gone (once per process, at best effort)."""
+    if fcntl is None:  # no flock (Windows): nothing says an owner is gone
+        return
+    now = time.time()
+    for folder in Path(tempfile.gettempdir()).glob("hwloop-*"):
+        owner = folder / _OWNER
+        try:
+            if (folder / _KEPT).exists() or now - owner.stat().st_mtime < _REAP_AFTER_S:
+                continue
+            fd = os.open(owner, os.O_RDONLY)
+        except OSError:  # not a scratch folder, or another process reaped it
+            continue
+        try:
+            if _lock(fd):
+                shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            os.close(fd)
 
 
 def read_user_text(path: str | Path, *, error: type[InputError] = ConfigError,

@@ -36,7 +36,7 @@ from pathlib import Path
 from hwloop import toolchain
 from hwloop.errors import ConfigError, ToolchainError
 from hwloop.hdl.systolic.params import SystolicParams
-from hwloop.paths import cache_dir
+from hwloop.paths import cache_dir, scratch
 from hwloop.sim.energy import CONSTRAINTS, read_toml
 
 DEFAULT_TABLE = CONSTRAINTS / "area.toml"
@@ -213,8 +213,9 @@ def _run_yosys(verilog: str, top: str, *, blackboxes: tuple[str, ...] = ()) -> S
     script = "\n".join(["read_verilog -sv design.v", *(f"blackbox {n}" for n in blackboxes),
                          *SCRIPT.format(top=top).split("; ")]) + "\n"
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="hwloop-yosys-") as tmp:
-        folder = Path(tmp)
+    # a scratch folder, not a TemporaryDirectory: an AreaJob's child killed with its parent
+    # (watch_parent) cannot clean up, and a later process reaps what it left
+    with scratch("yosys") as folder:
         (folder / "design.v").write_text(verilog)
         (folder / "synth.ys").write_text(script)
         try:

@@ -14,8 +14,6 @@ Builds go through :class:`hwloop.buildcache.BuildCache`, so a design is compiled
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from hwloop.errors import ParameterError, SimulationError
 from hwloop.hdl.cache.generate import cache_verilog
 from hwloop.hdl.cache.params import CacheConfig
 from hwloop.hdl.cache.prefetcher import PrefetcherConfig
+from hwloop.paths import keep_scratch, remove_scratch, scratch_dir
 from hwloop.sim.verilator import build_verilated, run_testbench
 from hwloop.toolchain import VERILATOR_LINT_FLAGS
 
@@ -200,9 +199,27 @@ def run_player(config: CacheConfig, trace: np.ndarray, *,
                chunk: int = CHUNK, timeout_s: float | None = None) -> PlayerResult:
     """Co-simulate ``trace`` through the RTL; returns its counters and per-access log."""
     build = build_player(config, prefetch=prefetch, waves=waves, chunk=chunk)
-    own = workdir is None
-    work = Path(tempfile.mkdtemp(prefix="hwloop-cache-")) if own else Path(workdir)
-    work.mkdir(parents=True, exist_ok=True)
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        return _play(build, config, trace, Path(workdir), prefetch=prefetch, gaps=gaps,
+                     mode=mode, waves=waves, chunk=chunk, timeout_s=timeout_s)
+    work = scratch_dir("cache")
+    try:
+        played = _play(build, config, trace, work, prefetch=prefetch, gaps=gaps, mode=mode,
+                       waves=waves, chunk=chunk, timeout_s=timeout_s)
+    except Exception:
+        keep_scratch(work)  # its error names the log in it
+        raise
+    except BaseException:
+        remove_scratch(work)
+        raise
+    (keep_scratch if waves else remove_scratch)(work)
+    return played
+
+
+def _play(build: PlayerBuild, config: CacheConfig, trace: np.ndarray, work: Path, *,
+          prefetch: PrefetcherConfig | None, gaps: np.ndarray | None, mode: str, waves: bool,
+          chunk: int, timeout_s: float | None) -> PlayerResult:
     n = int(trace.size)
     gap = np.zeros(n, np.uint8) if gaps is None else np.asarray(gaps, np.uint8)
     np.savez(work / "trace.npz", addr=np.asarray(trace["addr"], np.uint64),
@@ -235,8 +252,6 @@ def run_player(config: CacheConfig, trace: np.ndarray, *,
         values.update({_MODEL_NAMES[k]: counters[k] for k in PF_COUNTERS})
     result = CacheResult(accesses=n, hit=hit, way=way, victim=np.where(evict, way, -1),
                          writeback=wb, **values)
-    if own and not waves:
-        shutil.rmtree(work, ignore_errors=True)
     return PlayerResult(result=result, cycles=int(counters.get("cycles", 0)),
                         sim_seconds=seconds, build=build)
 

@@ -9,8 +9,6 @@ waits for ``done``; cycles come from the hardware's own cycle counter.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +19,7 @@ from hwloop.buildcache import BuildCache, build_key
 from hwloop.errors import ParameterError, SimulationError, SimulationTimeout
 from hwloop.hdl.systolic.accelerator import COUNTERS
 from hwloop.hdl.systolic.params import SystolicParams
+from hwloop.paths import scratch
 from hwloop.sim.systolic.golden import resolve_out_shift
 from hwloop.sim.systolic.harness import (
     FILES,
@@ -31,7 +30,6 @@ from hwloop.sim.systolic.harness import (
     layout_b,
     memory_depths,
     pack_rows,
-    row_bits,
     unlayout_c,
     unpack_rows,
 )
@@ -140,7 +138,6 @@ class RtlSimulator:
                 f"mapping {fitted.to_dict()} needs {len(program.instructions)} instructions, "
                 f"the harness holds {INSTR_DEPTH}: use larger tiles")
         padded = padded_dims(p, gemm)
-        bits = row_bits(p)
         width = -(-INSTRUCTION_BITS // 4)
         paths = {key: folder / f"job{index}_{key}.hex" for key in ("instr", "a", "b", "c")}
         paths["instr"].write_text("".join(f"{encode(i):0{width}x}\n"
@@ -148,7 +145,6 @@ class RtlSimulator:
         paths["a"].write_text(pack_rows(layout_a(p, a, padded), p.in_bits))
         paths["b"].write_text(pack_rows(layout_b(p, b, padded), p.in_bits))
         model = model_gemm(p, gemm, fitted)
-        del bits
         return {"instr": str(paths["instr"]), "a": str(paths["a"]), "b": str(paths["b"]),
                 "c": str(paths["c"]), "n_instr": len(program.instructions),
                 "c_rows": sizes["c"], "max_cycles": 2 * model.cycles + 10_000,
@@ -168,15 +164,20 @@ class RtlSimulator:
         if self._build_path is None:
             self.build()
         assert self._build_path is not None
+        if out_shifts is not None and len(out_shifts) != len(jobs):
+            raise ParameterError(f"{len(out_shifts)} out_shifts for {len(jobs)} jobs")
+        if self.workdir is not None:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            return self._run(self.workdir, jobs, step, out_shifts)
+        # kept if the run fails: its error names the log in it
+        with scratch("systolic", keep_on_error=True) as work:
+            return self._run(work, jobs, step, out_shifts)
+
+    def _run(self, work: Path, jobs: list[tuple[Gemm, Mapping, np.ndarray, np.ndarray]],
+             step: bool, out_shifts: Sequence[int | None] | None) -> list[GemmRun]:
         p = self.params
-        own = self.workdir is None
-        work = Path(tempfile.mkdtemp(prefix="hwloop-systolic-")) if own else self.workdir
-        assert work is not None
-        work.mkdir(parents=True, exist_ok=True)
         if out_shifts is None:
             out_shifts = [None] * len(jobs)
-        if len(out_shifts) != len(jobs):
-            raise ParameterError(f"{len(out_shifts)} out_shifts for {len(jobs)} jobs")
         shifts = [resolve_out_shift(p, job[0], shift)
                   for job, shift in zip(jobs, out_shifts, strict=True)]
         specs = [self._write_job(i, work, *job, shift)
@@ -222,6 +223,4 @@ class RtlSimulator:
                                        **res["phases"],
                                        "waves": str(self.waves_path) if self.waves_path
                                        else None}))
-        if own:
-            shutil.rmtree(work, ignore_errors=True)
         return runs

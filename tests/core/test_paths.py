@@ -1,0 +1,68 @@
+"""Scratch folders: removed after use, kept for a failed run's log, reaped after a kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from hwloop import paths
+
+
+@pytest.fixture
+def tmp_root(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def _age(folder, seconds: float = 3600.0) -> None:
+    past = time.time() - seconds
+    os.utime(folder / ".owner", (past, past))
+
+
+def test_scratch_is_removed_after_its_block(tmp_root):
+    with paths.scratch("unit") as folder:
+        assert folder.parent == tmp_root and folder.name.startswith("hwloop-unit-")
+        (folder / "data").write_text("x")
+    assert not folder.exists()
+
+
+def test_scratch_is_kept_on_error_only_when_asked(tmp_root):
+    with pytest.raises(RuntimeError), paths.scratch("kept", keep_on_error=True) as kept:
+        raise RuntimeError("boom")
+    assert (kept / ".kept").exists()
+    with pytest.raises(RuntimeError), paths.scratch("gone") as gone:
+        raise RuntimeError("boom")
+    assert not gone.exists()
+
+
+def test_folders_of_killed_processes_are_reaped_and_live_ones_are_not(tmp_root):
+    code = ("import sys, tempfile, time; tempfile.tempdir = sys.argv[1]\n"
+            "from hwloop import paths\n"
+            "print(paths.scratch_dir('killed'), flush=True); time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_root)],
+                             stdout=subprocess.PIPE, text=True)
+    orphan = tmp_root / os.path.basename(child.stdout.readline().strip())
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
+    live = paths.scratch_dir("live")
+    with pytest.raises(RuntimeError), paths.scratch("kept", keep_on_error=True) as kept:
+        raise RuntimeError("boom")
+    young = tmp_root / "hwloop-young-1"
+    young.mkdir()
+    (young / ".owner").touch()  # its owner may not have locked it yet
+    unrelated = tmp_root / "hwloop-notes"
+    unrelated.mkdir()
+    for folder in (orphan, live, kept):
+        _age(folder)
+    paths._reap_orphans.__wrapped__()
+    assert not orphan.exists()
+    assert live.exists() and kept.exists() and young.exists() and unrelated.exists()
+    paths.remove_scratch(live)
+    assert not live.exists()
