@@ -156,6 +156,30 @@ def scratch(kind: str, *, keep_on_error: bool = False) -> Iterator[Path]:
     remove_scratch(path)
 
 
+def try_lock(name: str) -> int | None:
+    """Take the lock ``name`` (a file in the cache's ``locks`` folder) for this process,
+    without waiting: its descriptor (``os.close`` releases it; so does the process's end, even
+    by ``kill -9``), or None while another process holds it (:func:`lock_owner` says which)."""
+    folder = cache_dir() / "locks"
+    folder.mkdir(exist_ok=True)
+    fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    if not _lock(fd):
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def lock_owner(name: str) -> str:
+    """The pid written by the process that holds the lock ``name`` (or "unknown")."""
+    try:
+        text = (cache_dir() / "locks" / f"{name}.lock").read_text().strip()
+    except OSError:
+        text = ""
+    return text if text.isdigit() else "unknown"
+
+
 def _lock(fd: int) -> bool:
     """Take the lock on ``fd`` without waiting; False if another process holds it."""
     if fcntl is None:

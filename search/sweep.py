@@ -12,7 +12,9 @@ running and repeats none that finished.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import importlib
 import math
 import os
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hwloop.errors import InputError, ParameterError, check_seed
+from hwloop.paths import lock_owner, try_lock
 from hwloop.search.db import RETRIED_STATUSES, ResultsDB, Row, Sweep, params_hash
 from hwloop.search.engine import DaskEngine, LocalEngine, Outcome, make_engine
 from hwloop.search.objective import PointResult, rescore
@@ -187,13 +190,14 @@ def run_sweep(
     except BaseException:
         engine.close()
         raise
-    with engine, db:
+    with engine, db, contextlib.ExitStack() as held:
         sweep = None
         if resume:
             sweep = db.find_sweep(method=method, seed=seed, fidelity=fidelity)
             if sweep is None:
                 raise InputError(f"--resume: {db_path} has no {method} sweep with seed {seed} "
                                  f"at fidelity {fidelity}")
+            held.callback(os.close, _hold(db_path, sweep))
             done = len(db.trials(sweep))
             if budget < done:
                 raise InputError(f"--budget {budget} is below the {done} results this sweep "
@@ -204,6 +208,7 @@ def run_sweep(
                        "warm_start": str(Path(warm_start).resolve()) if warm_start else ""}
             sweep = db.new_sweep(method=method, seed=seed, fidelity=fidelity, budget=budget,
                                  options=options)
+            held.callback(os.close, _hold(db_path, sweep))
         summary = SweepSummary(db_path=db_path, sweep=sweep)
         earlier = db.trials(sweep)
         if earlier:
@@ -224,6 +229,18 @@ def run_sweep(
         summary.best = _best(summary.rows)
     summary.wall_s = time.time() - started
     return summary
+
+
+def _hold(db_path: Path, sweep: Sweep) -> int:
+    """Make this process the only one running ``sweep`` (two resumes of one sweep at once
+    would evaluate the same points twice): the lock's descriptor, or an InputError."""
+    where = hashlib.sha256(str(db_path.resolve()).encode()).hexdigest()[:16]
+    name = f"sweep-{where}-{sweep.id}"
+    fd = try_lock(name)
+    if fd is None:
+        raise InputError(f"sweep {sweep.id} of {db_path} is running in another process (pid "
+                         f"{lock_owner(name)}): let it finish, or stop it and resume")
+    return fd
 
 
 def _earlier_warm_start(db_path: Path, *, method: str, seed: int,

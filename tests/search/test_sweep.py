@@ -104,6 +104,38 @@ def test_kill_9_mid_sweep_then_resume_loses_and_repeats_nothing(tmp_path):
     assert trials == (budget, budget) and sweeps == 1
 
 
+def test_a_sweep_runs_in_one_process_at_a_time(tmp_path):
+    db_path = tmp_path / "runs.db"
+    args = ["sweep", "--space", str(TINY), "--budget", "18", "--workers", "1",
+            "--db", str(db_path), "--seed", "5", "--quiet"]
+    env = _env(HWLOOP_SWEEP_EVALUATOR="tests.search.sweep_fakes:slow_evaluate",
+               HWLOOP_FAKE_SLEEP="0.5")
+    first = subprocess.Popen([*HWLOOP, *args], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        done = 0
+        while time.time() < deadline and first.poll() is None and done < 1:
+            time.sleep(0.1)
+            try:
+                with sqlite3.connect(db_path) as raw:
+                    done = raw.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+            except sqlite3.OperationalError:
+                continue
+        assert first.poll() is None and done >= 1, first.communicate()
+        second = _run([*args, "--resume"], HWLOOP_SWEEP_EVALUATOR=env["HWLOOP_SWEEP_EVALUATOR"])
+        assert second.returncode == 2
+        assert second.stderr == (f"hwloop: error: sweep 1 of {db_path} is running in another "
+                                 f"process (pid {first.pid}): let it finish, or stop it and "
+                                 "resume\n")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.communicate()
+    resumed = _run([*args, "--resume"], HWLOOP_SWEEP_EVALUATOR=env["HWLOOP_SWEEP_EVALUATOR"],
+                   HWLOOP_FAKE_SLEEP="0.01")
+    assert resumed.returncode == 0, resumed.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--budget", "0"], "hwloop: error: --budget must be at least 1, not 0"),
     (["--budget", "3", "--seed", "-1"],
