@@ -544,11 +544,12 @@ def _workloads(fail: Any, raw: Any, *, text: str, path: str) -> tuple[WorkloadSp
 def _workload_file(i: int, name: str, first: int | None, *, text: str,
                    path: str) -> WorkloadSpec | None:
     """The spec of a workload file (a path relative to the space file's folder), read and
-    checked now; for ``module:attr`` the hash of its module's source; None for a built-in
+    checked now; for ``module:attr`` the hash of the layers it traces to; None for a built-in
     name. The order of the tests is ``load_workload``'s: built-ins first, then a .csv name or
     an existing file, then ``module:attr``."""
+    from hwloop.errors import WorkloadError
     from hwloop.networks import BUILTINS
-    from hwloop.workloads import load_topology_csv
+    from hwloop.workloads import load_topology_csv, load_torch_module
 
     if name in BUILTINS:
         return None
@@ -566,37 +567,20 @@ def _workload_file(i: int, name: str, first: int | None, *, text: str,
             or ("/" in name and ":" not in name)):
         if ":" not in name:
             return None
-        module = name.partition(":")[0]
-        source = _module_source(module)
-        if source is None:
-            raise missing(f"module {module!r} not found")
-        # the module's own file: an edit to it makes another space (not what it imports)
-        return WorkloadSpec(name, first, sha256=hashlib.sha256(source.read_bytes()).hexdigest())
+        # traced now (on the meta device, as every evaluation does): the hash is of the layers
+        # it gives, so an edit to the module or to anything it imports that changes a layer
+        # makes another space, and a module that does not import fails here
+        try:
+            workload = load_torch_module(name)
+        except WorkloadError as exc:
+            raise missing(str(exc)) from None
+        layers = json.dumps([layer.to_dict() for layer in workload.layers], sort_keys=True)
+        return WorkloadSpec(name, first, sha256=hashlib.sha256(layers.encode()).hexdigest())
     if not shown.is_file():
         raise missing(f"workload file {str(shown)!r} does not exist")
     load_topology_csv(shown)  # a malformed file fails now, naming its own file:line
     digest = hashlib.sha256(shown.read_bytes()).hexdigest()
     return WorkloadSpec(name, first, path=str(shown.absolute()), sha256=digest)
-
-
-def _module_source(module_name: str) -> Path | None:
-    """The source file of a ``module:attr`` workload's module, found as ``load_torch_module``
-    imports it (the current folder on the path), without running the module; None if there
-    is none."""
-    import importlib.util
-
-    from hwloop.workloads import importable_from_cwd
-
-    if not module_name:
-        return None
-    importable_from_cwd()
-    try:
-        spec = importlib.util.find_spec(module_name)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.origin or not Path(spec.origin).is_file():
-        return None
-    return Path(spec.origin)
 
 
 def _check_workload_names(fail: Any, workloads: list[WorkloadSpec]) -> None:

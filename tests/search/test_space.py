@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -297,22 +298,34 @@ def test_the_hash_covers_the_contents_of_workload_files(tmp_path: Path) -> None:
     assert load_space(moved / "w.toml").hash == before  # the contents count, not the folder
 
 
-def test_the_hash_covers_the_source_of_a_module_workload(tmp_path: Path, monkeypatch) -> None:
-    import sys
-
+def test_the_hash_covers_the_layers_of_a_module_workload(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.syspath_prepend(str(tmp_path))
-    module = tmp_path / "hashed_net_xyz.py"
-    module.write_text("WIDTH = 16\n")
+    helper = tmp_path / "hashed_widths_xyz.py"
+    helper.write_text("WIDTH = 16\n")
+    (tmp_path / "hashed_net_xyz.py").write_text(
+        "from torch import nn\n"
+        "import hashed_widths_xyz\n"
+        "def Net():\n"
+        "    return nn.Sequential(nn.Linear(8, hashed_widths_xyz.WIDTH), nn.Linear("
+        "hashed_widths_xyz.WIDTH, 4))\n")
     (tmp_path / "m.toml").write_text('workloads = ["hashed_net_xyz:Net"]\n')
     before = load_space(tmp_path / "m.toml").hash
-    assert "hashed_net_xyz" not in sys.modules  # found, not run
-    module.write_text("WIDTH = 64\n")
-    assert load_space(tmp_path / "m.toml").hash != before
+
+    def reloaded_hash() -> str:
+        for name in ("hashed_net_xyz", "hashed_widths_xyz"):
+            monkeypatch.delitem(sys.modules, name, raising=False)
+        return load_space(tmp_path / "m.toml").hash
+
+    helper.write_text("# the same layers\nWIDTH = 16\n")
+    assert reloaded_hash() == before
+    helper.write_text("WIDTH = 64\n")  # an edit to what the module imports
+    assert reloaded_hash() != before
     (tmp_path / "m.toml").write_text('name = "m"\nworkloads = ["no_such_net_xyz:Net"]\n')
     with pytest.raises(ConfigError) as info:
         load_space(tmp_path / "m.toml")
-    assert str(info.value) == (f"{tmp_path / 'm.toml'}:2: workloads[0]: module "
-                               "'no_such_net_xyz' not found")
+    assert str(info.value) == (
+        f"{tmp_path / 'm.toml'}:2: workloads[0]: workload 'no_such_net_xyz:Net': cannot import "
+        "module 'no_such_net_xyz': ModuleNotFoundError: No module named 'no_such_net_xyz'")
 
 
 def test_missing_file(tmp_path: Path) -> None:
