@@ -141,9 +141,10 @@ def keep_scratch(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def scratch(kind: str, *, keep_on_error: bool = False) -> Iterator[Path]:
-    """:func:`scratch_dir` for a ``with`` block: removed at its end, or kept if the block
-    raises an ``Exception`` and ``keep_on_error`` is set."""
+def scratch(kind: str, *, keep_on_error: bool = False, keep: bool = False) -> Iterator[Path]:
+    """:func:`scratch_dir` for a ``with`` block: removed at its end, or kept if ``keep`` is set
+    (it holds waves for the user) or the block raises an ``Exception`` and ``keep_on_error``
+    is set (it holds the log the error names)."""
     path = scratch_dir(kind)
     try:
         yield path
@@ -153,7 +154,7 @@ def scratch(kind: str, *, keep_on_error: bool = False) -> Iterator[Path]:
     except BaseException:
         remove_scratch(path)
         raise
-    remove_scratch(path)
+    (keep_scratch if keep else remove_scratch)(path)
 
 
 def try_lock(name: str) -> int | None:

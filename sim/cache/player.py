@@ -24,7 +24,7 @@ from hwloop.errors import ParameterError, SimulationError
 from hwloop.hdl.cache.generate import cache_verilog
 from hwloop.hdl.cache.params import CacheConfig
 from hwloop.hdl.cache.prefetcher import PrefetcherConfig
-from hwloop.paths import keep_scratch, remove_scratch, scratch_dir
+from hwloop.paths import scratch
 from hwloop.sim.verilator import build_verilated, run_testbench
 from hwloop.toolchain import VERILATOR_LINT_FLAGS
 
@@ -203,18 +203,9 @@ def run_player(config: CacheConfig, trace: np.ndarray, *,
         Path(workdir).mkdir(parents=True, exist_ok=True)
         return _play(build, config, trace, Path(workdir), prefetch=prefetch, gaps=gaps,
                      mode=mode, waves=waves, chunk=chunk, timeout_s=timeout_s)
-    work = scratch_dir("cache")
-    try:
-        played = _play(build, config, trace, work, prefetch=prefetch, gaps=gaps, mode=mode,
-                       waves=waves, chunk=chunk, timeout_s=timeout_s)
-    except Exception:
-        keep_scratch(work)  # its error names the log in it
-        raise
-    except BaseException:
-        remove_scratch(work)
-        raise
-    (keep_scratch if waves else remove_scratch)(work)
-    return played
+    with scratch("cache", keep_on_error=True, keep=waves) as work:
+        return _play(build, config, trace, work, prefetch=prefetch, gaps=gaps, mode=mode,
+                     waves=waves, chunk=chunk, timeout_s=timeout_s)
 
 
 def _play(build: PlayerBuild, config: CacheConfig, trace: np.ndarray, work: Path, *,

@@ -30,6 +30,9 @@ def test_scratch_is_removed_after_its_block(tmp_root):
         assert folder.parent == tmp_root and folder.name.startswith("hwloop-unit-")
         (folder / "data").write_text("x")
     assert not folder.exists()
+    with paths.scratch("waves", keep=True) as kept:
+        pass
+    assert (kept / ".kept").exists()
 
 
 def test_scratch_is_kept_on_error_only_when_asked(tmp_root):
