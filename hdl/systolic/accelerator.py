@@ -41,6 +41,7 @@ from hwloop.sim.systolic.program import (
     FIELDS,
     INSTRUCTION_BITS,
     cycles_per_beat,
+    prologue_length,
     rows_per_beat,
 )
 
@@ -323,7 +324,8 @@ class SystolicAccelerator(wiring.Component):
         else:
             m.d.comb += ifmap_r.addr.eq(a_tile + slot)
 
-        # WS weight preload: tile 0 during a prologue of ``rows`` cycles; tile j+1 in a window
+        # WS weight preload: tile 0 in a prologue (``prologue_length``: one cycle on arrays
+        # with at least as many columns as rows) and its first slots; tile j+1 in a window
         # of ``rows`` cycles from slot cols-1 of tile j (next weights are free once tile j
         # switched, and row r must be written before tile j+1 switches at PE(r, 0): a period
         # of at least max(rows, cols) cycles). With the preload flag (set by the program only
@@ -333,6 +335,13 @@ class SystolicAccelerator(wiring.Component):
         # without prologue.
         wl_issue = Signal()
         wl_row = Signal(range(max(R, 2)))
+        # The prologue overlaps the first tile: PE row r needs its weight only when the first
+        # A row reaches it, r cycles after the feed starts, so row r >= prologue_cycles loads
+        # in the tile's slot r - prologue_cycles (written just in time, as the switch passes).
+        # Those slots end before the tile's window opens at slot cols-1.
+        prologue_cycles = prologue_length(p)
+        pro_on = Signal()  # the prologue's rows that load in the first tile
+        pro_row = Signal.like(wl_row)
         wl_base = Signal(ADDR_BITS)  # weight rows of the next tile to preload
         if not os_flow:
             # bit 5: preload; bit 6: preload if this instruction's weight load (which writes
@@ -350,9 +359,11 @@ class SystolicAccelerator(wiring.Component):
             cross_now = c_preload | (c_preload_loaded & weights_loaded)
             opens = feeding & ~prologue & (slot == C - 1) & (~last_tile | cross_now)
             cross = Signal()
-            m.d.comb += cross.eq(Mux(w_on, w_cross, ~prologue & last_tile))
+            m.d.comb += cross.eq(Mux(w_on, w_cross, ~prologue & ~pro_on & last_tile))
             with m.If(feeding & prologue):
                 m.d.comb += [wl_issue.eq(1), wl_row.eq(slot)]
+            with m.Elif(pro_on):
+                m.d.comb += [wl_issue.eq(1), wl_row.eq(pro_row)]
             with m.Elif(w_on):
                 m.d.comb += [wl_issue.eq(1), wl_row.eq(w_row)]
             with m.Elif(opens):
@@ -368,7 +379,11 @@ class SystolicAccelerator(wiring.Component):
                 waits |= c_follow & ~prologue & (slot < c_len) & (
                     a_seen_prev <= a_tile - c_a_base + slot)
             m.d.comb += starving.eq(waits)
-            window_row = ~prologue & wl_issue & ~starving
+            window_row = ~prologue & ~pro_on & wl_issue & ~starving
+            with m.If(pro_on & ~starving):  # in step with the first tile's slots
+                m.d.sync += pro_row.eq(pro_row + 1)
+                with m.If(pro_row == R - 1):
+                    m.d.sync += pro_on.eq(0)
             with m.If(window_row):
                 m.d.sync += [w_on.eq(wl_row != R - 1), w_row.eq(wl_row + 1), w_cross.eq(cross),
                              w_base.eq(base)]
@@ -389,8 +404,10 @@ class SystolicAccelerator(wiring.Component):
         # (a dispatch in the last cycle of the last tile starts the next compute instead)
         with m.If(feeding & ~holding & ~starving & ~start_compute):
             with m.If(prologue):
-                with m.If(slot == R - 1):
+                with m.If(slot == prologue_cycles - 1):
                     m.d.sync += [prologue.eq(0), slot.eq(0)]
+                    if prologue_cycles < R:
+                        m.d.sync += [pro_on.eq(1), pro_row.eq(prologue_cycles)]
                 with m.Else():
                     m.d.sync += slot.eq(slot + 1)
             with m.Elif(slot + 1 == c_period):

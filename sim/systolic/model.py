@@ -11,7 +11,8 @@ feeder (array tiles back to back, ``P`` cycles apart):
     os: P = max(length, rows) (a column's shadow registers shift out over ``rows`` cycles);
         an instruction's first tile may not end less than ``rows`` cycles after the previous
         tile ended, so its feed may stall: stall = max(0, prev_last + rows - length - dispatch)
-    ws: P = max(length, rows, cols, 2), after a ``rows``-cycle weight prologue (the next
+    ws: P = max(length, rows, cols, 2), after a weight prologue of ``prologue_length``
+        cycles (one unless cols < rows; the first tile's first slots load the rest; the next
         tile's weights load in the ``rows`` cycles from slot cols-1 of the current tile, into
         the next tile, or the next compute, if it is short); P = max(length, rows + cols - 1, 2)
         on a streaming compute (its feed stalls would delay those loads);
@@ -20,7 +21,7 @@ feeder (array tiles back to back, ``P`` cycles apart):
     rows + cols), so at most one drain is outstanding at a dispatch
 drain (overlaps the next instruction): the last sums are in the scratchpad
     stall + (tiles-1)*P + length + 2*rows + cols cycles after dispatch (os: skew, mesh,
-    deskew, shift-out; ws: rows + cols, skew, mesh, deskew, plus the prologue's ``rows``)
+    deskew, shift-out; ws: rows + cols, skew, mesh, deskew, plus the prologue)
 DMA (a read path and a write path of ``bus_bytes`` each, working at the same time):
     loads: the A beats, then the B beats (alternating on a streaming instruction, whose
         compute waits per row for them: ``stream_wait``), one request every
@@ -52,6 +53,7 @@ from hwloop.sim.systolic.program import (
     beats,
     build_program,
     cycles_per_beat,
+    prologue_length,
     rows_per_beat,
 )
 
@@ -103,8 +105,9 @@ def _drain_latency(params) -> int:
 
 
 def _prologue(params, preloaded: bool) -> int:
-    """ws: cycles loading the first tile's weights before the first feed."""
-    return 0 if params.dataflow == "os" or preloaded else params.rows
+    """ws: cycles loading the first tile's weights before the first feed (the rest load in
+    the first tile's first slots: ``prologue_length``)."""
+    return 0 if params.dataflow == "os" or preloaded else prologue_length(params)
 
 
 def feed_cycles(params, instr: Instruction, stall: int = 0, preloaded: bool = False) -> int:
@@ -177,7 +180,8 @@ def stream_wait(params, instr: Instruction, dispatch: int, stall: int,
     """A streaming compute's wait for the rows its own loads write, on top of ``stall``, and
     (ws) the cycle its last tile's preload window opens. A row counts as written one cycle
     after its response. os: slot ``s`` of the single tile needs A and B row ``s``. ws: the
-    prologue's slot ``r`` weight row ``r``; tile (k block) ``i``'s feed slot ``s`` A row
+    prologue's slot ``r`` weight row ``r``, tile 0's slot ``s`` the prologue's later weight row
+    ``prologue_length + s``; tile (k block) ``i``'s feed slot ``s`` A row
     ``i*length + s``, its window slot ``cols-1+r`` weight row ``(i+1)*rows + r`` (but the last
     tile's window, which loads the next compute's weights)."""
     schedule, _ = read_beats(params, instr, max(dispatch + 1, read_free))
@@ -192,7 +196,8 @@ def stream_wait(params, instr: Instruction, dispatch: int, stall: int,
             t = max(t + 1, seen["a"][s], seen["b"][s])
         return t - (dispatch + stall + L), None
     period, tiles, window = tile_period(params, instr), c.array_tiles, None
-    for r in range(R):
+    first = prologue_length(params)
+    for r in range(first):
         t = max(t + 1, seen["b"][r])
     for i in range(tiles):
         last = i == tiles - 1
@@ -200,12 +205,14 @@ def stream_wait(params, instr: Instruction, dispatch: int, stall: int,
             need = t + 1
             if slot < L:
                 need = max(need, seen["a"][i * L + slot])
+            if i == 0 and slot < R - first:  # the prologue's later rows
+                need = max(need, seen["b"][first + slot])
             if not last and C - 1 <= slot < C - 1 + R:
                 need = max(need, seen["b"][(i + 1) * R + slot - (C - 1)])
             t = need
             if last and slot == C - 1:
                 window = t
-    return t - (dispatch + stall + R + tiles * period), window
+    return t - (dispatch + stall + first + tiles * period), window
 
 
 def follow_wait(params, instr: Instruction, dispatch: int, stall: int, preloaded: bool,

@@ -57,6 +57,15 @@ def cycles_per_beat(row_bytes: int, bus_bytes: int) -> int:
     return max(1, -(-row_bytes // bus_bytes))
 
 
+def prologue_length(params) -> int:
+    """ws: cycles of the weight prologue before a compute's first feed when its first weights
+    were not preloaded. Rows from this one on load in the first tile's first slots (row r in
+    slot r - prologue_length, just as the first A row reaches PE row r), and must be done
+    before that tile's preload window opens at slot cols-1: so one cycle, or more on an array
+    with fewer columns than rows."""
+    return max(1, params.rows - params.cols + 1)
+
+
 def beats(transfer: Transfer, row_bytes: int, bus_bytes: int) -> int:
     """Beats of a transfer: bursts never share a beat."""
     per = rows_per_beat(row_bytes, bus_bytes)

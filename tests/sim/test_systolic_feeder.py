@@ -41,6 +41,7 @@ from hwloop.sim.systolic.program import (
     encode,
     mark_ahead,
     mark_preloads,
+    prologue_length,
 )
 
 SEED = int(os.environ.get("HWLOOP_SEED", "1234"))
@@ -121,8 +122,8 @@ def test_ws_reuse_program_hides_every_prologue_but_the_first():
     assert [i.preload_next for i in instrs if i.compute is not None] == [True] * 4 + [False]
     with_preload = program_cycles(WS, instrs)[0]
     without = program_cycles(WS, _without_preloads(instrs))[0]
-    # compute-bound steps: each hidden prologue saves ``rows`` cycles
-    assert without - with_preload == 4 * WS.rows
+    # compute-bound steps: each hidden prologue saves its cycles (rows - cols + 1 on 3x2)
+    assert without - with_preload == 4 * prologue_length(WS) == 4 * 2
     # the actions do not change: the same weights are read, only earlier
     assert program_cycles(WS, instrs)[1] == program_cycles(WS, _without_preloads(instrs))[1]
 
@@ -178,7 +179,7 @@ def test_ws_preload_when_loaded():
     assert flagged == [i.compute is not None and j + 1 < len(instrs)
                        and instrs[j + 1].compute is not None for j, i in enumerate(instrs)]
     saved = program_cycles(WS, _without_preloads(instrs))[0] - program_cycles(WS, instrs)[0]
-    assert saved > 0 and saved % WS.rows == 0
+    assert saved > 0 and saved % prologue_length(WS) == 0
     assert _flags(instrs[1]) & 0b1100000 == 0b1000000
 
 
@@ -295,9 +296,9 @@ def test_instructions_follow_without_a_gap():
     instrs[-1] = Instruction(compute=comp)
     cycles, _ = program_cycles(WS, instrs)
     feed = 4 * 40  # no prologue: every compute after the first is preloaded
-    assert cycles == START_CYCLES + WS.rows + 6 * feed + DONE_CYCLES
+    assert cycles == START_CYCLES + prologue_length(WS) + 6 * feed + DONE_CYCLES
     assert DISPATCH_CYCLES == 0 and START_CYCLES + DONE_CYCLES == 2
-    assert feed_cycles(WS, instrs[-1]) == WS.rows + feed
+    assert feed_cycles(WS, instrs[-1]) == prologue_length(WS) + feed
     assert feed_cycles(WS, instrs[-1], preloaded=True) == feed
 
 
@@ -313,7 +314,7 @@ def test_short_ws_tiles_start_every_max_rows_cols_cycles():
     assert tile_period(replace(WS, rows=2, cols=5), plain) == 5
     assert tile_period(replace(WS, rows=1, cols=1), plain) == 2
     assert tile_period(OS, plain) == 2
-    assert feed_cycles(WS, plain) == WS.rows + 8 * 3
+    assert feed_cycles(WS, plain) == prologue_length(WS) + 8 * 3
     # the GEMV of the RTL test below computes on such tiles, preloading across instructions
     program = build_program(WS, GEMV_GEMM, GEMV_MAPPING.fit_to(WS, GEMV_GEMM))
     computes = [i for i in program.instructions if i.compute is not None]
@@ -414,7 +415,7 @@ def test_ws_preload_and_split_ends_rtl_equal_model(tmp_path, monkeypatch):
             program = plain(variant)(WS, gemm, mapping.fit_to(WS, gemm))
             assert run.cycles == program_cycles(WS, program.instructions)[0], (variant, gemm)
         cycles[variant] = [run.cycles for run in runs]
-    assert cycles["none"][0] - cycles["all"][0] == 4 * WS.rows  # REUSE: static only
+    assert cycles["none"][0] - cycles["all"][0] == 4 * prologue_length(WS)  # REUSE: static only
     assert cycles["static"][0] == cycles["all"][0]
     assert cycles["static"][1] > cycles["all"][1]  # DYN: when-loaded preloads taken
     assert cycles["none"][1] == cycles["static"][1]
@@ -465,3 +466,13 @@ def test_ahead_marks_pairs_and_is_kept_only_where_faster():
         assert chosen.instructions == (instrs if forced_cycles < plain_cycles
                                        else plain.instructions)
     assert marked >= 40 and 0 < kept < marked, (marked, kept)
+
+
+def test_the_ws_prologue_overlaps_the_first_tile():
+    """Row r of the first weights is needed only when the first A row reaches PE row r, so
+    the prologue takes one cycle; the rows after it load in the first tile's first slots, which
+    must end before the tile's window opens at slot cols-1 (more cycles when cols < rows)."""
+    assert [prologue_length(replace(WS, rows=r, cols=c))
+            for r, c in ((1, 1), (4, 4), (2, 5), (3, 2), (8, 4), (16, 16))] == [1, 1, 1, 2, 5, 1]
+    instr = Instruction(compute=Compute(outer=1, inner=1, length=40))
+    assert feed_cycles(replace(WS, rows=8, cols=8), instr) == 1 + 40
