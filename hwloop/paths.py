@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import shutil
+import struct
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import platformdirs
@@ -157,28 +160,74 @@ def scratch(kind: str, *, keep_on_error: bool = False, keep: bool = False) -> It
     (keep_scratch if keep else remove_scratch)(path)
 
 
-def try_lock(name: str) -> int | None:
-    """Take the lock ``name`` (a file in the cache's ``locks`` folder) for this process,
-    without waiting: its descriptor (``os.close`` releases it; so does the process's end, even
-    by ``kill -9``), or None while another process holds it (:func:`lock_owner` says which)."""
-    folder = cache_dir() / "locks"
-    folder.mkdir(exist_ok=True)
-    fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    if not _lock(fd):
-        os.close(fd)
+#: byte-range lock files this process holds a lock in: closing any descriptor of a file drops
+#: all of the process's POSIX locks on it, so each stays open until its last lock is released
+_range_files: dict[Path, int] = {}
+_range_held: set[tuple[Path, int]] = set()
+#: Linux's ``struct flock`` (64-bit ``off_t``), for asking who holds a byte
+_FLOCK = struct.Struct("hhqqi4x")
+
+
+def try_lock_byte(path: Path, byte: int) -> Callable[[], None] | None:
+    """Take the lock on byte ``byte`` of the file ``path`` (made if missing) for this process,
+    without waiting: a function that releases it (so does the process's end, even by
+    ``kill -9``), or None while another process, or this one, holds it. A POSIX byte-range
+    lock: one file serves many locks."""
+    if fcntl is None:  # no POSIX locks (Windows): nothing to hold
+        return lambda: None
+    key = Path(os.path.abspath(path))
+    if (key, byte) in _range_held:
         return None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
-
-
-def lock_owner(name: str) -> str:
-    """The pid written by the process that holds the lock ``name`` (or "unknown")."""
+    fd = _range_files.get(key)
+    if fd is None:
+        try:
+            fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot open the lock file: {exc.strerror or exc}") \
+                from None
+        _range_files[key] = fd
     try:
-        text = (cache_dir() / "locks" / f"{name}.lock").read_text().strip()
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, byte)
+    except OSError as exc:
+        if not any(held == key for held, _ in _range_held):
+            os.close(_range_files.pop(key))
+        if exc.errno not in (errno.EACCES, errno.EAGAIN):
+            raise
+        return None
+    _range_held.add((key, byte))
+
+    def release() -> None:
+        _range_held.discard((key, byte))
+        if any(held == key for held, _ in _range_held):
+            fcntl.lockf(fd, fcntl.LOCK_UN, 1, byte)
+        else:  # the last lock on the file: closing drops it
+            os.close(_range_files.pop(key))
+
+    return release
+
+
+def byte_lock_holder(path: Path, byte: int) -> int | None:
+    """The pid of the process that holds byte ``byte`` of ``path`` (:func:`try_lock_byte`),
+    or None if it is free or the system cannot say (not Linux, a pid in another container)."""
+    key = Path(os.path.abspath(path))
+    if (key, byte) in _range_held:
+        return os.getpid()
+    if fcntl is None or sys.platform != "linux" or sys.maxsize <= 2**32:
+        return None
+    fd = _range_files.get(key)
+    try:
+        probe = fd if fd is not None else os.open(key, os.O_RDWR)
     except OSError:
-        text = ""
-    return text if text.isdigit() else "unknown"
+        return None
+    try:
+        query = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, byte, 1, 0)
+        kind, _, _, _, pid = _FLOCK.unpack(fcntl.fcntl(probe, fcntl.F_GETLK, query))
+    except OSError:
+        return None
+    finally:
+        if fd is None:
+            os.close(probe)
+    return pid if kind != fcntl.F_UNLCK and pid > 0 else None
 
 
 def _lock(fd: int) -> bool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import importlib
 import math
 import os
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hwloop.errors import InputError, ParameterError, check_seed
-from hwloop.paths import lock_owner, try_lock
+from hwloop.paths import byte_lock_holder, try_lock_byte
 from hwloop.search.db import RETRIED_STATUSES, ResultsDB, Row, Sweep, params_hash
 from hwloop.search.engine import DaskEngine, LocalEngine, Outcome, make_engine
 from hwloop.search.objective import PointResult, rescore
@@ -197,7 +196,7 @@ def run_sweep(
             if sweep is None:
                 raise InputError(f"--resume: {db_path} has no {method} sweep with seed {seed} "
                                  f"at fidelity {fidelity}")
-            held.callback(os.close, _hold(db_path, sweep))
+            held.callback(_hold(db_path, sweep))
             done = len(db.trials(sweep))
             if budget < done:
                 raise InputError(f"--budget {budget} is below the {done} results this sweep "
@@ -208,7 +207,7 @@ def run_sweep(
                        "warm_start": str(Path(warm_start).resolve()) if warm_start else ""}
             sweep = db.new_sweep(method=method, seed=seed, fidelity=fidelity, budget=budget,
                                  options=options)
-            held.callback(os.close, _hold(db_path, sweep))
+            held.callback(_hold(db_path, sweep))
         summary = SweepSummary(db_path=db_path, sweep=sweep)
         earlier = db.trials(sweep)
         if earlier:
@@ -231,16 +230,21 @@ def run_sweep(
     return summary
 
 
-def _hold(db_path: Path, sweep: Sweep) -> int:
+def _hold(db_path: Path, sweep: Sweep) -> Callable[[], None]:
     """Make this process the only one running ``sweep`` (two resumes of one sweep at once
-    would evaluate the same points twice): the lock's descriptor, or an InputError."""
-    where = hashlib.sha256(str(db_path.resolve()).encode()).hexdigest()[:16]
-    name = f"sweep-{where}-{sweep.id}"
-    fd = try_lock(name)
-    if fd is None:
-        raise InputError(f"sweep {sweep.id} of {db_path} is running in another process (pid "
-                         f"{lock_owner(name)}): let it finish, or stop it and resume")
-    return fd
+    would evaluate the same points twice): a function that releases it, or an InputError.
+
+    The lock is byte ``sweep.id`` of ``<db>.lock`` beside the database, not in the cache:
+    drivers with different ``HWLOOP_CACHE`` (two users, a container and its host, two
+    machines sharing the folder) must see each other."""
+    lock_path = db_path.with_name(db_path.name + ".lock")
+    release = try_lock_byte(lock_path, sweep.id)
+    if release is None:
+        pid = byte_lock_holder(lock_path, sweep.id)
+        who = f"another process (pid {pid})" if pid is not None else "another process"
+        raise InputError(f"sweep {sweep.id} of {db_path} is running in {who}: let it finish, "
+                         "or stop it and resume")
+    return release
 
 
 def _earlier_warm_start(db_path: Path, *, method: str, seed: int,

@@ -69,3 +69,28 @@ def test_folders_of_killed_processes_are_reaped_and_live_ones_are_not(tmp_root):
     assert live.exists() and kept.exists() and young.exists() and unrelated.exists()
     paths.remove_scratch(live)
     assert not live.exists()
+
+
+def test_byte_locks_of_one_file_are_independent_and_name_their_holder(tmp_path):
+    lock_file = tmp_path / "runs.db.lock"
+    code = ("import sys, time; from pathlib import Path; from hwloop import paths\n"
+            "paths.try_lock_byte(Path(sys.argv[1]), 1); print('held', flush=True)\n"
+            "time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", code, str(lock_file)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        assert paths.try_lock_byte(lock_file, 1) is None
+        assert paths.byte_lock_holder(lock_file, 1) == child.pid
+        release = paths.try_lock_byte(lock_file, 2)  # another sweep of the same database
+        assert release is not None and paths.try_lock_byte(lock_file, 2) is None
+        assert paths.byte_lock_holder(lock_file, 2) == os.getpid()
+        release()
+        assert paths.byte_lock_holder(lock_file, 2) is None
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+    release = paths.try_lock_byte(lock_file, 1)  # released by the holder's kill -9
+    assert release is not None
+    release()

@@ -104,12 +104,14 @@ def test_kill_9_mid_sweep_then_resume_loses_and_repeats_nothing(tmp_path):
     assert trials == (budget, budget) and sweeps == 1
 
 
-def test_a_sweep_runs_in_one_process_at_a_time(tmp_path):
+@pytest.mark.parametrize("caches", [("a", "a"), ("a", "b")], ids=["one-cache", "two-caches"])
+def test_a_sweep_runs_in_one_process_at_a_time(tmp_path, caches):
+    # drivers with different HWLOOP_CACHE (two users, a container and its host) see the lock
     db_path = tmp_path / "runs.db"
     args = ["sweep", "--space", str(TINY), "--budget", "18", "--workers", "1",
             "--db", str(db_path), "--seed", "5", "--quiet"]
     env = _env(HWLOOP_SWEEP_EVALUATOR="tests.search.sweep_fakes:slow_evaluate",
-               HWLOOP_FAKE_SLEEP="0.5")
+               HWLOOP_FAKE_SLEEP="0.5", HWLOOP_CACHE=str(tmp_path / caches[0]))
     first = subprocess.Popen([*HWLOOP, *args], cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -123,7 +125,8 @@ def test_a_sweep_runs_in_one_process_at_a_time(tmp_path):
             except sqlite3.OperationalError:
                 continue
         assert first.poll() is None and done >= 1, first.communicate()
-        second = _run([*args, "--resume"], HWLOOP_SWEEP_EVALUATOR=env["HWLOOP_SWEEP_EVALUATOR"])
+        second = _run([*args, "--resume"], HWLOOP_SWEEP_EVALUATOR=env["HWLOOP_SWEEP_EVALUATOR"],
+                      HWLOOP_CACHE=str(tmp_path / caches[1]))
         assert second.returncode == 2
         assert second.stderr == (f"hwloop: error: sweep 1 of {db_path} is running in another "
                                  f"process (pid {first.pid}): let it finish, or stop it and "
@@ -132,8 +135,10 @@ def test_a_sweep_runs_in_one_process_at_a_time(tmp_path):
         first.send_signal(signal.SIGKILL)
         first.communicate()
     resumed = _run([*args, "--resume"], HWLOOP_SWEEP_EVALUATOR=env["HWLOOP_SWEEP_EVALUATOR"],
-                   HWLOOP_FAKE_SLEEP="0.01")
+                   HWLOOP_FAKE_SLEEP="0.01", HWLOOP_CACHE=str(tmp_path / caches[1]))
     assert resumed.returncode == 0, resumed.stderr
+    assert "18/18 told" in resumed.stdout
+    assert (tmp_path / "runs.db.lock").is_file()  # beside the database, in neither cache
 
 
 @pytest.mark.parametrize("args, message", [
