@@ -22,6 +22,7 @@ import copy
 import csv
 import importlib
 import math
+import operator
 import os
 import sys
 from collections.abc import Iterable
@@ -334,7 +335,7 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
             input_shape = (1, first.in_channels, DEFAULT_IMAGE, DEFAULT_IMAGE)
         else:
             input_shape = (1, first.in_features)
-    shape = tuple(int(d) for d in input_shape)
+    shape = _input_shape(input_shape, spec=spec)
     names = {m: n for n, m in model.named_modules()}
     layers: list[Layer] = []
     counts: dict[str, int] = {}
@@ -377,6 +378,23 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
         for handle in handles:
             handle.remove()
     return Workload(name, tuple(layers))
+
+
+def _input_shape(input_shape: Any, *, spec: str) -> tuple[int, ...]:
+    """``input_shape`` as a tuple of dimensions, or a WorkloadError: a dimension of 0 would
+    still trace, as one row (``m`` is at least 1), and measure a layer that is not there."""
+    error = WorkloadError(f"workload {spec!r}: input_shape must be a sequence of positive "
+                          f"integers, not {input_shape!r}")
+    if isinstance(input_shape, (str, bytes)):
+        raise error
+    try:
+        dims = list(input_shape)
+        shape = tuple(operator.index(d) for d in dims)
+    except TypeError:
+        raise error from None
+    if not shape or any(isinstance(d, bool) for d in dims) or min(shape) < 1:
+        raise error
+    return shape
 
 
 def dedupe(layers: Iterable[Layer]) -> list[tuple[Layer, int]]:

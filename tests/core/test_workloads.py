@@ -13,6 +13,7 @@ from hwloop.workloads import (
     load_workload,
     write_topology_csv,
 )
+from tests.core.cli_helpers import run_main
 
 
 def write(tmp_path, name, text):
@@ -224,3 +225,23 @@ def test_torch_bad_specs(tiny_module):
     for spec in ("no_such_mod_xyz:Net", f"{tiny_module}:Nope"):
         with pytest.raises(InputError):
             load_workload(spec)
+
+
+@pytest.mark.parametrize("shape", ["784", "(1, 'a')", "(0, 784)", "(1, -784)", "()",
+                                   "'1x784'", "(1.0, 784)", "(True, 784)"])
+def test_a_bad_input_shape_is_one_line_exit_2(tmp_path, monkeypatch, capsys, shape):
+    (tmp_path / "shape_mod.py").write_text(
+        f"from torch import nn\n\n\nclass Net(nn.Sequential):\n    input_shape = {shape}\n\n"
+        "    def __init__(self):\n        super().__init__(nn.Linear(784, 10))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "shape_mod", raising=False)
+    value = eval(shape)  # noqa: S307 — the test's own literals
+    message = (f"workload 'shape_mod:Net': input_shape must be a sequence of positive integers, "
+               f"not {value!r}")
+    with pytest.raises(WorkloadError) as info:
+        load_workload("shape_mod:Net")
+    assert str(info.value) == message
+    code, _, err = run_main(capsys, ["sim", "systolic", "--workload", "shape_mod:Net",
+                                     "--fidelity", "model"])
+    assert code == 2 and err == f"hwloop: error: {message}\n"
+    sys.modules.pop("shape_mod", None)
