@@ -273,7 +273,7 @@ def importable_from_cwd() -> None:
 
 
 def load_torch_module(spec: str) -> Workload:
-    """Trace the Conv2d/Linear layers of ``module:attr`` on the meta device.
+    """Trace the GEMM layers of ``module:attr`` on the meta device (:func:`trace_module`).
 
     ``attr`` may be a ``torch.nn.Module`` subclass (built with no arguments), an instance, or a
     factory returning one. The input shape comes from an ``input_shape`` attribute (of the
@@ -321,18 +321,26 @@ def load_torch_module(spec: str) -> Workload:
 
 def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = None,
                  spec: str | None = None) -> Workload:
-    """The Conv2d/Linear layers ``model`` runs, in execution order, from a meta-tensor forward."""
+    """The Conv2d/Linear layers ``model`` runs, in execution order, from a meta-tensor forward,
+    and the in- and out-projections of its MultiheadAttention layers (the attention products
+    themselves are not traced)."""
     import torch
     from torch import nn
 
     spec = spec or name
-    leaves = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    # MultiheadAttention runs out_proj functionally (its hook never fires): the attention's
+    # own hook records it, so it is no leaf of its own and is never counted twice
+    inner = {m.out_proj for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+    leaves = [m for m in model.modules()
+              if isinstance(m, (nn.Conv2d, nn.Linear, nn.MultiheadAttention)) and m not in inner]
     if not leaves:
         raise WorkloadError(f"workload {spec!r} has no Conv2d or Linear layers")
     if input_shape is None:
         first = leaves[0]
         if isinstance(first, nn.Conv2d):
             input_shape = (1, first.in_channels, DEFAULT_IMAGE, DEFAULT_IMAGE)
+        elif isinstance(first, nn.MultiheadAttention):
+            input_shape = (1, first.embed_dim)
         else:
             input_shape = (1, first.in_features)
     shape = _input_shape(input_shape, spec=spec)
@@ -340,10 +348,15 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
     layers: list[Layer] = []
     counts: dict[str, int] = {}
 
+    def label(base: str) -> str:
+        counts[base] = counts.get(base, 0) + 1
+        return base if counts[base] == 1 else f"{base}#{counts[base]}"
+
+    def tokens(x: Any) -> int:  # rows of the GEMM: every dimension but the features
+        return max(math.prod(int(d) for d in x.shape[:-1]), 1)
+
     def hook(mod: Any, inputs: tuple[Any, ...], output: Any) -> None:
         base = names.get(mod) or type(mod).__name__.lower()
-        counts[base] = counts.get(base, 0) + 1
-        label = base if counts[base] == 1 else f"{base}#{counts[base]}"
         x = inputs[0]
         if isinstance(mod, nn.Conv2d):
             if isinstance(mod.padding, str):
@@ -354,7 +367,7 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
             batch, channels, height, width = x.shape
             out_h, out_w = output.shape[-2:]
             layers.append(Layer(
-                name=label, kind="conv", m=int(batch * out_h * out_w),
+                name=label(base), kind="conv", m=int(batch * out_h * out_w),
                 n=mod.out_channels // groups,
                 k=mod.kernel_size[0] * mod.kernel_size[1] * (channels // groups),
                 repeat=groups, ifmap_h=int(height + 2 * pad_h), ifmap_w=int(width + 2 * pad_w),
@@ -362,11 +375,37 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
                 channels=int(channels // groups), num_filters=mod.out_channels // groups,
                 stride=mod.stride[0]))
         else:
-            rows = math.prod(int(d) for d in x.shape[:-1])
-            layers.append(Layer(name=label, kind="gemm", m=max(rows, 1), n=mod.out_features,
+            layers.append(Layer(name=label(base), kind="gemm", m=tokens(x), n=mod.out_features,
                                 k=mod.in_features))
 
-    handles = [leaf.register_forward_hook(hook) for leaf in leaves]
+    def attention_hook(mod: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                       output: Any) -> None:
+        # the projections F.multi_head_attention_forward runs, fused as it fuses them
+        base = names.get(mod) or type(mod).__name__.lower()
+        given = dict(zip(("query", "key", "value"), args, strict=False)) | kwargs
+        query, key, value = given["query"], given["key"], given["value"]
+        embed = mod.embed_dim
+        if not mod._qkv_same_embed_dim:  # separate weights: kdim or vdim is not embed_dim
+            projections = [("q_proj", query, embed), ("k_proj", key, mod.kdim),
+                           ("v_proj", value, mod.vdim)]
+        elif query is key and key is value:  # self-attention: one packed GEMM
+            projections = [("in_proj", query, embed)]
+        elif key is value:  # encoder-decoder attention: key and value share one GEMM
+            projections = [("q_proj", query, embed), ("kv_proj", key, embed)]
+        else:
+            projections = [("q_proj", query, embed), ("k_proj", key, embed),
+                           ("v_proj", value, embed)]
+        for suffix, x, k in projections:
+            n = embed * {"in_proj": 3, "kv_proj": 2}.get(suffix, 1)
+            layers.append(Layer(name=label(f"{base}.{suffix}"), kind="gemm", m=tokens(x), n=n,
+                                k=k))
+        out = mod.out_proj
+        layers.append(Layer(name=label(names.get(out) or f"{base}.out_proj"), kind="gemm",
+                            m=tokens(query), n=out.out_features, k=out.in_features))
+
+    handles = [leaf.register_forward_hook(attention_hook, with_kwargs=True)
+               if isinstance(leaf, nn.MultiheadAttention) else leaf.register_forward_hook(hook)
+               for leaf in leaves]
     try:
         model.eval()
         with torch.no_grad():

@@ -186,6 +186,34 @@ class Broken(nn.Module):
 
     def forward(self, x):
         raise RuntimeError("boom")
+
+
+class Encoder(nn.Module):
+    input_shape = (2, 16, 64)  # batch, sequence, features
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.TransformerEncoderLayer(64, 4, 256, batch_first=True)
+
+    def forward(self, x):
+        return self.enc(x)
+
+
+class Cross(nn.Module):
+    input_shape = (10, 3, 64)  # sequence, batch, features
+
+    def __init__(self):
+        super().__init__()
+        self.mixed = nn.MultiheadAttention(64, 4, kdim=32, vdim=48)
+        self.packed = nn.MultiheadAttention(64, 4)
+
+    def forward(self, x):
+        key, value = torch.empty(7, 3, 32, device=x.device), torch.empty(7, 3, 48, device=x.device)
+        memory = torch.empty(5, 3, 64, device=x.device)
+        y, _ = self.mixed(x, key, value)
+        y, _ = self.packed(query=y, key=memory, value=memory)
+        y, _ = self.packed(y, y, y)
+        return y
 '''
 
 
@@ -205,6 +233,29 @@ def test_torch_class_is_traced_on_meta(tiny_module):
         ("fc", "gemm", 1, 10, 512, 1),
     ]
     assert w.layers[0].ifmap_h == 18  # padded, as SCALE-Sim expects
+
+
+def test_attention_projections_are_traced(tiny_module):
+    # MultiheadAttention runs its projections functionally: no Linear hook sees them
+    w = load_workload(f"{tiny_module}:Encoder")
+    assert [(x.name, x.kind, x.m, x.n, x.k, x.repeat) for x in w.layers] == [
+        ("enc.self_attn.in_proj", "gemm", 32, 3 * 64, 64, 1),  # q, k, v fused, 2 x 16 tokens
+        ("enc.self_attn.out_proj", "gemm", 32, 64, 64, 1),
+        ("enc.linear1", "gemm", 32, 256, 64, 1),
+        ("enc.linear2", "gemm", 32, 64, 256, 1),
+    ]
+    w = load_workload(f"{tiny_module}:Cross")
+    assert [(x.name, x.m, x.n, x.k) for x in w.layers] == [
+        ("mixed.q_proj", 30, 64, 64),
+        ("mixed.k_proj", 21, 64, 32),  # kdim
+        ("mixed.v_proj", 21, 64, 48),  # vdim
+        ("mixed.out_proj", 30, 64, 64),
+        ("packed.q_proj", 30, 64, 64),  # key is value (keyword arguments): one GEMM for both
+        ("packed.kv_proj", 15, 128, 64),
+        ("packed.out_proj", 30, 64, 64),
+        ("packed.in_proj", 30, 192, 64),  # called again, as self-attention
+        ("packed.out_proj#2", 30, 64, 64),
+    ]
 
 
 def test_torch_factory_and_instance(tiny_module):
