@@ -4,15 +4,18 @@ A build is keyed by the SHA-256 of everything that can change its output: the so
 the tool flags and the tool versions. A finished build lives in ``<cache>/builds/<key>/`` and is
 never rebuilt. Builds are made in a private temporary folder and published with an atomic
 ``rename``, so several processes can build at once and none ever sees half a build; a per-key
-file lock keeps them from doing the same costly work twice.
+file lock keeps them from doing the same costly work twice. The staging folder of a build that
+was killed is removed by the next build of its key.
 """
 
 from __future__ import annotations
 
 import fcntl
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -83,6 +86,7 @@ class BuildCache:
         with self._lock(key):
             if (final / _COMPLETE).exists():  # another process finished while we waited
                 return final, False
+            self._remove_stale_staging(key)
             staging = self.root / f".staging-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             staging.mkdir(parents=True)
             try:
@@ -95,3 +99,12 @@ class BuildCache:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
         return final, True
+
+    def _remove_stale_staging(self, key: str) -> None:
+        """Remove the staging folders of builds of ``key`` that were killed (``kill -9``, a
+        sweep worker's ``--timeout``): the caller holds the key's lock, so no live process
+        is building that key and any such folder is an orphan."""
+        pattern = re.compile(rf"\.staging-{re.escape(key)}-\d+-[0-9a-f]{{8}}")
+        for folder in self.root.glob(f".staging-{glob.escape(key)}-*"):
+            if pattern.fullmatch(folder.name):
+                shutil.rmtree(folder, ignore_errors=True)

@@ -47,6 +47,20 @@ def test_failed_build_publishes_nothing(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == []
 
 
+def test_a_killed_builds_staging_folder_is_removed_by_the_next_build(tmp_path):
+    cache = BuildCache(tmp_path)
+    killed = tmp_path / ".staging-k3-4242-1466810b"  # as kill -9 mid-build leaves it
+    killed.mkdir()
+    (killed / "half.o").write_bytes(b"x" * 1024)
+    other = tmp_path / ".staging-k30-4242-1466810b"  # another key: its builder may be alive
+    other.mkdir()
+    path, built = cache.get_or_build("k3", lambda folder: (folder / "out.txt").write_text("ok"))
+    assert built and (path / "out.txt").read_text() == "ok"
+    assert not killed.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".k3.lock", ".staging-k30-4242-1466810b",
+                                                         "k3"]
+
+
 def _build_in_process(root, counter):
     cache = BuildCache(root)
 
