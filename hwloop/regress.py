@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from hwloop.errors import HwloopError, ParameterError, check_seed
-from hwloop.paths import cache_dir
+from hwloop.paths import keep_scratch, remove_scratch, scratch_dir
 
 REGISTRY: dict[str, str] = {
     "systolic": "hwloop.sim.systolic.regress",
@@ -51,6 +51,7 @@ class CaseResult:
     cycles: int | None = None
     model_cycles: int | None = None
     waves: str | None = None
+    workdir: str | None = None  # its files; None if removed (it passed in a scratch folder)
     wall_s: float = 0.0
 
 
@@ -103,18 +104,33 @@ def _check_config(name: str, module: Any, config: dict[str, Any]) -> None:
 
 
 def _run_case(module_name: str, config: dict[str, Any], seed: int, waves: bool,
-              workdir: str) -> dict[str, Any]:
-    """Run one config in a worker process; any exception is a failure with its message."""
+              workdir: str | None, kind: str) -> dict[str, Any]:
+    """Run one config in a worker process; any exception is a failure with its message.
+
+    Without ``workdir`` the config works in a scratch folder ``hwloop-<kind>-*``, removed
+    when it passes without waves (a quick matrix would leave hundreds of MB a run) and kept
+    for a failure or for ``waves``; ``out["workdir"]`` names a folder that is kept."""
     start = time.perf_counter()
+    folder = Path(workdir) if workdir is not None else scratch_dir(kind)
     try:
         module = importlib.import_module(module_name)
-        Path(workdir).mkdir(parents=True, exist_ok=True)
-        out = dict(module.run_config(config, seed=seed, waves=waves, workdir=Path(workdir)))
+        folder.mkdir(parents=True, exist_ok=True)
+        out = dict(module.run_config(config, seed=seed, waves=waves, workdir=folder))
         out.setdefault("detail", "")
         out["passed"] = bool(out.get("passed"))
     except Exception as exc:  # noqa: BLE001 — a crash is a failed case, not a crashed matrix
         last = traceback.format_exception_only(type(exc), exc)[-1].strip()
         out = {"passed": False, "detail": last.splitlines()[0] if last else repr(exc)}
+    except BaseException:
+        if workdir is None:
+            remove_scratch(folder)
+        raise
+    if workdir is None and out["passed"] and not waves:
+        remove_scratch(folder)
+    else:
+        if workdir is None:
+            keep_scratch(folder)
+        out["workdir"] = str(folder)
     out["wall_s"] = time.perf_counter() - start
     return out
 
@@ -135,8 +151,6 @@ def run_regress(*, level: str = "quick", generators: list[str] | None = None, se
     if config is not None and len(names) != 1:
         raise ParameterError("--config needs exactly one --generator")
     report = RegressReport()
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    root = Path(workdir) if workdir is not None else cache_dir() / "regress" / stamp
     cases: list[tuple[str, str, int, dict[str, Any], int]] = []
     for name in names:
         try:
@@ -160,7 +174,8 @@ def run_regress(*, level: str = "quick", generators: list[str] | None = None, se
     with concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(cases))) as pool:
         futures = {
             pool.submit(_run_case, module_name, cfg, case_seed, waves,
-                        str(root / f"{name}-{index:03d}")): (name, index, cfg, case_seed)
+                        None if workdir is None else str(Path(workdir) / f"{name}-{index:03d}"),
+                        f"regress-{name}-{index:03d}"): (name, index, cfg, case_seed)
             for name, module_name, index, cfg, case_seed in cases
         }
         for future in concurrent.futures.as_completed(futures):
@@ -173,7 +188,8 @@ def run_regress(*, level: str = "quick", generators: list[str] | None = None, se
                 generator=name, index=index, config=cfg, seed=case_seed,
                 passed=out["passed"], detail=str(out.get("detail", "")),
                 cycles=out.get("cycles"), model_cycles=out.get("model_cycles"),
-                waves=out.get("waves"), wall_s=float(out.get("wall_s", 0.0)))
+                waves=out.get("waves"), workdir=out.get("workdir"),
+                wall_s=float(out.get("wall_s", 0.0)))
             report.results.append(result)
             if progress is not None:
                 progress(result)

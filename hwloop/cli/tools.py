@@ -41,7 +41,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     regress.add_argument("--config", metavar="JSON",
                          help="run just this configuration (as printed by a failure) with "
                               "--seed")
-    regress.add_argument("--workdir", type=Path, help="where runs write (default in the cache)")
+    regress.add_argument("--workdir", type=Path,
+                         help="where runs write, one folder per configuration, all kept "
+                              "(default: a temporary folder per configuration, removed when it "
+                              "passes, kept for a failure or with --waves)")
     regress.set_defaults(func=run_regress)
 
 
@@ -104,6 +107,8 @@ def run_regress(args: argparse.Namespace) -> int:
               f"--config '{json.dumps(r.config, sort_keys=True)}'")
         if r.waves:
             print(f"  waves: {r.waves}")
+        if r.workdir:
+            print(f"  work folder: {r.workdir}")
     passed = len(report.results) - len(failed)
     print(f"{passed} passed, {len(failed)} failed, {len(report.skipped)} generators skipped")
     if args.generator and set(args.generator) <= set(report.skipped):

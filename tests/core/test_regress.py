@@ -1,5 +1,6 @@
 import json
 import sys
+import tempfile
 
 import pytest
 
@@ -55,6 +56,27 @@ def test_failures_are_reported_with_seed_config_and_waves(fake_generators, tmp_p
     assert "FAILED fake #2" in out and "RuntimeError: simulator crashed" in out
     assert "waves: " + str(tmp_path / "runs" / "fake-001" / "dump.fst") in out
     assert '"i": 1' in out  # the configuration is printed
+
+
+@pytest.mark.parametrize("waves", [False, True])
+def test_without_workdir_only_failures_and_waves_keep_their_folders(
+        fake_generators, tmp_path, monkeypatch, capsys, waves):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setenv("HWLOOP_CACHE", str(tmp_path / "cache"))
+    code = main(["regress", "--generator", "fake", "--seed", "7", "--jobs", "1",
+                 *(["--waves"] if waves else [])])
+    out = capsys.readouterr().out
+    assert code == 1 and "1 passed, 2 failed" in out
+    kept = sorted(p.name.rsplit("-", 1)[0] for p in scratch.iterdir())
+    assert kept == (["hwloop-regress-fake-000"] if waves else []) + [
+        "hwloop-regress-fake-001", "hwloop-regress-fake-002"]
+    for index in (1, 2):  # a failure names its folder
+        folder = next(scratch.glob(f"hwloop-regress-fake-{index:03d}-*"))
+        assert f"  work folder: {folder}\n" in out
+    assert not (tmp_path / "cache" / "regress").exists()
 
 
 def test_matrix_is_reproducible_and_seeds_differ(fake_generators, tmp_path):
