@@ -94,12 +94,16 @@ class ElfStart:
 
 def elf_start(path: str | Path) -> ElfStart | None:
     """Entry point and ``main`` of a 64-bit little-endian ELF executable as loaded by
-    valgrind (PIEs at :data:`PIE_LOAD_BASE`); None if ``path`` is not such a file."""
+    valgrind (PIEs at :data:`PIE_LOAD_BASE`); None if ``path`` is not such a file. An
+    ELF file shorter than its header is an InputError: nothing can run it."""
     try:
         data = Path(path).read_bytes()
     except OSError:
         return None
-    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1 or len(data) < 64:
+    if data[:4] == b"\x7fELF" and len(data) < (52 if data[4:5] == b"\x01" else 64):
+        raise InputError(f"{path}: truncated ELF file ({len(data)} bytes, shorter than its "
+                         "header)")
+    if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         return None
     e_type, _machine, _version, entry = struct.unpack_from("<HHIQ", data, 16)
     if e_type == 2:        # ET_EXEC: linked at its final address

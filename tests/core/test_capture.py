@@ -136,6 +136,20 @@ def test_cli_program_not_found_writes_nothing(tmp_path: Path,
     assert capsys.readouterr().err == f"hwloop: error: program is not executable: {text}\n"
 
 
+def test_cli_truncated_elf_is_one_line_exit_2(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "x.trace"
+    for size, head in ((4, b"\x7fELF"), (40, b"\x7fELF\x02\x01\x01")):
+        program = tmp_path / f"tiny{size}"
+        program.write_bytes(head.ljust(size, b"\0"))
+        program.chmod(0o755)
+        for skip in ("auto", "main"):
+            assert main(["trace", "capture", "-o", str(out), "--skip", skip, str(program)]) == 2
+            assert capsys.readouterr().err == (f"hwloop: error: {program}: truncated ELF file "
+                                               f"({size} bytes, shorter than its header)\n")
+    assert not out.exists()
+
+
 def test_cli_output_of_the_wrong_kind(touch: Path, tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     folder = tmp_path / "folder"
