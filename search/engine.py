@@ -398,7 +398,10 @@ def _dask_evaluate(evaluator: Evaluator, space: Any, key: str, point: dict[str, 
     worker holding it is lost.
     """
     name = f"{getattr(evaluator, '__module__', '')}.{getattr(evaluator, '__qualname__', '')}"
-    signature = (name, id(space), fidelity, seed, timeout)
+    # the space by what the evaluation reads of it, not by id(): a later sweep's space may
+    # get the address of a freed one, and its worker would evaluate the old space
+    signature = (name, space.hash, space.fidelity, tuple(w.path for w in space.workloads),
+                 fidelity, seed, timeout)
     thread = threading.get_ident()
     with _DASK_LOCK:  # one worker subprocess per Dask worker thread, for the latest sweep
         cached = _DASK_LOCAL.get(thread)

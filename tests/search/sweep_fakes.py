@@ -48,6 +48,12 @@ def fake_evaluate(space: Any, point: dict[str, Any], *, fidelity: str, seed: int
                       fidelity=fidelity, seed=seed)
 
 
+def space_evaluate(space: Any, point: dict[str, Any], *, fidelity: str, seed: int) -> dict:
+    """``fake_evaluate``, and the budgets of the space the worker was given."""
+    return {**fake_evaluate(space, point, fidelity=fidelity, seed=seed),
+            "budgets": dict(space.budgets)}
+
+
 def slow_evaluate(space: Any, point: dict[str, Any], *, fidelity: str, seed: int) -> dict:
     """A real-space point evaluated by a cheap synthetic formula, slowly (for kill -9 tests)."""
     time.sleep(float(os.environ.get("HWLOOP_FAKE_SLEEP", "0.3")))

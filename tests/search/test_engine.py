@@ -1,10 +1,16 @@
 import os
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
+from hwloop.search import engine as engine_module
 from hwloop.search.engine import LocalEngine
-from tests.search.sweep_fakes import fake_evaluate
+from hwloop.search.space import load_space
+from tests.search.sweep_fakes import fake_evaluate, space_evaluate
+
+TINY = Path(__file__).resolve().parents[2] / "constraints" / "tiny.toml"
 
 
 def _drain(engine, n, limit=60.0):
@@ -99,3 +105,18 @@ def test_a_worker_that_cannot_load_the_evaluator_fails_its_jobs_in_one_line(monk
         assert outcome.status == "failed"
         assert outcome.error.startswith("worker process could not start: Traceback")
         assert "No module named 'hwloop_ghost_module'" in outcome.error
+
+
+def test_a_dask_task_of_another_space_gets_a_fresh_worker_even_at_the_same_address():
+    space = load_space(TINY)
+    evaluate = engine_module._dask_evaluate
+    try:
+        first = evaluate(space_evaluate, space, "a", {"x": 1}, "model", 0, None)
+        space.budgets["area"] = 1.0  # another space where the first was (id() is the same)
+        second = evaluate(space_evaluate, space, "b", {"x": 1}, "model", 0, None)
+    finally:
+        cached = engine_module._DASK_LOCAL.pop(threading.get_ident(), None)
+        if cached is not None:
+            cached[1].close()
+    assert first["status"] == "done" and first["result"]["budgets"]["area"] == 1.0e9
+    assert second["status"] == "done" and second["result"]["budgets"]["area"] == 1.0
