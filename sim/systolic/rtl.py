@@ -169,8 +169,8 @@ class RtlSimulator:
         if self.workdir is not None:
             self.workdir.mkdir(parents=True, exist_ok=True)
             return self._run(self.workdir, jobs, step, out_shifts)
-        # kept if the run fails: its error names the log in it
-        with scratch("systolic", keep_on_error=True) as work:
+        # kept if the run fails (its error names the log in it) or holds the waves
+        with scratch("systolic", keep_on_error=True, keep=self.waves) as work:
             return self._run(work, jobs, step, out_shifts)
 
     def _run(self, work: Path, jobs: list[tuple[Gemm, Mapping, np.ndarray, np.ndarray]],

@@ -7,6 +7,7 @@ seed is printed and can be set with HWLOOP_SEED.
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import replace
 
 import numpy as np
@@ -276,6 +277,27 @@ def test_waves_fst(tmp_path):
     assert sim.waves_path is not None and sim.waves_path.suffix == ".fst"
     assert sim.waves_path.stat().st_size > 0
     assert run.extra["waves"] == str(sim.waves_path)
+
+
+@pytest.mark.parametrize("waves", [False, True])
+def test_waves_outlive_the_scratch_folder_of_a_run_without_workdir(tmp_path, monkeypatch,
+                                                                   waves):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    sim = RtlSimulator(SystolicParams(rows=2, cols=2), waves=waves)
+    sim._build_path = tmp_path / "build"  # nothing is built: the run itself is faked
+
+    def run(self, work, jobs, step, out_shifts):
+        (work / "dump.fst").write_bytes(b"FST")
+        self.waves_path = work / "dump.fst" if self.waves else None
+        return []
+
+    monkeypatch.setattr(RtlSimulator, "_run", run)
+    assert sim.run([]) == []
+    kept = list(tmp_path.glob("hwloop-systolic-*"))
+    if waves:  # the folder waves_path points into
+        assert kept == [sim.waves_path.parent] and sim.waves_path.read_bytes() == b"FST"
+    else:
+        assert kept == []
 
 
 @pytest.mark.rtl
