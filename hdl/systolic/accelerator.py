@@ -337,11 +337,14 @@ class SystolicAccelerator(wiring.Component):
         wl_row = Signal(range(max(R, 2)))
         # The prologue overlaps the first tile: PE row r needs its weight only when the first
         # A row reaches it, r cycles after the feed starts, so row r >= prologue_cycles loads
-        # in the tile's slot r - prologue_cycles (written just in time, as the switch passes).
-        # Those slots end before the tile's window opens at slot cols-1.
+        # in the tile's slot r - prologue_cycles (written just in time, as the switch passes);
+        # those slots end before the tile's window opens at slot cols-1. Not on a compute whose
+        # feed may stall (streaming, following): slot 0's A runs on through the skew while a
+        # later slot waits, so its prologue keeps ``rows`` cycles.
         prologue_cycles = prologue_length(p)
         pro_on = Signal()  # the prologue's rows that load in the first tile
         pro_row = Signal.like(wl_row)
+        pro_short = Signal()  # this compute's prologue overlaps its first tile
         wl_base = Signal(ADDR_BITS)  # weight rows of the next tile to preload
         if not os_flow:
             # bit 5: preload; bit 6: preload if this instruction's weight load (which writes
@@ -351,7 +354,8 @@ class SystolicAccelerator(wiring.Component):
             with m.If(start_compute):
                 m.d.sync += [wl_base.eq(fields["c_b_base"] + Mux(preloaded, R, 0)),
                              c_preload.eq(flags[5]), c_preload_loaded.eq(flags[6]),
-                             weights_ready.eq(0)]
+                             weights_ready.eq(0),
+                             pro_short.eq(~(flags[8] | flags[10]) if ahead else ~flags[8])]
             w_on = Signal()       # a window is past its first row
             w_row = Signal.like(wl_row)  # its next row
             w_cross = Signal()    # it preloads the next compute
@@ -404,10 +408,10 @@ class SystolicAccelerator(wiring.Component):
         # (a dispatch in the last cycle of the last tile starts the next compute instead)
         with m.If(feeding & ~holding & ~starving & ~start_compute):
             with m.If(prologue):
-                with m.If(slot == prologue_cycles - 1):
+                with m.If(Mux(pro_short, slot == prologue_cycles - 1, slot == R - 1)):
                     m.d.sync += [prologue.eq(0), slot.eq(0)]
                     if prologue_cycles < R:
-                        m.d.sync += [pro_on.eq(1), pro_row.eq(prologue_cycles)]
+                        m.d.sync += [pro_on.eq(pro_short), pro_row.eq(prologue_cycles)]
                 with m.Else():
                     m.d.sync += slot.eq(slot + 1)
             with m.Elif(slot + 1 == c_period):

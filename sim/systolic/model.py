@@ -12,7 +12,8 @@ feeder (array tiles back to back, ``P`` cycles apart):
         an instruction's first tile may not end less than ``rows`` cycles after the previous
         tile ended, so its feed may stall: stall = max(0, prev_last + rows - length - dispatch)
     ws: P = max(length, rows, cols, 2), after a weight prologue of ``prologue_length``
-        cycles (one unless cols < rows; the first tile's first slots load the rest; the next
+        cycles (one unless cols < rows; the first tile's first slots load the rest, just in
+        time: ``rows`` cycles on a streaming or following compute, whose feed may stall; the next
         tile's weights load in the ``rows`` cycles from slot cols-1 of the current tile, into
         the next tile, or the next compute, if it is short); P = max(length, rows + cols - 1, 2)
         on a streaming compute (its feed stalls would delay those loads);
@@ -104,15 +105,18 @@ def _drain_latency(params) -> int:
     return 2 * R + C if params.dataflow == "os" else R + C
 
 
-def _prologue(params, preloaded: bool) -> int:
-    """ws: cycles loading the first tile's weights before the first feed (the rest load in
-    the first tile's first slots: ``prologue_length``)."""
-    return 0 if params.dataflow == "os" or preloaded else prologue_length(params)
+def _prologue(params, instr: Instruction, preloaded: bool) -> int:
+    """ws: cycles loading the first tile's weights before the first feed: ``rows`` on a
+    compute whose feed may stall (streaming, following), else ``prologue_length`` (the rest
+    load in the first tile's first slots)."""
+    if params.dataflow == "os" or preloaded:
+        return 0
+    return params.rows if instr.stream or instr.follow else prologue_length(params)
 
 
 def feed_cycles(params, instr: Instruction, stall: int = 0, preloaded: bool = False) -> int:
     """Cycles from dispatch to the feeder's last busy cycle (the next dispatch's earliest)."""
-    feed = _prologue(params, preloaded) + stall \
+    feed = _prologue(params, instr, preloaded) + stall \
         + instr.compute.array_tiles * tile_period(params, instr)
     return max(feed, _drain_latency(params))
 
@@ -121,7 +125,7 @@ def last_feed_cycles(params, instr: Instruction, stall: int = 0,
                      preloaded: bool = False) -> int:
     """Cycles from dispatch to the feed of the last tile's last element."""
     c = instr.compute
-    return _prologue(params, preloaded) + stall \
+    return _prologue(params, instr, preloaded) + stall \
         + (c.array_tiles - 1) * tile_period(params, instr) + c.length
 
 
@@ -131,7 +135,7 @@ def drain_cycles(params, instr: Instruction, stall: int = 0, preloaded: bool = F
     last) is read for writing."""
     c = instr.compute
     last = c.array_tiles - 1 if tile is None else tile
-    return _prologue(params, preloaded) + stall + last * tile_period(params, instr) \
+    return _prologue(params, instr, preloaded) + stall + last * tile_period(params, instr) \
         + c.length + _drain_latency(params)
 
 
@@ -180,8 +184,8 @@ def stream_wait(params, instr: Instruction, dispatch: int, stall: int,
     """A streaming compute's wait for the rows its own loads write, on top of ``stall``, and
     (ws) the cycle its last tile's preload window opens. A row counts as written one cycle
     after its response. os: slot ``s`` of the single tile needs A and B row ``s``. ws: the
-    prologue's slot ``r`` weight row ``r``, tile 0's slot ``s`` the prologue's later weight row
-    ``prologue_length + s``; tile (k block) ``i``'s feed slot ``s`` A row
+    (whole, ``rows``-cycle) prologue's slot ``r`` weight row ``r``; tile (k block) ``i``'s feed
+    slot ``s`` A row
     ``i*length + s``, its window slot ``cols-1+r`` weight row ``(i+1)*rows + r`` (but the last
     tile's window, which loads the next compute's weights)."""
     schedule, _ = read_beats(params, instr, max(dispatch + 1, read_free))
@@ -196,8 +200,7 @@ def stream_wait(params, instr: Instruction, dispatch: int, stall: int,
             t = max(t + 1, seen["a"][s], seen["b"][s])
         return t - (dispatch + stall + L), None
     period, tiles, window = tile_period(params, instr), c.array_tiles, None
-    first = prologue_length(params)
-    for r in range(first):
+    for r in range(R):
         t = max(t + 1, seen["b"][r])
     for i in range(tiles):
         last = i == tiles - 1
@@ -205,14 +208,12 @@ def stream_wait(params, instr: Instruction, dispatch: int, stall: int,
             need = t + 1
             if slot < L:
                 need = max(need, seen["a"][i * L + slot])
-            if i == 0 and slot < R - first:  # the prologue's later rows
-                need = max(need, seen["b"][first + slot])
             if not last and C - 1 <= slot < C - 1 + R:
                 need = max(need, seen["b"][(i + 1) * R + slot - (C - 1)])
             t = need
             if last and slot == C - 1:
                 window = t
-    return t - (dispatch + stall + first + tiles * period), window
+    return t - (dispatch + stall + R + tiles * period), window
 
 
 def follow_wait(params, instr: Instruction, dispatch: int, stall: int, preloaded: bool,
@@ -229,7 +230,7 @@ def follow_wait(params, instr: Instruction, dispatch: int, stall: int, preloaded
     together, so only each beat's first row can be the latest: one step per beat."""
     c = instr.compute
     L = c.length
-    start = dispatch + stall + _prologue(params, preloaded)
+    start = dispatch + stall + _prologue(params, instr, preloaded)
     os_flow = params.dataflow == "os"
     period, tiles = (L, 1) if os_flow else (tile_period(params, instr), c.array_tiles)
     needed = tiles * L
@@ -328,7 +329,7 @@ def preloads_next(params, instr: Instruction, dispatch: int, loads_done: int,
     if not instr.preload_next_when_loaded or instr.load_b is None:
         return False
     if window is None:
-        window = dispatch + 1 + _prologue(params, preloaded) \
+        window = dispatch + 1 + _prologue(params, instr, preloaded) \
             + (c.array_tiles - 1) * tile_period(params, instr) + params.cols - 1
     return loads_done + 1 <= window
 

@@ -476,3 +476,23 @@ def test_the_ws_prologue_overlaps_the_first_tile():
             for r, c in ((1, 1), (4, 4), (2, 5), (3, 2), (8, 4), (16, 16))] == [1, 1, 1, 2, 5, 1]
     instr = Instruction(compute=Compute(outer=1, inner=1, length=40))
     assert feed_cycles(replace(WS, rows=8, cols=8), instr) == 1 + 40
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("params,gemm,mapping", [
+    (SystolicParams(rows=6, cols=5, dataflow="ws", in_bits=4, acc_bits=16, ifmap_kib=4,
+                    weight_kib=4, acc_kib=4, bus_bytes=4, mem_latency=21),
+     Gemm(m=33, n=6, k=9), Mapping(tile_m=29, tile_n=10, tile_k=12, order="nmk")),
+    (SystolicParams(rows=4, cols=5, dataflow="ws", in_bits=8, acc_bits=16, ifmap_kib=4,
+                    weight_kib=4, acc_kib=4, bus_bytes=1, mem_latency=38),
+     Gemm(m=10, n=20, k=27), Mapping(tile_m=10, tile_n=10, tile_k=8, order="mnk")),
+], ids=["6x5", "4x5"])
+def test_a_streaming_ws_compute_keeps_its_whole_prologue(params, gemm, mapping, tmp_path):
+    """A streaming compute's first tile waits for its A rows while slot 0's A runs on through
+    the skew, so weights loaded in its slots would come too late: its prologue keeps ``rows``
+    cycles (random designs found both; the overlapped prologue gave wrong sums)."""
+    print(f"HWLOOP_SEED={SEED}")
+    fitted = mapping.fit_to(params, gemm)
+    assert any(i.stream for i in build_program(params, gemm, fitted).instructions)
+    a, b = random_operands(gemm, in_bits=params.in_bits, rng=np.random.default_rng(SEED))
+    _run_exact(params, [(gemm, mapping, a, b)], tmp_path)
