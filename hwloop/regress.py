@@ -147,6 +147,9 @@ def run_regress(*, level: str = "quick", generators: list[str] | None = None, se
     if max_configs is not None and max_configs < 1:
         raise ParameterError(f"max-configs must be a positive integer, not {max_configs}")
     check_seed(seed)
+    # absolute: the simulators run in folders of their own and find their job files by the
+    # paths they are given
+    root = None if workdir is None else Path(workdir).resolve()
     names = list(generators) if generators else list(REGISTRY)
     if config is not None and len(names) != 1:
         raise ParameterError("--config needs exactly one --generator")
@@ -174,7 +177,7 @@ def run_regress(*, level: str = "quick", generators: list[str] | None = None, se
     with concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(cases))) as pool:
         futures = {
             pool.submit(_run_case, module_name, cfg, case_seed, waves,
-                        None if workdir is None else str(Path(workdir) / f"{name}-{index:03d}"),
+                        None if root is None else str(root / f"{name}-{index:03d}"),
                         f"regress-{name}-{index:03d}"): (name, index, cfg, case_seed)
             for name, module_name, index, cfg, case_seed in cases
         }

@@ -200,8 +200,10 @@ def run_player(config: CacheConfig, trace: np.ndarray, *,
     """Co-simulate ``trace`` through the RTL; returns its counters and per-access log."""
     build = build_player(config, prefetch=prefetch, waves=waves, chunk=chunk)
     if workdir is not None:
-        Path(workdir).mkdir(parents=True, exist_ok=True)
-        return _play(build, config, trace, Path(workdir), prefetch=prefetch, gaps=gaps,
+        # absolute: the simulator runs in it and finds its job file by the path it is given
+        work = Path(workdir).resolve()
+        work.mkdir(parents=True, exist_ok=True)
+        return _play(build, config, trace, work, prefetch=prefetch, gaps=gaps,
                      mode=mode, waves=waves, chunk=chunk, timeout_s=timeout_s)
     with scratch("cache", keep_on_error=True, keep=waves) as work:
         return _play(build, config, trace, work, prefetch=prefetch, gaps=gaps, mode=mode,

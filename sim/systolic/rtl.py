@@ -84,7 +84,8 @@ class RtlSimulator:
                  workdir: Path | None = None):
         self.params = params
         self.waves = waves
-        self.workdir = Path(workdir) if workdir is not None else None
+        # absolute: the simulator runs in it and finds its job files by the paths it is given
+        self.workdir = Path(workdir).resolve() if workdir is not None else None
         self._build_path: Path | None = None
         self.waves_path: Path | None = None
         #: wall seconds of the last run's simulator process (start-up, all jobs, shutdown)

@@ -1,6 +1,7 @@
 import json
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -31,17 +32,39 @@ def run_config(config, *, seed, waves, workdir):
     return {"passed": True, "detail": "ok", "cycles": 1, "model_cycles": 1}
 '''
 
+# a generator that runs its simulator as the real ones do: in the work folder, with the path
+# of its job file in the environment
+SIM = '''
+import os
+import subprocess
+import sys
+
+
+def sample_configs(rng, level):
+    return [{"i": 0}]
+
+
+def run_config(config, *, seed, waves, workdir):
+    (workdir / "job.json").write_text("{}")
+    code = "import os; open(os.environ['JOB']).read()"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True,
+                          env={**os.environ, "JOB": str(workdir / "job.json")}, text=True)
+    return {"passed": proc.returncode == 0, "detail": proc.stderr.strip()[-200:]}
+'''
+
 
 @pytest.fixture
 def fake_generators(tmp_path, monkeypatch):
     (tmp_path / "fake_regress_mod.py").write_text(FAKE)
     (tmp_path / "good_regress_mod.py").write_text(GOOD)
+    (tmp_path / "sim_regress_mod.py").write_text(SIM)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(regress.REGISTRY, "fake", "fake_regress_mod")
     monkeypatch.setitem(regress.REGISTRY, "good", "good_regress_mod")
+    monkeypatch.setitem(regress.REGISTRY, "sim", "sim_regress_mod")
     monkeypatch.setitem(regress.REGISTRY, "missing", "no_such_regress_module_xyz")
     yield
-    for name in ("fake_regress_mod", "good_regress_mod"):
+    for name in ("fake_regress_mod", "good_regress_mod", "sim_regress_mod"):
         sys.modules.pop(name, None)
 
 
@@ -56,6 +79,20 @@ def test_failures_are_reported_with_seed_config_and_waves(fake_generators, tmp_p
     assert "FAILED fake #2" in out and "RuntimeError: simulator crashed" in out
     assert "waves: " + str(tmp_path / "runs" / "fake-001" / "dump.fst") in out
     assert '"i": 1' in out  # the configuration is printed
+
+
+def test_a_relative_workdir_is_resolved_before_the_simulators_run(fake_generators, tmp_path,
+                                                                   monkeypatch, capsys):
+    """The simulators run in their work folders: a job path relative to the caller's folder
+    would not be found there (every configuration failed with a relative --workdir)."""
+    monkeypatch.chdir(tmp_path)
+    code = main(["regress", "--generator", "sim", "--workdir", "runs"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "1 passed, 0 failed" in out
+    assert (tmp_path / "runs" / "sim-000" / "job.json").is_file()
+    report = regress.run_regress(generators=["fake"], seed=7, jobs=1, workdir=Path("rel"))
+    assert report.results[1].workdir == str(tmp_path / "rel" / "fake-001")
 
 
 @pytest.mark.parametrize("waves", [False, True])
@@ -155,3 +192,19 @@ def test_quick_systolic_matrix_passes(tmp_path):
         capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "3 passed, 0 failed" in proc.stdout
+
+
+@pytest.mark.rtl
+@pytest.mark.xdist_group("regress_cache")
+def test_cache_and_prefetcher_matrices_with_a_relative_workdir(tmp_path):
+    """The cache player finds its job file by an absolute path (a relative --workdir made
+    every configuration fail with "produced no result")."""
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "hwloop", "regress", "--quick", "--generator", "cache",
+         "--generator", "prefetcher", "--max-configs", "1", "--jobs", "2",
+         "--workdir", "runs"], cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 passed, 0 failed" in proc.stdout
+    assert (tmp_path / "runs" / "cache-000" / "sim" / "rtl.npz").is_file()

@@ -89,6 +89,18 @@ def test_rtl_comparison_detects_a_difference(tmp_path):
     assert compare(simulate(other, trace), rtl.result) is not None
 
 
+@pytest.mark.xdist_group("cache-lru-none")
+def test_a_relative_workdir(tmp_path, monkeypatch):
+    """The simulator runs in its work folder and finds its job file by the path it is given:
+    a path relative to the caller's folder was not found there ("produced no result")."""
+    monkeypatch.chdir(tmp_path)
+    trace = adversarial(2_000, seed=SEED, sets=16, line_bytes=16)
+    config = CacheConfig(sets=16, ways=4, line_bytes=16, addr_bits=32, policy="lru")
+    model, rtl, diff = check(config, trace, workdir=Path("rel"))
+    assert diff is None and rtl.result.accesses == 2_000
+    assert (tmp_path / "rel" / "rtl.npz").is_file()
+
+
 @pytest.mark.xdist_group("cache-srrip-nextline")
 def test_rtl_on_a_captured_trace(tmp_path):
     """A real program's trace: traces/ (`make traces`), else capture the sort recipe now."""

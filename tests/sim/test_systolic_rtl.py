@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,6 +71,22 @@ def _check_design(params: SystolicParams, tmp_path, count: int = 6) -> None:
 def test_os_2x3_int8(tmp_path):
     _check_design(SystolicParams(rows=2, cols=3, dataflow="os", in_bits=8, acc_bits=32,
                                  ifmap_kib=4, weight_kib=4, acc_kib=4, mem_latency=3), tmp_path)
+
+
+@pytest.mark.rtl
+@pytest.mark.xdist_group("systolic_os_2x3")
+def test_a_relative_workdir(tmp_path, monkeypatch):
+    """The simulator runs in its work folder and finds its job file by the path it is given:
+    a path relative to the caller's folder was not found there."""
+    monkeypatch.chdir(tmp_path)
+    params = SystolicParams(rows=2, cols=3, dataflow="os", in_bits=8, acc_bits=32, ifmap_kib=4,
+                            weight_kib=4, acc_kib=4, mem_latency=3)
+    gemm = Gemm(m=3, n=5, k=7)
+    a, b = random_operands(gemm, in_bits=params.in_bits, rng=np.random.default_rng(SEED))
+    sim = RtlSimulator(params, workdir=Path("rel"))
+    run = sim.run([(gemm, default_mapping(params, gemm), a, b)])[0]
+    assert np.array_equal(run.c, gemm_golden(a, b, acc_bits=params.acc_bits)), SEED
+    assert (tmp_path / "rel" / "jobs.json").is_file()
 
 
 _SPLIT_DESIGNS = {  # the "-ahead" variants run them with read_ahead
