@@ -135,6 +135,20 @@ def _run_case(module_name: str, config: dict[str, Any], seed: int, waves: bool,
     return out
 
 
+def _check_workdir(workdir: Path) -> Path:
+    """``workdir`` made absolute (the simulators run in folders of their own and find their
+    job files by the paths they are given); a ParameterError if it or a folder above it is
+    not a folder, which would otherwise fail every configuration as if the generator had."""
+    for folder in (workdir, *workdir.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                where = "" if folder == workdir else f" {folder}"
+                what = "a file, not a folder" if folder.is_file() else "not a folder"
+                raise ParameterError(f"--workdir {workdir}:{where} is {what}")
+            break
+    return workdir.resolve()
+
+
 def run_regress(*, level: str = "quick", generators: list[str] | None = None, seed: int = 0,
                 waves: bool = False, jobs: int = 2, max_configs: int | None = None,
                 config: dict[str, Any] | None = None, workdir: Path | None = None,
@@ -147,9 +161,7 @@ def run_regress(*, level: str = "quick", generators: list[str] | None = None, se
     if max_configs is not None and max_configs < 1:
         raise ParameterError(f"max-configs must be a positive integer, not {max_configs}")
     check_seed(seed)
-    # absolute: the simulators run in folders of their own and find their job files by the
-    # paths they are given
-    root = None if workdir is None else Path(workdir).resolve()
+    root = None if workdir is None else _check_workdir(Path(workdir))
     names = list(generators) if generators else list(REGISTRY)
     if config is not None and len(names) != 1:
         raise ParameterError("--config needs exactly one --generator")
