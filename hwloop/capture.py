@@ -37,6 +37,7 @@ PIE_LOAD_BASE = 0x108000
 READ_BLOCK = 1 << 17          # bytes of lackey text parsed at a time (small: cache-friendly)
 PIPE_BYTES = 1 << 20          # pipe buffer, so valgrind rarely waits for the parser
 FILTER_BLOCK = 1 << 18        # raw accesses filtered through the L1 model at a time
+STDERR_FD = 2                 # the process's stderr (sys.stderr may be no file)
 
 
 @dataclass
@@ -172,9 +173,13 @@ def start_address(program: str, anchor: str | None) -> int | None:
 
 def capture(program: str, args: list[str], output: str | Path, *, skip: str = "auto",
             max_accesses: int | None = None, l1: L1Filter | None = None,
-            show_output: bool = False, read_block: int = READ_BLOCK,
-            filter_block: int = FILTER_BLOCK) -> CaptureStats:
+            show_output: bool = False, output_to_stderr: bool = False,
+            read_block: int = READ_BLOCK, filter_block: int = FILTER_BLOCK) -> CaptureStats:
     """Run ``program args`` under lackey and write its (filtered) data accesses to ``output``.
+
+    ``show_output`` lets the program's stdout and stderr through (else they are discarded);
+    ``output_to_stderr`` sends both to our stderr, so that our stdout holds only our report
+    (``--json``).
 
     Raises InputError if the program does not exist, ToolchainError if valgrind is missing,
     TraceError if nothing was captured. ``output`` is written only on success.
@@ -200,7 +205,8 @@ def capture(program: str, args: list[str], output: str | Path, *, skip: str = "a
     try:
         proc = subprocess.Popen(
             command, pass_fds=(write_fd,), stdin=subprocess.DEVNULL,
-            stdout=None if show_output else subprocess.DEVNULL,
+            stdout=(subprocess.DEVNULL if not show_output
+                    else STDERR_FD if output_to_stderr else None),
             stderr=None if show_output else stderr_log, start_new_session=True)
     except BaseException:
         os.close(read_fd)

@@ -46,7 +46,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                      help="stop the program once N accesses are written (after --l1)")
     _add_l1(cap)
     cap.add_argument("--show-output", action="store_true",
-                     help="let the program's stdout/stderr through (default: discarded)")
+                     help="let the program's stdout/stderr through (default: discarded); "
+                          "with --json both go to stderr")
     cap.add_argument("--json", action="store_true", help="print the capture statistics as JSON")
     cap.add_argument("program", metavar="PROGRAM", help="program to run (after --)")
     cap.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
@@ -121,7 +122,7 @@ def run_capture(args: argparse.Namespace) -> int:
         program_args = program_args[1:]
     stats = capture(args.program, program_args, args.output, skip=args.skip,
                     max_accesses=args.max, l1=_l1_filter(args.l1),
-                    show_output=args.show_output)
+                    show_output=args.show_output, output_to_stderr=args.json)
     if args.json:
         print(json.dumps(stats.as_dict(), indent=2))
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -188,6 +189,26 @@ def test_cli_capture_with_options(touch: Path, tmp_path: Path,
                                        "main+N or entry+N, not 'begin'\n")
     assert main(["trace", "capture", "-o", str(out), "--max", "0", "--", str(touch)]) == 2
     assert "--max must be a positive number of accesses, not 0" in capsys.readouterr().err
+
+
+def test_cli_show_output_with_json_keeps_stdout_json(tmp_path: Path,
+                                                     capfd: pytest.CaptureFixture[str]) -> None:
+    """The program's output goes to stderr: stdout is the JSON alone (it came first)."""
+    (tmp_path / "hello.c").write_text(
+        '#include <stdio.h>\nint main(void) { puts("499500"); fputs("note\\n", stderr); '
+        'return 0; }\n')
+    subprocess.run(["gcc", "-O1", "-o", str(tmp_path / "hello"), str(tmp_path / "hello.c")],
+                   check=True)
+    out_trace = str(tmp_path / "h.trace")
+    assert main(["trace", "capture", "-o", out_trace, "--show-output", "--json", "--",
+                 str(tmp_path / "hello")]) == 0
+    out, err = capfd.readouterr()
+    assert json.loads(out)["output"] == out_trace
+    assert "499500\n" in err and "note\n" in err
+    assert main(["trace", "capture", "-o", out_trace, "--show-output", "--",
+                 str(tmp_path / "hello")]) == 0
+    out, err = capfd.readouterr()
+    assert out.startswith("499500\nwrote ") and "note\n" in err
 
 
 def test_cli_recipes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
