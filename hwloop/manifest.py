@@ -92,28 +92,49 @@ def fusesoc_core(*, generator: str, name: str, description: str) -> str:
 MANIFEST = "manifest.json"
 
 
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """``a`` and ``b`` name one file (through links, ``..``, or a hard link): writing the
+    output ``a`` would replace the input ``b``."""
+    a, b = Path(a), Path(b)
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): compare the names
+        return a.resolve() == b.resolve()
+
+
+def has_manifest(folder: Path) -> bool:
+    """``folder`` is an earlier output of ``hwloop generate``."""
+    return (folder / MANIFEST).is_file()
+
+
 def write_folder_atomically(out: Path, fill: Callable[[Path], None], *,
-                            overwrite: bool = True) -> None:
+                            overwrite: bool = True,
+                            is_earlier_output: Callable[[Path], bool] = has_manifest,
+                            kind: str = f"an hwloop output folder (no {MANIFEST})") -> None:
     """Make ``out`` by ``fill(tmp)`` on a temporary sibling folder, then rename it into place.
 
     If ``fill`` raises, ``out`` is untouched (an existing folder stays as it was). An existing
-    folder is replaced only if it is empty or an earlier output (it has a ``manifest.json``):
-    replacing means deleting, and ``-o`` may name a folder of the user's by mistake.
+    folder is replaced only if it is empty or an earlier output (``is_earlier_output``; ``kind``
+    names such a folder in the error): replacing means deleting, and ``-o`` may name a folder
+    of the user's by mistake.
     """
     out = Path(out)
     resolved = out.resolve()
     parent = resolved.parent
     if out.exists() and not out.is_dir():
         raise InputError(f"output {str(out)!r} exists and is not a folder")
+    for above in out.parents:  # else mkdir says "File exists" of a file it would not replace
+        if above.exists() and not above.is_dir():
+            raise InputError(f"output {str(out)!r}: {str(above)!r} is a file, not a folder")
     if out.exists():
         if not overwrite:
             raise InputError(f"output folder {str(out)!r} already exists")
         if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
             raise InputError(f"output folder {str(out)!r} is the current folder or holds it: "
                              "name a folder for the output alone")
-        if any(resolved.iterdir()) and not (resolved / MANIFEST).is_file():
-            raise InputError(f"output folder {str(out)!r} exists and is not an hwloop output "
-                             f"folder (no {MANIFEST}): it would be replaced as a whole")
+        if any(resolved.iterdir()) and not is_earlier_output(resolved):
+            raise InputError(f"output folder {str(out)!r} exists and is not {kind}: it would "
+                             f"be replaced as a whole")
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

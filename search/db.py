@@ -33,6 +33,10 @@ STATUSES = ("ok", "infeasible", "failed", "timeout")
 #: Statuses of rows a later evaluation may replace (``hwloop sweep --retry-failed``).
 RETRIED_STATUSES = ("failed", "timeout")
 
+#: The columns every flat record (``hwloop db export``) starts with, even with no rows.
+FLAT_COLUMNS = ("id", "method", "fidelity", "status", "feasible", "infeasible_kind", "objective",
+                "params_hash", "seed", "wall_s", "finished_at", "log_path", "error")
+
 _COLUMNS = ("space_name", "space_hash", "method", "params", "params_hash", "fidelity", "status",
             "feasible", "infeasible_kind", "objective", "metrics", "result", "error", "log_path",
             "wall_s", "queued_s", "started_at", "finished_at", "tool_versions", "hwloop_version",
@@ -135,16 +139,58 @@ class Row:
     tool_versions: dict[str, str]
 
     @classmethod
-    def from_sql(cls, row: sqlite3.Row) -> Row:
+    def from_sql(cls, row: sqlite3.Row, *, source: str | Path = "results DB") -> Row:
+        """Decode a stored row; a damaged one (edited by hand, written by a buggy tool) is a
+        one-line :class:`InputError` naming ``source`` (the DB) and the row."""
+        where = f"{source}: evaluation {row['id']}"
+        metrics = _json_object(row, "metrics", where)
+        for key, value in metrics.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InputError(f"{where}: metrics.{key} is not a number: {value!r}")
+        objective = row["objective"]
+        if objective is not None and not isinstance(objective, int | float):
+            raise InputError(f"{where}: objective is not a number: {objective!r}")
         return cls(
-            id=row["id"], method=row["method"], params=json.loads(row["params"]),
+            id=row["id"], method=row["method"], params=_json_object(row, "params", where),
             params_hash=row["params_hash"], fidelity=row["fidelity"], status=row["status"],
             feasible=bool(row["feasible"]), infeasible_kind=row["infeasible_kind"],
-            objective=row["objective"], metrics=json.loads(row["metrics"]),
-            result=json.loads(row["result"]), error=row["error"], log_path=row["log_path"],
-            wall_s=row["wall_s"], finished_at=row["finished_at"], seed=row["seed"],
-            tool_versions=json.loads(row["tool_versions"]),
+            objective=objective, metrics=metrics, result=_json_object(row, "result", where),
+            error=row["error"], log_path=row["log_path"], wall_s=row["wall_s"],
+            finished_at=row["finished_at"], seed=row["seed"],
+            tool_versions=_json_object(row, "tool_versions", where),
         )
+
+
+def _json_object(row: sqlite3.Row, column: str, where: str) -> dict[str, Any]:
+    try:
+        value = json.loads(row[column])
+    except (TypeError, ValueError):  # NULL, bytes that are not UTF-8, not JSON
+        raise InputError(f"{where}: {column} is not JSON") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: {column} is not a JSON object: {row[column][:40]!r}")
+    return value
+
+
+def _check_meta(path: Path, meta: Mapping[str, str]) -> None:
+    """A DB whose ``meta`` this hwloop can trust: its schema, and the space it belongs to."""
+    damaged = f"{path}: damaged results database"
+    if not meta:
+        raise InputError(f"{damaged}: its meta table is empty")
+    version = meta.get("schema_version")
+    if version is None:
+        raise InputError(f"{damaged}: its meta table has no schema_version")
+    try:
+        number = int(version)
+    except ValueError:
+        raise InputError(f"{damaged}: schema_version {version!r} is not a number") from None
+    if number > SCHEMA_VERSION:
+        raise InputError(f"{path}: written by a newer hwloop (schema {number}; this hwloop reads "
+                         f"schema {SCHEMA_VERSION}): upgrade hwloop to use it")
+    if number < 1:
+        raise InputError(f"{damaged}: schema_version {version!r} is not a version")
+    for key in ("space_name", "space_hash"):
+        if not meta.get(key):
+            raise InputError(f"{damaged}: its meta table has no {key}")
 
 
 @dataclass(frozen=True)
@@ -194,6 +240,10 @@ class ResultsDB:
         path = Path(path)
         if not path.exists() and not path.parent.exists():
             raise InputError(f"{path}: folder {path.parent} does not exist")
+        if path.is_dir():
+            raise InputError(f"{path}: is a folder, not a results database")
+        if not path.parent.is_dir():
+            raise InputError(f"{path}: {path.parent} is a file, not a folder")
         new = not path.exists() or path.stat().st_size == 0
         try:
             db = cls._connect(path)
@@ -228,6 +278,11 @@ class ResultsDB:
             raise InputError(f"{path}: not a hwloop results database (no hwloop tables)")
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         db.execute("ROLLBACK")
+        try:
+            _check_meta(path, meta)  # before any write: a sweep must not append to such a DB
+        except InputError:
+            db.close()
+            raise
         if meta.get("space_hash") != space_hash:
             db.close()
             if meta.get("space_name") == space_name:  # the same file, edited
@@ -249,7 +304,15 @@ class ResultsDB:
         path = Path(path)
         if not path.exists():
             raise InputError(f"{path}: no such results database")
-        return cls(path, cls._check_is_db(path))
+        if path.is_dir():
+            raise InputError(f"{path}: is a folder, not a results database")
+        db = cls._check_is_db(path)
+        try:
+            _check_meta(path, dict(db.execute("SELECT key, value FROM meta").fetchall()))
+        except InputError:
+            db.close()
+            raise
+        return cls(path, db)
 
     @staticmethod
     def _enable_wal(db: sqlite3.Connection) -> None:
@@ -328,7 +391,7 @@ class ResultsDB:
         row = self._db.execute(
             "SELECT * FROM evaluations WHERE params_hash = ? AND fidelity = ?",
             (params_hash_, fidelity)).fetchone()
-        return Row.from_sql(row) if row is not None else None
+        return Row.from_sql(row, source=self.path) if row is not None else None
 
     def record(
         self,
@@ -380,7 +443,7 @@ class ResultsDB:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return Row.from_sql(stored)
+        return Row.from_sql(stored, source=self.path)
 
     def reuse(self, sweep: Sweep, row: Row) -> None:
         """Tell ``sweep`` an already stored row (no evaluation was run): one commit."""
@@ -402,7 +465,7 @@ class ResultsDB:
     def trials(self, sweep: Sweep | int) -> list[Row]:
         """The rows told to a sweep, in the order they were told."""
         sweep_id = sweep.id if isinstance(sweep, Sweep) else sweep
-        return [Row.from_sql(r) for r in self._db.execute(
+        return [Row.from_sql(r, source=self.path) for r in self._db.execute(
             "SELECT e.* FROM trials t JOIN evaluations e ON e.id = t.evaluation_id "
             "WHERE t.sweep_id = ? ORDER BY t.seq", (sweep_id,))]
 
@@ -412,23 +475,24 @@ class ResultsDB:
         else:
             cursor = self._db.execute(
                 "SELECT * FROM evaluations WHERE fidelity = ? ORDER BY id", (fidelity,))
-        return [Row.from_sql(r) for r in cursor]
+        return [Row.from_sql(r, source=self.path) for r in cursor]
 
     def iter_flat(self) -> Iterator[dict[str, Any]]:
-        """Every evaluation as one flat record (parameters and metrics as columns)."""
+        """Every evaluation as one flat record: the :data:`FLAT_COLUMNS`, then parameters and
+        metrics as ``param.*`` and ``metric.*`` columns."""
         for row in self.rows():
-            record: dict[str, Any] = {
-                "id": row.id, "method": row.method, "fidelity": row.fidelity,
-                "status": row.status, "feasible": row.feasible,
-                "infeasible_kind": row.infeasible_kind, "objective": row.objective,
-                "params_hash": row.params_hash, "seed": row.seed, "wall_s": row.wall_s,
-                "finished_at": row.finished_at, "log_path": row.log_path, "error": row.error,
-            }
+            record: dict[str, Any] = {name: getattr(row, name) for name in FLAT_COLUMNS}
             for key, value in row.params.items():
                 record[f"param.{key}"] = value
             for key, value in row.metrics.items():
                 record[f"metric.{key}"] = value
             yield record
+
+    def feasible_counts(self) -> dict[str, tuple[int, int]]:
+        """Per fidelity: (rows, feasible rows that compete for the best design)."""
+        return {r[0]: (r[1], r[2]) for r in self._db.execute(
+            "SELECT fidelity, COUNT(*), SUM(feasible = 1 AND status = 'ok' "
+            "AND objective IS NOT NULL) FROM evaluations GROUP BY fidelity ORDER BY fidelity")}
 
     def best(self, *, fidelity: str | None = None) -> Row | None:
         """The feasible row with the lowest objective (ties: the earliest)."""
@@ -439,4 +503,4 @@ class ResultsDB:
             query += " AND fidelity = ?"
             args = (fidelity,)
         row = self._db.execute(query + " ORDER BY objective, id LIMIT 1", args).fetchone()
-        return Row.from_sql(row) if row is not None else None
+        return Row.from_sql(row, source=self.path) if row is not None else None

@@ -1,7 +1,8 @@
 """Reports of a results DB: Pareto fronts, convergence per method, the best designs (HTML).
 
-Also the flat export (CSV / Parquet) behind ``hwloop db export``. Every file is written to a
-temporary name first and renamed into place, so an interrupted report leaves no half files.
+Also the flat export (CSV / Parquet) behind ``hwloop db export``. Every output is written under
+a temporary name first and renamed into place (a report as a whole folder), so an interrupted
+report leaves no half files; no output replaces its input or a folder of the user's.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ import html
 import json
 import math
 import os
-import shutil
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from hwloop.errors import InputError
-from hwloop.paths import mkdtemp, mkstemp
-from hwloop.search.db import ResultsDB, Row
+from hwloop.manifest import same_file, write_folder_atomically
+from hwloop.paths import mkstemp
+from hwloop.search.db import FLAT_COLUMNS, ResultsDB, Row
 
 METHOD_COLORS = {"random": "#7f7f7f", "bo": "#1f77b4", "cbo": "#d62728", "apollo": "#2ca02c",
                  "optuna-tpe": "#9467bd"}
@@ -26,8 +27,19 @@ METHOD_COLORS = {"random": "#7f7f7f", "bo": "#1f77b4", "cbo": "#d62728", "apollo
 
 # -- export -------------------------------------------------------------------------------
 
+# Parquet types of the fixed columns: the same with or without rows (a column that is None in
+# every row would otherwise be of type null).
+_ARROW_TYPES = {"id": "int64", "method": "string", "fidelity": "string", "status": "string",
+                "feasible": "bool", "infeasible_kind": "string", "objective": "float64",
+                "params_hash": "string", "seed": "int64", "wall_s": "float64",
+                "finished_at": "float64", "log_path": "string", "error": "string"}
+
+
 def export_rows(db_path: str | Path, output: str | Path, *, fmt: str) -> int:
-    """Write every evaluation as one flat record (``param.*``, ``metric.*`` columns)."""
+    """Write every evaluation as one flat record (``param.*``, ``metric.*`` columns).
+
+    A DB with no evaluations gives the fixed columns and no rows (a CSV header line), so that
+    a script reading the export needs no special case."""
     output = Path(output)
     if fmt not in ("csv", "parquet"):
         raise InputError(f"--format must be csv or parquet, not {fmt!r}")
@@ -35,9 +47,16 @@ def export_rows(db_path: str | Path, output: str | Path, *, fmt: str) -> int:
         raise InputError(f"-o {output}: folder {output.parent} does not exist")
     if output.is_dir():
         raise InputError(f"-o {output}: is a folder, not a file name")
+    db_path = Path(db_path)
+    # the DB and its WAL sidecars: replacing one of them loses the results
+    for suffix in ("", "-wal", "-shm"):
+        if same_file(output, db_path.with_name(db_path.name + suffix)):
+            what = "the results DB" if not suffix else f"the {suffix[1:]} file of the results DB"
+            raise InputError(f"-o {output}: is {what} it reads (--db {db_path}); "
+                             f"name another file")
     with ResultsDB.open_existing(db_path) as db:
         records = list(db.iter_flat())
-    columns: list[str] = []
+    columns = list(FLAT_COLUMNS)
     for record in records:
         columns += [k for k in record if k not in columns]
     fd, tmp_name = mkstemp(prefix=f".{output.name}.", dir=output.parent)
@@ -53,7 +72,8 @@ def export_rows(db_path: str | Path, output: str | Path, *, fmt: str) -> int:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in records])
+            table = pa.table({c: pa.array([r.get(c) for r in records], type=_ARROW_TYPES.get(c))
+                              for c in columns})
             pq.write_table(table, tmp)
         os.replace(tmp, output)
     except BaseException:
@@ -188,14 +208,34 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _last_line(text: str | None) -> str:
+def _reason(text: str | None) -> str:
+    """What failed, in one line: of a traceback, the ``Type: message`` line after its last
+    frame (its last line may be the tail of a multi-line message); else the first line."""
     lines = (text or "").strip().splitlines()
-    return lines[-1] if lines else ""
+    frames = [i for i, line in enumerate(lines) if line.startswith("  File ")]
+    i = frames[-1] + 1 if frames else int(bool(lines) and lines[0].startswith("Traceback"))
+    while frames and i < len(lines) and lines[i].startswith("    "):  # the frame's source
+        i += 1
+    return lines[i] if i < len(lines) else (lines[-1] if lines else "")
 
 
 _CSS = """body{font-family:sans-serif;margin:2em;max-width:1200px}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}
 th{background:#eee}img{max-width:100%;border:1px solid #ddd;margin:.5em 0}"""
+
+
+#: What a report folder holds (it is replaced as a whole by the next report).
+REPORT_FILES = ("index.html", "pareto.png", "convergence.png", "best.csv")
+_REPORT_TITLE = b"<title>hwloop sweep report"
+
+
+def is_report(folder: Path) -> bool:
+    """``folder`` is an earlier report: its files, and an index.html that write_report made."""
+    names = {p.name for p in folder.iterdir()}
+    if not names <= set(REPORT_FILES) or "index.html" not in names:
+        return False
+    with open(folder / "index.html", "rb") as handle:
+        return _REPORT_TITLE in handle.read(4096)
 
 
 def write_report(db_path: str | Path, out_dir: str | Path, *, top: int = 10) -> Path:
@@ -214,13 +254,12 @@ def write_report(db_path: str | Path, out_dir: str | Path, *, top: int = 10) -> 
     for parent in out_dir.parents:
         if parent.exists() and not parent.is_dir():
             raise InputError(f"-o {out_dir}: {parent} exists and is not a folder")
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # no permission
-        raise InputError(f"-o {out_dir}: cannot create {out_dir.parent}: "
-                         f"{exc.strerror or exc}") from None
-    staging = mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent)
-    try:
+    # checked before the plots are made; write_folder_atomically checks again as it replaces
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not is_report(out_dir):
+        raise InputError(f"-o {out_dir}: exists and is not an earlier report (it would be "
+                         f"replaced as a whole); name a new or empty folder")
+
+    def fill(staging: Path) -> None:
         _plot_pareto(rows, staging / "pareto.png", objective)
         curves: dict[str, list[list[float]]] = defaultdict(list)
         samples: dict[str, list[list[float]]] = defaultdict(list)
@@ -255,7 +294,7 @@ def write_report(db_path: str | Path, out_dir: str | Path, *, top: int = 10) -> 
             per_sweep.append([sweep.id, sweep.method, sweep.seed, sweep.fidelity,
                               f"{len(told)}/{sweep.budget}",
                               *[counts[s] for s in statuses], final])
-        failures = [[r.id, r.status, r.params, _last_line(r.error), r.log_path]
+        failures = [[r.id, r.status, r.params, _reason(r.error), r.log_path]
                     for r in rows if r.status in ("failed", "timeout")][:20]
         page = [
             "<!doctype html><html><head><meta charset='utf-8'>",
@@ -280,9 +319,6 @@ def write_report(db_path: str | Path, out_dir: str | Path, *, top: int = 10) -> 
                      _table(["id", "status", "parameters", "reason", "log"], failures)]
         page.append("</body></html>")
         (staging / "index.html").write_text("\n".join(page))
-        out_dir.mkdir(exist_ok=True)
-        for item in staging.iterdir():
-            os.replace(item, out_dir / item.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    write_folder_atomically(out_dir, fill, is_earlier_output=is_report, kind="an earlier report")
     return out_dir / "index.html"

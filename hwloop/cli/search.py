@@ -62,7 +62,8 @@ def register(commands: Any) -> None:
     report = commands.add_parser("report", help="plots and an HTML report of a results DB")
     report.add_argument("--db", type=Path, default=Path("runs.db"), help="results DB (runs.db)")
     report.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
-                        help="folder for index.html and the plots (written as a whole)")
+                        help="folder for index.html and the plots: new, empty or an earlier "
+                             "report (replaced as a whole)")
     report.set_defaults(func=cmd_report)
 
     best = commands.add_parser("best", help="the best feasible design in a results DB")
@@ -203,8 +204,16 @@ def cmd_best(args: argparse.Namespace) -> int:
         row = db.best(fidelity=args.fidelity)
         space_name = db.space_name
         objective_name = db.meta.get("objective", "objective")
+        counts = db.feasible_counts() if row is None else {}
     if row is None:
-        raise InputError(f"{args.db}: no feasible design in it")
+        if args.fidelity is None:
+            raise InputError(f"{args.db}: no feasible design in it")
+        # the DB may well hold feasible designs at the other fidelity: say so, and how many
+        rows, _ = counts.pop(args.fidelity, (0, 0))
+        others = "; ".join(f"{n} feasible at {f}" for f, (_, n) in counts.items())
+        what = ("no rows" if rows == 0 else f"{rows} row{'s' if rows > 1 else ''}, none feasible")
+        raise InputError(f"{args.db}: no feasible design at fidelity {args.fidelity} "
+                         f"({what}{'; ' + others if others else ''})")
     record = {
         "space": space_name, "params": row.params, "objective": row.objective,
         "metrics": row.metrics, "fidelity": row.fidelity, "method": row.method,

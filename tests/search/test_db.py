@@ -1,5 +1,6 @@
 import json
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -116,8 +117,8 @@ def test_opening_a_db_another_process_is_creating_waits_for_its_schema(tmp_path)
     for statement in _SCHEMA.split(";"):
         if statement.strip():
             creator.execute(statement)
-    creator.execute("INSERT INTO meta (key, value) VALUES ('space_name', 'tiny'), "
-                    "('space_hash', 'h1')")
+    creator.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1'), "
+                    "('space_name', 'tiny'), ('space_hash', 'h1')")
     threading.Timer(0.5, creator.execute, ["COMMIT"]).start()
     started = time.monotonic()
     with _open(path) as db:
@@ -143,3 +144,88 @@ def _open_and_record(args):
     with _open(path) as db:
         db.new_sweep(method="random", seed=seed, fidelity="model", budget=1)
     return "ok"
+
+
+def _one_row_db(path):
+    with _open(path) as db:
+        sweep = db.new_sweep(method="random", seed=0, fidelity="model", budget=2)
+        for x in (1, 2):
+            point = {"x": x}
+            db.record(sweep, point=point, result=result_for(point, fidelity="model", seed=0),
+                      method="random", seed=0)
+    return path
+
+
+@pytest.mark.parametrize("column, value, message", [
+    ("metrics", "{bad", "metrics is not JSON"),
+    ("params", "[1]", "params is not a JSON object: '[1]'"),
+    ("metrics", '{"edp": "x"}', "metrics.edp is not a number: 'x'"),
+    ("result", "null", "result is not a JSON object: 'null'"),
+])
+def test_a_damaged_row_is_a_one_line_error_naming_the_db_and_the_row(tmp_path, column, value,
+                                                                       message):
+    path = _one_row_db(tmp_path / "runs.db")
+    with sqlite3.connect(path) as raw:
+        raw.execute(f"UPDATE evaluations SET {column} = ? WHERE id = 2", (value,))
+    with ResultsDB.open_existing(path) as db:
+        assert db.lookup(params_hash({"x": 1}), "model").id == 1  # row 1 alone is fine
+        for read in (db.rows, db.iter_flat, lambda: db.trials(1)):
+            with pytest.raises(InputError) as info:
+                list(read())
+            assert str(info.value) == f"{path}: evaluation 2: {message}"
+
+
+@pytest.mark.parametrize("edit, message", [
+    ("UPDATE meta SET value = '99' WHERE key = 'schema_version'",
+     "written by a newer hwloop (schema 99; this hwloop reads schema 1): upgrade hwloop to use "
+     "it"),
+    ("UPDATE meta SET value = 'one' WHERE key = 'schema_version'",
+     "damaged results database: schema_version 'one' is not a number"),
+    ("DELETE FROM meta WHERE key = 'schema_version'",
+     "damaged results database: its meta table has no schema_version"),
+    ("DELETE FROM meta WHERE key = 'space_name'",
+     "damaged results database: its meta table has no space_name"),
+    ("DELETE FROM meta", "damaged results database: its meta table is empty"),
+])
+def test_a_db_of_a_newer_schema_or_with_a_damaged_meta_is_refused(tmp_path, edit, message):
+    path = _one_row_db(tmp_path / "runs.db")
+    with sqlite3.connect(path) as raw:
+        raw.execute(edit)
+    raw.close()
+    before = path.read_bytes()
+    for opening in (lambda: ResultsDB.open_existing(path), lambda: _open(path)):
+        with pytest.raises(InputError) as info:
+            opening()
+        assert str(info.value) == f"{path}: {message}"
+    assert path.read_bytes() == before  # nothing written, not even a sweep row
+
+
+def test_a_sweep_does_not_append_to_a_db_of_a_newer_schema(tmp_path):
+    from hwloop.search.space import load_space
+    from hwloop.search.sweep import run_sweep
+    from tests.search.sweep_fakes import fake_evaluate
+
+    space = load_space(Path(__file__).resolve().parents[2] / "constraints" / "tiny.toml")
+    path = tmp_path / "runs.db"
+    ResultsDB.open(path, space_name=space.name, space_hash=space.hash).close()
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    raw.close()
+    with pytest.raises(InputError, match=r"written by a newer hwloop \(schema 2;"):
+        run_sweep(space, method="random", budget=2, db_path=path, workers=1,
+                  evaluator=fake_evaluate)
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT COUNT(*) FROM sweeps").fetchone()[0] == 0
+    raw.close()
+
+
+def test_a_folder_is_not_a_results_db(tmp_path):
+    for opening in (ResultsDB.open_existing, _open):
+        with pytest.raises(InputError) as info:
+            opening(tmp_path)
+        assert str(info.value) == f"{tmp_path}: is a folder, not a results database"
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    with pytest.raises(InputError) as info:
+        _open(afile / "runs.db")
+    assert str(info.value) == f"{afile / 'runs.db'}: {afile} is a file, not a folder"

@@ -1,13 +1,15 @@
 import csv
 import os
+import sqlite3
 import subprocess
 import sys
+import traceback
 import warnings
 
 import pyarrow.parquet as pq
 
-from hwloop.search.db import ResultsDB
-from hwloop.search.report import best_so_far, pareto_front, write_report
+from hwloop.search.db import FLAT_COLUMNS, ResultsDB
+from hwloop.search.report import _reason, best_so_far, export_rows, pareto_front, write_report
 from tests.search.sweep_fakes import result_for
 
 
@@ -129,3 +131,131 @@ def test_output_paths_of_the_wrong_kind_are_one_line_errors(tmp_path):
         assert proc.returncode == 2 and proc.stderr == f"hwloop: error: {message}\n", args
     assert list(folder.iterdir()) == [] and afile.read_text() == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder", "runs.db"]
+
+
+def _hwloop(*args):
+    return subprocess.run([sys.executable, "-m", "hwloop", *map(str, args)],
+                          capture_output=True, text=True)
+
+
+def test_no_output_replaces_its_input_or_a_folder_of_the_users(tmp_path):
+    db_path = _db(tmp_path / "runs.db")
+    before = db_path.read_bytes()
+    for output, what in ((db_path, "the results DB"),
+                         (tmp_path / "." / "runs.db", "the results DB"),
+                         (tmp_path / "runs.db-wal", "the wal file of the results DB")):
+        proc = _hwloop("db", "export", "--db", db_path, "--format", "csv", "-o", output)
+        assert proc.returncode == 2 and proc.stderr == (
+            f"hwloop: error: -o {output}: is {what} it reads (--db {db_path}); "
+            f"name another file\n")
+    os.link(db_path, tmp_path / "hard.db")
+    proc = _hwloop("db", "export", "--db", db_path, "--format", "csv", "-o", tmp_path / "hard.db")
+    assert proc.returncode == 2 and "is the results DB it reads" in proc.stderr
+    assert db_path.read_bytes() == before
+    (tmp_path / "hard.db").unlink()
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<h1>my site</h1>")
+    proc = _hwloop("report", "--db", db_path, "-o", site)
+    assert proc.returncode == 2 and proc.stderr == (
+        f"hwloop: error: -o {site}: exists and is not an earlier report (it would be replaced "
+        f"as a whole); name a new or empty folder\n")
+    assert [p.name for p in site.iterdir()] == ["index.html"]
+    assert (site / "index.html").read_text() == "<h1>my site</h1>"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.db", "site"]  # no staging left
+
+    # an earlier report (or an empty folder) is replaced as a whole: nothing stale stays
+    report = tmp_path / "report"
+    report.mkdir()
+    write_report(db_path, report)
+    (report / "best.csv").unlink()
+    write_report(db_path, report)
+    assert sorted(p.name for p in report.iterdir()) == [
+        "best.csv", "convergence.png", "index.html", "pareto.png"]
+    (report / "notes.txt").write_text("mine")
+    proc = _hwloop("report", "--db", db_path, "-o", report)
+    assert proc.returncode == 2 and "exists and is not an earlier report" in proc.stderr
+    assert (report / "notes.txt").read_text() == "mine"
+
+
+def test_a_damaged_row_is_one_line_for_report_export_and_best(tmp_path):
+    db_path = _db(tmp_path / "runs.db")
+    with sqlite3.connect(db_path) as raw:
+        raw.execute("UPDATE evaluations SET metrics = '{bad' WHERE id = 2")
+        best_id = raw.execute("SELECT id FROM evaluations WHERE status = 'ok' "
+                              "ORDER BY objective, id LIMIT 1").fetchone()[0]
+    raw.close()
+    message = f"hwloop: error: {db_path}: evaluation 2: metrics is not JSON\n"
+    for args in (["report", "-o", tmp_path / "r"], ["db", "export", "-o", tmp_path / "x.csv"]):
+        proc = _hwloop(*args, "--db", db_path)
+        assert proc.returncode == 2 and proc.stderr == message, args
+    assert best_id != 2 and _hwloop("best", "--db", db_path).returncode == 0  # row 2 unread
+    with sqlite3.connect(db_path) as raw:
+        raw.execute("UPDATE evaluations SET params = '[1]' WHERE id = ?", (best_id,))
+    raw.close()
+    proc = _hwloop("best", "--db", db_path)
+    assert proc.returncode == 2 and proc.stderr == (
+        f"hwloop: error: {db_path}: evaluation {best_id}: params is not a JSON object: '[1]'\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.db"]
+
+
+def test_best_at_a_fidelity_the_db_lacks_says_so(tmp_path):
+    db_path = _db(tmp_path / "runs.db")  # model rows: 8 feasible
+    proc = _hwloop("best", "--db", db_path, "--fidelity", "rtl")
+    assert proc.returncode == 2 and proc.stderr == (
+        f"hwloop: error: {db_path}: no feasible design at fidelity rtl "
+        f"(no rows; 8 feasible at model)\n")
+    with ResultsDB.open(db_path, space_name="tiny", space_hash="h") as db:
+        sweep = db.new_sweep(method="random", seed=0, fidelity="rtl", budget=1)
+        db.record(sweep, point={"rows": 2}, method="random", seed=0,
+                  result={"status": "failed", "error": "boom", "point": {"rows": 2}})
+    proc = _hwloop("best", "--db", db_path, "--fidelity", "rtl")
+    assert proc.returncode == 2 and proc.stderr == (
+        f"hwloop: error: {db_path}: no feasible design at fidelity rtl "
+        f"(1 row, none feasible; 8 feasible at model)\n")
+    assert _hwloop("best", "--db", db_path, "--fidelity", "model").returncode == 0
+
+
+def test_export_of_a_db_without_evaluations_has_the_columns_and_no_rows(tmp_path):
+    db_path = tmp_path / "runs.db"
+    ResultsDB.open(db_path, space_name="tiny", space_hash="h").close()
+    for fmt in ("csv", "parquet"):
+        proc = _hwloop("db", "export", "--db", db_path, "-o", tmp_path / f"runs.{fmt}")
+        assert proc.returncode == 0 and proc.stdout == (
+            f"wrote 0 evaluations to {tmp_path / f'runs.{fmt}'}\n")
+    header = (tmp_path / "runs.csv").read_text()
+    assert header == ",".join(FLAT_COLUMNS) + "\n"
+    table = pq.read_table(tmp_path / "runs.parquet")
+    assert table.num_rows == 0 and table.column_names == list(FLAT_COLUMNS)
+    assert str(table.schema.field("objective").type) == "double"
+    # the same columns (and types) lead an export with rows
+    full = _db(tmp_path / "full.db")
+    export_rows(full, tmp_path / "full.parquet", fmt="parquet")
+    schema = pq.read_table(tmp_path / "full.parquet").schema
+    assert schema.names[:len(FLAT_COLUMNS)] == list(FLAT_COLUMNS)
+    assert all(schema.field(c).type == table.schema.field(c).type for c in FLAT_COLUMNS)
+
+
+def test_the_failure_reason_is_the_exception_not_the_last_line_of_its_message():
+    def fail():
+        raise RuntimeError("boom: injected failure\nsecond line")
+
+    try:
+        try:
+            fail()
+        except RuntimeError as exc:
+            raise ValueError("outer") from exc
+    except ValueError as exc:
+        text = "".join(traceback.format_exception(exc)).strip()
+    assert _reason(text) == "ValueError: outer"
+    try:
+        fail()
+    except RuntimeError as exc:
+        text = "".join(traceback.format_exception(exc)).strip()
+    assert text.splitlines()[-1] == "second line"
+    assert _reason(text) == "RuntimeError: boom: injected failure"
+    assert _reason("Traceback\nBuildError: boom") == "BuildError: boom"
+    assert _reason("no result after 2 s: worker killed") == "no result after 2 s: worker killed"
+    assert _reason("RuntimeError: a\nb") == "RuntimeError: a"  # a Dask task's reason
+    assert _reason(None) == _reason("") == ""
