@@ -33,7 +33,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     regress.add_argument("--generator", action="append", choices=sorted(REGISTRY),
                          help="only this generator (repeatable; default: all)")
     regress.add_argument("--seed", type=int, default=0, help="matrix seed (default 0)")
-    regress.add_argument("--waves", action="store_true", help="write FST waveforms")
+    regress.add_argument("--waves", action="store_true",
+                         help="write FST waveforms (dump.fst) in each configuration's work "
+                              "folder, which is kept; every run prints their path")
     regress.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                          help="parallel worker processes (default 2)")
     regress.add_argument("--max-configs", type=int, metavar="N",
@@ -100,6 +102,11 @@ def run_regress(args: argparse.Namespace) -> int:
                       f"{r.wall_s:.1f}", r.detail or describe(r.config))
     console.print(table)
     failed = report.failed
+    if args.waves:  # a passing run's folder is kept for its waves: say where they are
+        for r in report.results:
+            if r.passed and (r.waves or r.workdir):
+                print(f"{r.generator} #{r.index} passed; "
+                      + (f"waves: {r.waves}" if r.waves else f"no waves in {r.workdir}"))
     for r in failed:
         print(f"FAILED {r.generator} #{r.index} seed {r.seed}: {r.detail}")
         print(f"  config: {json.dumps(r.config, sort_keys=True)}")

@@ -172,6 +172,8 @@ def build_player(config: CacheConfig, *, prefetch: PrefetcherConfig | None = Non
                             chunk=chunk)
     flags = [*VERILATOR_LINT_FLAGS, "-Wno-BLKSEQ", "-O3", "--x-assign", "fast",
              "--x-initial", "fast"]
+    if waves:  # FST as the systolic simulator writes (cocotb's --trace alone gives VCD)
+        flags += ["--trace-fst", "--trace-structs"]
     start = time.monotonic()
     # cocotb's defaults otherwise: every signal public, verilated.mk's -Os
     path, built = build_verilated(label=config.name,

@@ -74,9 +74,9 @@ def run_case(config: dict[str, Any], prefetch: PrefetcherConfig | None, *, seed:
               f"{model.evictions} evictions, {model.writebacks} writebacks"
               + (f", {model.prefetch_issued} prefetches" if prefetch else "") + ")"
               if diff is None else f"seed={seed}: RTL differs from model: {diff}")
-    vcd = workdir / "sim" / "dump.vcd"
+    fst = workdir / "sim" / "dump.fst"
     return {"passed": diff is None, "detail": detail, "cycles": rtl.cycles or None,
-            "waves": str(vcd) if waves and vcd.exists() else None}
+            "waves": str(fst) if waves and fst.exists() else None}
 
 
 def run_config(config: dict[str, Any], *, seed: int, waves: bool,

@@ -29,7 +29,8 @@ def sample_configs(rng, level):
 
 
 def run_config(config, *, seed, waves, workdir):
-    return {"passed": True, "detail": "ok", "cycles": 1, "model_cycles": 1}
+    return {"passed": True, "detail": "ok", "cycles": 1, "model_cycles": 1,
+            "waves": str(workdir / "dump.fst") if waves and config["i"] == 0 else None}
 '''
 
 # a generator that runs its simulator as the real ones do: in the work folder, with the path
@@ -79,6 +80,16 @@ def test_failures_are_reported_with_seed_config_and_waves(fake_generators, tmp_p
     assert "FAILED fake #2" in out and "RuntimeError: simulator crashed" in out
     assert "waves: " + str(tmp_path / "runs" / "fake-001" / "dump.fst") in out
     assert '"i": 1' in out  # the configuration is printed
+
+
+def test_passing_runs_with_waves_say_where_they_are(fake_generators, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert main(["regress", "--generator", "good", "--waves", "--workdir", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert f"good #0 passed; waves: {runs / 'good-000' / 'dump.fst'}\n" in out
+    assert f"good #1 passed; no waves in {runs / 'good-001'}\n" in out
+    assert main(["regress", "--generator", "good", "--workdir", str(runs)]) == 0
+    assert "passed;" not in capsys.readouterr().out  # without --waves: no paths to find
 
 
 def test_a_relative_workdir_is_resolved_before_the_simulators_run(fake_generators, tmp_path,
@@ -223,3 +234,20 @@ def test_cache_and_prefetcher_matrices_with_a_relative_workdir(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 passed, 0 failed" in proc.stdout
     assert (tmp_path / "runs" / "cache-000" / "sim" / "rtl.npz").is_file()
+
+
+@pytest.mark.rtl
+@pytest.mark.xdist_group("regress_cache")
+def test_cache_matrix_writes_fst_waves_and_says_where(tmp_path):
+    """FST as documented and as the systolic matrix writes (the cache player wrote VCD), and
+    a passing run prints the path."""
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "hwloop", "regress", "--quick", "--generator", "cache",
+         "--max-configs", "1", "--waves", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    fst = tmp_path / "cache-000" / "sim" / "dump.fst"
+    assert f"cache #0 passed; waves: {fst}\n" in proc.stdout
+    assert fst.read_bytes()[:1] == b"\0"  # an FST header block; a VCD starts with text
