@@ -594,10 +594,13 @@ def iter_csv(path: str | Path, *, block: int = CHUNK_RECORDS) -> Iterator[np.nda
     Blank lines and lines starting with ``#`` are skipped.
     """
     try:
-        handle = open(path, encoding="utf-8", errors="replace")
+        # utf-8-sig: a byte-order mark (what Excel writes) is not part of the first field
+        handle = open(path, encoding="utf-8-sig", errors="replace")
     except OSError as exc:
         raise TraceError(f"{path}: cannot read: {exc.strerror}") from None
     with handle:
+        if handle.buffer.peek(len(MAGIC))[:len(MAGIC)] == MAGIC:
+            raise TraceError(f"{path}: is a .trace file (binary), not csv; it needs no import")
         pcs: list[int] = []
         addrs: list[int] = []
         writes: list[int] = []
@@ -729,7 +732,10 @@ def parse_cache_spec(text: str, *, option: str = "--l1") -> tuple[int, int, int]
                              f"not {text!r}") from None
     if line <= 0 or line & (line - 1):
         raise ParameterError(f"{option} line size must be a power of two, not {line}")
-    if ways <= 0 or size <= 0 or size % (ways * line):
+    for what, value in (("size", size), ("ways", ways)):
+        if value <= 0:
+            raise ParameterError(f"{option} {what} must be positive, not {value}")
+    if size % (ways * line):
         raise ParameterError(f"{option} size {size} is not a multiple of ways x line "
                              f"({ways} x {line})")
     sets = size // (ways * line)

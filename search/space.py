@@ -535,8 +535,9 @@ def _workloads(fail: Any, raw: Any, *, text: str, path: str) -> tuple[WorkloadSp
         out.append(_workload_file(i, name, first, text=text, path=path)
                    or WorkloadSpec(name, first))
     names = [w.name for w in out]
-    if len(set(names)) != len(names):
-        raise fail("workloads repeat a name")
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise fail(f"workloads[{i}]: {name!r} is already workloads[{names.index(name)}]")
     _check_workload_names(fail, out)
     return tuple(out)
 

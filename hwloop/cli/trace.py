@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from hwloop.errors import InputError, ParameterError
+from hwloop.manifest import same_file
 from hwloop.traces import (
     L1Filter,
     TraceWriter,
@@ -49,7 +50,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                      help="let the program's stdout/stderr through (default: discarded); "
                           "with --json both go to stderr")
     cap.add_argument("--json", action="store_true", help="print the capture statistics as JSON")
-    cap.add_argument("program", metavar="PROGRAM", help="program to run (after --)")
+    # optional for argparse (ARGS, a REMAINDER, would be named required with it), checked below
+    cap.add_argument("program", metavar="PROGRAM", nargs="?", help="program to run (after --)")
     cap.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
                      help="its arguments")
     cap.set_defaults(func=run_capture)
@@ -116,6 +118,9 @@ def _check_max(value: int | None) -> None:
 def run_capture(args: argparse.Namespace) -> int:
     from hwloop.capture import capture
 
+    if args.program is None:
+        raise ParameterError("name the program to trace: hwloop trace capture -o FILE -- "
+                             "PROGRAM [ARGS ...]")
     _check_max(args.max)
     program_args = list(args.args)
     if program_args[:1] == ["--"]:
@@ -129,7 +134,7 @@ def run_capture(args: argparse.Namespace) -> int:
         how = " (stopped at --max)" if stats.stopped_early else ""
         l1 = (f", L1 {args.l1} miss rate {stats.l1_misses / stats.l1_accesses:.3f}"
               if stats.l1 and stats.l1_accesses else "")
-        print(f"wrote {stats.output}: {stats.records} accesses{how} from "
+        print(f"wrote {stats.output}: {_accesses(stats.records)}{how} from "
               f"{stats.data_accesses} traced ({stats.before_start} before start, "
               f"{stats.skipped} skipped){l1}, {stats.seconds:.1f} s")
     if stats.exit_status not in (0, None):
@@ -143,8 +148,10 @@ def run_import(args: argparse.Namespace) -> int:
     l1 = _l1_filter(args.l1)
     source: Iterator[np.ndarray] = (iter_lackey(args.input) if args.format == "lackey"
                                     else iter_csv(args.input))
-    if not Path(args.input).is_file():
-        raise InputError(f"{args.input}: no such file")
+    _check_input_file(args.input, "a file to import")
+    if same_file(args.output, args.input):  # the output is renamed onto it: the input is lost
+        raise InputError(f"{args.output}: is the file being imported; name another trace file "
+                         f"to write")
     with TraceWriter(args.output) as writer:
         for records in source:
             if l1 is not None:
@@ -154,8 +161,21 @@ def run_import(args: argparse.Namespace) -> int:
             writer.append(records)
             if args.max is not None and writer.records >= args.max:
                 break
-    print(f"wrote {args.output}: {writer.count} accesses")
+    print(f"wrote {args.output}: {_accesses(writer.count)}")
     return 0
+
+
+def _check_input_file(path: str, what: str) -> None:
+    if Path(path).is_dir():
+        raise InputError(f"{path}: is a directory, not {what}")
+    if not Path(path).exists():
+        raise InputError(f"{path}: no such file")
+    if not Path(path).is_file():
+        raise InputError(f"{path}: is not a regular file; name {what}")
+
+
+def _accesses(count: int) -> str:
+    return f"{count} access{'' if count == 1 else 'es'}"
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -167,10 +187,13 @@ def run_export(args: argparse.Namespace) -> int:
         except BrokenPipeError:  # the reader stopped early (| head): not an error
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
-        print(f"wrote {count} accesses to standard output", file=sys.stderr)
+        print(f"wrote {_accesses(count)} to standard output", file=sys.stderr)
         return 0
+    if same_file(args.output, args.input):  # the output is renamed onto it: the input is lost
+        raise InputError(f"{args.output}: is the trace being exported; name another csv file "
+                         f"to write")
     count = write_csv(args.output, iter_trace_chunks(args.input), with_kind=args.with_kind)
-    print(f"wrote {args.output}: {count} accesses")
+    print(f"wrote {args.output}: {_accesses(count)}")
     return 0
 
 
@@ -198,8 +221,8 @@ def run_info(args: argparse.Namespace) -> int:
 def run_recipes(args: argparse.Namespace) -> int:
     from hwloop.recipes import RECIPES, get_recipe, run_recipe
 
-    if args.list:
-        for recipe in RECIPES.values():
+    if args.list:  # the named recipes (checked), else all
+        for recipe in [get_recipe(n) for n in args.names] or RECIPES.values():
             print(f"{recipe.name:10s} {recipe.description}")
         return 0
     if args.all and args.names:

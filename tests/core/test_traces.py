@@ -526,6 +526,8 @@ def test_l1_filter_in_blocks_is_exact(block: int) -> None:
     ("32K:8:48", "--l1 line size must be a power of two, not 48"),
     ("33K:8:64", "--l1 gives 66 sets, which is not a power of two"),
     ("1000:8:64", "--l1 size 1000 is not a multiple of ways x line (8 x 64)"),
+    ("32K:0:64", "--l1 ways must be positive, not 0"),
+    ("0:8:64", "--l1 size must be positive, not 0"),
 ])
 def test_l1_spec_errors(spec: str, message: str) -> None:
     with pytest.raises(ParameterError) as info:
@@ -537,3 +539,67 @@ def test_l1_spec_sizes() -> None:
     assert parse_cache_spec("32K:8:64") == (32768, 8, 64)
     assert parse_cache_spec("1MiB:16:64") == (1 << 20, 16, 64)
     assert parse_cache_spec("4096:1:32") == (4096, 1, 32)
+
+
+def test_cli_output_that_is_the_input_is_refused(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "t.trace"
+    write_trace(trace, random_trace(10))
+    csv = tmp_path / "t.csv"
+    csv.write_text("0x1,0x2,w\n")
+    os.link(trace, tmp_path / "hard.trace")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    cases = [
+        (["trace", "export", str(trace), "--format", "csv", "-o", str(trace)],
+         f"{trace}: is the trace being exported; name another csv file to write"),
+        (["trace", "export", str(trace), "--format", "csv", "-o",
+          str(tmp_path / "." / "hard.trace")],
+         f"{tmp_path / 'hard.trace'}: is the trace being exported; name another csv file to "
+         f"write"),
+        (["trace", "import", str(csv), "--format", "csv", "-o", str(csv)],
+         f"{csv}: is the file being imported; name another trace file to write"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        assert capsys.readouterr().err == f"hwloop: error: {message}\n"
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_cli_import_input_of_the_wrong_kind(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "traces"
+    folder.mkdir()
+    trace = tmp_path / "t.trace"
+    write_trace(trace, random_trace(10))
+    for path, message in ((folder, f"{folder}: is a directory, not a file to import"),
+                          (tmp_path / "nope.csv", f"{tmp_path / 'nope.csv'}: no such file"),
+                          (trace, f"{trace}: is a .trace file (binary), not csv; it needs no "
+                                  f"import")):
+        assert main(["trace", "import", str(path), "--format", "csv", "-o",
+                     str(tmp_path / "x.trace")]) == 2
+        assert capsys.readouterr().err == f"hwloop: error: {message}\n"
+    assert not (tmp_path / "x.trace").exists()
+
+
+def test_csv_with_a_byte_order_mark(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbfpc,address\r\n0x1,0x2\r\n")
+    assert as_tuples(np.concatenate(list(iter_csv(path)))) == [(1, 2, 0)]
+    path.write_bytes(b"\xef\xbb\xbf0x1,0x2\n")  # no header
+    assert as_tuples(np.concatenate(list(iter_csv(path)))) == [(1, 2, 0)]
+    assert main(["trace", "import", str(path), "--format", "csv", "-o",
+                 str(tmp_path / "one.trace")]) == 0
+    assert capsys.readouterr().out == f"wrote {tmp_path / 'one.trace'}: 1 access\n"
+
+
+def test_cli_capture_without_a_program_and_recipes_list_of_names(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["trace", "capture", "-o", str(tmp_path / "x.trace")]) == 2
+    assert capsys.readouterr().err == ("hwloop: error: name the program to trace: hwloop "
+                                       "trace capture -o FILE -- PROGRAM [ARGS ...]\n")
+    assert main(["trace", "recipes", "sort", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("sort ") and len(out.splitlines()) == 1
+    assert main(["trace", "recipes", "bogus", "--list"]) == 2
+    assert "unknown recipe 'bogus'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -168,7 +168,7 @@ BAD = [
     ('workloads = ["alexnet"]\n', "workloads[0]: unknown workload 'alexnet' (known: "),
     ('[[workloads]]\nname = "mlp"\nfirst = 0\n',
      "workloads[0]: first must be a positive integer, not 0"),
-    ('workloads = ["mlp", "mlp"]\n', "workloads repeat a name"),
+    ('workloads = ["mlp", "mlp"]\n', "workloads[1]: 'mlp' is already workloads[0]"),
     ('workloads = ["mlp"]\n[hardware]\nrows = { values = [2, "x"] }\n',
      "[hardware] rows: values must be all integers, all strings or all booleans, not [2, 'x']"),
     ('workloads = ["mlp"]\n[hardware]\nrows = { values = [2], min = 1 }\n',
