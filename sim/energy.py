@@ -96,13 +96,24 @@ def _load(path: str) -> EnergyTable:
     file = Path(path)
     data = read_toml(file)
     values: dict[str, dict[str, float]] = {}
+    # an unknown table or key is a typo of a known one, whose value would be silently missed
+    for section in data:
+        if section not in _FIELDS:
+            raise ConfigError.at(file, None, f"unknown table [{section}] (known: "
+                                 f"{', '.join(_FIELDS)})")
     for section, fields in _FIELDS.items():
         table = data.get(section)
         if not isinstance(table, dict):
             raise ConfigError.at(file, None, f"missing table [{section}]")
+        for name in table:
+            if name not in fields:
+                raise ConfigError.at(file, None, f"[{section}] unknown key {name!r} (known: "
+                                     f"{', '.join(fields)})")
         values[section] = {}
         for name in fields:
-            value = table.get(name)
+            if name not in table:
+                raise ConfigError.at(file, None, f"{section}.{name} is missing")
+            value = table[name]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
                     math.isfinite(value) and value >= 0):
                 raise ConfigError.at(file, None,

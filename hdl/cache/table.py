@@ -192,6 +192,12 @@ def load_table(path: str | Path, *, kind: str, entries: int | None = None,
         raise ConfigError.at(path, None, f"is a {meta.get('kind')} table, need a {kind} table")
     if values.dtype.kind not in "iu":
         raise ConfigError.at(path, None, f"values must be integers, not {values.dtype}")
+    for name in ("entries", "entry_bits", "history"):  # else compared or shown as None/'4'
+        if name not in meta:
+            raise ConfigError.at(path, None, f"meta has no {name!r}")
+        if isinstance(meta[name], bool) or not isinstance(meta[name], int):
+            raise ConfigError.at(path, None, f"meta {name!r} must be an integer, not "
+                                 f"{meta[name]!r}")
     if values.ndim != 1 or values.size != meta.get("entries"):
         raise ConfigError.at(path, None, f"meta says {meta.get('entries')} entries but values "
                              f"has shape {values.shape}")

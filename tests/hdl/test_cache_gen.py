@@ -85,3 +85,35 @@ def test_prefetcher_config_errors(values, message):
     with pytest.raises(ParameterError) as info:
         PrefetcherConfig(**values)
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize("meta, message", [
+    ({"entries": "4"}, "meta 'entries' must be an integer, not '4'"),
+    ({"entries": None}, "meta 'entries' must be an integer, not None"),
+    ({"entries": True}, "meta 'entries' must be an integer, not True"),
+    ({"entry_bits": 3.0}, "meta 'entry_bits' must be an integer, not 3.0"),
+    ({"entries": 8}, "meta says 8 entries but values has shape (4,)"),
+])
+def test_table_meta_of_the_wrong_type_is_named(tmp_path, meta, message):
+    import json
+
+    from hwloop.errors import ConfigError
+    from hwloop.hdl.cache.table import load_table
+
+    path = tmp_path / "t.npz"
+    save_table(path, make_table(kind="replacement", entry_bits=3, history=0,
+                                values=np.zeros(4, np.int64)))
+    with np.load(path) as archive:
+        arrays = dict(archive)
+    good = json.loads(str(arrays["meta"]))
+    arrays["meta"] = np.array(json.dumps({**good, **meta}))
+    np.savez(path, **arrays)
+    with pytest.raises(ConfigError) as info:
+        load_table(path, kind="replacement")
+    assert str(info.value) == f"{path}: {message}"
+    for name in ("entries", "history"):  # and a meta without one
+        arrays["meta"] = np.array(json.dumps({k: v for k, v in good.items() if k != name}))
+        np.savez(path, **arrays)
+        with pytest.raises(ConfigError) as info:
+            load_table(path, kind="replacement")
+        assert str(info.value) == f"{path}: meta has no {name!r}"

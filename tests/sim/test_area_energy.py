@@ -335,3 +335,21 @@ def test_bad_energy_table_names_file_and_line(tmp_path):
     with pytest.raises(ConfigError, match=r"f.toml: dram.pj_per_byte must be a non-negative "
                                           r"number, not -1$"):
         load_energy_table(path)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("add_pj = 0.1", ""), "mac.add_pj is missing"),
+    (("[mac]\n", "[mac]\nfoo = 1\n"),
+     "[mac] unknown key 'foo' (known: multiply_pj, multiply_ref_bits, multiply_exponent, add_pj, "
+     "add_ref_bits, add_exponent)"),
+    (("[dram]\n", "[dram]\n[wires]\n"),
+     "unknown table [wires] (known: mac, sram, dram, register)"),
+])
+def test_energy_table_missing_and_unknown_keys_are_named(tmp_path, edit, message):
+    default = open(load_energy_table().source).read()
+    assert edit[0] in default
+    path = tmp_path / "en2.toml"
+    path.write_text(default.replace(*edit, 1))
+    with pytest.raises(ConfigError) as info:
+        load_energy_table(path)
+    assert str(info.value) == f"{path}: {message}"
