@@ -12,6 +12,7 @@ from hwloop.manifest import MANIFEST
 
 if TYPE_CHECKING:
     from hwloop.hdl.cache.params import CacheConfig
+    from hwloop.hdl.cache.prefetcher import PrefetcherConfig
 
 
 def _add_cache_args(p: argparse.ArgumentParser) -> None:
@@ -94,6 +95,17 @@ def _config_report(config: CacheConfig) -> dict[str, Any]:
     return values
 
 
+def _prefetch_report(prefetch: PrefetcherConfig | None) -> dict[str, Any] | None:
+    """The prefetcher as reported: ``entries`` only where it has effect (stride), as
+    :func:`_config_report` does for the seed."""
+    if prefetch is None:
+        return None
+    values = prefetch.to_dict()
+    if prefetch.kind != "stride":
+        values["entries"] = None
+    return values
+
+
 def _generate_cache(args: argparse.Namespace) -> int:
     from hwloop.hdl.cache.generate import cache_design
     from hwloop.manifest import write_design
@@ -105,7 +117,7 @@ def _generate_cache(args: argparse.Namespace) -> int:
     prefetch = _prefetch_config(args)
     design = cache_design(config, prefetch=prefetch)
     extra: dict[str, Any] = {
-        "prefetcher": None if prefetch is None else prefetch.to_dict(),
+        "prefetcher": _prefetch_report(prefetch),
         "tables": design.tables,
         "derived": {"tag_bits": config.tag_bits, "index_bits": config.index_bits,
                     "offset_bits": config.offset_bits, "size_bytes": config.size_bytes},
@@ -130,7 +142,7 @@ def _generate_prefetcher(args: argparse.Namespace) -> int:
                            kind_flag="--kind")
     design = prefetcher_design(prefetch, line_bits=args.line_bits)
     write_design(args.output, generator="prefetcher", name=design.name,
-                 params=prefetch.to_dict(), ports=design.ports, verilog=design.verilog,
+                 params=_prefetch_report(prefetch), ports=design.ports, verilog=design.verilog,
                  description=f"hwloop {prefetch.kind} prefetcher",
                  extra={"line_bits": args.line_bits, "tables": design.tables})
     print(f"wrote {args.output}/{design.name}.v, {MANIFEST}, {design.name}.core")
@@ -149,13 +161,13 @@ def _sim_cache(args: argparse.Namespace) -> int:
     if prefetch is not None and config.policy == "opt":
         raise ParameterError("policy 'opt' cannot be combined with a prefetcher")
     # validate the tables before the (possibly long) trace read and build
-    from hwloop.hdl.cache.generate import load_tables
+    from hwloop.hdl.cache.generate import design_name, load_tables
 
     load_tables(config, prefetch)
     trace = read_trace(args.trace)
     report: dict[str, Any] = {"trace": str(args.trace), "fidelity": args.fidelity,
                               "config": _config_report(config),
-                              "prefetcher": None if prefetch is None else prefetch.to_dict()}
+                              "prefetcher": _prefetch_report(prefetch)}
     if args.fidelity == "rtl":
         from hwloop.sim.cache.player import compare, run_player
 
@@ -186,7 +198,9 @@ def _sim_cache(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"{config.name} on {args.trace} ({args.fidelity}): {result.accesses} accesses, "
+        # the name generate gives this design (a table's hash, the prefetcher's kind)
+        print(f"{design_name(config, prefetch)} on {args.trace} ({args.fidelity}): "
+              f"{result.accesses} accesses, "
               f"{result.hits} hits, {result.misses} misses, hit rate {result.hit_rate:.4f}, "
               f"{result.evictions} evictions, {result.writebacks} writebacks")
         if prefetch is not None:

@@ -294,3 +294,22 @@ def test_generate_prefetcher_help_describes_every_option():
                  "--entries ENTRIES stride table entries (--kind stride; power of two, "
                  "default 256)"):
         assert text in help_text
+
+
+def test_entries_reported_for_stride_only_and_the_text_names_the_design(trace_file, tmp_path,
+                                                                        capsys):
+    assert main(["sim", "cache", "--trace", str(trace_file), *SIM, "--prefetcher", "nextline",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["prefetcher"]["entries"] is None
+    out = tmp_path / "pf"
+    assert main(["generate", "prefetcher", "--kind", "nextline", "-o", str(out)]) == 0
+    assert json.loads((out / "manifest.json").read_text())["params"]["entries"] is None
+    table = tmp_path / "t.npz"
+    save_table(table, make_table(kind="replacement", entry_bits=3, history=0,
+                                 values=np.full(256, 1, np.int64)))
+    digest = hashlib.sha256(table.read_bytes()).hexdigest()[:8]
+    capsys.readouterr()
+    assert main(["sim", "cache", "--trace", str(trace_file), *SIM, "--policy", "table",
+                 "--table", str(table), "--prefetcher", "stride"]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"cache_64s4w64b_table_{digest}_stride on {trace_file} (model): ")
