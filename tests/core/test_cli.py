@@ -53,3 +53,12 @@ def test_spinner_only_on_a_terminal(monkeypatch):
     with working("building") as status:
         assert status is None
     assert isinstance(working("building"), contextlib.nullcontext)
+
+
+def test_a_reader_that_stops_early_is_not_an_error():
+    """``hwloop doctor | head -1``: the closed pipe ends the command quietly, exit 0."""
+    proc = subprocess.Popen([sys.executable, "-m", "hwloop", "doctor"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line
+    _, err = proc.communicate(timeout=120)
+    assert err.decode() == "" and proc.returncode in (0, 1)  # doctor: 1 if a tool is missing
