@@ -134,7 +134,9 @@ int main(int argc, char** argv) {
     // there are still no NextSimTime, ReadWrite or ReadOnly callbacks to look for.
     bool quiet = false;
     uint64_t deadline = 0;
-    const bool bare_eval = top->threads() == 1;  // the model's threads, not the context's
+    // the model's threads, not the context's; and no waves: a trace dumps only the steps that
+    // eval_step() marked active
+    const bool bare_eval = top->threads() == 1 && !trace;
     while (!context->gotFinish()) {
         bool python_ran = true;
         if (!quiet) {

@@ -60,6 +60,27 @@ def test_clocked_main_drives_the_clock_cocotb_sees(tmp_path, split):
     assert seen["edge_timer"] == [100, 9]
 
 
+@pytest.mark.rtl
+def test_waves_record_the_steps_python_sleeps_through(tmp_path):
+    """The quiet time steps (cocotb asleep, the main evaluating the model directly) are in the
+    waves too: every rising edge that counts is a time step of the trace (a waves run once
+    recorded only the steps where Python ran)."""
+    build, _ = build_verilated(label="counter", top="counter_top",
+                               sources={"counter.v": COUNTER_V, "public.vlt": PUBLIC},
+                               flags=list(VERILATOR_LINT_FLAGS),
+                               extra={"what": "test-counter-waves"}, clock="clk", waves=True)
+    out = tmp_path / "seen.json"
+    run_testbench(build, top="counter_top", module="clocked_main_tb", work=tmp_path,
+                  testbench=Path(__file__).with_name("clocked_main_tb.py"), waves=True,
+                  env={"HWLOOP_TB_OUT": str(out)}, log=tmp_path / "sim.log")
+    assert out.exists(), (tmp_path / "sim.log").read_text()[-2000:]
+    vcd = next(tmp_path.rglob("*.vcd"))
+    steps = {int(line[1:]) for line in vcd.read_text().splitlines() if line.startswith("#")}
+    # the 47 ns timer sleeps through the rising edges at 55..95 ns, where the count changes
+    rises = {t * 1000 for t in range(55, 100, 10)}
+    assert rises <= steps, sorted(rises - steps)
+
+
 EXTENDS_CHECK_CPP = r"""
 #include "verilated_extends.h"
 #include <cstdio>
