@@ -141,10 +141,11 @@ def elf_start(path: str | Path) -> ElfStart | None:
 
 def parse_skip(text: str) -> tuple[str | None, int]:
     """``auto``, ``main``, ``entry``, ``N``, ``main+N``, ``entry+N`` → (anchor, count)."""
-    anchor, _, count = text.partition("+")
-    if anchor.isdigit() and not count:
+    anchor, plus, count = text.partition("+")
+    if anchor.isdigit() and not plus:
         return None, int(anchor)
-    if anchor not in ("auto", "main", "entry") or (count and not count.isdigit()):
+    if anchor not in ("auto", "main", "entry") or (
+            plus and (anchor == "auto" or not count.isdigit())):
         raise ParameterError(f"--skip must be auto, main, entry, N, main+N or entry+N, "
                              f"not {text!r}")
     return anchor, int(count or 0)

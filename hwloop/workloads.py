@@ -172,6 +172,8 @@ def _positive(path: Path, line: int, column: str, text: str) -> int:
 def load_topology_csv(path: str | Path) -> Workload:
     """Layers from a SCALE-Sim topology file (convolution or GEMM form, trailing comma allowed)."""
     path = Path(path)
+    if path.is_dir():
+        raise WorkloadError(f"workload file {str(path)!r} is a folder")
     if not path.is_file():
         raise WorkloadError(f"workload file {str(path)!r} does not exist")
     text = read_user_text(path, error=WorkloadError)

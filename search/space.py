@@ -578,7 +578,8 @@ def _workload_file(i: int, name: str, first: int | None, *, text: str,
         layers = json.dumps([layer.to_dict() for layer in workload.layers], sort_keys=True)
         return WorkloadSpec(name, first, sha256=hashlib.sha256(layers.encode()).hexdigest())
     if not shown.is_file():
-        raise missing(f"workload file {str(shown)!r} does not exist")
+        raise missing(f"workload file {str(shown)!r} "
+                      + ("is a folder" if shown.is_dir() else "does not exist"))
     load_topology_csv(shown)  # a malformed file fails now, naming its own file:line
     digest = hashlib.sha256(shown.read_bytes()).hexdigest()
     return WorkloadSpec(name, first, path=str(shown.absolute()), sha256=digest)

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hwloop.capture import capture, elf_start
+from hwloop.capture import capture, elf_start, parse_skip
 from hwloop.cli import main
+from hwloop.errors import ParameterError
 from hwloop.traces import L1Filter, read_trace
 
 pytestmark = [
@@ -242,3 +243,13 @@ def test_skip_entry_keeps_libc_start_up(touch: Path, tmp_path: Path) -> None:
     assert from_entry.records > from_main.records
     entry = read_trace(tmp_path / "e.trace")
     assert np.array_equal(entry[-from_main.records:], read_trace(tmp_path / "m.trace"))
+
+
+def test_skip_spellings() -> None:
+    assert [parse_skip(t) for t in ("auto", "main", "entry", "7", "main+3", "entry+0")] == \
+        [("auto", 0), ("main", 0), ("entry", 0), (None, 7), ("main", 3), ("entry", 0)]
+    for text in ("main+", "entry+x", "auto+3", "7+1", "start"):
+        with pytest.raises(ParameterError) as info:
+            parse_skip(text)
+        assert str(info.value) == ("--skip must be auto, main, entry, N, main+N or entry+N, "
+                                   f"not {text!r}")

@@ -90,6 +90,9 @@ def test_csv_bad_header_and_missing_file(tmp_path):
         load_workload(str(path))
     with pytest.raises(WorkloadError, match="does not exist"):
         load_workload(str(tmp_path / "missing.csv"))
+    (tmp_path / "layers.csv").mkdir()
+    with pytest.raises(WorkloadError, match=r"^workload file '.*layers.csv' is a folder$"):
+        load_workload(str(tmp_path / "layers.csv"))
     path = tmp_path / "b.csv"
     path.write_bytes(b"Layer Name, M, N, K,\nfc, 1, 2, 3,\n\xff\xfe, 1, 2, 3,\n")
     with pytest.raises(WorkloadError, match=r"b.csv:3: not UTF-8 text \(byte 0xff\)$"):

@@ -258,6 +258,11 @@ def test_a_missing_workload_file_fails_at_load_naming_its_line(tmp_path: Path) -
         load_space(path)
     assert str(info.value) == (f"{path}:2: workloads[0]: workload file "
                                f"'{tmp_path / 'layers' / 'nothere.csv'}' does not exist")
+    (tmp_path / "layers" / "nothere.csv").mkdir(parents=True)
+    with pytest.raises(ConfigError) as info:
+        load_space(path)
+    assert str(info.value) == (f"{path}:2: workloads[0]: workload file "
+                               f"'{tmp_path / 'layers' / 'nothere.csv'}' is a folder")
 
 
 def test_a_malformed_workload_file_fails_at_load(tmp_path: Path) -> None:
