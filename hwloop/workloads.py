@@ -324,8 +324,9 @@ def load_torch_module(spec: str) -> Workload:
 def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = None,
                  spec: str | None = None) -> Workload:
     """The Conv2d/Linear layers ``model`` runs, in execution order, from a meta-tensor forward,
-    and the in- and out-projections of its MultiheadAttention layers (the attention products
-    themselves are not traced)."""
+    the projections and per-head products of its MultiheadAttention layers, and the products
+    its own code writes as torch calls (``@``, ``torch.matmul``/``bmm``/``mm``, ``baddbmm``,
+    ``addmm``, scaled dot-product attention)."""
     import torch
     from torch import nn
 
@@ -401,16 +402,76 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
             n = embed * {"in_proj": 3, "kv_proj": 2}.get(suffix, 1)
             layers.append(Layer(name=label(f"{base}.{suffix}"), kind="gemm", m=tokens(x), n=n,
                                 k=k))
+        # the products per head, as the built-in bert-base has them
+        batched = query.dim() == 3
+        batch = (query.shape[0 if mod.batch_first else 1]) if batched else 1
+        seq_q, seq_k = (int(t.shape[-2 if mod.batch_first or not batched else 0])
+                        for t in (query, key))
+        head = embed // mod.num_heads
+        heads = int(batch) * mod.num_heads
+        layers.append(Layer(name=label(f"{base}.scores"), kind="gemm", m=seq_q, n=seq_k, k=head,
+                            repeat=heads))
+        layers.append(Layer(name=label(f"{base}.context"), kind="gemm", m=seq_q, n=head,
+                            k=seq_k, repeat=heads))
         out = mod.out_proj
         layers.append(Layer(name=label(names.get(out) or f"{base}.out_proj"), kind="gemm",
                             m=tokens(query), n=out.out_features, k=out.in_features))
 
+    # products written as torch calls in the model's own code (q @ k.T, torch.bmm, scaled dot-
+    # product attention): seen by a torch function mode at the top level only, so the products
+    # inside a functional that is itself seen (F.linear, MultiheadAttention's forward) are not
+    running = [name]  # the module whose code runs, innermost last: it names the product
+
+    def enter(mod: Any, _inputs: Any) -> None:
+        running.append(names.get(mod) or type(mod).__name__.lower())
+
+    def leave(*_: Any) -> None:  # (a forward hook's result would replace the output)
+        running.pop()
+
+    pre = [m.register_forward_pre_hook(enter) for m in model.modules()]
+    post = [m.register_forward_hook(leave) for m in model.modules()]
+
+    def product(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        owner = running[-1]
+        if func is F.scaled_dot_product_attention:
+            given = dict(zip(("query", "key", "value"), args, strict=False)) | kwargs
+            q, k, v = given["query"], given["key"], given["value"]
+            batch = math.prod(int(d) for d in q.shape[:-2])
+            seq_q, seq_k = int(q.shape[-2]), int(k.shape[-2])
+            layers.append(Layer(name=label(f"{owner}.scores"), kind="gemm", m=seq_q, n=seq_k,
+                                k=int(q.shape[-1]), repeat=batch))
+            layers.append(Layer(name=label(f"{owner}.context"), kind="gemm", m=seq_q,
+                                n=int(v.shape[-1]), k=seq_k, repeat=batch))
+            return
+        a, b = args[1:3] if func in _ADDING else args[:2]
+        a = a.unsqueeze(0) if a.dim() == 1 else a
+        b = b.unsqueeze(-1) if b.dim() == 1 else b
+        if b.dim() == 2:  # one matrix for every row of a: the rows are m
+            m, repeat = tokens(a), 1
+        else:
+            m = int(a.shape[-2])
+            repeat = math.prod(torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+        layers.append(Layer(name=label(f"{owner}.{func.__name__.strip('_')}"), kind="gemm",
+                            m=m, n=int(b.shape[-1]), k=int(b.shape[-2]), repeat=int(repeat)))
+
+    class Products(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func in products:
+                product(func, args, kwargs)
+            return func(*args, **kwargs)
+
+    F = torch.nn.functional
+    _ADDING = {torch.baddbmm, torch.Tensor.baddbmm, torch.addmm, torch.Tensor.addmm}
+    products = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.mm,
+                torch.Tensor.mm, torch.bmm, torch.Tensor.bmm, F.scaled_dot_product_attention,
+                *_ADDING}
     handles = [leaf.register_forward_hook(attention_hook, with_kwargs=True)
                if isinstance(leaf, nn.MultiheadAttention) else leaf.register_forward_hook(hook)
-               for leaf in leaves]
+               for leaf in leaves] + pre + post
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), Products():
             model(torch.empty(shape, device="meta"))
     except Exception as exc:  # noqa: BLE001 — the user's forward failed
         raise WorkloadError(f"workload {spec!r}: forward pass with input shape {list(shape)} "

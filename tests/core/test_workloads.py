@@ -217,6 +217,23 @@ class Cross(nn.Module):
         y, _ = self.packed(query=y, key=memory, value=memory)
         y, _ = self.packed(y, y, y)
         return y
+
+
+class Handmade(nn.Module):
+    input_shape = (2, 8, 32)  # batch, sequence, features
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(32, 96)
+        self.proj = nn.Parameter(torch.empty(32, 4))
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        y = torch.matmul((q @ k.transpose(-2, -1)).softmax(-1), v)
+        heads = y.view(2, 8, 4, 8).transpose(1, 2)
+        z = torch.nn.functional.scaled_dot_product_attention(heads, heads, heads)
+        z = torch.bmm(z.reshape(8, 8, 8), torch.empty(8, 8, 5, device=x.device))
+        return y @ self.proj
 '''
 
 
@@ -243,21 +260,42 @@ def test_attention_projections_are_traced(tiny_module):
     w = load_workload(f"{tiny_module}:Encoder")
     assert [(x.name, x.kind, x.m, x.n, x.k, x.repeat) for x in w.layers] == [
         ("enc.self_attn.in_proj", "gemm", 32, 3 * 64, 64, 1),  # q, k, v fused, 2 x 16 tokens
+        ("enc.self_attn.scores", "gemm", 16, 16, 16, 8),  # per head: 2 x 4 heads of 16
+        ("enc.self_attn.context", "gemm", 16, 16, 16, 8),
         ("enc.self_attn.out_proj", "gemm", 32, 64, 64, 1),
         ("enc.linear1", "gemm", 32, 256, 64, 1),
         ("enc.linear2", "gemm", 32, 64, 256, 1),
     ]
     w = load_workload(f"{tiny_module}:Cross")
-    assert [(x.name, x.m, x.n, x.k) for x in w.layers] == [
-        ("mixed.q_proj", 30, 64, 64),
-        ("mixed.k_proj", 21, 64, 32),  # kdim
-        ("mixed.v_proj", 21, 64, 48),  # vdim
-        ("mixed.out_proj", 30, 64, 64),
-        ("packed.q_proj", 30, 64, 64),  # key is value (keyword arguments): one GEMM for both
-        ("packed.kv_proj", 15, 128, 64),
-        ("packed.out_proj", 30, 64, 64),
-        ("packed.in_proj", 30, 192, 64),  # called again, as self-attention
-        ("packed.out_proj#2", 30, 64, 64),
+    assert [(x.name, x.m, x.n, x.k, x.repeat) for x in w.layers] == [
+        ("mixed.q_proj", 30, 64, 64, 1),
+        ("mixed.k_proj", 21, 64, 32, 1),  # kdim
+        ("mixed.v_proj", 21, 64, 48, 1),  # vdim
+        ("mixed.scores", 10, 7, 16, 12),  # sequence first: 10 queries, 7 keys, 3 x 4 heads
+        ("mixed.context", 10, 16, 7, 12),
+        ("mixed.out_proj", 30, 64, 64, 1),
+        ("packed.q_proj", 30, 64, 64, 1),  # key is value (keyword arguments): one GEMM for both
+        ("packed.kv_proj", 15, 128, 64, 1),
+        ("packed.scores", 10, 5, 16, 12),
+        ("packed.context", 10, 16, 5, 12),
+        ("packed.out_proj", 30, 64, 64, 1),
+        ("packed.in_proj", 30, 192, 64, 1),  # called again, as self-attention
+        ("packed.scores#2", 10, 10, 16, 12),
+        ("packed.context#2", 10, 16, 10, 12),
+        ("packed.out_proj#2", 30, 64, 64, 1),
+    ]
+
+
+def test_products_written_in_a_models_code_are_traced(tiny_module):
+    w = load_workload(f"{tiny_module}:Handmade")
+    assert [(x.name, x.m, x.n, x.k, x.repeat) for x in w.layers] == [
+        ("qkv", 16, 96, 32, 1),
+        ("handmade.matmul", 8, 8, 32, 2),  # q @ k^T per batch
+        ("handmade.matmul#2", 8, 32, 8, 2),  # torch.matmul(scores, v)
+        ("handmade.scores", 8, 8, 8, 8),  # scaled_dot_product_attention: 2 x 4 heads
+        ("handmade.context", 8, 8, 8, 8),
+        ("handmade.bmm", 8, 5, 8, 8),
+        ("handmade.matmul#3", 16, 4, 32, 1),  # a shared matrix: the 2 x 8 rows are m
     ]
 
 
