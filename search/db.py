@@ -236,7 +236,9 @@ class ResultsDB:
 
     @classmethod
     def open(cls, path: str | Path, *, space_name: str, space_hash: str,
-             objective: str = "") -> ResultsDB:
+             objective: str = "", prices: str = "") -> ResultsDB:
+        """``prices``: a hash of the area and energy tables the results are priced with (a DB
+        made with it refuses other tables; one made before it was recorded takes any)."""
         path = Path(path)
         if not path.exists() and not path.parent.exists():
             raise InputError(f"{path}: folder {path.parent} does not exist")
@@ -267,7 +269,7 @@ class ResultsDB:
             for key, value in (("schema_version", str(SCHEMA_VERSION)),
                                ("space_name", space_name), ("space_hash", space_hash),
                                ("objective", objective), ("created_at", now),
-                               ("hwloop_version", __version__)):
+                               ("hwloop_version", __version__), ("prices", prices)):
                 db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
             db.execute("COMMIT")
             cls._enable_wal(db)
@@ -296,6 +298,12 @@ class ResultsDB:
                 f"(hash {meta.get('space_hash')}), not of {space_name!r} (hash {space_hash}); "
                 f"use another --db"
             )
+        if prices and meta.get("prices") and meta["prices"] != prices:
+            db.close()
+            raise InputError(
+                f"{path}: results priced with other area or energy tables (hash "
+                f"{meta['prices']}; now {prices}): their areas and energies would mix with "
+                f"new ones; use another --db")
         cls._enable_wal(db)
         return cls(path, db)
 

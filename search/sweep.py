@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import importlib
 import math
 import os
@@ -185,7 +186,7 @@ def run_sweep(
         scheduler=scheduler, timeout=timeout, log_dir=log_dir)
     try:
         db = ResultsDB.open(db_path, space_name=space.name, space_hash=space.hash,
-                            objective=space.objective)
+                            objective=space.objective, prices=prices())
     except BaseException:
         engine.close()
         raise
@@ -228,6 +229,17 @@ def run_sweep(
         summary.best = _best(summary.rows)
     summary.wall_s = time.time() - started
     return summary
+
+
+def prices() -> str:
+    """What evaluations price designs with: a hash of the area and energy tables (a DB made
+    with other tables refuses this sweep, so old and new prices never mix in one DB)."""
+    from hwloop.sim import area, energy
+
+    digest = hashlib.sha256()
+    for table in (area.DEFAULT_TABLE, energy.DEFAULT_TABLE):
+        digest.update(table.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _hold(db_path: Path, sweep: Sweep) -> Callable[[], None]:

@@ -494,3 +494,26 @@ def test_resuming_with_a_budget_below_the_results_so_far_is_refused(tmp_path):
     with ResultsDB.open_existing(tmp_path / "runs.db") as db:
         assert [s.budget for s in db.sweeps()] == [6]
     assert (tmp_path / "runs.db").read_bytes() == before
+
+
+def test_a_db_priced_with_other_tables_refuses_the_sweep(tmp_path, monkeypatch):
+    """Edited area or energy tables make new prices: a sweep would mix old and new rows."""
+    import hwloop.search.sweep as sweep_module
+
+    space = load_space(TINY)
+    db_path = tmp_path / "runs.db"
+    run_sweep(space, method="random", budget=2, db_path=db_path, workers=1,
+              evaluator=slow_evaluate, seed=1)
+    monkeypatch.setattr(sweep_module, "prices", lambda: "0123456789abcdef")
+    with pytest.raises(InputError) as info:
+        run_sweep(space, method="random", budget=3, db_path=db_path, workers=1,
+                  evaluator=slow_evaluate, seed=1, resume=True)
+    with ResultsDB.open_existing(db_path) as db:
+        recorded = db.meta["prices"]
+        assert len(db.rows()) == 2  # nothing written
+    assert str(info.value) == (
+        f"{db_path}: results priced with other area or energy tables (hash {recorded}; now "
+        "0123456789abcdef): their areas and energies would mix with new ones; use another --db")
+    monkeypatch.setattr(sweep_module, "prices", lambda: recorded)
+    assert run_sweep(space, method="random", budget=3, db_path=db_path, workers=1,
+                     evaluator=slow_evaluate, seed=1, resume=True).told == 3
