@@ -344,7 +344,7 @@ class SystolicAccelerator(wiring.Component):
         prologue_cycles = prologue_length(p)
         pro_on = Signal()  # the prologue's rows that load in the first tile
         pro_row = Signal.like(wl_row)
-        pro_short = Signal()  # this compute's prologue overlaps its first tile
+        pro_short = ~(c_stream | c_follow) if ahead else ~c_stream  # its feed cannot stall
         wl_base = Signal(ADDR_BITS)  # weight rows of the next tile to preload
         if not os_flow:
             # bit 5: preload; bit 6: preload if this instruction's weight load (which writes
@@ -354,8 +354,7 @@ class SystolicAccelerator(wiring.Component):
             with m.If(start_compute):
                 m.d.sync += [wl_base.eq(fields["c_b_base"] + Mux(preloaded, R, 0)),
                              c_preload.eq(flags[5]), c_preload_loaded.eq(flags[6]),
-                             weights_ready.eq(0),
-                             pro_short.eq(~(flags[8] | flags[10]) if ahead else ~flags[8])]
+                             weights_ready.eq(0)]
             w_on = Signal()       # a window is past its first row
             w_row = Signal.like(wl_row)  # its next row
             w_cross = Signal()    # it preloads the next compute

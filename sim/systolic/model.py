@@ -86,8 +86,14 @@ def tile_period(params, instr: Instruction) -> int:
     R, C = params.rows, params.cols
     if params.dataflow == "os":
         return max(c.length, R)
-    return max(c.length, R + C - 1, 2) if instr.stream or instr.follow \
+    return max(c.length, R + C - 1, 2) if _feed_may_stall(instr) \
         else max(c.length, R, C, 2)
+
+
+def _feed_may_stall(instr: Instruction) -> bool:
+    """A streaming or following compute waits for rows still arriving: its slots may stall,
+    so nothing may be timed just in time against them (ws: its tile period, its prologue)."""
+    return instr.stream or instr.follow
 
 
 def feed_stall(params, c: Compute, since_last: int | None) -> int:
@@ -111,7 +117,7 @@ def _prologue(params, instr: Instruction, preloaded: bool) -> int:
     load in the first tile's first slots)."""
     if params.dataflow == "os" or preloaded:
         return 0
-    return params.rows if instr.stream or instr.follow else prologue_length(params)
+    return params.rows if _feed_may_stall(instr) else prologue_length(params)
 
 
 def feed_cycles(params, instr: Instruction, stall: int = 0, preloaded: bool = False) -> int:
