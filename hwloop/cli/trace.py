@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -180,13 +179,10 @@ def _accesses(count: int) -> str:
 
 def run_export(args: argparse.Namespace) -> int:
     if args.output == "-":  # a pipe: the csv alone on stdout, the count on stderr
-        try:
-            count = write_csv_to(sys.stdout, iter_trace_chunks(args.input),
-                                 with_kind=args.with_kind)
-            sys.stdout.flush()
-        except BrokenPipeError:  # the reader stopped early (| head): not an error
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
+        # (a reader that stops early, | head, ends it quietly: hwloop.cli.main)
+        count = write_csv_to(sys.stdout, iter_trace_chunks(args.input),
+                             with_kind=args.with_kind)
+        sys.stdout.flush()
         print(f"wrote {_accesses(count)} to standard output", file=sys.stderr)
         return 0
     if same_file(args.output, args.input):  # the output is renamed onto it: the input is lost
