@@ -169,13 +169,21 @@ def _positive(path: Path, line: int, column: str, text: str) -> int:
     return value
 
 
+def not_a_workload_file(path: Path) -> str | None:
+    """Why ``path`` names no workload file to read (a folder, nothing), or None."""
+    if path.is_dir():
+        return f"workload file {str(path)!r} is a folder"
+    if not path.is_file():
+        return f"workload file {str(path)!r} does not exist"
+    return None
+
+
 def load_topology_csv(path: str | Path) -> Workload:
     """Layers from a SCALE-Sim topology file (convolution or GEMM form, trailing comma allowed)."""
     path = Path(path)
-    if path.is_dir():
-        raise WorkloadError(f"workload file {str(path)!r} is a folder")
-    if not path.is_file():
-        raise WorkloadError(f"workload file {str(path)!r} does not exist")
+    unreadable = not_a_workload_file(path)
+    if unreadable:
+        raise WorkloadError(unreadable)
     text = read_user_text(path, error=WorkloadError)
     rows = [(number, [cell.strip() for cell in row])
             for number, row in enumerate(csv.reader(text.splitlines()), start=1)]

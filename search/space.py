@@ -550,7 +550,7 @@ def _workload_file(i: int, name: str, first: int | None, *, text: str,
     an existing file, then ``module:attr``."""
     from hwloop.errors import WorkloadError
     from hwloop.networks import BUILTINS
-    from hwloop.workloads import load_topology_csv, load_torch_module
+    from hwloop.workloads import load_topology_csv, load_torch_module, not_a_workload_file
 
     if name in BUILTINS:
         return None
@@ -577,9 +577,9 @@ def _workload_file(i: int, name: str, first: int | None, *, text: str,
             raise missing(str(exc)) from None
         layers = json.dumps([layer.to_dict() for layer in workload.layers], sort_keys=True)
         return WorkloadSpec(name, first, sha256=hashlib.sha256(layers.encode()).hexdigest())
-    if not shown.is_file():
-        raise missing(f"workload file {str(shown)!r} "
-                      + ("is a folder" if shown.is_dir() else "does not exist"))
+    unreadable = not_a_workload_file(shown)
+    if unreadable:
+        raise missing(unreadable)
     load_topology_csv(shown)  # a malformed file fails now, naming its own file:line
     digest = hashlib.sha256(shown.read_bytes()).hexdigest()
     return WorkloadSpec(name, first, path=str(shown.absolute()), sha256=digest)
