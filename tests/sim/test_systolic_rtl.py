@@ -89,6 +89,27 @@ def test_a_relative_workdir(tmp_path, monkeypatch):
     assert (tmp_path / "rel" / "jobs.json").is_file()
 
 
+@pytest.mark.rtl
+@pytest.mark.xdist_group("systolic_os_2x3")
+@pytest.mark.parametrize("scale", [0.5, 3.0])
+def test_the_predicted_end_only_times_the_testbench_sleep(scale, tmp_path, monkeypatch):
+    """The testbench sleeps on a timer to shortly before the model's predicted cycles: a
+    prediction far too short (then it waits for `done`) or far too long (`done` came while it
+    slept) measures the same hardware cycles, actions and sums."""
+    params = SystolicParams(rows=2, cols=3, dataflow="os", in_bits=8, acc_bits=32, ifmap_kib=4,
+                            weight_kib=4, acc_kib=4, mem_latency=3)
+    gemm = Gemm(m=9, n=7, k=40)
+    mapping = default_mapping(params, gemm)
+    a, b = random_operands(gemm, in_bits=params.in_bits, rng=np.random.default_rng(SEED))
+    true = model_gemm(params, gemm, mapping)
+    monkeypatch.setattr(rtl_module, "model_gemm", lambda *args: replace(
+        true, cycles=int(true.cycles * scale)))
+    run = RtlSimulator(params, workdir=tmp_path).run([(gemm, mapping, a, b)])[0]
+    assert run.extra["model_cycles"] == int(true.cycles * scale)
+    assert (run.cycles, run.actions) == (true.cycles, true.actions), SEED
+    assert np.array_equal(run.c, gemm_golden(a, b, acc_bits=params.acc_bits)), SEED
+
+
 _SPLIT_DESIGNS = {  # the "-ahead" variants run them with read_ahead
     "os": SystolicParams(rows=2, cols=3, dataflow="os", in_bits=8, acc_bits=32, ifmap_kib=4,
                          weight_kib=4, acc_kib=4, mem_latency=3),
