@@ -17,7 +17,7 @@ from typing import Any
 
 from hwloop import __version__
 from hwloop.errors import InputError
-from hwloop.paths import mkdtemp
+from hwloop.paths import check_folder_path, mkdtemp
 
 
 def component_ports(component: Any) -> list[dict[str, Any]]:
@@ -121,11 +121,8 @@ def write_folder_atomically(out: Path, fill: Callable[[Path], None], *,
     out = Path(out)
     resolved = out.resolve()
     parent = resolved.parent
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output {str(out)!r} exists and is not a folder")
-    for above in out.parents:  # else mkdir says "File exists" of a file it would not replace
-        if above.exists() and not above.is_dir():
-            raise InputError(f"output {str(out)!r}: {str(above)!r} is a file, not a folder")
+    # else mkdir says "File exists" of a file above it that it would not replace
+    check_folder_path(out, name=f"output {str(out)!r}")
     if out.exists():
         if not overwrite:
             raise InputError(f"output folder {str(out)!r} already exists")

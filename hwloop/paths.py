@@ -39,6 +39,27 @@ def cache_dir() -> Path:
     return path
 
 
+def check_folder_path(path: str | Path, *, name: str, error: type[InputError] = InputError,
+                      parents_only: bool = False) -> None:
+    """Refuse an output folder the user named (``path``) that cannot be one: the first of it
+    and the folders above it that exists must be a folder (one that does not exist yet is
+    fine: it is made later). ``name`` is how the user named the path, the message's prefix
+    (``--workdir out/w``, ``-o out/report``); ``error`` is the class raised. With
+    ``parents_only``, ``path`` names a file to write, and only the folders above it count.
+
+    The messages: ``--log-dir out/x: exists and is a file, not a folder`` (the path itself),
+    ``--log-dir out/x: out is a file, not a folder`` (a folder above it); "is not a folder"
+    instead for something else (a device, a socket)."""
+    path = Path(path)
+    for folder in (*(() if parents_only else (path,)), *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                what = "is a file, not a folder" if folder.is_file() else "is not a folder"
+                where = "exists and" if folder == path else str(folder)
+                raise error(f"{name}: {where} {what}")
+            return
+
+
 @functools.cache
 def _umask() -> int:
     mask = os.umask(0o022)

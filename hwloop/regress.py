@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from hwloop.errors import HwloopError, ParameterError, check_seed
-from hwloop.paths import keep_scratch, remove_scratch, scratch_dir
+from hwloop.paths import check_folder_path, keep_scratch, remove_scratch, scratch_dir
 
 REGISTRY: dict[str, str] = {
     "systolic": "hwloop.sim.systolic.regress",
@@ -139,13 +139,7 @@ def _check_workdir(workdir: Path) -> Path:
     """``workdir`` made absolute (the simulators run in folders of their own and find their
     job files by the paths they are given); a ParameterError if it or a folder above it is
     not a folder, which would otherwise fail every configuration as if the generator had."""
-    for folder in (workdir, *workdir.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                where = "" if folder == workdir else f" {folder}"
-                what = "a file, not a folder" if folder.is_file() else "not a folder"
-                raise ParameterError(f"--workdir {workdir}:{where} is {what}")
-            break
+    check_folder_path(workdir, name=f"--workdir {workdir}", error=ParameterError)
     return workdir.resolve()
 
 

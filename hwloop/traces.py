@@ -33,7 +33,7 @@ from typing import BinaryIO, TextIO
 import numpy as np
 
 from hwloop.errors import TraceError
-from hwloop.paths import mkstemp
+from hwloop.paths import check_folder_path, mkstemp
 
 TRACE_DTYPE = np.dtype([("pc", "<u8"), ("addr", "<u8"), ("write", "u1")])
 
@@ -135,9 +135,8 @@ def output_directory(path: Path, what: str) -> Path:
     is done for the final rename to fail, and no device node is replaced. ``what`` names the
     file in the message ("a trace file")."""
     directory = path.parent if str(path.parent) else Path(".")
+    check_folder_path(path, name=str(path), error=TraceError, parents_only=True)
     if not directory.is_dir():
-        if directory.exists():
-            raise TraceError(f"{path}: {directory} is a file, not a directory")
         raise TraceError(f"{path}: directory {directory} does not exist")
     if path.is_dir():
         raise TraceError(f"{path}: is a directory; name {what} to write")

@@ -26,6 +26,7 @@ from typing import Any
 
 from hwloop import __version__
 from hwloop.errors import InputError
+from hwloop.paths import check_folder_path
 
 SCHEMA_VERSION = 1
 
@@ -244,8 +245,7 @@ class ResultsDB:
             raise InputError(f"{path}: folder {path.parent} does not exist")
         if path.is_dir():
             raise InputError(f"{path}: is a folder, not a results database")
-        if not path.parent.is_dir():
-            raise InputError(f"{path}: {path.parent} is a file, not a folder")
+        check_folder_path(path, name=str(path), parents_only=True)
         new = not path.exists() or path.stat().st_size == 0
         try:
             db = cls._connect(path)

@@ -18,7 +18,7 @@ from typing import Any
 
 from hwloop.errors import InputError
 from hwloop.manifest import same_file, write_folder_atomically
-from hwloop.paths import mkstemp
+from hwloop.paths import check_folder_path, mkstemp
 from hwloop.search.db import FLAT_COLUMNS, ResultsDB, Row
 
 METHOD_COLORS = {"random": "#7f7f7f", "bo": "#1f77b4", "cbo": "#d62728", "apollo": "#2ca02c",
@@ -249,11 +249,7 @@ def write_report(db_path: str | Path, out_dir: str | Path, *, top: int = 10) -> 
     if not rows:
         raise InputError(f"{db_path}: no evaluations to report")
     objective = meta.get("objective") or "objective"
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"-o {out_dir}: exists and is not a folder")
-    for parent in out_dir.parents:
-        if parent.exists() and not parent.is_dir():
-            raise InputError(f"-o {out_dir}: {parent} exists and is not a folder")
+    check_folder_path(out_dir, name=f"-o {out_dir}")
     # checked before the plots are made; write_folder_atomically checks again as it replaces
     if out_dir.is_dir() and any(out_dir.iterdir()) and not is_report(out_dir):
         raise InputError(f"-o {out_dir}: exists and is not an earlier report (it would be "

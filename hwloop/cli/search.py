@@ -86,6 +86,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         TimeElapsedColumn,
     )
 
+    from hwloop.paths import check_folder_path
     from hwloop.search.space import load_space
     from hwloop.search.sweep import check_options, run_sweep
 
@@ -99,11 +100,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                          f"(like tcp://127.0.0.1:8786)")
     space = load_space(args.space)
     if args.log_dir is not None:
-        if args.log_dir.exists() and not args.log_dir.is_dir():
-            raise InputError(f"--log-dir {args.log_dir}: exists and is not a folder")
+        check_folder_path(args.log_dir, name=f"--log-dir {args.log_dir}")
         try:
             args.log_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:  # a file in the way higher up, no permission
+        except OSError as exc:  # no permission
             raise InputError(f"--log-dir {args.log_dir}: cannot create the folder: "
                              f"{exc.strerror or exc}") from None
     console = Console(stderr=True)

@@ -12,6 +12,7 @@ import numpy as np
 
 from hwloop.errors import InputError, ParameterError
 from hwloop.manifest import same_file
+from hwloop.paths import check_folder_path
 from hwloop.traces import (
     L1Filter,
     TraceWriter,
@@ -231,11 +232,10 @@ def run_recipes(args: argparse.Namespace) -> int:
     if l1 is not None:
         L1Filter.from_spec(l1)  # validate before building anything
     out_dir = Path(args.output)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir}: is a file, not a directory")
+    check_folder_path(out_dir, name=str(out_dir))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # a file above it
+    except OSError as exc:  # no permission
         raise InputError(f"{out_dir}: cannot make the directory: {exc.strerror}") from None
     for recipe in recipes:  # before any capture, so that no run stops half-way
         output_directory(out_dir / f"{recipe.name}.trace", "a trace file")

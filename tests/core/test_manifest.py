@@ -15,7 +15,7 @@ def test_a_file_above_the_output_folder_is_named_as_such(tmp_path, monkeypatch):
         with pytest.raises(InputError) as info:
             write_folder_atomically(tmp_path / out, _fill)
         assert str(info.value) == (f"output {str(tmp_path / out)!r}: "
-                                   f"{str(tmp_path / 'compress.csv')!r} is a file, not a folder")
+                                   f"{tmp_path / 'compress.csv'} is a file, not a folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["compress.csv"]
 
 

@@ -8,10 +8,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
 from hwloop import paths
+from hwloop.errors import InputError, ParameterError
 
 
 @pytest.fixture
@@ -94,3 +96,24 @@ def test_byte_locks_of_one_file_are_independent_and_name_their_holder(tmp_path):
     release = paths.try_lock_byte(lock_file, 1)  # released by the holder's kill -9
     assert release is not None
     release()
+
+
+def test_check_folder_path_refuses_a_file_at_or_above_the_path_and_names_it(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    for path, message in ((afile, f"-o {afile}: exists and is a file, not a folder"),
+                          (afile / "sub" / "deeper", f"-o {afile / 'sub' / 'deeper'}: "
+                                                     f"{afile} is a file, not a folder")):
+        with pytest.raises(ParameterError) as info:
+            paths.check_folder_path(path, name=f"-o {path}", error=ParameterError)
+        assert str(info.value) == message
+    with pytest.raises(InputError) as info:
+        paths.check_folder_path(afile / "x.db", name="db", parents_only=True)
+    assert str(info.value) == f"db: {afile} is a file, not a folder"
+    # a path that does not exist yet, an existing folder: nothing to refuse, nothing made
+    paths.check_folder_path(tmp_path / "new" / "sub", name="-o new/sub")
+    paths.check_folder_path(tmp_path, name="-o here")
+    paths.check_folder_path(tmp_path / "new.db", name="db", parents_only=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+    with pytest.raises(InputError, match=r"^null: exists and is not a folder$"):
+        paths.check_folder_path(Path("/dev/null"), name="null")

@@ -109,7 +109,7 @@ def test_a_relative_workdir_is_resolved_before_the_simulators_run(fake_generator
 def test_a_workdir_that_is_a_file_is_bad_input(fake_generators, tmp_path, capsys):
     (tmp_path / "notes.csv").write_text("x\n")
     for workdir, message in [
-            ("notes.csv", "--workdir {t}/notes.csv: is a file, not a folder"),
+            ("notes.csv", "--workdir {t}/notes.csv: exists and is a file, not a folder"),
             ("notes.csv/runs", "--workdir {t}/notes.csv/runs: {t}/notes.csv is a file, not a "
                                "folder")]:
         code = main(["regress", "--generator", "good", "--workdir", str(tmp_path / workdir)])
@@ -118,7 +118,8 @@ def test_a_workdir_that_is_a_file_is_bad_input(fake_generators, tmp_path, capsys
         assert err == f"hwloop: error: {message.format(t=tmp_path)}\n"
         assert "passed" not in out  # refused before any configuration ran
     assert main(["regress", "--generator", "good", "--workdir", "/dev/null"]) == 2
-    assert capsys.readouterr().err == "hwloop: error: --workdir /dev/null: is not a folder\n"
+    assert capsys.readouterr().err == ("hwloop: error: --workdir /dev/null: exists and is not "
+                                       "a folder\n")
 
 
 @pytest.mark.parametrize("waves", [False, True])

@@ -440,9 +440,9 @@ def test_cli_output_of_the_wrong_kind(tmp_path: Path, capsys: pytest.CaptureFixt
         (["trace", "export", str(trace), "--format", "csv", "-o", str(folder)],
          f"{folder}: is a directory; name a csv file to write"),
         (["trace", "import", str(csv), "--format", "csv", "-o", str(csv / "x.trace")],
-         f"{csv / 'x.trace'}: {csv} is a file, not a directory"),
+         f"{csv / 'x.trace'}: {csv} is a file, not a folder"),
         (["trace", "export", str(trace), "--format", "csv", "-o", str(csv / "x.csv")],
-         f"{csv / 'x.csv'}: {csv} is a file, not a directory"),
+         f"{csv / 'x.csv'}: {csv} is a file, not a folder"),
         (["trace", "import", str(csv), "--format", "csv", "-o", str(fifo)],
          f"{fifo}: is not a regular file; name a trace file to write"),
     ]

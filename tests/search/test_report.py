@@ -123,9 +123,9 @@ def test_output_paths_of_the_wrong_kind_are_one_line_errors(tmp_path):
             (["db", "export", "-o", str(afile / "runs.csv")],
              f"-o {afile / 'runs.csv'}: folder {afile} does not exist"),
             (["report", "-o", str(afile / "sub")],
-             f"-o {afile / 'sub'}: {afile} exists and is not a folder"),
+             f"-o {afile / 'sub'}: {afile} is a file, not a folder"),
             (["report", "-o", str(afile / "sub" / "deeper")],
-             f"-o {afile / 'sub' / 'deeper'}: {afile} exists and is not a folder")):
+             f"-o {afile / 'sub' / 'deeper'}: {afile} is a file, not a folder")):
         proc = subprocess.run([sys.executable, "-m", "hwloop", *args, "--db", str(db_path)],
                               capture_output=True, text=True)
         assert proc.returncode == 2 and proc.stderr == f"hwloop: error: {message}\n", args

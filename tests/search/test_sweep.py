@@ -387,8 +387,8 @@ def test_an_unknown_method_is_exactly_one_line_with_the_progress_display(tmp_pat
 def test_a_log_dir_that_is_a_file_is_one_line_exit_2(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("")
-    for log_dir, message in ((afile, "exists and is not a folder"),
-                             (afile / "sub", "cannot create the folder: Not a directory")):
+    for log_dir, message in ((afile, "exists and is a file, not a folder"),
+                             (afile / "sub", f"{afile} is a file, not a folder")):
         proc = _run(["sweep", "--space", str(TINY), "--db", str(tmp_path / "runs.db"),
                      "--budget", "1", "--quiet", "--log-dir", str(log_dir)])
         assert proc.returncode == 2
