@@ -62,6 +62,39 @@ VERILATED_WRAPPER = """\
 #: The folder beside ``obj/`` that holds the wrapper and :data:`FAST_EXTENDS`.
 FAST_EXTENDS_FOLDER = "fast_extends"
 
+#: Verilator's FST writer compresses with lz4: it includes ``lz4.h`` and links ``-llz4``.
+#: Most systems have lz4's shared library (liblz4.so.1: systemd and apt use it) but not its
+#: development files. For those a wave build gets, in this folder beside ``obj/``, a header
+#: declaring the two functions the writer calls (lz4's stable API since 1.7) and a
+#: ``liblz4.so`` that is a linker script naming the runtime library.
+LZ4_FOLDER = "lz4"
+LZ4_HEADER = """\
+/* hwloop: the lz4 functions Verilator's FST writer calls, for a system that has lz4's shared
+   library but not its headers. */
+#ifndef HWLOOP_LZ4_H_
+#define HWLOOP_LZ4_H_
+#ifdef __cplusplus
+extern "C" {
+#endif
+int LZ4_compressBound(int inputSize);
+int LZ4_compress_default(const char* src, char* dst, int srcSize, int dstCapacity);
+#ifdef __cplusplus
+}
+#endif
+#endif  /* HWLOOP_LZ4_H_ */
+"""
+
+
+def lz4_runtime_only() -> str | None:
+    """The file name of lz4's shared library when the system has it but not ``lz4.h``
+    (then wave builds use :data:`LZ4_HEADER`); None when the headers are there, or nothing
+    is (the build then fails, and says what to install)."""
+    if any(Path(folder, "lz4.h").exists() for folder in ("/usr/include", "/usr/local/include")):
+        return None
+    import ctypes.util
+
+    return ctypes.util.find_library("lz4")
+
 
 def runner(*, public_flat_rw: bool = False, make_opt: Sequence[str] = MAKE_OPT,
            fresh: Sequence[Path] = (), main: Path | None = None):
@@ -143,6 +176,9 @@ def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Seq
                                 + FAST_EXTENDS.read_bytes()).hexdigest()[:16]
         flags = [*flags, "-CFLAGS", f"-iquote../{FAST_EXTENDS_FOLDER}",
                  "-CFLAGS", f"-DHWLOOP_FAST_EXTENDS={digest}"]
+    lz4_library = lz4_runtime_only() if waves else None
+    if lz4_library is not None:
+        flags = [*flags, "-CFLAGS", f"-I../{LZ4_FOLDER}", "-LDFLAGS", f"-L../{LZ4_FOLDER}"]
     options = [*flags, *make_opt, *(["--public-flat-rw"] if public_flat_rw else [])]
     if main is not None:
         extra = {**extra, "main": main.read_text()}
@@ -163,6 +199,10 @@ def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Seq
             (folder / FAST_EXTENDS_FOLDER).mkdir()
             shutil.copyfile(FAST_EXTENDS, folder / FAST_EXTENDS_FOLDER / FAST_EXTENDS.name)
             (folder / FAST_EXTENDS_FOLDER / "verilated.h").write_text(VERILATED_WRAPPER)
+        if lz4_library is not None:
+            (folder / LZ4_FOLDER).mkdir()
+            (folder / LZ4_FOLDER / "lz4.h").write_text(LZ4_HEADER)
+            (folder / LZ4_FOLDER / "liblz4.so").write_text(f"INPUT(-l:{lz4_library})\n")
         obj = folder / "obj"
         fresh: list[Path] = []
         if cache.has(runtime_key):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from hwloop.sim.verilator import build_verilated, public_vlt, run_testbench
-from hwloop.toolchain import VERILATOR_LINT_FLAGS
+from hwloop.sim.verilator import LZ4_HEADER, build_verilated, public_vlt, run_testbench
+from hwloop.toolchain import VERILATOR_LINT_FLAGS, verilator_root
 
 COUNTER_V = """`timescale 1ns/1ps
 module counter_top (
@@ -141,3 +142,13 @@ def test_fast_sign_extension_equals_verilators(tmp_path):
     result = subprocess.run([str(tmp_path / "check")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
     assert result.stdout.startswith("ok 1280000")
+
+
+def test_the_lz4_header_declares_every_lz4_function_the_fst_writer_calls():
+    """Wave builds on a system without lz4's headers compile the FST writer against hwloop's
+    own declarations: a Verilator release that calls another lz4 function must fail here,
+    not in a user's build."""
+    writer = verilator_root() / "include" / "fstcpp" / "fstcpp_writer.cpp"
+    called = set(re.findall(r"\b(LZ4_\w+)\s*\(", writer.read_text()))
+    declared = set(re.findall(r"\b(LZ4_\w+)\s*\(", LZ4_HEADER))
+    assert called and called <= declared, called - declared
