@@ -45,8 +45,9 @@ class Layer:
     """One layer as the GEMM ``C[m, n] = sum_k A[m, k] B[k, n]`` it lowers to.
 
     For a convolution the original dimensions are kept too (``ifmap_h`` ... ``stride``), already
-    padded (valid convolution). ``repeat`` counts identical copies (e.g. attention heads or the
-    groups of a grouped convolution).
+    padded (valid convolution); a traced one with unequal strides or a dilation, which
+    SCALE-Sim's conv form cannot say, has no ``stride``. ``repeat`` counts identical copies
+    (e.g. attention heads or the groups of a grouped convolution).
     """
 
     name: str
@@ -259,6 +260,9 @@ def write_topology_csv(workload: Workload, path: str | Path, *, form: str = "gem
         for layer in workload.layers:
             if layer.kind != "conv":
                 raise WorkloadError(f"layer {layer.name!r} is not a convolution")
+            if layer.stride is None:
+                raise WorkloadError(f"layer {layer.name!r} has unequal strides or a dilation, "
+                                    "which the conv form cannot say: write the gemm form")
             for copy in range(layer.repeat):
                 suffix = f"_{copy}" if layer.repeat > 1 else ""
                 lines.append(
@@ -377,6 +381,8 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
             groups = mod.groups
             batch, channels, height, width = x.shape
             out_h, out_w = output.shape[-2:]
+            stride_h, stride_w = mod.stride
+            plain = stride_h == stride_w and tuple(mod.dilation) == (1, 1)
             layers.append(Layer(
                 name=label(base), kind="conv", m=int(batch * out_h * out_w),
                 n=mod.out_channels // groups,
@@ -384,7 +390,7 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
                 repeat=groups, ifmap_h=int(height + 2 * pad_h), ifmap_w=int(width + 2 * pad_w),
                 filter_h=mod.kernel_size[0], filter_w=mod.kernel_size[1],
                 channels=int(channels // groups), num_filters=mod.out_channels // groups,
-                stride=mod.stride[0]))
+                stride=stride_h if plain else None))
         else:
             layers.append(Layer(name=label(base), kind="gemm", m=tokens(x), n=mod.out_features,
                                 k=mod.in_features))

@@ -11,6 +11,7 @@ from hwloop.workloads import (
     dedupe,
     load_topology_csv,
     load_workload,
+    trace_module,
     write_topology_csv,
 )
 from tests.core.cli_helpers import run_main
@@ -253,6 +254,27 @@ def test_torch_class_is_traced_on_meta(tiny_module):
         ("fc", "gemm", 1, 10, 512, 1),
     ]
     assert w.layers[0].ifmap_h == 18  # padded, as SCALE-Sim expects
+
+
+def test_a_conv_the_conv_form_cannot_say_is_written_as_gemm_only(tmp_path):
+    """SCALE-Sim's conv form has one stride and no dilation: such a traced layer is refused
+    by name there (its GEMM is right, and the gemm form writes it)."""
+    from torch import nn
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=(2, 1)), nn.Conv2d(4, 4, 3, dilation=2),
+                          nn.Conv2d(4, 4, 1, stride=2))
+    w = trace_module(model, name="odd", input_shape=(1, 3, 17, 17))
+    assert [layer.stride for layer in w.layers] == [None, None, 2]
+    assert [layer.shape for layer in w.layers] == [(8 * 15, 4, 27), (4 * 11, 4, 36),
+                                                   (2 * 6, 4, 4)]
+    path = tmp_path / "odd.csv"
+    with pytest.raises(WorkloadError, match=r"^layer '0' has unequal strides or a dilation, "
+                       r"which the conv form cannot say: write the gemm form$"):
+        write_topology_csv(w, path, form="conv")
+    write_topology_csv(w.select(layers=["2"]), path, form="conv")
+    assert [x.shape for x in load_workload(str(path)).layers] == [w.layers[2].shape]
+    write_topology_csv(w, path, form="gemm")
+    assert [x.shape for x in load_workload(str(path)).layers] == [x.shape for x in w.layers]
 
 
 def test_attention_projections_are_traced(tiny_module):
