@@ -210,10 +210,24 @@ def doctor() -> list[ToolStatus]:
                 "distributed", "rich", "matplotlib"):
         v = _package_version(pkg)
         statuses.append(ToolStatus(pkg, v, v is not None, "" if v else f"pip install {pkg}"))
-    # Verilator's FST writer (--waves) compiles against lz4; nothing else needs it.
-    lz4 = next((str(p) for p in (Path("/usr/include/lz4.h"), Path("/usr/local/include/lz4.h"))
-                if p.exists()), None)
-    statuses.append(ToolStatus("lz4.h (FST waves)", lz4, lz4 is not None,
+    # Verilator's FST writer (--waves) compiles against lz4; nothing else needs it. Its shared
+    # library is enough: hwloop then declares the two functions the writer calls.
+    header, library = lz4_header(), lz4_library()
+    lz4 = header or (f"{library} (no headers needed)" if library else None)
+    statuses.append(ToolStatus("lz4 (FST waves)", lz4, lz4 is not None,
                                "" if lz4 else "apt-get install liblz4-dev (only for --waves)",
                                optional=True))
     return statuses
+
+
+def lz4_header() -> str | None:
+    """The system's ``lz4.h``, if it has lz4's development files."""
+    return next((str(p) for p in (Path("/usr/include/lz4.h"), Path("/usr/local/include/lz4.h"))
+                 if p.exists()), None)
+
+
+def lz4_library() -> str | None:
+    """The file name of lz4's shared library (``liblz4.so.1``), if the system has it."""
+    import ctypes.util
+
+    return ctypes.util.find_library("lz4")

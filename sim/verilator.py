@@ -22,7 +22,13 @@ from pathlib import Path
 
 from hwloop.buildcache import BuildCache, build_key
 from hwloop.errors import BuildError
-from hwloop.toolchain import setup_verilator, tool_versions, verilator_root
+from hwloop.toolchain import (
+    lz4_header,
+    lz4_library,
+    setup_verilator,
+    tool_versions,
+    verilator_root,
+)
 
 #: C++ optimization of the verilated model: verilated.mk's default is ``-Os``; ``-O2`` runs the
 #: 8x8 array about 1.4x faster for ~20 s more compile time.
@@ -84,16 +90,6 @@ int LZ4_compress_default(const char* src, char* dst, int srcSize, int dstCapacit
 #endif  /* HWLOOP_LZ4_H_ */
 """
 
-
-def lz4_runtime_only() -> str | None:
-    """The file name of lz4's shared library when the system has it but not ``lz4.h``
-    (then wave builds use :data:`LZ4_HEADER`); None when the headers are there, or nothing
-    is (the build then fails, and says what to install)."""
-    if any(Path(folder, "lz4.h").exists() for folder in ("/usr/include", "/usr/local/include")):
-        return None
-    import ctypes.util
-
-    return ctypes.util.find_library("lz4")
 
 
 def runner(*, public_flat_rw: bool = False, make_opt: Sequence[str] = MAKE_OPT,
@@ -176,8 +172,9 @@ def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Seq
                                 + FAST_EXTENDS.read_bytes()).hexdigest()[:16]
         flags = [*flags, "-CFLAGS", f"-iquote../{FAST_EXTENDS_FOLDER}",
                  "-CFLAGS", f"-DHWLOOP_FAST_EXTENDS={digest}"]
-    lz4_library = lz4_runtime_only() if waves else None
-    if lz4_library is not None:
+    # without lz4's headers, with its library (with neither the build fails and says so)
+    lz4_runtime = lz4_library() if waves and lz4_header() is None else None
+    if lz4_runtime is not None:
         flags = [*flags, "-CFLAGS", f"-I../{LZ4_FOLDER}", "-LDFLAGS", f"-L../{LZ4_FOLDER}"]
     options = [*flags, *make_opt, *(["--public-flat-rw"] if public_flat_rw else [])]
     if main is not None:
@@ -199,10 +196,10 @@ def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Seq
             (folder / FAST_EXTENDS_FOLDER).mkdir()
             shutil.copyfile(FAST_EXTENDS, folder / FAST_EXTENDS_FOLDER / FAST_EXTENDS.name)
             (folder / FAST_EXTENDS_FOLDER / "verilated.h").write_text(VERILATED_WRAPPER)
-        if lz4_library is not None:
+        if lz4_runtime is not None:
             (folder / LZ4_FOLDER).mkdir()
             (folder / LZ4_FOLDER / "lz4.h").write_text(LZ4_HEADER)
-            (folder / LZ4_FOLDER / "liblz4.so").write_text(f"INPUT(-l:{lz4_library})\n")
+            (folder / LZ4_FOLDER / "liblz4.so").write_text(f"INPUT(-l:{lz4_runtime})\n")
         obj = folder / "obj"
         fresh: list[Path] = []
         if cache.has(runtime_key):

@@ -31,7 +31,7 @@ def test_doctor_fails_only_on_required_tools(monkeypatch, capsys):
     from hwloop.toolchain import ToolStatus
 
     optional_missing = [ToolStatus("verilator", "5.48.0", True),
-                        ToolStatus("lz4.h (FST waves)", None, False, "apt-get install liblz4-dev",
+                        ToolStatus("lz4 (FST waves)", None, False, "apt-get install liblz4-dev",
                                    optional=True)]
     monkeypatch.setattr(toolchain, "doctor", lambda: optional_missing)
     assert main(["doctor"]) == 0
