@@ -329,6 +329,9 @@ def _iter_stored_chunks(path: str | Path) -> Iterator[np.ndarray]:
                                  f"file ends after {seen}")
             n, size, crc, *mode = chunk_header.unpack(head)
             modes = mode[0] if mode else _PC_DELTA | _ADDR_DELTA
+            if modes & ~(_PC_DELTA | _ADDR_DELTA):  # the CRC covers the payload, not this
+                raise TraceError(f"{path}: corrupt: chunk {index} at byte {offset} has "
+                                 f"unknown column modes 0x{modes:02x}")
             if n == 0 or seen + n > count:
                 raise TraceError(f"{path}: corrupt: chunk {index} at byte {offset} claims {n} "
                                  f"accesses ({seen} of {count} read before it)")

@@ -143,6 +143,21 @@ def test_flipped_byte_is_detected(tmp_path: Path) -> None:
     assert str(info.value) == f"{path}: corrupt: chunk 0 at byte 24 fails its checksum"
 
 
+@pytest.mark.parametrize("modes", [0xFF, 0x80, 0x04])
+def test_unknown_column_modes_are_detected(tmp_path: Path, modes: int) -> None:
+    """The CRC covers the payload, not the modes byte: a modes byte with bits other than the
+    two column modes decoded the payload anyway (wrong addresses, no error)."""
+    def set_modes(data: bytearray) -> bytearray:
+        data[24 + 12] = modes
+        return data
+
+    path = _damaged(tmp_path, set_modes)
+    with pytest.raises(TraceError) as info:
+        read_trace(path)
+    assert str(info.value) == (f"{path}: corrupt: chunk 0 at byte 24 has unknown column "
+                               f"modes 0x{modes:02x}")
+
+
 def test_decompression_bomb_fails_before_inflating(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """One chunk claiming 1 access whose body inflates to 64 MiB of zeros: the reader stops
