@@ -206,10 +206,13 @@ class Prefetcher(wiring.Component):
         dropped = Const(0, 3)
         active = Signal()
         m.d.comb += active.eq(self.demand_valid & go)
+        earlier: list[tuple[Signal, Signal]] = []  # (candidate, pushed) of this proposal
         for k in range(1, cfg.degree + 1):
             cand = Signal(L, name=f"cand{k}")
             m.d.comb += cand.eq(self.demand_line + step * k)
-            dup = queued(cand)
+            # in a small line-address space two candidates can be one line (step 2**(L-1),
+            # k and k+2): the second is then already queued, by this proposal
+            dup = Cat(queued(cand), *[p & (c == cand) for c, p in earlier]).any()
             push = Signal(name=f"push{k}")
             full = Signal(name=f"full{k}")
             slot = Signal(range(Q + 1), name=f"slot{k}")
@@ -220,6 +223,7 @@ class Prefetcher(wiring.Component):
             pushed = pushed + push
             dropped = dropped + (active & ~dup & full)
             fill_count = Mux(push, slot + 1, slot)
+            earlier.append((cand, push))
         with m.If(active):
             m.d.sync += [count.eq(fill_count), self.requests.eq(self.requests + pushed),
                          self.dropped.eq(self.dropped + dropped)]

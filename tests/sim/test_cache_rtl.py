@@ -16,7 +16,7 @@ from hwloop.hdl.cache.prefetcher import PrefetcherConfig
 from hwloop.hdl.cache.table import make_table, save_table
 from hwloop.sim.cache.player import check, run_player
 
-from .test_cache_support import adversarial, gaps
+from .test_cache_support import TRACE_DTYPE, adversarial, gaps
 
 pytestmark = pytest.mark.rtl
 
@@ -121,3 +121,50 @@ def test_rtl_on_a_captured_trace(tmp_path):
     model, _, diff = check(config, trace, prefetch=_prefetch("nextline", tmp_path))
     assert diff is None, diff
     assert model.misses > 0 and model.prefetch_issued > 0
+
+
+def _small_space_trace(n: int, seed: int, *, line_bytes: int, line_bits: int) -> np.ndarray:
+    """One PC walking lines a, a + 2**(L-1), a, ... (a stride of half the line-address space),
+    mixed with random accesses from other PCs."""
+    rng = np.random.default_rng(seed)
+    trace = np.zeros(n, TRACE_DTYPE)
+    half = 1 << (line_bits - 1)
+    lines = (np.arange(n) % 2) * half + (np.arange(n) // 64) % half
+    trace["addr"] = lines.astype(np.uint64) * np.uint64(line_bytes)
+    trace["pc"] = 0x400000
+    other = rng.random(n) < 0.2
+    trace["addr"][other] = rng.integers(0, (1 << line_bits) * line_bytes, other.sum())
+    trace["pc"][other] = 0x400100 + rng.integers(0, 4, other.sum()) * 4
+    trace["write"] = rng.random(n) < 0.3
+    return trace
+
+
+SMALL_SPACES = [  # (sets, ways, line_bytes, addr_bits, prefetcher kind); L = line-address bits
+    (1, 1, 128, 8, "nextline"),    # L = 1: line + 1 and line + 3 are one line
+    (4, 2, 16, 20, "stride"),      # L = 16: a stride of 0x8000 proposes each line twice
+    (2, 2, 64, 10, "table"),       # L = 4: a delta of 8 likewise
+]
+
+
+@pytest.mark.parametrize(("sets", "ways", "line_bytes", "addr_bits", "kind"), SMALL_SPACES,
+                         ids=[f"{k}-L{a - (b.bit_length() - 1)}"
+                              for _, _, b, a, k in SMALL_SPACES])
+def test_rtl_matches_model_when_prefetch_candidates_coincide(sets, ways, line_bytes, addr_bits,
+                                                             kind, tmp_path):
+    """In a small line-address space, candidates k and k+2 of one proposal can be one line:
+    the model queues it once, the RTL queued it twice (more requests and fills)."""
+    seed = SEED + 100 + SMALL_SPACES.index((sets, ways, line_bytes, addr_bits, kind))
+    print(f"seed={seed} kind={kind}")
+    line_bits = addr_bits - (line_bytes.bit_length() - 1)
+    table = None
+    if kind == "table":
+        table = tmp_path / "delta.npz"
+        save_table(table, make_table(kind="prefetch", entry_bits=5, history=0,
+                                     values=np.full(4, 1 << (line_bits - 1)),
+                                     confidence=np.full(4, 3)))
+    config = CacheConfig(sets=sets, ways=ways, line_bytes=line_bytes, addr_bits=addr_bits)
+    pf = PrefetcherConfig(kind=kind, degree=4, latency=2, queue=8, entries=1, table=table)
+    trace = _small_space_trace(20_000, seed, line_bytes=line_bytes, line_bits=line_bits)
+    model, _, diff = check(config, trace, prefetch=pf, gaps=gaps(20_000, seed=seed))
+    assert diff is None, f"seed={seed}: {diff}"
+    assert model.prefetch_requests > 0 and model.prefetch_issued > 0
