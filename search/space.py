@@ -65,6 +65,8 @@ RAW_OUT_BITS = 0
 MAPPING_PARAMETERS = ("tile_m", "tile_n", "tile_k", "order")
 TOP_KEYS = ("name", "objective", "fidelity", "hardware", "mapping", "budgets", "workloads")
 _TIMES = ("rows", "cols")
+#: The most values a min/max range may list (a log range doubles, so it never comes close).
+MAX_RANGE_VALUES = 1_000_000
 _SPEC_KEYS = ("values", "min", "max", "step", "log", "times")
 
 
@@ -451,6 +453,10 @@ def _dimension(fail: Any, section: str, key: str, spec: Any) -> Dimension:
         step = spec.get("step", 1)
         if isinstance(step, bool) or not isinstance(step, int) or step < 1:
             raise fail(f"{where}: step must be a positive integer, not {step!r}")
+        count = len(range(lo, hi + 1, step))  # before listing them: 1..10**12 would not fit
+        if count > MAX_RANGE_VALUES:
+            raise fail(f"{where}: too many values ({count}; at most {MAX_RANGE_VALUES}): give a "
+                       f"larger step or log = true")
         values = list(range(lo, hi + 1, step))
     if not values:
         raise fail(f"{where}: empty range (min {lo} > max {hi})")

@@ -202,6 +202,14 @@ BAD = [
      "[hardware] out_bits: out_bits must be an integer in 2..32, not 40"),
     ('workloads = ["mlp"]\n[hardware]\nrows = 4\ncols = { values = [4, 65] }\n',
      "[hardware] cols: cols must be an integer in 1..64, not 65"),
+    # a range too long to list is one line, not a MemoryError (nor minutes of checks)
+    ('workloads = ["mlp"]\n[hardware]\nacc_kib = { min = 1, max = 1000000000000 }\n',
+     "[hardware] acc_kib: too many values (1000000000000; at most 1000000): give a larger "
+     "step or log = true"),
+    ('workloads = ["mlp"]\n[mapping]\ntile_m = 8\ntile_n = 8\norder = "mnk"\n'
+     'tile_k = { min = 16, max = 100000000000, step = 16 }\n',
+     "[mapping] tile_k: too many values (6250000000; at most 1000000): give a larger step "
+     "or log = true"),
 ]
 
 
