@@ -125,6 +125,9 @@ def check_options(*, budget: int, workers: int | None, timeout: float | None,
                   fidelity: str | None, seed: int = 0, scheduler: str | None = None,
                   log_dir: Path | None = None) -> None:
     check_seed(seed, name="--seed")
+    if seed >= 2**63:
+        raise ParameterError(f"--seed must be below 2**63 (the results DB keeps it as a 64-bit "
+                             f"integer), not {seed}")
     # Dask runs the evaluations on the cluster's own workers: these options would be ignored.
     if scheduler is not None and workers is not None:
         raise ParameterError("--workers has no effect with --scheduler (the cluster's workers "

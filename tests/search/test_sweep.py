@@ -152,6 +152,28 @@ def test_a_sweep_runs_in_one_process_at_a_time(tmp_path, caches):
      "hwloop: error: --fidelity must be one of rtl, model, not 'gates'"),
     (["--budget", "3", "--scheduler", "localhost:8786"],
      "hwloop: error: --scheduler localhost:8786: not a Dask address (like tcp://127.0.0.1:8786)"),
+    # the results DB keeps the seed as a 64-bit integer: it was an OverflowError traceback
+    (["--budget", "3", "--seed", str(2**63)],
+     "hwloop: error: --seed must be below 2**63 (the results DB keeps it as a 64-bit integer), "
+     "not 9223372036854775808"),
+    # addresses Dask's client refuses in its constructor: a traceback, and another one 10 s
+    # later when the half-made client was collected
+    (["--budget", "3", "--scheduler", "tcp://127.0.0.1"],
+     "hwloop: error: --scheduler tcp://127.0.0.1: not a Dask address (missing port number in "
+     "address '127.0.0.1')"),
+    (["--budget", "3", "--scheduler", "tcp://127.0.0.1:port"],
+     "hwloop: error: --scheduler tcp://127.0.0.1:port: not a Dask address (invalid literal for "
+     "int() with base 10: 'port')"),
+    (["--budget", "3", "--scheduler", "inproc://127.0.0.1/1/1"],
+     "hwloop: error: --scheduler inproc://127.0.0.1/1/1: not a Dask address (an inproc "
+     "scheduler is reachable from its own process only)"),
+    (["--budget", "3", "--scheduler", "ucx://127.0.0.1:9"],
+     "hwloop: error: --scheduler ucx://127.0.0.1:9: Dask cannot connect by protocol ucx here "
+     "(its backend is not installed)"),
+    (["--budget", "3", "--scheduler", "tls://127.0.0.1:9"],
+     "hwloop: error: --scheduler tls://127.0.0.1:9: TLS needs a CA file and a client "
+     "certificate in the Dask configuration (distributed.comm.tls.ca-file, "
+     "distributed.comm.tls.client.cert)"),
     (["--budget", "3", "--method", "annealing"],
      "hwloop: error: unknown search method 'annealing' (known: random, bo, cbo, apollo, "
      "optuna-tpe)"),
