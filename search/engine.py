@@ -427,6 +427,49 @@ def _dask_evaluate(evaluator: Evaluator, space: Any, key: str, point: dict[str, 
     return outcome.to_dict()
 
 
+def check_address(address: str) -> None:
+    """An address Dask's client can try to connect to, or a one-line :class:`InputError`.
+
+    ``Client`` refuses the others (no port, a protocol whose backend is missing, TLS without
+    certificates) in its constructor with a traceback, and prints another one when the
+    half-made client is collected, 10 s later."""
+    import warnings
+
+    from distributed.comm.addressing import parse_address
+    from distributed.comm.registry import get_backend
+    from distributed.security import Security
+
+    def bad(why: str) -> InputError:
+        return InputError(f"--scheduler {address}: {why}")
+
+    try:
+        scheme, location = parse_address(address, strict=True)
+        backend = get_backend(scheme)
+    except ValueError as exc:
+        raise bad(f"not a Dask address ({exc})") from None
+    try:
+        with warnings.catch_warnings():  # ucx warns on stderr, over several lines
+            warnings.simplefilter("ignore")
+            backend.get_connector()
+    except (TypeError, ImportError):
+        raise bad(f"Dask cannot connect by protocol {scheme} here (its backend is not "
+                  f"installed)") from None
+    try:
+        backend.get_address_host(location)  # tcp/tls: host and port; inproc: this process
+    except ValueError as exc:
+        why = ("an inproc scheduler is reachable from its own process only"
+               if scheme == "inproc" else str(exc))
+        raise bad(f"not a Dask address ({why})") from None
+    if scheme == "tls":
+        try:
+            context = Security().get_connection_args("client")["ssl_context"]
+        except (OSError, ValueError) as exc:  # a certificate file missing or malformed
+            raise bad(f"TLS configuration: {exc}") from None
+        if context is None:
+            raise bad("TLS needs a CA file and a client certificate in the Dask configuration "
+                      "(distributed.comm.tls.ca-file, distributed.comm.tls.client.cert)")
+
+
 class DaskEngine:
     """The same interface on a Dask distributed cluster (``tcp://host:port``)."""
 
@@ -444,6 +487,7 @@ class DaskEngine:
     ):
         from distributed import Client
 
+        check_address(address)
         try:
             self.client = Client(address, timeout=connect_timeout, set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:
@@ -454,7 +498,15 @@ class DaskEngine:
         self.seed = seed
         self.timeout = timeout
         self.retries = retries
-        [self._space] = self.client.scatter([space], broadcast=True, hash=False)
+        try:
+            [self._space] = self.client.scatter([space], broadcast=True, hash=False)
+        except TimeoutError:  # the scheduler's "No valid workers found", after 2 s
+            self.client.close()
+            raise InputError(f"--scheduler {address}: the cluster has no workers (start some: "
+                             f"dask worker {address})") from None
+        except BaseException:
+            self.client.close()
+            raise
         self._futures: dict[Any, _Job] = {}
 
     @property

@@ -82,3 +82,22 @@ def test_hwloop_sweep_on_a_scheduler_address(tmp_path):
     with ResultsDB.open_existing(tmp_path / "runs.db") as db:
         rows = db.rows()
     assert len(rows) == 6 and all(r.status == "ok" for r in rows)
+
+
+@pytest.mark.xdist_group("dask")
+def test_a_scheduler_without_workers_is_one_line_exit_2_and_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    root = TINY.parents[1]
+    with distributed.LocalCluster(n_workers=0, processes=True, host="127.0.0.1",
+                                  dashboard_address="127.0.0.1:0") as cluster:
+        address = cluster.scheduler_address
+        proc = subprocess.run(
+            [sys.executable, "-m", "hwloop", "sweep", "--space", str(TINY), "--budget", "2",
+             "--db", str(tmp_path / "runs.db"), "--scheduler", address, "--quiet"],
+            capture_output=True, text=True, cwd=root, timeout=180)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"hwloop: error: --scheduler {address}: the cluster has no workers "
+                           f"(start some: dask worker {address})\n")
+    assert not (tmp_path / "runs.db").exists()
