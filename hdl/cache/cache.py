@@ -214,9 +214,13 @@ class Cache(wiring.Component):
                 node = 2 * node + 1 + plru.bit_select(node, 1)
             m.d.comb += victim.eq(node - (W - 1))
         elif cfg.policy in ("srrip", "table"):
+            # a signal per step: a Mux that names the running maximum twice doubles the
+            # expression (and the Verilog) at every way
             running = st[0]
             for w in range(1, W):
-                running = Mux(st[w] > running, st[w], running)
+                step = Signal(S, name=f"rr_max{w}")
+                m.d.comb += step.eq(Mux(st[w] > running, st[w], running))
+                running = step
             m.d.comb += rr_max.eq(running)
             _, rr_way = first([st[w] == rr_max for w in range(W)])
             m.d.comb += victim.eq(rr_way)

@@ -67,6 +67,26 @@ def test_prefetch_ports_and_prefetcher_alone():
     assert "module prefetcher_stride" in verilog and "fill_line" in verilog
 
 
+@pytest.mark.parametrize("policy", ["srrip", "table"])
+def test_verilog_grows_linearly_with_the_ways(policy, tmp_path):
+    """The victim of srrip and table takes the largest RRPV over the ways; its expression named
+    the running maximum twice per way, so the Verilog doubled with every way (16 ways: 5 MB
+    in 14 s, 64 ways never finished). 1..64 ways are legal."""
+    table = None
+    if policy == "table":
+        table = tmp_path / "t.npz"
+        save_table(table, make_table(kind="replacement", entry_bits=5, history=1,
+                                     values=np.arange(64) % 32))
+
+    def size(ways: int) -> int:
+        return len(cache_verilog(CacheConfig(sets=2, ways=ways, line_bytes=8, addr_bits=20,
+                                             policy=policy, table=table)))
+
+    small, large = size(8), size(16)
+    assert large < 3 * small, (small, large)
+    assert size(64) < 20 * small
+
+
 def test_opt_has_no_rtl():
     with pytest.raises(ParameterError) as info:
         Cache(config=CacheConfig(sets=8, ways=2, line_bytes=32, policy="opt"))
