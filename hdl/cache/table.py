@@ -184,23 +184,30 @@ def load_table(path: str | Path, *, kind: str, entries: int | None = None,
         raise
     except json.JSONDecodeError as exc:
         raise ConfigError.at(path, None, "not an hwloop table ('meta' is not JSON)") from exc
-    except (OSError, ValueError, zipfile.BadZipFile, KeyError, EOFError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile, KeyError, EOFError,
+            RuntimeError, NotImplementedError) as exc:  # zipfile: encrypted, unknown method
         raise ConfigError.at(path, None, f"not a readable table file ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ConfigError.at(path, None, "not an hwloop table (bad 'meta')")
     if meta.get("kind") != kind:
         raise ConfigError.at(path, None, f"is a {meta.get('kind')} table, need a {kind} table")
-    if values.dtype.kind not in "iu":
-        raise ConfigError.at(path, None, f"values must be integers, not {values.dtype}")
     for name in ("entries", "entry_bits", "history"):  # else compared or shown as None/'4'
         if name not in meta:
             raise ConfigError.at(path, None, f"meta has no {name!r}")
         if isinstance(meta[name], bool) or not isinstance(meta[name], int):
             raise ConfigError.at(path, None, f"meta {name!r} must be an integer, not "
                                  f"{meta[name]!r}")
-    if values.ndim != 1 or values.size != meta.get("entries"):
-        raise ConfigError.at(path, None, f"meta says {meta.get('entries')} entries but values "
-                             f"has shape {values.shape}")
+    for name, array in (("values", values), ("confidence", confidence)):
+        if array is None:
+            continue
+        if array.dtype.kind not in "iu":
+            raise ConfigError.at(path, None, f"{name} must be integers, not {array.dtype}")
+        if array.dtype.kind == "u" and array.size and array.max() > np.iinfo(np.int64).max:
+            # make_table's int64 would wrap it (2**64 - 1 -> -1, a legal delta)
+            raise ConfigError.at(path, None, f"{name} has {int(array.max())}, out of range")
+        if array.ndim != 1 or array.size != meta.get("entries"):
+            raise ConfigError.at(path, None, f"meta says {meta.get('entries')} entries but "
+                                 f"{name} has shape {array.shape}")
     try:
         table = make_table(kind=kind, entry_bits=meta.get("entry_bits"),
                            history=meta.get("history"), values=values, confidence=confidence)

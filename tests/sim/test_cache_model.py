@@ -200,6 +200,50 @@ def test_corrupt_table_files_are_one_line_errors(tmp_path):
         load_table(tmp_path / "missing.npz", kind="replacement")
 
 
+@pytest.mark.parametrize(("offset", "value", "problem"), [
+    (8, 1, "is encrypted"),                           # general-purpose flags: encrypted
+    (10, 99, "compression method is not supported"),  # compression method
+    (6, 255, "zip file version"),                     # version needed to extract
+])
+def test_damaged_zip_headers_are_one_line_errors(tmp_path, offset, value, problem):
+    """zipfile raises RuntimeError or NotImplementedError for these, which were not caught:
+    a traceback instead of a one-line error naming the file."""
+    path = tmp_path / "t.npz"
+    save_table(path, make_table(kind="replacement", entry_bits=3, history=0,
+                                values=np.zeros(4, np.int64)))
+    data = bytearray(path.read_bytes())
+    central = data.index(b"PK\x01\x02")  # the first member's central directory entry
+    data[central + offset] = value
+    path.write_bytes(bytes(data))
+    with pytest.raises(ConfigError) as info:
+        load_table(path, kind="replacement")
+    assert str(info.value).startswith(f"{path}: not a readable table file (")
+    assert problem in str(info.value)
+
+
+def test_confidence_is_checked_like_values(tmp_path):
+    """A float or 2-D confidence array was converted (2.9 -> 2) or flattened silently, and
+    unsigned values above 2**63 wrapped to negative deltas."""
+    import json
+
+    meta = np.array(json.dumps({"format": "hwloop-table", "version": 1, "kind": "prefetch",
+                                "entries": 4, "entry_bits": 5, "history": 0}))
+    path = tmp_path / "t.npz"
+    np.savez(path, meta=meta, values=np.ones(4, np.int64), confidence=np.full(4, 2.9))
+    with pytest.raises(ConfigError) as info:
+        load_table(path, kind="prefetch")
+    assert str(info.value) == f"{path}: confidence must be integers, not float64"
+    np.savez(path, meta=meta, values=np.ones(4, np.int64), confidence=np.ones((2, 2), np.int64))
+    with pytest.raises(ConfigError) as info:
+        load_table(path, kind="prefetch")
+    assert str(info.value) == f"{path}: meta says 4 entries but confidence has shape (2, 2)"
+    np.savez(path, meta=meta, values=np.full(4, 2**64 - 1, np.uint64),
+             confidence=np.ones(4, np.int64))  # as int64: -1, a legal delta
+    with pytest.raises(ConfigError) as info:
+        load_table(path, kind="prefetch")
+    assert str(info.value) == f"{path}: values has {2**64 - 1}, out of range"
+
+
 def test_oversized_table_arrays_are_rejected_before_loading(tmp_path, monkeypatch):
     """A small .npz can unpack to gigabytes (2^26 zeros compress to ~500 KB): its member sizes
     and .npy headers are checked before anything is unpacked."""
