@@ -47,6 +47,9 @@ def export_rows(db_path: str | Path, output: str | Path, *, fmt: str) -> int:
         raise InputError(f"-o {output}: folder {output.parent} does not exist")
     if output.is_dir():
         raise InputError(f"-o {output}: is a folder, not a file name")
+    if output.exists() and not output.is_file():  # a device, a pipe: renamed over, it is gone
+        raise InputError(f"-o {output}: exists and is not a regular file (the export would "
+                         f"replace it); name a file")
     db_path = Path(db_path)
     # the DB and its WAL sidecars: replacing one of them loses the results
     for suffix in ("", "-wal", "-shm"):

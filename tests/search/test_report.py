@@ -1,6 +1,7 @@
 import csv
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 import traceback
@@ -259,3 +260,17 @@ def test_the_failure_reason_is_the_exception_not_the_last_line_of_its_message():
     assert _reason("no result after 2 s: worker killed") == "no result after 2 s: worker killed"
     assert _reason("RuntimeError: a\nb") == "RuntimeError: a"  # a Dask task's reason
     assert _reason(None) == _reason("") == ""
+
+
+def test_export_does_not_replace_a_device_or_a_pipe(tmp_path):
+    # the export is written beside its output and renamed over it: over a FIFO (or, run as
+    # root, over /dev/full or /dev/stdout's link) it replaced the special file by a CSV
+    db_path = _db(tmp_path / "runs.db")
+    fifo = tmp_path / "export.csv"
+    os.mkfifo(fifo)
+    proc = _hwloop("db", "export", "--db", db_path, "-o", fifo)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"hwloop: error: -o {fifo}: exists and is not a regular file (the "
+                           f"export would replace it); name a file\n")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.csv", "runs.db"]
