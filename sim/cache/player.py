@@ -55,7 +55,8 @@ def harness_verilog(config: CacheConfig, *, way_bits: int, prefetch: bool,
     # loaded with $fread from a binary file (big-endian words); the chunk's distinct PCs go
     # in a second memory, so the bulk load reads little data
     tw = ap + 16 + 8
-    cw = chunk.bit_length()
+    cw = chunk.bit_length()  # pointers and count: 0..chunk
+    iw = max(1, (chunk - 1).bit_length())  # memory index: 0..chunk-1, any chunk size
     counters = ["hits", "misses", "evictions", "writebacks"]
     if prefetch:
         counters += list(PF_COUNTERS)
@@ -92,11 +93,11 @@ module tb_top (
   reg [{cw - 1}:0] wr_ptr;
   reg running;
   reg [3:0] gap_cnt;
-  wire [{tw - 1}:0] word = trace_mem[rd_ptr[{cw - 2}:0]];
+  wire [{tw - 1}:0] word = trace_mem[rd_ptr[{iw - 1}:0]];
   wire [3:0] gap = word[{tw - 1}:{tw - 4}];
   wire p_write = word[{tw - 8}];
   wire [15:0] p_pc_index = word[{ap + 15}:{ap}];
-  wire [63:0] p_pc = pc_mem[p_pc_index[{cw - 2}:0]];
+  wire [63:0] p_pc = pc_mem[p_pc_index[{iw - 1}:0]];
   wire [{a - 1}:0] p_addr = word[{a - 1}:0];
   wire pending = running && (rd_ptr != count);
   wire p_valid = pending && (gap_cnt == gap);
@@ -140,7 +141,7 @@ module tb_top (
         gap_cnt <= gap_cnt + 4'd1;
       end
       if (resp_valid) begin
-        result_mem[wr_ptr[{cw - 2}:0]] <= {{3'b000, resp_writeback, 3'b000, resp_evict,
+        result_mem[wr_ptr[{iw - 1}:0]] <= {{3'b000, resp_writeback, 3'b000, resp_evict,
                                           3'b000, resp_hit, {8 - way_bits}'d0, resp_way}};
         wr_ptr <= wr_ptr + 1'b1;
         if (wr_ptr + 1'b1 == count) begin
