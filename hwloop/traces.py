@@ -743,6 +743,12 @@ def parse_cache_spec(text: str, *, option: str = "--l1") -> tuple[int, int, int]
     sets = size // (ways * line)
     if sets & (sets - 1):
         raise ParameterError(f"{option} gives {sets} sets, which is not a power of two")
+    from hwloop.hdl.cache.params import CacheConfig
+
+    try:  # the model's limits (ways, sets, line size), named as the option's
+        CacheConfig(sets=sets, ways=ways, line_bytes=line, addr_bits=64)
+    except ParameterError as exc:
+        raise ParameterError(f"{option} {exc}") from None
     return size, ways, line
 
 

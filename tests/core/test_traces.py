@@ -543,6 +543,10 @@ def test_l1_filter_in_blocks_is_exact(block: int) -> None:
     ("1000:8:64", "--l1 size 1000 is not a multiple of ways x line (8 x 64)"),
     ("32K:0:64", "--l1 ways must be positive, not 0"),
     ("0:8:64", "--l1 size must be positive, not 0"),
+    # the model's limits, named as --l1's (they were the bare CacheConfig messages)
+    ("1M:128:64", "--l1 ways must be an integer in 1..64, not 128"),
+    ("1G:1:64", "--l1 sets must be at most 1048576, not 16777216"),
+    ("64K:1:8192", "--l1 line_bytes must be at most 4096, not 8192"),
 ])
 def test_l1_spec_errors(spec: str, message: str) -> None:
     with pytest.raises(ParameterError) as info:
