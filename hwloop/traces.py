@@ -488,6 +488,19 @@ class LackeyParser:
         if np.any(bad_line):
             raise self._error(int(lines[np.flatnonzero(bad_line)[0]]), text,
                               "bad lackey address in")
+        # the size: decimal digits up to the newline (a '\r' before it, from CRLF, is kept)
+        end = ends[lines]
+        bad_size = np.zeros(len(lines), dtype=bool)
+        for offset in (1, 2, 3):
+            position = comma + offset
+            inside = position < end
+            char = buf[np.where(inside, position, 0)]
+            digit = (char >= ord("0")) & (char <= ord("9"))
+            crlf = (char == ord("\r")) & (position == end - 1) & (offset > 1)
+            bad_size |= inside & ~digit & ~crlf
+        if np.any(bad_size):
+            raise self._error(int(lines[np.flatnonzero(bad_size)[0]]), text,
+                              "bad lackey size in")
         values = np.zeros(len(lines), dtype=np.uint64)
         seen = np.zeros(len(lines), dtype=np.uint8)  # OR of all nibbles: > 15 if a bad digit
         width = int(digits.max()) if len(digits) else 0

@@ -336,6 +336,10 @@ def test_lackey_matches_a_line_by_line_reference(tmp_path: Path) -> None:
     (b"I  0400000,3\nhello world\n", "l.txt:2: not a lackey line 'hello world'"),
     (b"I  0400000,3\n L 04zz000,8\n", "l.txt:2: bad hex address in ' L 04zz000,8'"),
     (b"I  0400000,3\n\n S 0400000\n", "l.txt:3: bad lackey address in ' S 0400000'"),
+    # the size after the comma (decimal) was never looked at: these were read as accesses
+    (b"I  0400000,3\n L 0400000,abc\n", "l.txt:2: bad lackey size in ' L 0400000,abc'"),
+    (b"I  0400000,3\n L 0400000,8x\n", "l.txt:2: bad lackey size in ' L 0400000,8x'"),
+    (b"I  0400000,x\n L 0400000,8\n", "l.txt:1: bad lackey size in 'I  0400000,x'"),
 ])
 def test_lackey_bad_lines(tmp_path: Path, text: bytes, message: str) -> None:
     path = tmp_path / "l.txt"
@@ -343,6 +347,14 @@ def test_lackey_bad_lines(tmp_path: Path, text: bytes, message: str) -> None:
     with pytest.raises(TraceError) as info:
         list(iter_lackey(path))
     assert str(info.value) == f"{tmp_path}/{message}"
+
+
+def test_lackey_lines_ending_in_crlf(tmp_path: Path) -> None:
+    path = tmp_path / "l.txt"
+    path.write_bytes(b"I  0400000,3\r\n L 0401000,8\r\n S 0402000,16\r\n")
+    records = np.concatenate(list(iter_lackey(path)))
+    assert records["addr"].tolist() == [0x401000, 0x402000]
+    assert records["pc"].tolist() == [0x400000, 0x400000]
 
 
 def test_lackey_bad_line_number_counts_earlier_blocks(tmp_path: Path) -> None:
