@@ -19,8 +19,12 @@ def fold(value, width: int, n: int):
 
 
 def rotl(value, r: int, n: int):
+    """``value`` rotated left by ``r`` within ``n`` bits (zero-extended to n bits first: a
+    narrower value, such as a delta of fewer line bits than n, still rotates)."""
     if n == 0:
         return Const(0, 1)
+    if len(value) < n:  # slicing past its width would keep it unrotated
+        value = Cat(value, Const(0, n - len(value)))
     r %= n
     if r == 0:
         return value

@@ -183,3 +183,26 @@ def test_player_chunks_of_any_legal_size(chunk, n, tmp_path):
     config = CacheConfig(sets=16, ways=4, line_bytes=16, addr_bits=32, policy="lru")
     rtl = run_player(config, trace, chunk=chunk, gaps=gaps(n, seed=SEED), workdir=tmp_path)
     assert compare(simulate(config, trace), rtl.result) is None
+
+
+def test_rtl_table_prefetcher_with_fewer_line_bits_than_index_bits(tmp_path):
+    """The delta history is hashed as L-bit deltas rotated within the n index bits; with
+    L < n the rotation sliced past the delta's width and kept it unrotated (the model rotates
+    the zero-extended delta): other table entries, other prefetches."""
+    seed = SEED + 200
+    print(f"seed={seed}")
+    rng = np.random.default_rng(seed)
+    table = tmp_path / "delta.npz"
+    save_table(table, make_table(kind="prefetch", entry_bits=4, history=3,
+                                 values=rng.integers(-4, 5, 1024),
+                                 confidence=rng.integers(0, 4, 1024)))
+    config = CacheConfig(sets=2, ways=2, line_bytes=64, addr_bits=10)  # L = 4 < n = 10
+    pf = PrefetcherConfig(kind="table", degree=2, latency=2, queue=4, table=table)
+    n = 20_000
+    trace = np.zeros(n, TRACE_DTYPE)
+    trace["addr"] = rng.integers(0, 1024, n)
+    trace["pc"] = 0x400000 + rng.integers(0, 8, n) * 4
+    trace["write"] = rng.random(n) < 0.3
+    model, _, diff = check(config, trace, prefetch=pf, gaps=gaps(n, seed=seed))
+    assert diff is None, f"seed={seed}: {diff}"
+    assert model.prefetch_issued > 0
