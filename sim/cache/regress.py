@@ -19,6 +19,8 @@ COUNT = {"quick": 5, "full": 12}
 
 
 def _cache_sample(rng: np.random.Generator, level: str, policy: str) -> dict[str, Any]:
+    if level == "full":
+        return _corner_sample(rng, policy)
     ways = int(rng.choice([1, 2, 4, 8] if policy == "plru" else [1, 2, 3, 4, 6, 8]))
     config: dict[str, Any] = {
         "sets": int(rng.choice([1, 4, 16, 64, 256])),
@@ -34,6 +36,29 @@ def _cache_sample(rng: np.random.Generator, level: str, policy: str) -> dict[str
         config["table_geometry"] = {"entries": int(rng.choice([16, 256, 2048])),
                                     "entry_bits": int(rng.choice([3, 5, 8])),
                                     "history": int(rng.integers(0, 4))}
+    return config
+
+
+def _corner_sample(rng: np.random.Generator, policy: str) -> dict[str, Any]:
+    """``--full``: the declared space out to its corners, where the quick draws never go:
+    up to 64 ways, address spaces down to one tag bit above the index (few line-address bits:
+    prefetch candidates that wrap onto each other, table hashes wider than the line address),
+    tables of 1 entry, 16-bit entries and history 4."""
+    ways = int(rng.choice([1, 2, 8, 16, 32, 64] if policy == "plru"
+                          else [1, 3, 5, 8, 12, 16, 33, 64]))
+    sets = int(rng.choice([1, 2, 16, 256, 1024]))
+    line_bytes = int(rng.choice([8, 64, 256, 4096]))
+    least = sets.bit_length() - 1 + line_bytes.bit_length() - 1 + 1  # one tag bit
+    addr_bits = int(rng.choice([max(8, least), max(8, least + 1), max(8, least + 3), 32, 64]))
+    config: dict[str, Any] = {
+        "sets": sets, "ways": ways, "line_bytes": line_bytes, "addr_bits": addr_bits,
+        "policy": policy, "seed": int(rng.integers(1, 65536)), "accesses": ACCESSES["full"],
+        "gaps": bool(rng.random() < 0.5),
+    }
+    if policy == "table":
+        config["table_geometry"] = {"entries": int(rng.choice([1, 16, 2048, 1 << 16])),
+                                    "entry_bits": int(rng.choice([3, 8, 16])),
+                                    "history": int(rng.integers(0, 5))}
     return config
 
 
