@@ -374,20 +374,27 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
         base = names.get(mod) or type(mod).__name__.lower()
         x = inputs[0]
         if isinstance(mod, nn.Conv2d):
-            if isinstance(mod.padding, str):
-                pad_h = pad_w = (mod.kernel_size[0] - 1) // 2 if mod.padding == "same" else 0
-            else:
-                pad_h, pad_w = mod.padding
             groups = mod.groups
-            batch, channels, height, width = x.shape
+            # (C, H, W) is an unbatched input: batch 1
+            batch, channels, height, width = (1, *x.shape) if x.dim() == 3 else x.shape
+            if mod.padding == "same":  # dilation * (kernel - 1) in all, uneven if odd
+                pad = [d * (k - 1) for d, k in zip(mod.dilation, mod.kernel_size, strict=True)]
+            elif mod.padding == "valid":
+                pad = [0, 0]
+            else:
+                pad = [2 * p for p in mod.padding]
+            ifmap_h, ifmap_w = int(height + pad[0]), int(width + pad[1])
             out_h, out_w = output.shape[-2:]
             stride_h, stride_w = mod.stride
-            plain = stride_h == stride_w and tuple(mod.dilation) == (1, 1)
+            # the conv form (one stride, no dilation) says it only if it gives these outputs
+            plain = (stride_h == stride_w and tuple(mod.dilation) == (1, 1)
+                     and (ifmap_h - mod.kernel_size[0]) // stride_h + 1 == out_h
+                     and (ifmap_w - mod.kernel_size[1]) // stride_w + 1 == out_w)
             layers.append(Layer(
                 name=label(base), kind="conv", m=int(batch * out_h * out_w),
                 n=mod.out_channels // groups,
                 k=mod.kernel_size[0] * mod.kernel_size[1] * (channels // groups),
-                repeat=groups, ifmap_h=int(height + 2 * pad_h), ifmap_w=int(width + 2 * pad_w),
+                repeat=groups, ifmap_h=ifmap_h, ifmap_w=ifmap_w,
                 filter_h=mod.kernel_size[0], filter_w=mod.kernel_size[1],
                 channels=int(channels // groups), num_filters=mod.out_channels // groups,
                 stride=stride_h if plain else None))

@@ -277,6 +277,36 @@ def test_a_conv_the_conv_form_cannot_say_is_written_as_gemm_only(tmp_path):
     assert [x.shape for x in load_workload(str(path)).layers] == [x.shape for x in w.layers]
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+def test_padding_same_records_the_padded_ifmap_the_conv_form_needs(tmp_path):
+    """padding='same' pads dilation * (kernel - 1) in all, per dimension (asymmetric for an
+    even kernel): the recorded IFMAP was padded by 2 * ((kernel_h - 1) // 2) on both axes, so an
+    even or non-square kernel wrote a conv-form layer of other output sizes than it has."""
+    from torch import nn
+
+    model = nn.Sequential(nn.Conv2d(4, 8, 4, padding="same"),
+                          nn.Conv2d(8, 8, (3, 5), padding="same"),
+                          nn.Conv2d(8, 8, 3, padding="valid"))
+    w = trace_module(model, name="same", input_shape=(1, 4, 10, 12))
+    assert [(x.ifmap_h, x.ifmap_w, x.stride) for x in w.layers] == [
+        (13, 15, 1), (12, 16, 1), (10, 12, 1)]
+    assert [x.m for x in w.layers] == [120, 120, 8 * 10]
+    path = tmp_path / "same.csv"
+    write_topology_csv(w, path, form="conv")
+    assert [x.shape for x in load_workload(str(path)).layers] == [x.shape for x in w.layers]
+
+
+def test_an_unbatched_conv_input_is_traced_as_batch_1():
+    """Conv2d takes (C, H, W) as well as (N, C, H, W); the hook unpacked four dimensions and
+    the trace failed ('not enough values to unpack')."""
+    from torch import nn
+
+    w = trace_module(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1)), name="unbatched",
+                     input_shape=(3, 16, 16))
+    [layer] = w.layers
+    assert (layer.m, layer.n, layer.k, layer.ifmap_h, layer.stride) == (256, 8, 27, 18, 1)
+
+
 def test_attention_projections_are_traced(tiny_module):
     # MultiheadAttention runs its projections functionally: no Linear hook sees them
     w = load_workload(f"{tiny_module}:Encoder")
