@@ -12,6 +12,7 @@ totals are sums of value x repeat.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -333,8 +334,22 @@ def _run_rtl(params: SystolicParams, plan: list[tuple[Layer, int, Any, Any]], *,
              waves: bool, workdir: Path | None, shifts: list[int | None]
              ) -> tuple[list[Any], list[bool | None], float, float, str | None]:
     from hwloop.sim.systolic.golden import random_operands, stored_golden
+    from hwloop.sim.systolic.harness import memory_depths
+    from hwloop.sim.systolic.program import layout
     from hwloop.sim.systolic.rtl import RtlSimulator
 
+    # before any operand is drawn (a layer too large for the harness's memories may be too
+    # large for this machine's) and before the build
+    depths = memory_depths(params)
+    for layer, _, gemm, _ in plan:
+        rows = dataclasses.asdict(layout(params, gemm))
+        for name in ("a", "b", "c"):
+            if rows[f"{name}_rows"] > depths[name]:
+                raise ParameterError(
+                    f"layer {layer.name!r} ({gemm.m}x{gemm.n}x{gemm.k}): needs "
+                    f"{rows[f'{name}_rows']} rows of external {name.upper()} memory, the "
+                    f"co-simulation harness of {params.name} has {depths[name]} (--fidelity "
+                    "model has no such limit)")
     rng = np.random.default_rng(seed)
     jobs = []
     for _, _, gemm, chosen in plan:

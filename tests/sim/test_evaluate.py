@@ -159,6 +159,28 @@ def test_wrong_rtl_result_is_loud(monkeypatch, no_synthesis):
     assert "C[3,2]" in message
 
 
+def test_a_layer_too_large_for_the_harness_is_refused_before_operands(monkeypatch,
+                                                                     no_synthesis):
+    """The co-simulation harness has external memories of at most MAX_DEPTH rows: a layer that
+    needs more was found only after its random operands were drawn (numpy's MemoryError, a
+    traceback, for a big one), now it is a ParameterError naming the layer first."""
+    rtl = importlib.import_module("hwloop.sim.systolic.rtl")
+    golden = importlib.import_module("hwloop.sim.systolic.golden")
+
+    def never(*args, **kwargs):
+        raise AssertionError("drew operands or built for a layer the harness cannot hold")
+
+    monkeypatch.setattr(rtl, "RtlSimulator", never)
+    monkeypatch.setattr(golden, "random_operands", never)
+    huge = Workload("w", (Layer(name="ok", m=8, n=8, k=8),
+                          Layer(name="big", m=1_000_000_000, n=4, k=100_000)))
+    with pytest.raises(ParameterError, match=(
+            r"^layer 'big' \(1000000000x4x100000\): needs \d+ rows of external A memory, the "
+            r"co-simulation harness of systolic_4x4_os_i8a32\w* has 4194304 \(--fidelity model "
+            r"has no such limit\)$")):
+        evaluate(SMALL, huge, fidelity="rtl", reuse=False)
+
+
 def test_finished_evaluations_are_reused_only_when_nothing_changed(monkeypatch, tmp_path,
                                                                     no_synthesis):
     monkeypatch.setenv("HWLOOP_CACHE", str(tmp_path))
