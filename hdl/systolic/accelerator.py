@@ -177,7 +177,16 @@ class SystolicAccelerator(wiring.Component):
         ifmap_ws = [ifmap.write_port() for _ in range(self._beat_a)]
         weight_ws = [weight.write_port() for _ in range(self._beat_b)]
         ifmap_r, weight_r = ifmap.read_port(), weight.read_port()
-        acc_w, acc_r, acc_s = accs.write_port(), accs.read_port(), accs.read_port()
+        # os with one row: a tile of one k step may drain in the cycle after the previous
+        # instruction's last tile wrote the same sums (the spacing rule only keeps the two
+        # tiles' shift-outs apart, one cycle on one row); the drain's read then sees that write.
+        # No other design drains the same row in consecutive cycles (os tiles drain at least
+        # rows cycles apart, ws tiles at least two), so their Verilog is unchanged.
+        if os_flow and R == 1:
+            acc_w, acc_r, acc_s = ((w := accs.write_port()), accs.read_port(transparent_for=(w,)),
+                                   accs.read_port())
+        else:
+            acc_w, acc_r, acc_s = accs.write_port(), accs.read_port(), accs.read_port()
 
         # ---- counters ----------------------------------------------------------------------
         counters = {name: Signal(COUNTER_BITS, name=f"count_{name}") for name in COUNTERS}
