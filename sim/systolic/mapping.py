@@ -220,6 +220,19 @@ _MAX_TILES = 256
 
 def default_mapping(params: Any, gemm: Gemm) -> Mapping:
     """The fitting mapping with the fewest model cycles (ties: fewer external-memory bytes)."""
+    # the dimension without an array granule (ws m, os k) starts at 8; only where nothing
+    # fits does the chooser try again from 1 (tiles of 1, 2 or 4 m rows or k steps)
+    for start in (8, 1):
+        chosen = _choose(params, gemm, start)
+        if chosen is not None:
+            return chosen
+    raise ParameterError(
+        f"no mapping of gemm m={gemm.m} n={gemm.n} k={gemm.k} fits the scratchpads of "
+        f"{params.name}")
+
+
+def _choose(params: Any, gemm: Gemm, start: int) -> Mapping | None:
+    """``default_mapping``'s choice with the ungranular dimension from ``start`` up, or None."""
     from hwloop.sim.systolic.model import model_gemm
 
     steps = tile_steps(params)
@@ -227,9 +240,9 @@ def default_mapping(params: Any, gemm: Gemm) -> Mapping:
     m_extent = pm if params.dataflow == "os" else gemm.m  # the program's m steps
     best: tuple[tuple[int, int], Mapping] | None = None
     fallback: tuple[int, Mapping] | None = None
-    for tm in _candidates(pm, steps["tile_m"] if steps["tile_m"] > 1 else 8):
+    for tm in _candidates(pm, steps["tile_m"] if steps["tile_m"] > 1 else start):
         for tn in _candidates(pn, steps["tile_n"]):
-            for tk in _candidates(pk, steps["tile_k"] if steps["tile_k"] > 1 else 8):
+            for tk in _candidates(pk, steps["tile_k"] if steps["tile_k"] > 1 else start):
                 for order in ORDERS:
                     mapping = Mapping(tile_m=tm, tile_n=tn, tile_k=tk, order=order).fit_to(
                         params, gemm)
@@ -249,10 +262,6 @@ def default_mapping(params: Any, gemm: Gemm) -> Mapping:
                     score = (run.cycles, run.actions["dram_read_bytes"])
                     if best is None or score < best[0]:
                         best = (score, mapping)
-    if best is None and fallback is not None:
-        return fallback[1]
     if best is None:
-        raise ParameterError(
-            f"no mapping of gemm m={gemm.m} n={gemm.n} k={gemm.k} fits the scratchpads of "
-            f"{params.name}")
+        return None if fallback is None else fallback[1]
     return best[1]

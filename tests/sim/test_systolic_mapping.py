@@ -157,3 +157,18 @@ def test_rtl_rejects_bad_operands_before_building(tmp_path):
     with pytest.raises(ParameterError) as err:
         sim.run([(gemm, mapping, b, np.zeros((3, 2), dtype=np.int64))])
     assert str(err.value) == ("job 0: operands (2, 2) x (3, 2) do not match gemm m=2 n=2 k=2")
+
+
+@pytest.mark.parametrize("params", [
+    # ws: one acc half holds 4 rows of 16 64-bit sums, so tile_m <= 4
+    SystolicParams(rows=16, cols=16, dataflow="ws", in_bits=8, acc_bits=64, acc_kib=1),
+    # os: one weight half holds 4 rows of 64 16-bit weights, so tile_k <= 4
+    SystolicParams(rows=8, cols=64, dataflow="os", in_bits=16, acc_bits=32, weight_kib=1),
+], ids=["ws-tile_m", "os-tile_k"])
+def test_default_mapping_below_eight_steps(params):
+    """Where the dimension without an array granule (ws m, os k) fits only fewer than 8 steps
+    per tile, the chooser takes such a tile; it tried 8 and up only and said no mapping fits."""
+    gemm = Gemm(m=100, n=100, k=100)
+    mapping = default_mapping(params, gemm)
+    check_mapping(params, gemm, mapping)
+    assert (mapping.tile_m if params.dataflow == "ws" else mapping.tile_k) == 4
