@@ -20,6 +20,7 @@ import fnmatch
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 import signal
@@ -86,13 +87,15 @@ def _load_table(path: str) -> AreaTable:
         raise ConfigError.at(file, None, "missing table [cells]")
     pairs = []
     for pattern, weight in cells.items():
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
+                math.isfinite(weight) and weight >= 0):
             raise ConfigError.at(file, None,
                                  f"cells.{pattern} must be a non-negative number, not {weight!r}")
         pairs.append((pattern, float(weight)))
     sram = data.get("sram", {})
     per_bit = sram.get("um2_per_bit") if isinstance(sram, dict) else None
-    if isinstance(per_bit, bool) or not isinstance(per_bit, (int, float)) or per_bit < 0:
+    if isinstance(per_bit, bool) or not isinstance(per_bit, (int, float)) or not (
+            math.isfinite(per_bit) and per_bit >= 0):
         raise ConfigError.at(file, None,
                              f"sram.um2_per_bit must be a non-negative number, not {per_bit!r}")
     return AreaTable(tuple(pairs), float(per_bit))

@@ -135,13 +135,20 @@ def energy(params: SystolicParams, actions: Mapping[str, int | float],
            table: EnergyTable | None = None) -> tuple[float, dict[str, float]]:
     """Total energy (pJ) of ``actions`` on ``params`` and its split by component."""
     table = table or load_energy_table()
-    prices = table.per_action(params)
     breakdown = dict.fromkeys(COMPONENTS, 0.0)
-    for key, count in actions.items():
-        if key in prices:
-            component, pj = prices[key]
-            breakdown[component] += float(count) * pj
-    return sum(breakdown.values()), breakdown
+    try:
+        prices = table.per_action(params)
+        for key, count in actions.items():
+            if key in prices:
+                component, pj = prices[key]
+                breakdown[component] += float(count) * pj
+        total = sum(breakdown.values())
+    except OverflowError:  # a float power past 1.8e308 (a sum or product gives inf)
+        total = math.inf
+    if not math.isfinite(total):  # the table's values are each finite: their results are not
+        raise ConfigError(f"{table.source}: the energy of {params.name} on these actions is "
+                          "too large to compute: check the table's values")
+    return total, breakdown
 
 
 def unpriced_actions(params: SystolicParams, actions: Mapping[str, Any]) -> list[str]:

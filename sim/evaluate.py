@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -25,7 +26,13 @@ from typing import Any
 import numpy as np
 
 from hwloop import toolchain
-from hwloop.errors import InputError, ParameterError, SimulationError, check_seed
+from hwloop.errors import (
+    ConfigError,
+    InputError,
+    ParameterError,
+    SimulationError,
+    check_seed,
+)
 from hwloop.evaluation import Evaluation, LayerResult
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.paths import cache_dir, write_cache_file
@@ -217,6 +224,9 @@ def evaluate(
         total_energy += layer_energy * repeat
         for part, value in parts.items():
             breakdown[part] += value * repeat
+    if not math.isfinite(total_energy * total_cycles):  # each layer's energy is finite
+        raise ConfigError(f"{table.source}: the energy of {params.name} on {selected.name!r} is "
+                          "too large to compute (energy x cycles): check the table's values")
     wall["total_s"] = time.perf_counter() - start
     return Evaluation(
         params=params.to_dict(),

@@ -1,6 +1,7 @@
 import importlib
 import multiprocessing
 import os
+import re
 import signal
 import sys
 import time
@@ -335,6 +336,33 @@ def test_bad_energy_table_names_file_and_line(tmp_path):
     with pytest.raises(ConfigError, match=r"f.toml: dram.pj_per_byte must be a non-negative "
                                           r"number, not -1$"):
         load_energy_table(path)
+
+
+@pytest.mark.parametrize("edit", [("multiply_exponent = 2.0", "multiply_exponent = 1e308"),
+                                  ("pj_per_byte = 244.0", "pj_per_byte = 1e308")])
+def test_an_energy_table_too_large_to_compute_is_named(tmp_path, edit):
+    """Values each finite but whose energies overflow: 2 ** 1e308 was an OverflowError
+    traceback, a sum past 1.8e308 an infinite energy (``Infinity`` in ``--json``, not JSON)."""
+    default = open(load_energy_table().source).read()
+    path = tmp_path / "big.toml"
+    path.write_text(default.replace(*edit, 1))
+    table = load_energy_table(path)
+    with pytest.raises(ConfigError, match=(
+            rf"^{re.escape(str(path))}: the energy of systolic_8x8_os_i16a32 on these actions "
+            r"is too large to compute: check the table's values$")):
+        energy(SystolicParams(in_bits=16), {"mac": 10, "dram_read_bytes": 10}, table)
+
+
+def test_bad_area_table_values_are_finite(tmp_path):
+    path = tmp_path / "area.toml"
+    path.write_text('[cells]\n"$_AND_" = nan\n[sram]\num2_per_bit = 0.5\n')
+    with pytest.raises(ConfigError, match=r"area.toml: cells.\$_AND_ must be a non-negative "
+                                          r"number, not nan$"):
+        load_area_table(path)
+    path.write_text('[cells]\n"$_AND_" = 1\n[sram]\num2_per_bit = inf\n')
+    with pytest.raises(ConfigError, match=r"area.toml: sram.um2_per_bit must be a non-negative "
+                                          r"number, not inf$"):
+        load_area_table(path)
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -1,10 +1,11 @@
 import importlib
 import os
+import re
 
 import numpy as np
 import pytest
 
-from hwloop.errors import ParameterError, SimulationError
+from hwloop.errors import ConfigError, ParameterError, SimulationError
 from hwloop.evaluation import METRICS
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.sim import check_design, evaluate
@@ -179,6 +180,20 @@ def test_a_layer_too_large_for_the_harness_is_refused_before_operands(monkeypatc
             r"co-simulation harness of systolic_4x4_os_i8a32\w* has 4194304 \(--fidelity model "
             r"has no such limit\)$")):
         evaluate(SMALL, huge, fidelity="rtl", reuse=False)
+
+
+def test_an_edp_too_large_to_compute_names_the_energy_table(tmp_path, no_synthesis):
+    """Each layer's energy finite, but energy x cycles past 1.8e308: the EDP was inf, written
+    as ``Infinity`` by ``--json`` (not JSON) and compared as inf by searches."""
+    from hwloop.sim.energy import load_energy_table
+
+    default = open(load_energy_table().source).read()
+    path = tmp_path / "big.toml"
+    path.write_text(default.replace("pj_per_byte = 244.0", "pj_per_byte = 1e304", 1))
+    with pytest.raises(ConfigError, match=(
+            rf"^{re.escape(str(path))}: the energy of systolic_4x4_os_i8a32 on 't' is too large "
+            r"to compute \(energy x cycles\): check the table's values$")):
+        evaluate(SMALL, tiny_workload(), fidelity="model", energy_table=path)
 
 
 def test_finished_evaluations_are_reused_only_when_nothing_changed(monkeypatch, tmp_path,
