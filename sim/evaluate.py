@@ -107,10 +107,20 @@ def _layer_plan(params: SystolicParams, workload: Workload, mapping: MappingSpec
                 ) -> list[tuple[Layer, int, Any, Any]]:
     """(first layer of the shape, total repeat, Gemm, Mapping) per distinct shape, checked."""
     from hwloop.sim.systolic.mapping import Gemm, check_mapping
+    from hwloop.sim.systolic.program import FIELD_BITS, layout
 
     plan = []
     for layer, repeat in dedupe(workload.layers):
         gemm = Gemm(m=layer.m, n=layer.n, k=layer.k)
+        # instructions address external memory rows in FIELD_BITS-bit fields (the model, whose
+        # time grows with the tiles, would walk such a layer for ever)
+        rows = dataclasses.asdict(layout(params, gemm))
+        for name in ("a", "b", "c"):
+            if rows[f"{name}_rows"] > 1 << FIELD_BITS:
+                raise ParameterError(
+                    f"layer {layer.name!r} ({layer.m}x{layer.n}x{layer.k}): needs "
+                    f"{rows[f'{name}_rows']} rows of external {name.upper()} memory, the "
+                    f"accelerator addresses {1 << FIELD_BITS}")
         try:
             chosen = resolve_mapping(params, gemm, mapping)
             check_mapping(params, gemm, chosen)

@@ -106,6 +106,25 @@ def test_static_infeasibility_is_a_parameter_error_before_simulation(monkeypatch
                                                                          k=4096),)), too_big)
 
 
+def test_a_layer_past_the_accelerators_addresses_is_refused(monkeypatch, no_synthesis):
+    """The accelerator's instructions address external memory in 32-bit fields: a layer that
+    needs 2**32 rows or more cannot be programmed; the model walked its tiles instead (a CSV
+    layer of 10**20 rows never finished)."""
+    def no_model(*args, **kwargs):
+        raise AssertionError("modelled a layer the accelerator cannot address")
+
+    monkeypatch.setattr(evaluate_module, "_run_model", no_model)
+    huge = Workload("w", (Layer(name="ok", m=8, n=8, k=8), Layer(name="big", m=10**20, n=4,
+                                                                   k=4)))
+    message = (r"^layer 'big' \(100000000000000000000x4x4\): needs 100000000000000000000 rows "
+               r"of external A memory, the accelerator addresses 4294967296$")
+    with pytest.raises(ParameterError, match=message):
+        check_design(SMALL, huge)
+    with pytest.raises(ParameterError, match=message):
+        evaluate(SMALL, huge, fidelity="model")
+    check_design(SMALL, huge.select(first=1))
+
+
 def test_bad_fidelity_and_params():
     with pytest.raises(ParameterError, match=r"^fidelity must be one of rtl, model, not 'fast'$"):
         evaluate(SMALL, "tiny", fidelity="fast")
@@ -174,9 +193,9 @@ def test_a_layer_too_large_for_the_harness_is_refused_before_operands(monkeypatc
     monkeypatch.setattr(rtl, "RtlSimulator", never)
     monkeypatch.setattr(golden, "random_operands", never)
     huge = Workload("w", (Layer(name="ok", m=8, n=8, k=8),
-                          Layer(name="big", m=1_000_000_000, n=4, k=100_000)))
+                          Layer(name="big", m=1_000_000, n=4, k=100)))
     with pytest.raises(ParameterError, match=(
-            r"^layer 'big' \(1000000000x4x100000\): needs \d+ rows of external A memory, the "
+            r"^layer 'big' \(1000000x4x100\): needs 25000000 rows of external A memory, the "
             r"co-simulation harness of systolic_4x4_os_i8a32\w* has 4194304 \(--fidelity model "
             r"has no such limit\)$")):
         evaluate(SMALL, huge, fidelity="rtl", reuse=False)
