@@ -189,36 +189,37 @@ def evaluation_json(evaluation: Any, *, seed: int) -> dict[str, Any]:
 
 
 def run_sim(args: argparse.Namespace) -> int:
-    from hwloop.sim.evaluate import check_design, evaluate
-    from hwloop.workloads import load_workload
-
     params = params_from_args(args)
     if args.waves and args.fidelity != "rtl":
         raise ParameterError("--waves needs --fidelity rtl (the model has no waveform)")
-    workload = load_workload(args.workload).select(layers=args.layer, first=args.first)
-    mapping = parse_mapping(args.mapping)
-    # infeasible designs (and shifts they cannot apply) fail before any build
-    check_design(params, workload, mapping, out_shift=args.out_shift)
-    from hwloop.sim.energy import load_energy_table
-
-    table = load_energy_table(args.energy_table)
-    doing = (f"{'co-simulating' if args.fidelity == 'rtl' else 'modelling'} {params.name} on "
-             f"{workload.name} (build, synthesis and results are cached)")
-    if args.json:
-        with stdout_to_stderr(), working(doing):
-            result = evaluate(params, workload, mapping, args.fidelity, seed=args.seed,
-                              waves=args.waves, energy_table=table, reuse=args.reuse,
-                              out_shift=args.out_shift)
+    if args.json:  # a traced module's own prints, tools' output: stderr, stdout is the JSON
+        with stdout_to_stderr():
+            result = _evaluate(args, params)
         print(json.dumps(evaluation_json(result, seed=args.seed)))
     else:
-        with working(doing):
-            result = evaluate(params, workload, mapping, args.fidelity, seed=args.seed,
-                              waves=args.waves, energy_table=table, reuse=args.reuse,
-                              out_shift=args.out_shift)
+        result = _evaluate(args, params)
         print_table(result, seed=args.seed)
     if result.bit_exact is False:  # evaluate raises first; kept as a guard
         return 1
     return 0
+
+
+def _evaluate(args: argparse.Namespace, params: SystolicParams) -> Any:
+    from hwloop.sim.energy import load_energy_table
+    from hwloop.sim.evaluate import check_design, evaluate
+    from hwloop.workloads import load_workload
+
+    workload = load_workload(args.workload).select(layers=args.layer, first=args.first)
+    mapping = parse_mapping(args.mapping)
+    # infeasible designs (and shifts they cannot apply) fail before any build
+    check_design(params, workload, mapping, out_shift=args.out_shift)
+    table = load_energy_table(args.energy_table)
+    doing = (f"{'co-simulating' if args.fidelity == 'rtl' else 'modelling'} {params.name} on "
+             f"{workload.name} (build, synthesis and results are cached)")
+    with working(doing):
+        return evaluate(params, workload, mapping, args.fidelity, seed=args.seed,
+                        waves=args.waves, energy_table=table, reuse=args.reuse,
+                        out_shift=args.out_shift)
 
 
 def _rendered_width(renderable: Any) -> int:

@@ -113,6 +113,36 @@ def test_sim_model_json_is_exactly_one_object(tmp_path):
     assert total["area_cells"] > 0 and total["sram_bits"] > 0
 
 
+def test_sim_json_stdout_holds_only_the_object_when_the_model_prints(tmp_path, capsys,
+                                                                     monkeypatch):
+    """A traced module's own prints (at import, in forward) went to stdout before the JSON:
+    loading the workload ran outside the stdout-to-stderr redirection."""
+    (tmp_path / "printing_mod.py").write_text(textwrap.dedent("""\
+        from torch import nn
+
+        print("importing printing_mod")
+
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(8, 8)
+
+            def forward(self, x):
+                print("forward", tuple(x.shape))
+                return self.fc(x)
+        """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "printing_mod", raising=False)
+    code, out, err = run_main(capsys, [
+        "sim", "systolic", "--rows", "4", "--cols", "4", "--ifmap-kib", "4", "--weight-kib", "4",
+        "--acc-kib", "4", "--workload", "printing_mod:Net", "--fidelity", "model", "--json"])
+    sys.modules.pop("printing_mod", None)
+    assert code == 0, err
+    assert json.loads(out)["layers"][0]["name"] == "fc"
+    assert "importing printing_mod" in err and "forward (1, 8)" in err
+
+
 def test_sim_read_ahead_hides_memory_latency(tmp_path):
     """``--read-ahead``: on a narrow, slow bus the next piece's A load outlasts each compute
     and its latency was paid per instruction; with read-ahead it hides under the next one."""
