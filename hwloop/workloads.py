@@ -338,7 +338,7 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
     """The Conv2d/Linear layers ``model`` runs, in execution order, from a meta-tensor forward,
     the projections and per-head products of its MultiheadAttention layers, and the products
     its own code writes as torch calls (``@``, ``torch.matmul``/``bmm``/``mm``, ``baddbmm``,
-    ``addmm``, scaled dot-product attention)."""
+    ``addmm``, ``F.linear``, scaled dot-product attention)."""
     import torch
     from torch import nn
 
@@ -442,18 +442,29 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
     # product attention): seen by a torch function mode at the top level only, so the products
     # inside a functional that is itself seen (F.linear, MultiheadAttention's forward) are not
     running = [name]  # the module whose code runs, innermost last: it names the product
+    linears = [False]  # ... and whether it is an nn.Linear, whose own hook counts its F.linear
 
     def enter(mod: Any, _inputs: Any) -> None:
         running.append(names.get(mod) or type(mod).__name__.lower())
+        linears.append(isinstance(mod, nn.Linear))
 
     def leave(*_: Any) -> None:  # (a forward hook's result would replace the output)
         running.pop()
+        linears.pop()
 
     pre = [m.register_forward_pre_hook(enter) for m in model.modules()]
     post = [m.register_forward_hook(leave) for m in model.modules()]
 
     def product(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         owner = running[-1]
+        if func is F.linear:  # in the model's own code (a weight-tied head), not nn.Linear's
+            if not linears[-1]:
+                given = dict(zip(("input", "weight"), args, strict=False)) | kwargs
+                x, weight = given["input"], given["weight"]
+                layers.append(Layer(name=label(f"{owner}.linear"), kind="gemm", m=tokens(x),
+                                    n=int(weight.shape[0]) if weight.dim() == 2 else 1,
+                                    k=int(weight.shape[-1])))
+            return
         if func is F.scaled_dot_product_attention:
             given = dict(zip(("query", "key", "value"), args, strict=False)) | kwargs
             q, k, v = given["query"], given["key"], given["value"]
@@ -486,7 +497,7 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
     _ADDING = {torch.baddbmm, torch.Tensor.baddbmm, torch.addmm, torch.Tensor.addmm}
     products = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.mm,
                 torch.Tensor.mm, torch.bmm, torch.Tensor.bmm, F.scaled_dot_product_attention,
-                *_ADDING}
+                F.linear, *_ADDING}
     handles = [leaf.register_forward_hook(attention_hook, with_kwargs=True)
                if isinstance(leaf, nn.MultiheadAttention) else leaf.register_forward_hook(hook)
                for leaf in leaves] + pre + post

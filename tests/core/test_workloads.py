@@ -351,6 +351,30 @@ def test_products_written_in_a_models_code_are_traced(tiny_module):
     ]
 
 
+def test_a_linear_written_as_f_linear_is_traced_once():
+    """``F.linear`` in a model's own code (a weight-tied LM head) made no layer: the function
+    mode saw it as a whole functional and skipped it, as it must inside nn.Linear only."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F  # noqa: N812
+
+    class TiedHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(100, 16)
+            self.fc = nn.Linear(16, 16)
+
+        def forward(self, x):
+            return F.linear(self.fc(x), self.embed.weight)
+
+    with torch.device("meta"):
+        model = TiedHead()
+    w = trace_module(model, name="tied", input_shape=(2, 5, 16))
+    assert [(x.name, x.m, x.n, x.k, x.repeat) for x in w.layers] == [
+        ("fc", 10, 16, 16, 1), ("tiedhead.linear", 10, 100, 16, 1)]
+    assert torch.is_grad_enabled()
+
+
 def test_torch_factory_and_instance(tiny_module):
     for attr in ("make_mlp", "instance"):
         w = load_workload(f"{tiny_module}:{attr}")
