@@ -79,6 +79,12 @@ class Layer:
              channels: int, num_filters: int, stride: int = 1, batch: int = 1,
              repeat: int = 1) -> Layer:
         """A valid (already padded) convolution, lowered to a GEMM by im2col."""
+        dims = dict(ifmap_h=ifmap_h, ifmap_w=ifmap_w, filter_h=filter_h, filter_w=filter_w,
+                    channels=channels, num_filters=num_filters, stride=stride, batch=batch)
+        for dim, value in dims.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise WorkloadError(
+                    f"layer {name!r}: {dim} must be a positive integer, not {value!r}")
         if filter_h > ifmap_h or filter_w > ifmap_w:
             raise WorkloadError(
                 f"layer {name!r}: filter {filter_h}x{filter_w} is larger than the IFMAP "

@@ -155,6 +155,18 @@ def test_layer_validation():
         Workload("empty", ())
 
 
+@pytest.mark.parametrize("field, value", [("stride", 0), ("stride", -1), ("batch", 0),
+                                          ("ifmap_h", -10), ("filter_w", 0), ("stride", 1.5)])
+def test_conv_layer_dimensions_are_positive_integers(field, value):
+    """Layer.conv divided by the stride unchecked: 0 was a ZeroDivisionError traceback and -1
+    a layer of 36 output pixels for a 10x10 IFMAP and a 3x3 filter."""
+    dims = dict(ifmap_h=10, ifmap_w=10, filter_h=3, filter_w=3, channels=2, num_filters=4,
+                stride=1, batch=1) | {field: value}
+    with pytest.raises(WorkloadError) as info:
+        Layer.conv("c", **dims)
+    assert str(info.value) == f"layer 'c': {field} must be a positive integer, not {value!r}"
+
+
 TINY_NET = '''
 import torch
 from torch import nn
