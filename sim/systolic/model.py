@@ -111,6 +111,21 @@ def _drain_latency(params) -> int:
     return 2 * R + C if params.dataflow == "os" else R + C
 
 
+#: Where a compute whose feed may stall feeds its slots: ``(base, steps)``; slot ``g`` (the
+#: ``g``-th cycle of its tiles, ``i * period + s``) ends ``base + g + 1 + late`` cycles after
+#: dispatch, ``late`` the last step ``(slot, late)`` at or before ``g`` (0 before the first).
+LateSteps = tuple[int, tuple[tuple[int, int], ...]]
+
+
+def _late_at(steps: tuple[tuple[int, int], ...], g: int) -> int:
+    late = 0
+    for slot, value in steps:
+        if slot > g:
+            break
+        late = value
+    return late
+
+
 def _prologue(params, instr: Instruction, preloaded: bool) -> int:
     """ws: cycles loading the first tile's weights before the first feed: ``rows`` on a
     compute whose feed may stall (streaming, following), else ``prologue_length`` (the rest
@@ -186,14 +201,15 @@ def read_beats(params, instr: Instruction, issue: int) -> tuple[list[tuple[str, 
 
 
 def stream_wait(params, instr: Instruction, dispatch: int, stall: int,
-                read_free: int) -> tuple[int, int | None]:
+                read_free: int) -> tuple[int, int | None, LateSteps | None]:
     """A streaming compute's wait for the rows its own loads write, on top of ``stall``, and
     (ws) the cycle its last tile's preload window opens. A row counts as written one cycle
     after its response. os: slot ``s`` of the single tile needs A and B row ``s``. ws: the
     (whole, ``rows``-cycle) prologue's slot ``r`` weight row ``r``; tile (k block) ``i``'s feed
     slot ``s`` A row
     ``i*length + s``, its window slot ``cols-1+r`` weight row ``(i+1)*rows + r`` (but the last
-    tile's window, which loads the next compute's weights)."""
+    tile's window, which loads the next compute's weights). ws: also the lateness steps of
+    its tile slots (``LateSteps``, from the end of its ``rows``-cycle prologue)."""
     schedule, _ = read_beats(params, instr, max(dispatch + 1, read_free))
     seen: dict[str, list[int]] = {"a": [], "b": []}  # per row: the cycle it counts as written
     for name, issue, rows in schedule:
@@ -204,10 +220,12 @@ def stream_wait(params, instr: Instruction, dispatch: int, stall: int,
     if params.dataflow == "os":
         for s in range(L):
             t = max(t + 1, seen["a"][s], seen["b"][s])
-        return t - (dispatch + stall + L), None
+        return t - (dispatch + stall + L), None, None
     period, tiles, window = tile_period(params, instr), c.array_tiles, None
     for r in range(R):
         t = max(t + 1, seen["b"][r])
+    base = dispatch + stall + R
+    steps: list[tuple[int, int]] = []
     for i in range(tiles):
         last = i == tiles - 1
         for slot in range(period):
@@ -217,13 +235,16 @@ def stream_wait(params, instr: Instruction, dispatch: int, stall: int,
             if not last and C - 1 <= slot < C - 1 + R:
                 need = max(need, seen["b"][(i + 1) * R + slot - (C - 1)])
             t = need
+            g = i * period + slot
+            if t - (base + g + 1) > (steps[-1][1] if steps else 0):
+                steps.append((g, t - (base + g + 1)))
             if last and slot == C - 1:
                 window = t
-    return t - (dispatch + stall + R + tiles * period), window
+    return t - (base + tiles * period), window, (R, tuple(steps))
 
 
 def follow_wait(params, instr: Instruction, dispatch: int, stall: int, preloaded: bool,
-                flight: tuple[int, int, int]) -> tuple[int, int | None]:
+                flight: tuple[int, int, int]) -> tuple[int, int | None, LateSteps]:
     """A following compute's wait for the A rows of the previous (``ahead``) instruction's load,
     in the order it writes them, on top of ``stall``; and (ws) the cycle its last tile's
     preload window opens. ``flight``: that load's first request cycle, bursts and burst
@@ -233,10 +254,12 @@ def follow_wait(params, instr: Instruction, dispatch: int, stall: int, preloaded
     The slots form one in-order pipeline, a slot a cycle unless it waits for its row (which
     counts as written one cycle after its response), so slot ``k`` ends at ``start + k + 1``
     plus the largest lateness of a row needed at or before it; a beat's rows all arrive
-    together, so only each beat's first row can be the latest: one step per beat."""
+    together, so only each beat's first row can be the latest: one step per beat. Also
+    the steps of that lateness (``LateSteps``)."""
     c = instr.compute
     L = c.length
-    start = dispatch + stall + _prologue(params, instr, preloaded)
+    prologue = _prologue(params, instr, preloaded)
+    start = dispatch + stall + prologue
     os_flow = params.dataflow == "os"
     period, tiles = (L, 1) if os_flow else (tile_period(params, instr), c.array_tiles)
     needed = tiles * L
@@ -246,6 +269,7 @@ def follow_wait(params, instr: Instruction, dispatch: int, stall: int, preloaded
     cpb = cycles_per_beat(row_bytes, params.bus_bytes)
     issue, bursts, length = flight
     late = late_window = 0
+    steps: list[tuple[int, int]] = []
     for burst in range(bursts):
         for j in range(0, length, per):
             r = burst * length + j
@@ -253,21 +277,25 @@ def follow_wait(params, instr: Instruction, dispatch: int, stall: int, preloaded
                 break
             slot = (r // L) * period + r % L
             lateness = issue + params.mem_latency + 2 - (start + slot + 1)
+            if lateness > late:
+                steps.append((slot, lateness))
             late = max(late, lateness)
             if window_slot is not None and slot <= window_slot:
                 late_window = max(late_window, lateness)
             issue += cpb
     window = None if window_slot is None else start + window_slot + 1 + late_window
-    return late, window
+    return late, window, (stall + prologue, tuple(steps))
 
 
 def dma_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | None,
-               bus: BusState, tiles_drained: Callable[[int, bool], int] | None = None) -> int:
+               bus: BusState,
+               tiles_drained: Callable[[int, bool, int, int], int] | None = None) -> int:
     """Cycles from dispatch to the DMA's last busy cycle (0 without transfers); advances ``bus``.
 
     ``drain_ready`` is the cycle (relative to dispatch) from which the previous instruction's
-    sums are all in the scratchpad; ``tiles_drained(n)`` the absolute cycle from which the
-    first ``n`` array tiles of the last compute are (for stores with ``wait_first``).
+    sums are all in the scratchpad; ``tiles_drained(n, in_drain_order, cpb, length)`` the
+    absolute cycle from which a burst of ``length`` rows (``cpb`` cycles each) waiting for the
+    first ``n`` array tiles of the last compute may start (for stores with ``wait_first``).
     """
     e = elem_bytes(params)
     done = dispatch
@@ -302,7 +330,7 @@ def dma_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | Non
             ready = whole
             if t.wait_first and tiles_drained is not None:
                 need = t.wait_first + burst * t.wait_step
-                ready = min(whole, tiles_drained(need, t.in_drain_order))
+                ready = min(whole, tiles_drained(need, t.in_drain_order, cpb, t.length))
             last = max(fire, ready) + (t.length - 1) * cpb
             fire = last + cpb
         bus.write_free = fire
@@ -312,7 +340,8 @@ def dma_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | Non
 
 def instruction_cycles(params, instr: Instruction, dispatch: int, drain_ready: int | None,
                        bus: BusState, stall: int = 0, preloaded: bool = False,
-                       tiles_drained: Callable[[int, bool], int] | None = None) -> int:
+                       tiles_drained: Callable[[int, bool, int, int], int] | None = None
+                       ) -> int:
     """Cycles of one instruction dispatched at ``dispatch`` (see dma_cycles)."""
     dma = dma_cycles(params, instr, dispatch, drain_ready, bus, tiles_drained)
     comp = 0 if instr.compute is None else feed_cycles(params, instr, stall, preloaded)
@@ -394,8 +423,11 @@ class _Walk:
     #: the last computing instruction, its dispatch, feed stall and whether it was preloaded
     #: (store waits)
     last_compute: tuple[Instruction, int, int, bool] | None = None
+    #: ws: where the last compute fed its slots, if its feed stalled between them (streaming,
+    #: following): its tiles' rows then drain with gaps, and a store follows them row by row
+    last_slots: LateSteps | None = None
 
-    def tiles_drained(self, params) -> Callable[[int, bool], int] | None:
+    def tiles_drained(self, params) -> Callable[[int, bool, int, int], int] | None:
         """``(n, in_drain_order) ->`` the absolute cycle from which a store burst waiting for
         ``n`` tiles of the last compute may start: when the drain's tile count (seen by the
         store engine one cycle late) shows them written; ws, and os stores in drain order,
@@ -407,10 +439,23 @@ class _Walk:
         rows_before_last = params.rows - 1 if params.dataflow == "os" \
             else instr.compute.length - 1
 
-        def ready(n: int, in_drain_order: bool) -> int:
+        slots = self.last_slots if params.dataflow == "ws" else None
+
+        def ready(n: int, in_drain_order: bool, cpb: int = 1, length: int = 1) -> int:
             follow = in_drain_order or params.dataflow == "ws"
-            return dispatch + drain_cycles(params, instr, stall, preloaded, tile=n - 1) + 2 \
-                - (rows_before_last if follow else 0)
+            if slots is None or not follow:
+                return dispatch + drain_cycles(params, instr, stall, preloaded, tile=n - 1) \
+                    + 2 - (rows_before_last if follow else 0)
+            # row j of tile n-1 is written (and seen) _drain_latency + 2 cycles after its slot
+            # ends; the burst's row j goes out no earlier, and cpb cycles after row j-1: the
+            # first row's earliest cycle is the largest of (row j seen - j * cpb), found at a
+            # row where the lateness steps (a row per cycle in between, cpb >= 1)
+            base, steps = slots
+            first = (n - 1) * tile_period(params, instr)
+            rows = min(length, instr.compute.length)
+            at = {0} | {g - first for g, _ in steps if first < g < first + rows}
+            return max(dispatch + base + first + j + 1 + _late_at(steps, first + j)
+                       + _drain_latency(params) + 2 - j * cpb for j in at)
         return ready
 
     def copy(self, delta: int = 0) -> _Walk:
@@ -426,7 +471,7 @@ class _Walk:
             bus.in_flight = (issue + delta, bursts, length)
             bus.in_flight_done = self.bus.in_flight_done + delta
         return _Walk(self.cycles + delta, move(self.drain_done), move(self.last_fed),
-                     self.preloaded, bus, last)
+                     self.preloaded, bus, last, self.last_slots)
 
     def key(self, params) -> tuple:
         """The state relative to the dispatch, with values that act alike merged: the
@@ -442,7 +487,7 @@ class _Walk:
             instr, dispatch, stall, preloaded = self.last_compute
             c = instr.compute
             last = (c.outer, c.inner, c.length, tile_period(params, instr), dispatch - d,
-                    stall, preloaded)
+                    stall, preloaded, self.last_slots)
         flight = None
         if self.bus.in_flight is not None:
             issue, bursts, length = self.bus.in_flight
@@ -463,14 +508,17 @@ def _step(params, instr: Instruction, w: _Walk) -> None:
     if instr.compute is not None:
         stall = feed_stall(params, instr.compute,
                            None if w.last_fed is None else dispatch - w.last_fed)
+        slots = None
         if instr.stream:
-            extra, window = stream_wait(params, instr, dispatch, stall, w.bus.read_free)
+            extra, window, slots = stream_wait(params, instr, dispatch, stall,
+                                               w.bus.read_free)
             stall += extra
         elif instr.follow:
             assert w.bus.in_flight is not None
-            extra, window = follow_wait(params, instr, dispatch, stall, w.preloaded,
-                                        w.bus.in_flight)
+            extra, window, slots = follow_wait(params, instr, dispatch, stall, w.preloaded,
+                                               w.bus.in_flight)
             stall += extra
+        w.last_slots = slots
         w.drain_done = dispatch + drain_cycles(params, instr, stall, w.preloaded)
         w.last_fed = dispatch + last_feed_cycles(params, instr, stall, w.preloaded)
         w.last_compute = (instr, dispatch, stall, w.preloaded)
