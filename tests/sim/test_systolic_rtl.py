@@ -54,6 +54,13 @@ def _check_design(params: SystolicParams, tmp_path, count: int = 6) -> None:
             jobs.append((gemm, mapping, a, b))
     sim = RtlSimulator(params, workdir=tmp_path)
     sim.build()
+    _run_exact(sim, jobs)
+
+
+def _run_exact(sim: RtlSimulator, jobs: list) -> list:
+    """Run ``jobs``; each C bit-exact against the golden model and the model's cycles and
+    actions equal to the hardware counters."""
+    params = sim.params
     runs = sim.run(jobs)
     assert len(runs) == len(jobs)
     for (gemm, mapping, a, b), run in zip(jobs, runs, strict=True):
@@ -64,6 +71,7 @@ def _check_design(params: SystolicParams, tmp_path, count: int = 6) -> None:
         model = model_gemm(params, gemm, mapping)
         assert model.cycles == run.cycles, (where, model.cycles, run.cycles)
         assert run.actions == model.actions, where
+    return runs
 
 
 @pytest.mark.rtl
@@ -298,12 +306,7 @@ def test_a_store_follows_the_rows_of_a_stalled_following_compute(tmp_path):
         gemm = Gemm(m=m, n=n, k=k)
         a, b = random_operands(gemm, in_bits=params.in_bits, rng=rng)
         jobs.append((gemm, Mapping(tile_m=tile_m, tile_n=4, tile_k=6), a, b))
-    runs = RtlSimulator(params, workdir=tmp_path).run(jobs)
-    for (gemm, mapping, a, b), run in zip(jobs, runs, strict=True):
-        where = f"seed={SEED} {params.name} {gemm} {mapping}"
-        assert np.array_equal(run.c, gemm_golden(a, b, acc_bits=params.acc_bits)), where
-        model = model_gemm(params, gemm, mapping)
-        assert (run.cycles, run.actions) == (model.cycles, model.actions), where
+    runs = _run_exact(RtlSimulator(params, workdir=tmp_path), jobs)
     assert runs[0].cycles == 200
 
 
@@ -324,12 +327,7 @@ def test_os_single_row_k_tile_of_one_after_a_longer_one(cols, tmp_path):
         for order in ("mnk", "nmk"):
             a, b = random_operands(gemm, in_bits=params.in_bits, rng=rng)
             jobs.append((gemm, Mapping(tile_m=1, tile_n=cols, tile_k=tile_k, order=order), a, b))
-    runs = RtlSimulator(params, workdir=tmp_path).run(jobs)
-    for (gemm, mapping, a, b), run in zip(jobs, runs, strict=True):
-        where = f"seed={SEED} {params.name} {gemm} {mapping}"
-        assert np.array_equal(run.c, gemm_golden(a, b, acc_bits=params.acc_bits)), where
-        model = model_gemm(params, gemm, mapping)
-        assert (run.cycles, run.actions) == (model.cycles, model.actions), where
+    _run_exact(RtlSimulator(params, workdir=tmp_path), jobs)
 
 
 @pytest.mark.rtl
