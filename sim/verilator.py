@@ -2,10 +2,11 @@
 (a cocotb test on a build), which every co-simulation (systolic harness, cache player,
 benchmark baselines) goes through.
 
-A build is kept in :class:`BuildCache` under its sources, flags, make options, tool versions and
-the caller's extra key. The objects of the Verilator runtime library (:data:`RUNTIME_OBJECTS`)
-are the same for every design built with the same flags and tools and are most of a small
-design's compile time: the first build leaves them in the cache, later builds copy them in.
+A build is kept in :class:`BuildCache` under its sources, top module, flags, make options, waves,
+tool versions and the caller's extra key. The objects of the Verilator runtime library
+(:data:`RUNTIME_OBJECTS`) are the same for every design built with the same flags and tools and
+are most of a small design's compile time: the first build leaves them in the cache, later
+builds copy them in.
 """
 
 from __future__ import annotations
@@ -153,12 +154,13 @@ def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Seq
                     clock: str | None = None, fast_extends: bool = False) -> tuple[Path, bool]:
     """A cocotb-ready Verilator build of ``sources`` (name -> text; ``.vlt`` = control file).
 
-    Cached under the sources, ``flags``, ``make_opt``, the tool versions and ``extra``; returns
-    ``(folder, built)``; the model is in ``folder / "obj"``. ``public_flat_rw``: keep cocotb's
-    global ``--public-flat-rw`` (every signal visible, less optimized). ``clock``: the top's
-    clock input, driven by :data:`CLOCKED_MAIN` (10 ns cycles, low at time 0) instead of by the
-    testbench. ``fast_extends``: compile with :data:`FAST_EXTENDS` (faster signed arithmetic).
-    The runtime's objects come from the cache too.
+    Cached under the sources, ``top``, ``flags``, ``make_opt``, ``waves``, the tool versions
+    and ``extra``; returns ``(folder, built)``; the model is in ``folder / "obj"``.
+    ``public_flat_rw``: keep cocotb's global ``--public-flat-rw`` (every signal visible, less
+    optimized). ``clock``: the top's clock input, driven by :data:`CLOCKED_MAIN` (10 ns cycles,
+    low at time 0) instead of by the testbench. ``fast_extends``: compile with
+    :data:`FAST_EXTENDS` (faster signed arithmetic). The runtime's objects come from the cache
+    too.
     """
     main = None
     if clock is not None:
@@ -177,9 +179,10 @@ def build_verilated(*, label: str, sources: dict[str, str], top: str, flags: Seq
     if lz4_runtime is not None:
         flags = [*flags, "-CFLAGS", f"-I../{LZ4_FOLDER}", "-LDFLAGS", f"-L../{LZ4_FOLDER}"]
     options = [*flags, *make_opt, *(["--public-flat-rw"] if public_flat_rw else [])]
-    if main is not None:
-        extra = {**extra, "main": main.read_text()}
-    key = build_key(sources=sources, flags=options, tools=tool_versions(), extra=extra)
+    # the top module and waves (cocotb's trace options) change the model as the flags do
+    build_extra = {"caller": extra, "top": top, "waves": waves,
+                   "main": None if main is None else main.read_text()}
+    key = build_key(sources=sources, flags=options, tools=tool_versions(), extra=build_extra)
     cache = BuildCache()
     runtime_key = build_key(sources={}, flags=options, tools=tool_versions(),
                             extra={"what": "verilated-runtime", "waves": waves,

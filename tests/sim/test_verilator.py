@@ -152,3 +152,27 @@ def test_the_lz4_header_declares_every_lz4_function_the_fst_writer_calls():
     called = set(re.findall(r"\b(LZ4_\w+)\s*\(", writer.read_text()))
     declared = set(re.findall(r"\b(LZ4_\w+)\s*\(", LZ4_HEADER))
     assert called and called <= declared, called - declared
+
+
+def test_the_build_key_holds_the_top_module_and_waves(monkeypatch):
+    """Two builds of the same sources that differ only in their top-level module, or in whether
+    they write waves, are different models: each has its own key (one design's model was
+    returned for the other's top, a build without waves for a waves run)."""
+    from hwloop.sim import verilator
+
+    keys = []
+
+    class Recorder:
+        def get_or_build(self, key, build):
+            keys.append(key)
+            return Path("/nowhere"), False
+
+    monkeypatch.setattr(verilator, "BuildCache", Recorder)
+    # a system with lz4's headers: waves add no flags of hwloop's own
+    monkeypatch.setattr(verilator, "lz4_header", lambda: "/usr/include/lz4.h")
+    two = COUNTER_V + COUNTER_V.replace("counter_top", "other_top")
+    for top, waves in (("counter_top", False), ("other_top", False), ("counter_top", True)):
+        build_verilated(label="counter", top=top, sources={"counter.v": two},
+                        flags=list(VERILATOR_LINT_FLAGS), extra={"what": "test-key"},
+                        waves=waves)
+    assert len(set(keys)) == 3
