@@ -187,21 +187,25 @@ def run_regress(*, level: str = "quick", generators: list[str] | None = None, se
                         f"regress-{name}-{index:03d}"): (name, index, cfg, case_seed)
             for name, module_name, index, cfg, case_seed in cases
         }
-        for future in concurrent.futures.as_completed(futures):
-            name, index, cfg, case_seed = futures[future]
-            try:
-                out = future.result()
-            except Exception as exc:  # noqa: BLE001 — e.g. a worker killed by the OS
-                out = {"passed": False, "detail": f"worker died: {exc}", "wall_s": 0.0}
-            result = CaseResult(
-                generator=name, index=index, config=cfg, seed=case_seed,
-                passed=out["passed"], detail=str(out.get("detail", "")),
-                cycles=out.get("cycles"), model_cycles=out.get("model_cycles"),
-                waves=out.get("waves"), workdir=out.get("workdir"),
-                wall_s=float(out.get("wall_s", 0.0)))
-            report.results.append(result)
-            if progress is not None:
-                progress(result)
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                name, index, cfg, case_seed = futures[future]
+                try:
+                    out = future.result()
+                except Exception as exc:  # noqa: BLE001 — e.g. a worker killed by the OS
+                    out = {"passed": False, "detail": f"worker died: {exc}", "wall_s": 0.0}
+                result = CaseResult(
+                    generator=name, index=index, config=cfg, seed=case_seed,
+                    passed=out["passed"], detail=str(out.get("detail", "")),
+                    cycles=out.get("cycles"), model_cycles=out.get("model_cycles"),
+                    waves=out.get("waves"), workdir=out.get("workdir"),
+                    wall_s=float(out.get("wall_s", 0.0)))
+                report.results.append(result)
+                if progress is not None:
+                    progress(result)
+        except BaseException:  # Ctrl-C: the configurations not started yet are not run
+            pool.shutdown(cancel_futures=True)  # waits for the running ones
+            raise
     report.results.sort(key=lambda r: (names.index(r.generator), r.index))
     return report
 

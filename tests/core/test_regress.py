@@ -208,6 +208,42 @@ def test_bad_arguments_exit_2(fake_generators, capsys):
     assert "hwloop: error: --config is not valid JSON" in err
 
 
+SLOW = '''
+import time
+
+
+def sample_configs(rng, level):
+    return [{"i": i} for i in range(8)]
+
+
+def run_config(config, *, seed, waves, workdir):
+    with open(workdir.parent / "started", "a") as log:
+        log.write(f"{config['i']}\\n")
+    time.sleep(0.3)
+    return {"passed": True, "detail": "ok"}
+'''
+
+
+def test_ctrl_c_stops_the_matrix_instead_of_running_the_rest(fake_generators, tmp_path,
+                                                             monkeypatch):
+    """Ctrl-C (a KeyboardInterrupt in the main process) during a matrix: the configurations
+    not started yet are not run (the pool once ran every one of them before `hwloop regress`
+    said "interrupted")."""
+    (tmp_path / "slow_regress_mod.py").write_text(SLOW)
+    monkeypatch.setitem(regress.REGISTRY, "slow", "slow_regress_mod")
+    monkeypatch.delitem(sys.modules, "slow_regress_mod", raising=False)
+
+    def interrupt(result):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        regress.run_regress(generators=["slow"], jobs=1, workdir=tmp_path / "runs",
+                            progress=interrupt)
+    # the one that finished and at most the three handed to the worker by then (the pool
+    # queues max_workers + 1 calls ahead): not the other four
+    assert len((tmp_path / "runs" / "started").read_text().split()) <= 4
+
+
 @pytest.mark.rtl
 @pytest.mark.xdist_group("regress_systolic")
 def test_quick_systolic_matrix_passes(tmp_path):
