@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from hwloop.errors import InputError
 from hwloop.paths import cache_dir
 
 _COMPLETE = ".complete"
@@ -56,7 +57,19 @@ class BuildCache:
 
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root is not None else cache_dir() / "builds"
-        self.root.mkdir(parents=True, exist_ok=True)
+        with self._writable():
+            self.root.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def _writable(self) -> Iterator[None]:
+        """An OSError of making a file or folder in the cache (a read-only file system) as an
+        error naming the cache folder."""
+        try:
+            yield
+        except OSError as exc:
+            raise InputError(f"{self.root}: cannot use it as hwloop's build cache "
+                             f"({exc.strerror or exc}); set HWLOOP_CACHE to a writable "
+                             "folder") from None
 
     def path(self, key: str) -> Path:
         return self.root / key
@@ -67,7 +80,9 @@ class BuildCache:
     @contextmanager
     def _lock(self, key: str) -> Iterator[None]:
         lock_path = self.root / f".{key}.lock"
-        with open(lock_path, "a") as handle:
+        with self._writable():
+            handle = open(lock_path, "a")
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -88,7 +103,8 @@ class BuildCache:
                 return final, False
             self._remove_stale_staging(key)
             staging = self.root / f".staging-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            staging.mkdir(parents=True)
+            with self._writable():
+                staging.mkdir(parents=True)
             try:
                 build(staging)
                 (staging / _COMPLETE).write_text(key)

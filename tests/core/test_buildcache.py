@@ -113,3 +113,24 @@ def test_an_output_folder_that_cannot_be_written_is_named(tmp_path, monkeypatch,
     with pytest.raises(InputError) as info:
         getattr(paths, make)(dir=tmp_path, prefix=".out-")
     assert str(info.value) == f"cannot write in {str(tmp_path)!r}: Permission denied"
+
+
+def test_a_cache_folder_that_cannot_be_written_is_named(tmp_path):
+    """A build cache that cannot be written (a read-only file system: EROFS; here a file where
+    its folder should be) is one line naming the folder, not an OSError traceback."""
+    from hwloop.errors import InputError
+
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    with pytest.raises(InputError) as info:
+        BuildCache(afile / "builds")
+    assert str(info.value) == (f"{afile / 'builds'}: cannot use it as hwloop's build cache "
+                               "(Not a directory); set HWLOOP_CACHE to a writable folder")
+    root = tmp_path / "builds"
+    cache = BuildCache(root)
+    root.rmdir()
+    root.write_text("")  # gone from under a running process
+    with pytest.raises(InputError) as info:
+        cache.get_or_build("k", lambda folder: None)
+    assert str(info.value) == (f"{root}: cannot use it as hwloop's build cache (Not a "
+                               "directory); set HWLOOP_CACHE to a writable folder")
