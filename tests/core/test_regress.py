@@ -195,6 +195,16 @@ def test_unimportable_generator_is_skipped_with_a_note(fake_generators, tmp_path
     assert main(["regress", "--generator", "missing", "--workdir", str(tmp_path)]) == 1
 
 
+def test_a_matrix_in_which_no_generator_could_run_fails(tmp_path, monkeypatch, capsys):
+    """Without --generator every generator is asked for: none importing ran nothing, which is
+    no pass (exit 0 once, so `hwloop regress --full` passed with a broken install)."""
+    monkeypatch.setattr(regress, "REGISTRY", {"missing": "no_such_regress_module_xyz"})
+    assert main(["regress", "--workdir", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "0 passed, 0 failed, 1 generators skipped" in captured.out
+    assert captured.err == "hwloop: error: no requested generator could run\n"
+
+
 def test_bad_arguments_exit_2(fake_generators, capsys):
     with pytest.raises(SystemExit) as info:
         main(["regress", "--generator", "nonesuch"])
