@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from hwloop.cli import main
 
 
@@ -73,3 +75,18 @@ def test_a_reader_that_stops_early_is_not_an_error(tmp_path):
     proc.stdout.close()  # the reader is gone before the first line
     _, err = proc.communicate(timeout=120)
     assert (proc.returncode, err.decode()) == (0, "")
+
+
+def test_ctrl_c_while_the_commands_load_is_exit_130_without_a_traceback(monkeypatch, capsys):
+    import hwloop.cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hwloop.cli, "build_parser", interrupted)
+    try:
+        code = main(["doctor"])
+    except KeyboardInterrupt:  # not raised on: pytest would stop the whole session
+        pytest.fail("KeyboardInterrupt escaped main()")
+    assert code == 130
+    assert capsys.readouterr().err == "hwloop: interrupted\n"
