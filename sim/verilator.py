@@ -92,7 +92,6 @@ int LZ4_compress_default(const char* src, char* dst, int srcSize, int dstCapacit
 """
 
 
-
 def runner(*, public_flat_rw: bool = False, make_opt: Sequence[str] = MAKE_OPT,
            fresh: Sequence[Path] = (), main: Path | None = None):
     """cocotb's Verilator runner; without ``public_flat_rw`` it drops cocotb's global

@@ -179,7 +179,7 @@ def build_player(config: CacheConfig, *, prefetch: PrefetcherConfig | None = Non
     # cocotb's defaults otherwise: every signal public, verilated.mk's -Os
     path, built = build_verilated(label=config.name,
                                   sources={"cache.v": cache_v, "tb_top.v": top_v}, top="tb_top",
-                                  flags=flags, extra={"what": "cache-player", "waves": waves},
+                                  flags=flags, extra={"what": "cache-player"},
                                   waves=waves, public_flat_rw=True, make_opt=(),
                                   clock="clk")
     return PlayerBuild(path=path, built=built, seconds=time.monotonic() - start)

@@ -106,7 +106,7 @@ class RtlSimulator:
         path, built = build_verilated(
             label=self.params.name, top=HARNESS_TOP, flags=flags, waves=self.waves,
             sources={"design.v": design, "harness.v": harness, "public.vlt": PUBLIC_VLT},
-            extra={"what": "systolic-rtl", "waves": self.waves}, clock="clk",
+            extra={"what": "systolic-rtl"}, clock="clk",
             fast_extends=True)
         self._build_path = path
         return time.monotonic() - start if built else 0.0
