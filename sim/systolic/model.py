@@ -236,8 +236,9 @@ def stream_wait(params, instr: Instruction, dispatch: int, stall: int,
                 need = max(need, seen["b"][(i + 1) * R + slot - (C - 1)])
             t = need
             g = i * period + slot
-            if t - (base + g + 1) > (steps[-1][1] if steps else 0):
-                steps.append((g, t - (base + g + 1)))
+            late = t - (base + g + 1)
+            if late > (steps[-1][1] if steps else 0):
+                steps.append((g, late))
             if last and slot == C - 1:
                 window = t
     return t - (base + tiles * period), window, (R, tuple(steps))
@@ -428,11 +429,13 @@ class _Walk:
     last_slots: LateSteps | None = None
 
     def tiles_drained(self, params) -> Callable[[int, bool, int, int], int] | None:
-        """``(n, in_drain_order) ->`` the absolute cycle from which a store burst waiting for
-        ``n`` tiles of the last compute may start: when the drain's tile count (seen by the
-        store engine one cycle late) shows them written; ws, and os stores in drain order,
-        already when the first row of tile ``n`` is (the drain writes a tile's rows one per
-        cycle, so the burst's later rows never overtake it)."""
+        """``(n, in_drain_order, cpb, length) ->`` the absolute cycle from which a store burst
+        of ``length`` rows, ``cpb`` cycles each, waiting for ``n`` tiles of the last compute
+        may start: when the drain's tile count (seen by the store engine one cycle late) shows
+        them written; ws, and os stores in drain order, already when the first row of tile
+        ``n`` is (the drain writes a tile's rows one per cycle, so the burst's later rows never
+        overtake it), or, after a ws compute whose feed stalled between slots, when no later
+        row of the burst would have to wait for its own."""
         if self.last_compute is None:
             return None
         instr, dispatch, stall, preloaded = self.last_compute
@@ -441,7 +444,7 @@ class _Walk:
 
         slots = self.last_slots if params.dataflow == "ws" else None
 
-        def ready(n: int, in_drain_order: bool, cpb: int = 1, length: int = 1) -> int:
+        def ready(n: int, in_drain_order: bool, cpb: int, length: int) -> int:
             follow = in_drain_order or params.dataflow == "ws"
             if slots is None or not follow:
                 return dispatch + drain_cycles(params, instr, stall, preloaded, tile=n - 1) \
