@@ -103,24 +103,34 @@ def resolve_mapping(params: SystolicParams, gemm: Any, mapping: MappingSpec) -> 
                          f"not {type(mapping).__name__}")
 
 
+def _external_rows_over(params: SystolicParams, gemm: Any, limits: dict[str, int]
+                        ) -> tuple[str, int, int] | None:
+    """The first external memory (``a``, ``b``, ``c``) of which ``gemm`` needs more rows than
+    ``limits`` gives it: (name, rows, limit); None if all fit."""
+    from hwloop.sim.systolic.program import layout
+
+    rows = dataclasses.asdict(layout(params, gemm))
+    return next(((name, rows[f"{name}_rows"], limits[name]) for name in ("a", "b", "c")
+                 if rows[f"{name}_rows"] > limits[name]), None)
+
+
 def _layer_plan(params: SystolicParams, workload: Workload, mapping: MappingSpec
                 ) -> list[tuple[Layer, int, Any, Any]]:
     """(first layer of the shape, total repeat, Gemm, Mapping) per distinct shape, checked."""
     from hwloop.sim.systolic.mapping import Gemm, check_mapping
-    from hwloop.sim.systolic.program import FIELD_BITS, layout
+    from hwloop.sim.systolic.program import FIELD_BITS
 
     plan = []
     for layer, repeat in dedupe(workload.layers):
         gemm = Gemm(m=layer.m, n=layer.n, k=layer.k)
         # instructions address external memory rows in FIELD_BITS-bit fields (the model, whose
         # time grows with the tiles, would walk such a layer for ever)
-        rows = dataclasses.asdict(layout(params, gemm))
-        for name in ("a", "b", "c"):
-            if rows[f"{name}_rows"] > 1 << FIELD_BITS:
-                raise ParameterError(
-                    f"layer {layer.name!r} ({layer.m}x{layer.n}x{layer.k}): needs "
-                    f"{rows[f'{name}_rows']} rows of external {name.upper()} memory, the "
-                    f"accelerator addresses {1 << FIELD_BITS}")
+        over = _external_rows_over(params, gemm, dict.fromkeys("abc", 1 << FIELD_BITS))
+        if over is not None:
+            name, rows, limit = over
+            raise ParameterError(
+                f"layer {layer.name!r} ({layer.m}x{layer.n}x{layer.k}): needs {rows} rows of "
+                f"external {name.upper()} memory, the accelerator addresses {limit}")
         try:
             chosen = resolve_mapping(params, gemm, mapping)
             check_mapping(params, gemm, chosen)
@@ -355,21 +365,19 @@ def _run_rtl(params: SystolicParams, plan: list[tuple[Layer, int, Any, Any]], *,
              ) -> tuple[list[Any], list[bool | None], float, float, str | None]:
     from hwloop.sim.systolic.golden import random_operands, stored_golden
     from hwloop.sim.systolic.harness import memory_depths
-    from hwloop.sim.systolic.program import layout
     from hwloop.sim.systolic.rtl import RtlSimulator
 
     # before any operand is drawn (a layer too large for the harness's memories may be too
     # large for this machine's) and before the build
     depths = memory_depths(params)
     for layer, _, gemm, _ in plan:
-        rows = dataclasses.asdict(layout(params, gemm))
-        for name in ("a", "b", "c"):
-            if rows[f"{name}_rows"] > depths[name]:
-                raise ParameterError(
-                    f"layer {layer.name!r} ({gemm.m}x{gemm.n}x{gemm.k}): needs "
-                    f"{rows[f'{name}_rows']} rows of external {name.upper()} memory, the "
-                    f"co-simulation harness of {params.name} has {depths[name]} (--fidelity "
-                    "model has no such limit)")
+        over = _external_rows_over(params, gemm, depths)
+        if over is not None:
+            name, rows, limit = over
+            raise ParameterError(
+                f"layer {layer.name!r} ({gemm.m}x{gemm.n}x{gemm.k}): needs {rows} rows of "
+                f"external {name.upper()} memory, the co-simulation harness of {params.name} "
+                f"has {limit} (--fidelity model has no such limit)")
     rng = np.random.default_rng(seed)
     jobs = []
     for _, _, gemm, chosen in plan:
