@@ -4,8 +4,8 @@ A build is keyed by the SHA-256 of everything that can change its output: the so
 the tool flags and the tool versions. A finished build lives in ``<cache>/builds/<key>/`` and is
 never rebuilt. Builds are made in a private temporary folder and published with an atomic
 ``rename``, so several processes can build at once and none ever sees half a build; a per-key
-file lock keeps them from doing the same costly work twice. The staging folder of a build that
-was killed is removed by the next build of its key.
+file lock (removed when released) keeps them from doing the same costly work twice. The staging
+folder of a build that was killed is removed by the next build of its key.
 """
 
 from __future__ import annotations
@@ -79,15 +79,25 @@ class BuildCache:
 
     @contextmanager
     def _lock(self, key: str) -> Iterator[None]:
+        """Hold the key's lock file, and remove it when done (one empty file per build would
+        otherwise stay in the cache for good). A waiter that was given the lock of a file its
+        holder has just removed sees that the path no longer names its file and starts over."""
         lock_path = self.root / f".{key}.lock"
-        with self._writable():
-            handle = open(lock_path, "a")
-        with handle:
+        while True:
+            with self._writable():
+                handle = open(lock_path, "a")
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                if os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            handle.close()  # closing releases the lock
+        try:
+            yield
+        finally:
+            lock_path.unlink(missing_ok=True)  # while holding it: no one else can own it now
+            handle.close()
 
     def get_or_build(self, key: str, build: Callable[[Path], None]) -> tuple[Path, bool]:
         """Return ``(path, built)``: the finished build for ``key``, making it if needed.

@@ -1,5 +1,6 @@
 import multiprocessing
 import os
+import threading
 import time
 
 import pytest
@@ -57,8 +58,7 @@ def test_a_killed_builds_staging_folder_is_removed_by_the_next_build(tmp_path):
     path, built = cache.get_or_build("k3", lambda folder: (folder / "out.txt").write_text("ok"))
     assert built and (path / "out.txt").read_text() == "ok"
     assert not killed.exists() and other.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".k3.lock", ".staging-k30-4242-1466810b",
-                                                         "k3"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".staging-k30-4242-1466810b", "k3"]
 
 
 def _build_in_process(root, counter):
@@ -84,6 +84,32 @@ def test_concurrent_processes_build_once(tmp_path):
         p.join()
         assert p.exitcode == 0
     assert len(counter.read_text().splitlines()) == 1
+
+
+def test_key_lock_excludes_while_its_file_comes_and_goes(tmp_path):
+    # each holder removes the lock file on release, so a waiter may be granted the lock of a
+    # file that is gone while a newcomer locks a new one: the two must still exclude each other
+    cache = BuildCache(tmp_path)
+    inside, most = [0], [0]
+    guard = threading.Lock()
+
+    def worker():
+        for _ in range(150):
+            with cache._lock("k"):
+                with guard:
+                    inside[0] += 1
+                    most[0] = max(most[0], inside[0])
+                time.sleep(0.0002)
+                with guard:
+                    inside[0] -= 1
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 1
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cache_root_that_is_a_file_is_named(tmp_path, monkeypatch):
