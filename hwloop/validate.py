@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import operator
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,8 +12,20 @@ from hwloop.errors import ParameterError
 
 
 def is_int(value: Any) -> bool:
-    """An ``int`` that is not a ``bool`` (``True`` is not a size)."""
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer that is not a ``bool`` (``True`` is not a size): an ``int`` or an integer
+    scalar such as ``np.int64`` (a sweep over ``np.arange`` gives those). ``np.bool_`` is no
+    ``numbers.Integral``; floats, even ``4.0``, are not integers."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def plain_ints(obj: Any, *names: str) -> None:
+    """Store the integer fields ``names`` of the (frozen) dataclass ``obj`` as plain ``int``:
+    a numpy integer passes the checks but not ``json.dumps`` (hashes, manifests, JSON), and
+    its repr would name the type in error messages. Other values are left for the checks."""
+    for name in names:
+        value = getattr(obj, name)
+        if is_int(value) and type(value) is not int:
+            object.__setattr__(obj, name, operator.index(value))
 
 
 def check_int(name: str, value: Any, lo: int, hi: int) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 
 from hwloop.errors import ConfigError, WorkloadError
 from hwloop.paths import read_user_text
+from hwloop.validate import is_int, plain_ints
 
 KINDS = ("gemm", "conv")
 
@@ -68,9 +69,12 @@ class Layer:
         if self.kind not in KINDS:
             raise WorkloadError(
                 f"layer {self.name!r}: kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
+        # numpy integers are stored as int (to_dict is written as JSON)
+        plain_ints(self, "m", "n", "k", "repeat", "ifmap_h", "ifmap_w", "filter_h", "filter_w",
+                   "channels", "num_filters", "stride")
         for dim in ("m", "n", "k", "repeat"):
             value = getattr(self, dim)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise WorkloadError(
                     f"layer {self.name!r}: {dim} must be a positive integer, not {value!r}")
 
@@ -82,7 +86,7 @@ class Layer:
         dims = dict(ifmap_h=ifmap_h, ifmap_w=ifmap_w, filter_h=filter_h, filter_w=filter_w,
                     channels=channels, num_filters=num_filters, stride=stride, batch=batch)
         for dim, value in dims.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise WorkloadError(
                     f"layer {name!r}: {dim} must be a positive integer, not {value!r}")
         if filter_h > ifmap_h or filter_w > ifmap_w:
@@ -138,7 +142,7 @@ class Workload:
                         f"workload {self.name!r} has no layer {name!r} (has {known}{more})")
             chosen = [layer for layer in chosen if layer.name in set(wanted)]
         if first is not None:
-            if isinstance(first, bool) or not isinstance(first, int) or first < 1:
+            if not is_int(first) or first < 1:
                 raise WorkloadError(f"first must be a positive integer, not {first!r}")
             chosen = chosen[:first]
         return Workload(self.name, tuple(chosen))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hwloop.errors import ParameterError
-from hwloop.validate import check_int, check_known, check_pow2
+from hwloop.validate import check_int, check_known, check_pow2, plain_ints
 
 #: Replacement policies. ``opt`` (Belady) exists only in the golden model.
 POLICIES = ("lru", "plru", "srrip", "random", "table", "opt")
@@ -38,6 +38,7 @@ class CacheConfig:
     table: str | Path | None = None
 
     def __post_init__(self) -> None:
+        plain_ints(self, "sets", "ways", "line_bytes", "addr_bits", "seed")  # numpy ints: int
         check_pow2("sets", self.sets)
         if self.sets > 1 << 20:
             raise ParameterError(f"sets must be at most {1 << 20}, not {self.sets}")

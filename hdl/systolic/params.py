@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hwloop.errors import ParameterError
-from hwloop.validate import check_int, check_known, check_pow2
+from hwloop.validate import check_int, check_known, check_pow2, plain_ints
 
 DATAFLOWS = ("os", "ws")
 
@@ -44,6 +44,9 @@ class SystolicParams:
     read_ahead: bool = False
 
     def __post_init__(self) -> None:
+        # numpy integers (a sweep) are stored as int: to_dict and params_hash need plain ints
+        plain_ints(self, "rows", "cols", "in_bits", "acc_bits", "ifmap_kib", "weight_kib",
+                   "acc_kib", "bus_bytes", "mem_latency", "out_bits")
         check_int("rows", self.rows, 1, 64)
         check_int("cols", self.cols, 1, 64)
         if self.dataflow not in DATAFLOWS:

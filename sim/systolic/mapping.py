@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hwloop.errors import ParameterError
+from hwloop.validate import is_int, plain_ints
 
 #: Legal tile loop orders, outermost first. k is innermost so that an output tile is finished in
 #: consecutive steps and its accumulators never leave the chip half-done.
@@ -33,9 +34,10 @@ class Gemm:
     k: int
 
     def __post_init__(self) -> None:
+        plain_ints(self, "m", "n", "k")  # numpy integers are stored as int
         for name in ("m", "n", "k"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ParameterError(f"gemm {name} must be a positive integer, not {value!r}")
 
     @property
@@ -105,9 +107,10 @@ class Mapping:
     order: str = "mnk"
 
     def __post_init__(self) -> None:
+        plain_ints(self, "tile_m", "tile_n", "tile_k")  # numpy integers are stored as int
         for name in ("tile_m", "tile_n", "tile_k"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ParameterError(f"mapping {name} must be a positive integer, not {value!r}")
         if self.order not in ORDERS:
             raise ParameterError(
