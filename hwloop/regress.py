@@ -20,6 +20,7 @@ from __future__ import annotations
 import concurrent.futures
 import importlib
 import json
+import signal
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -103,21 +104,41 @@ def _check_config(name: str, module: Any, config: dict[str, Any]) -> None:
             raise ParameterError(f"--config for {name}: {exc}") from None
 
 
+class CaseTimeout(Exception):
+    """A configuration ran past ``--timeout`` (raised in its worker by a timer signal)."""
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise CaseTimeout
+
+
 def _run_case(module_name: str, config: dict[str, Any], seed: int, waves: bool,
-              workdir: str | None, kind: str) -> dict[str, Any]:
+              workdir: str | None, kind: str, timeout: float | None = None) -> dict[str, Any]:
     """Run one config in a worker process; any exception is a failure with its message.
 
     Without ``workdir`` the config works in a scratch folder ``hwloop-<kind>-*``, removed
     when it passes without waves (a quick matrix would leave hundreds of MB a run) and kept
-    for a failure or for ``waves``; ``out["workdir"]`` names a folder that is kept."""
+    for a failure or for ``waves``; ``out["workdir"]`` names a folder that is kept.
+    ``timeout`` (seconds): a timer signal stops the config there, as a failure; a simulator
+    or build it waits for is killed on the way out (``subprocess.run`` kills its child when
+    interrupted)."""
     start = time.perf_counter()
     folder = Path(workdir) if workdir is not None else scratch_dir(kind)
+    if timeout is not None:
+        signal.signal(signal.SIGALRM, _on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
-        module = importlib.import_module(module_name)
-        folder.mkdir(parents=True, exist_ok=True)
-        out = dict(module.run_config(config, seed=seed, waves=waves, workdir=folder))
+        try:
+            module = importlib.import_module(module_name)
+            folder.mkdir(parents=True, exist_ok=True)
+            out = dict(module.run_config(config, seed=seed, waves=waves, workdir=folder))
+        finally:
+            if timeout is not None:
+                signal.setitimer(signal.ITIMER_REAL, 0)
         out.setdefault("detail", "")
         out["passed"] = bool(out.get("passed"))
+    except CaseTimeout:
+        out = {"passed": False, "detail": f"timed out after {timeout:g} s (--timeout)"}
     except Exception as exc:  # noqa: BLE001 — a crash is a failed case, not a crashed matrix
         last = traceback.format_exception_only(type(exc), exc)[-1].strip()
         out = {"passed": False, "detail": last.splitlines()[0] if last else repr(exc)}
@@ -146,14 +167,17 @@ def _check_workdir(workdir: Path) -> Path:
 def run_regress(*, level: str = "quick", generators: list[str] | None = None, seed: int = 0,
                 waves: bool = False, jobs: int = 2, max_configs: int | None = None,
                 config: dict[str, Any] | None = None, workdir: Path | None = None,
-                progress: Any = None) -> RegressReport:
-    """Draw each generator's matrix, run every config in a process pool, collect the results."""
+                timeout: float | None = None, progress: Any = None) -> RegressReport:
+    """Draw each generator's matrix, run every config in a process pool, collect the results;
+    ``timeout``: seconds a config may take (its build included) before it fails."""
     if level not in LEVELS:
         raise ParameterError(f"level must be one of {', '.join(LEVELS)}, not {level!r}")
     if jobs < 1:
         raise ParameterError(f"jobs must be a positive integer, not {jobs}")
     if max_configs is not None and max_configs < 1:
         raise ParameterError(f"max-configs must be a positive integer, not {max_configs}")
+    if timeout is not None and not 0 < timeout < 1e9:  # NaN too; setitimer takes < 1e9 s
+        raise ParameterError(f"timeout must be a positive number of seconds, not {timeout:g}")
     check_seed(seed)
     root = None if workdir is None else _check_workdir(Path(workdir))
     names = list(generators) if generators else list(REGISTRY)
@@ -184,7 +208,7 @@ def run_regress(*, level: str = "quick", generators: list[str] | None = None, se
         futures = {
             pool.submit(_run_case, module_name, cfg, case_seed, waves,
                         None if root is None else str(root / f"{name}-{index:03d}"),
-                        f"regress-{name}-{index:03d}"): (name, index, cfg, case_seed)
+                        f"regress-{name}-{index:03d}", timeout): (name, index, cfg, case_seed)
             for name, module_name, index, cfg, case_seed in cases
         }
         try:

@@ -40,6 +40,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                          help="parallel worker processes (default 2)")
     regress.add_argument("--max-configs", type=int, metavar="N",
                          help="run only the first N configurations of each matrix")
+    regress.add_argument("--timeout", type=float, metavar="SECONDS",
+                         help="fail a configuration that takes longer (its build included; "
+                              "default: no limit)")
     regress.add_argument("--config", metavar="JSON",
                          help="run just this configuration (as printed by a failure) with "
                               "--seed")
@@ -87,7 +90,8 @@ def run_regress(args: argparse.Namespace) -> int:
 
     report = run_regress(level=args.level, generators=args.generator, seed=args.seed,
                          waves=args.waves, jobs=args.jobs, max_configs=args.max_configs,
-                         config=config, workdir=args.workdir, progress=progress)
+                         config=config, workdir=args.workdir, timeout=args.timeout,
+                         progress=progress)
     for name, why in report.skipped.items():
         print(f"skipped {name}: {why}")
     table = Table(title=f"hwloop regress --{args.level} (seed {args.seed})")

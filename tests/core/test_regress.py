@@ -1,6 +1,8 @@
 import json
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -54,18 +56,37 @@ def run_config(config, *, seed, waves, workdir):
 '''
 
 
+# a generator whose second configuration hangs in a child process (a simulator that never ends)
+HANG = '''
+import subprocess
+
+
+def sample_configs(rng, level):
+    return [{"i": i} for i in range(2)]
+
+
+def run_config(config, *, seed, waves, workdir):
+    if config["i"] == 1:
+        proc = subprocess.run(["sleep", "60"])
+        return {"passed": True, "detail": f"slept ({proc.returncode})"}
+    return {"passed": True, "detail": "ok"}
+'''
+
+
 @pytest.fixture
 def fake_generators(tmp_path, monkeypatch):
     (tmp_path / "fake_regress_mod.py").write_text(FAKE)
     (tmp_path / "good_regress_mod.py").write_text(GOOD)
     (tmp_path / "sim_regress_mod.py").write_text(SIM)
+    (tmp_path / "hang_regress_mod.py").write_text(HANG)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(regress.REGISTRY, "fake", "fake_regress_mod")
     monkeypatch.setitem(regress.REGISTRY, "good", "good_regress_mod")
     monkeypatch.setitem(regress.REGISTRY, "sim", "sim_regress_mod")
+    monkeypatch.setitem(regress.REGISTRY, "hang", "hang_regress_mod")
     monkeypatch.setitem(regress.REGISTRY, "missing", "no_such_regress_module_xyz")
     yield
-    for name in ("fake_regress_mod", "good_regress_mod", "sim_regress_mod"):
+    for name in ("fake_regress_mod", "good_regress_mod", "sim_regress_mod", "hang_regress_mod"):
         sys.modules.pop(name, None)
 
 
@@ -298,3 +319,25 @@ def test_cache_matrix_writes_fst_waves_and_says_where(tmp_path):
     fst = tmp_path / "cache-000" / "sim" / "dump.fst"
     assert f"cache #0 passed; waves: {fst}\n" in proc.stdout
     assert fst.read_bytes()[:1] == b"\0"  # an FST header block; a VCD starts with text
+
+
+def test_a_configuration_past_the_timeout_fails_and_its_child_is_killed(fake_generators,
+                                                                       capsys):
+    began = time.monotonic()
+    code = main(["regress", "--generator", "hang", "--seed", "3", "--timeout", "1.5"])
+    out = capsys.readouterr().out
+    assert time.monotonic() - began < 30  # not the child's 60 s
+    assert code == 1
+    assert "1 passed, 1 failed" in out
+    seed1 = regress.config_seed(3, 1)
+    assert f"FAILED hang #1 seed {seed1}: timed out after 1.5 s (--timeout)" in out
+    sleepers = subprocess.run(["pgrep", "-f", "^sleep 60$"], capture_output=True, text=True)
+    assert sleepers.stdout == ""
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_a_timeout_that_is_not_positive_is_bad_input(fake_generators, value, capsys):
+    assert main(["regress", "--generator", "good", "--timeout", value]) == 2
+    err = capsys.readouterr().err
+    assert err == ("hwloop: error: timeout must be a positive number of seconds, not "
+                   f"{float(value):g}\n")
