@@ -8,7 +8,9 @@ A workload comes from one of three places (:func:`load_workload`):
   (``Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, Num Filter,
   Strides,``) or GEMM layers (``Layer Name, M, N, K,``), told apart by the header;
 - ``module:attr`` naming a ``torch.nn.Module`` (a class, an instance or a factory) whose
-  ``Conv2d`` and ``Linear`` layers are traced on the meta device (no real weights).
+  ``Conv1d``/``Conv2d``/``ConvTranspose2d``/``Linear``/``MultiheadAttention`` layers, and the
+  products, convolutions and einsums its code writes as torch calls, are traced on the meta
+  device (no real weights; :func:`trace_module`).
 
 A convolution is lowered to a GEMM by im2col: M = output pixels (Ho x Wo x batch), N = filters,
 K = Fh x Fw x channels. Like SCALE-Sim, the CSV IFMAP dimensions are taken as already padded
@@ -25,6 +27,7 @@ import math
 import operator
 import os
 import sys
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +50,8 @@ class Layer:
 
     For a convolution the original dimensions are kept too (``ifmap_h`` ... ``stride``), already
     padded (valid convolution); a traced one with unequal strides or a dilation, which
-    SCALE-Sim's conv form cannot say, has no ``stride``. ``repeat`` counts identical copies
+    SCALE-Sim's conv form cannot say, has no ``stride``. A 1-D convolution is one of IFMAP
+    height 1 and filter height 1 (the same im2col GEMM). ``repeat`` counts identical copies
     (e.g. attention heads or the groups of a grouped convolution).
     """
 
@@ -302,7 +306,8 @@ def load_torch_module(spec: str) -> Workload:
     ``attr`` may be a ``torch.nn.Module`` subclass (built with no arguments), an instance, or a
     factory returning one. The input shape comes from an ``input_shape`` attribute (of the
     module, its class or the factory) or defaults to ``(1, C, 224, 224)`` for a Conv2d first
-    layer and ``(1, in_features)`` for a Linear first layer.
+    layer and ``(1, in_features)`` for a Linear first layer (a Conv1d or ConvTranspose2d first
+    layer has no default: the attribute is needed).
     """
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
@@ -343,12 +348,18 @@ def load_torch_module(spec: str) -> Workload:
     return trace_module(model, name=attr.split(".")[-1], input_shape=input_shape, spec=spec)
 
 
+class TraceWarning(UserWarning):
+    """A call the tracer sees but cannot record as GEMMs: its work is missing from the workload."""
+
+
 def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = None,
                  spec: str | None = None) -> Workload:
-    """The Conv2d/Linear layers ``model`` runs, in execution order, from a meta-tensor forward,
-    the projections and per-head products of its MultiheadAttention layers, and the products
-    its own code writes as torch calls (``@``, ``torch.matmul``/``bmm``/``mm``, ``baddbmm``,
-    ``addmm``, ``F.linear``, scaled dot-product attention)."""
+    """The Conv1d/Conv2d/ConvTranspose2d/Linear layers ``model`` runs, in execution order, from a
+    meta-tensor forward, the projections and per-head products of its MultiheadAttention
+    layers, and the products and convolutions its own code writes as torch calls (``@``,
+    ``torch.matmul``/``bmm``/``mm``, ``baddbmm``, ``addmm``, ``F.linear``, scaled dot-product
+    attention, ``F.conv1d``/``conv2d``/``conv_transpose2d``, two-operand ``torch.einsum``).
+    An einsum that is no matrix product is skipped with a :class:`TraceWarning`."""
     import torch
     from torch import nn
 
@@ -356,22 +367,28 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
     # MultiheadAttention runs out_proj functionally (its hook never fires): the attention's
     # own hook records it, so it is no leaf of its own and is never counted twice
     inner = {m.out_proj for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
-    leaves = [m for m in model.modules()
-              if isinstance(m, (nn.Conv2d, nn.Linear, nn.MultiheadAttention)) and m not in inner]
-    if not leaves:
-        raise WorkloadError(f"workload {spec!r} has no Conv2d or Linear layers")
+    kinds = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.MultiheadAttention)
+    leaves = [m for m in model.modules() if isinstance(m, kinds) and m not in inner]
     if input_shape is None:
+        if not leaves:
+            raise WorkloadError(f"workload {spec!r} has no Conv2d or Linear layers: give it an "
+                                "input_shape attribute to trace the torch calls of its code")
         first = leaves[0]
         if isinstance(first, nn.Conv2d):
             input_shape = (1, first.in_channels, DEFAULT_IMAGE, DEFAULT_IMAGE)
         elif isinstance(first, nn.MultiheadAttention):
             input_shape = (1, first.embed_dim)
-        else:
+        elif isinstance(first, nn.Linear):
             input_shape = (1, first.in_features)
+        else:  # no size is usual for a sequence, nor for a transposed convolution's input
+            raise WorkloadError(
+                f"workload {spec!r}: its first layer is a {type(first).__name__}, which has no "
+                "default input size: give it an input_shape attribute")
     shape = _input_shape(input_shape, spec=spec)
     names = {m: n for n, m in model.named_modules()}
     layers: list[Layer] = []
     counts: dict[str, int] = {}
+    warned: set[str] = set()
 
     def label(base: str) -> str:
         counts[base] = counts.get(base, 0) + 1
@@ -383,31 +400,11 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
     def hook(mod: Any, inputs: tuple[Any, ...], output: Any) -> None:
         base = names.get(mod) or type(mod).__name__.lower()
         x = inputs[0]
-        if isinstance(mod, nn.Conv2d):
-            groups = mod.groups
-            # (C, H, W) is an unbatched input: batch 1
-            batch, channels, height, width = (1, *x.shape) if x.dim() == 3 else x.shape
-            if mod.padding == "same":  # dilation * (kernel - 1) in all, uneven if odd
-                pad = [d * (k - 1) for d, k in zip(mod.dilation, mod.kernel_size, strict=True)]
-            elif mod.padding == "valid":
-                pad = [0, 0]
-            else:
-                pad = [2 * p for p in mod.padding]
-            ifmap_h, ifmap_w = int(height + pad[0]), int(width + pad[1])
-            out_h, out_w = output.shape[-2:]
-            stride_h, stride_w = mod.stride
-            # the conv form (one stride, no dilation) says it only if it gives these outputs
-            plain = (stride_h == stride_w and tuple(mod.dilation) == (1, 1)
-                     and (ifmap_h - mod.kernel_size[0]) // stride_h + 1 == out_h
-                     and (ifmap_w - mod.kernel_size[1]) // stride_w + 1 == out_w)
-            layers.append(Layer(
-                name=label(base), kind="conv", m=int(batch * out_h * out_w),
-                n=mod.out_channels // groups,
-                k=mod.kernel_size[0] * mod.kernel_size[1] * (channels // groups),
-                repeat=groups, ifmap_h=ifmap_h, ifmap_w=ifmap_w,
-                filter_h=mod.kernel_size[0], filter_w=mod.kernel_size[1],
-                channels=int(channels // groups), num_filters=mod.out_channels // groups,
-                stride=stride_h if plain else None))
+        if isinstance(mod, (nn.Conv1d, nn.Conv2d)):
+            layers.append(_conv_layer(label(base), x, mod.weight.shape, mod.stride, mod.padding,
+                                      mod.dilation, mod.groups, output.shape))
+        elif isinstance(mod, nn.ConvTranspose2d):
+            layers.append(_transposed_layer(label(base), x, mod.weight.shape, mod.groups))
         else:
             layers.append(Layer(name=label(base), kind="gemm", m=tokens(x), n=mod.out_features,
                                 k=mod.in_features))
@@ -449,31 +446,61 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
                             m=tokens(query), n=out.out_features, k=out.in_features))
 
     # products written as torch calls in the model's own code (q @ k.T, torch.bmm, scaled dot-
-    # product attention): seen by a torch function mode at the top level only, so the products
-    # inside a functional that is itself seen (F.linear, MultiheadAttention's forward) are not
+    # product attention, F.conv2d, einsum): seen by a torch function mode at the top level only,
+    # so the products inside a functional that is itself seen (F.linear, MultiheadAttention's
+    # forward) are not
     running = [name]  # the module whose code runs, innermost last: it names the product
-    linears = [False]  # ... and whether it is an nn.Linear, whose own hook counts its F.linear
+    inside: list[Any] = [None]  # ... and the module itself: an nn.Linear's (nn.Conv2d's ...)
+    # own hook counts the F.linear (F.conv2d ...) its forward calls, the mode does not (whole)
 
     def enter(mod: Any, _inputs: Any) -> None:
         running.append(names.get(mod) or type(mod).__name__.lower())
-        linears.append(isinstance(mod, nn.Linear))
+        inside.append(mod)
 
     def leave(*_: Any) -> None:  # (a forward hook's result would replace the output)
         running.pop()
-        linears.pop()
+        inside.pop()
 
     pre = [m.register_forward_pre_hook(enter) for m in model.modules()]
     post = [m.register_forward_hook(leave) for m in model.modules()]
 
-    def product(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def product(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
         owner = running[-1]
-        if func is F.linear:  # in the model's own code (a weight-tied head), not nn.Linear's
-            if not linears[-1]:
-                given = dict(zip(("input", "weight"), args, strict=False)) | kwargs
-                x, weight = given["input"], given["weight"]
+        if func in whole:
+            if isinstance(inside[-1], whole[func]):  # its module's hook counts it
+                return
+            given = dict(zip(whole_args[func], args, strict=False)) | kwargs
+            x, weight = given["input"], given["weight"]
+            if func is F.linear:  # in the model's own code (a weight-tied head)
                 layers.append(Layer(name=label(f"{owner}.linear"), kind="gemm", m=tokens(x),
                                     n=int(weight.shape[0]) if weight.dim() == 2 else 1,
                                     k=int(weight.shape[-1])))
+            elif func is F.conv_transpose2d:
+                layers.append(_transposed_layer(label(f"{owner}.conv_transpose2d"), x,
+                                                weight.shape, given.get("groups", 1)))
+            else:  # F.conv1d, F.conv2d: recorded as their modules' hook records them
+                layers.append(_conv_layer(
+                    label(f"{owner}.{func.__name__}"), x, weight.shape, given.get("stride", 1),
+                    given.get("padding", 0), given.get("dilation", 1), given.get("groups", 1),
+                    result.shape))
+            return
+        if func is torch.einsum:
+            equation, *operands = args
+            if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+                operands = list(operands[0])  # the old form: the operands in one list
+            if len(operands) < 2:  # a transpose, a sum or a diagonal: no multiplication
+                return
+            gemm = _einsum_gemm(equation, operands)
+            if isinstance(gemm, str):  # skipped, as other calls that are no GEMM are
+                message = (f"workload {spec!r}: {owner}.einsum {equation!r} is not traced "
+                           f"({gemm}): its multiplications are not counted")
+                if message not in warned:
+                    warned.add(message)
+                    warnings.warn(message, TraceWarning, stacklevel=2)
+                return
+            m, n, k, repeat = gemm
+            layers.append(Layer(name=label(f"{owner}.einsum"), kind="gemm", m=m, n=n, k=k,
+                                repeat=repeat))
             return
         if func is F.scaled_dot_product_attention:
             given = dict(zip(("query", "key", "value"), args, strict=False)) | kwargs
@@ -499,15 +526,24 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
     class Products(torch.overrides.TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
+            result = func(*args, **kwargs)  # first: a convolution's record needs its output
             if func in products:
-                product(func, args, kwargs)
-            return func(*args, **kwargs)
+                product(func, args, kwargs, result)
+            return result
 
     F = torch.nn.functional
     _ADDING = {torch.baddbmm, torch.Tensor.baddbmm, torch.addmm, torch.Tensor.addmm}
+    # functionals whose module records them itself (in a forward hook)
+    whole = {F.linear: nn.Linear, F.conv1d: nn.Conv1d, F.conv2d: nn.Conv2d,
+             F.conv_transpose2d: nn.ConvTranspose2d}
+    conv_args = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+    whole_args = {F.linear: ("input", "weight", "bias"), F.conv1d: conv_args,
+                  F.conv2d: conv_args, F.conv_transpose2d: (
+                      "input", "weight", "bias", "stride", "padding", "output_padding", "groups",
+                      "dilation")}
     products = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.mm,
                 torch.Tensor.mm, torch.bmm, torch.Tensor.bmm, F.scaled_dot_product_attention,
-                F.linear, *_ADDING}
+                torch.einsum, *whole, *_ADDING}
     handles = [leaf.register_forward_hook(attention_hook, with_kwargs=True)
                if isinstance(leaf, nn.MultiheadAttention) else leaf.register_forward_hook(hook)
                for leaf in leaves] + pre + post
@@ -521,7 +557,123 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
     finally:
         for handle in handles:
             handle.remove()
+    if not layers:
+        raise WorkloadError(f"workload {spec!r} runs no layer the tracer records (Conv1d, "
+                            "Conv2d, ConvTranspose2d, Linear, MultiheadAttention, or a product, "
+                            "convolution or einsum as a torch call)")
     return Workload(name, tuple(layers))
+
+
+def _per_dim(value: Any, count: int) -> tuple[int, ...]:
+    """A convolution's stride/padding/dilation as one int per spatial dimension (it may be one
+    int for all, or a sequence)."""
+    if isinstance(value, int):
+        return (value,) * count
+    values = tuple(int(v) for v in value)
+    return values * count if len(values) == 1 else values
+
+
+def _conv_layer(name: str, x: Any, weight_shape: Any, stride: Any, padding: Any, dilation: Any,
+                groups: int, output_shape: Any) -> Layer:
+    """The im2col GEMM of a 1-D or 2-D convolution (a module's or ``F.conv1d``/``conv2d``'s),
+    with SCALE-Sim's conv fields: the IFMAP as padded, ``stride`` None where one stride and no
+    dilation cannot say the output sizes, ``groups`` GEMMs of a group each (``repeat``). A 1-D
+    convolution is recorded as one of IFMAP height 1 and filter height 1: im2col lowers it to
+    the same GEMM (M = output positions x batch, N = filters, K = width x channels)."""
+    spatial = len(weight_shape) - 2
+    kernel = [int(d) for d in weight_shape[2:]]
+    strides, dilations = _per_dim(stride, spatial), _per_dim(dilation, spatial)
+    size = [int(d) for d in x.shape[-spatial:]]
+    channels = int(x.shape[-spatial - 1])
+    batch = math.prod(int(d) for d in x.shape[:-spatial - 1])  # an unbatched input: 1
+    if padding == "same":  # dilation * (kernel - 1) in all, uneven if odd
+        pad = [d * (k - 1) for d, k in zip(dilations, kernel, strict=True)]
+    elif padding == "valid":
+        pad = [0] * spatial
+    else:
+        pad = [2 * p for p in _per_dim(padding, spatial)]
+    out = [int(d) for d in output_shape[-spatial:]]
+    if spatial == 1:  # one row: the vertical stride is moot, so it is the horizontal one
+        kernel, strides, dilations = [1, *kernel], (strides[0], *strides), (1, *dilations)
+        size, pad, out = [1, *size], [0, *pad], [1, *out]
+    ifmap = [s + p for s, p in zip(size, pad, strict=True)]
+    # the conv form (one stride, no dilation) says it only if it gives these outputs
+    plain = (strides[0] == strides[1] and tuple(dilations) == (1, 1)
+             and all((i - k) // strides[0] + 1 == o
+                     for i, k, o in zip(ifmap, kernel, out, strict=True)))
+    filters = int(weight_shape[0]) // groups
+    return Layer(name=name, kind="conv", m=batch * out[0] * out[1], n=filters,
+                 k=kernel[0] * kernel[1] * (channels // groups), repeat=groups,
+                 ifmap_h=ifmap[0], ifmap_w=ifmap[1], filter_h=kernel[0], filter_w=kernel[1],
+                 channels=channels // groups, num_filters=filters,
+                 stride=strides[0] if plain else None)
+
+
+def _transposed_layer(name: str, x: Any, weight_shape: Any, groups: int) -> Layer:
+    """A ConvTranspose2d as the GEMM that computes it before its col2im scatter: every input
+    pixel's channels times the weight, M = input pixels x batch, N = out channels x kh x kw,
+    K = in channels (of a group: ``repeat`` = groups). The scatter-add of the M x N products
+    into the output (stride, padding, dilation, output_padding) is not on the array; products
+    that padding crops away are counted, as the GEMM computes them."""
+    in_channels, filters, kh, kw = (int(d) for d in weight_shape)
+    batch = math.prod(int(d) for d in x.shape[:-3])  # an unbatched input: 1
+    return Layer(name=name, kind="gemm", m=batch * int(x.shape[-2]) * int(x.shape[-1]),
+                 n=filters * kh * kw, k=in_channels // groups, repeat=groups)
+
+
+def _einsum_gemm(equation: str, operands: list[Any]) -> tuple[int, int, int, int] | str:
+    """``(m, n, k, repeat)`` of an einsum of two operands that is a (batched) matrix product,
+    recorded as ``matmul`` records one: indices in both operands and the output are the batch
+    (``repeat``); in the first (second) operand and the output only, M (N): rows against a
+    shared matrix; in both operands only, K (contracted). Else why it is none (one line)."""
+    if len(operands) != 2:  # (one operand multiplies nothing: the caller skips it silently)
+        return f"{len(operands)} operands"
+    equation = equation.replace(" ", "")
+    lhs, arrow, rhs = equation.partition("->")
+    specs = lhs.split(",")  # two: torch has run the einsum, so the equation fits the operands
+    indices: list[list[str]] = []
+    sizes: dict[str, int] = {}
+    ellipsis = 0
+    for spec, tensor in zip(specs, operands, strict=True):
+        named = spec.replace("...", "")
+        dims = tensor.dim() - len(named) if "..." in spec else 0
+        ellipsis = max(ellipsis, dims)
+        # ellipsis dimensions align from the right (broadcasting): '.0' is the last
+        before, _, after = spec.partition("...")
+        labels = [*before, *(f".{dims - 1 - i}" for i in range(dims)), *after]
+        for index, size in zip(labels, tensor.shape, strict=True):
+            sizes[index] = max(sizes.get(index, 1), int(size))
+        indices.append(labels)
+    dotted = [f".{ellipsis - 1 - i}" for i in range(ellipsis)]
+    if arrow:
+        before, _, after = rhs.partition("...")
+        output = [*before, *(dotted if "..." in rhs else []), *after]
+    else:  # implicit output: the ellipsis, then the indices seen once, in alphabetical order
+        seen = [*indices[0], *indices[1]]
+        output = dotted + sorted(i for i in set(seen) if seen.count(i) == 1 and i[0] != ".")
+
+    def shown(index: str) -> str:
+        return "..." if index.startswith(".") else index
+
+    a, b = indices
+    for labels in (a, b):
+        for index in labels:
+            if labels.count(index) > 1:
+                return f"index {shown(index)!r} repeats in one operand"
+    for index in a + b:
+        if index not in output and (index not in a or index not in b):
+            return f"index {shown(index)!r} is summed within one operand"
+    batch = [i for i in output if i in a and i in b]
+    rows = [i for i in output if i in a and i not in b]
+    cols = [i for i in output if i in b and i not in a]
+    inner = [i for i in a if i in b and i not in output]
+    if not inner and not (rows and cols):
+        return "an elementwise product, no index is contracted"
+
+    def prod(group: list[str]) -> int:
+        return math.prod(sizes[i] for i in group)
+
+    return prod(rows), prod(cols), prod(inner), prod(batch)
 
 
 def _input_shape(input_shape: Any, *, spec: str) -> tuple[int, ...]:

@@ -425,3 +425,339 @@ def test_a_bad_input_shape_is_one_line_exit_2(tmp_path, monkeypatch, capsys, sha
                                      "--fidelity", "model"])
     assert code == 2 and err == f"hwloop: error: {message}\n"
     sys.modules.pop("shape_mod", None)
+
+
+# --- convolutions and einsums written as torch calls, Conv1d, ConvTranspose2d -------------------
+
+CONV_FIELDS = ("name", "kind", "m", "n", "k", "repeat", "ifmap_h", "ifmap_w", "filter_h",
+               "filter_w", "channels", "num_filters", "stride")
+
+
+def fields(layer):
+    return tuple(getattr(layer, f) for f in CONV_FIELDS)
+
+
+def conv_macs(output_shape, weight_shape, groups=1):
+    """The true MACs of a convolution: every output element sums in_channels/groups x kernel
+    products (weight_shape is (out, in / groups, *kernel))."""
+    import math
+
+    return math.prod(output_shape) * math.prod(weight_shape[1:])
+
+
+class Functional:
+    """A module that runs one torch call on its input (a model's own code)."""
+
+    @staticmethod
+    def make(call, *weights):
+        import torch
+        from torch import nn
+
+        class Model(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.weights = nn.ParameterList(torch.empty(w, device="meta") for w in weights)
+
+            def forward(self, x):
+                return call(x, *self.weights)
+
+        return Model()
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize(("in_shape", "conv"), [
+    ((1, 3, 16, 16), dict(out=8, kernel=3, padding=1)),
+    ((2, 4, 10, 12), dict(out=8, kernel=(3, 5), padding="same")),
+    ((1, 4, 10, 12), dict(out=8, kernel=4, padding="same")),  # uneven padding
+    ((1, 4, 9, 9), dict(out=6, kernel=3, padding="valid", stride=2)),
+    ((1, 3, 17, 17), dict(out=4, kernel=3, stride=(2, 1))),  # unequal strides: no stride
+    ((1, 4, 17, 17), dict(out=4, kernel=3, dilation=2, padding=(1, 2))),  # dilation: none
+    ((1, 8, 16, 16), dict(out=8, kernel=3, stride=2, padding=1, groups=8)),  # depthwise
+    ((1, 8, 7, 7), dict(out=12, kernel=1, groups=4)),
+    ((3, 16, 16), dict(out=8, kernel=3, padding=1)),  # unbatched
+])
+def test_f_conv2d_in_a_models_code_is_recorded_as_the_nn_conv2d(in_shape, conv):
+    """F.conv2d written in a model made no layer (its work was missing): it is now recorded
+    field for field as an nn.Conv2d of the same arguments, named OWNER.conv2d."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F  # noqa: N812
+
+    args = {key: value for key, value in conv.items() if key not in ("out", "kernel")}
+    with torch.device("meta"):
+        module = nn.Conv2d(in_shape[-3], conv["out"], conv["kernel"], **args)
+    functional = Functional.make(lambda x, w: F.conv2d(x, w, **args), module.weight.shape)
+    [by_module] = trace_module(nn.Sequential(module), name="m", input_shape=in_shape).layers
+    [by_call] = trace_module(functional, name="f", input_shape=in_shape).layers
+    assert by_call.name == "model.conv2d"  # the module whose code calls it
+    assert fields(by_call)[1:] == fields(by_module)[1:]
+    output = F.conv2d(torch.empty(in_shape, device="meta"), module.weight, **args)
+    assert by_call.macs == conv_macs(output.shape, module.weight.shape)
+
+
+def test_f_conv2d_positional_arguments_and_an_exact_record():
+    import torch
+    from torch.nn import functional as F  # noqa: N812
+
+    # F.conv2d(input, weight, bias, stride, padding, dilation, groups)
+    model = Functional.make(lambda x, w: F.conv2d(x, w, None, (2, 1), 1, 1, 2), (16, 4, 3, 3))
+    w = trace_module(model, name="f", input_shape=(1, 8, 16, 16))
+    assert [fields(x) for x in w.layers] == [
+        ("model.conv2d", "conv", 8 * 16, 8, 36, 2, 18, 18, 3, 3, 4, 8, None)]
+    assert w.macs == conv_macs((1, 16, 8, 16), (16, 4, 3, 3))
+    assert torch.is_grad_enabled()
+
+
+class Mixed:
+    SOURCE = '''
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class Standardized(nn.Conv2d):
+    """A weight-standardized convolution: its forward calls F.conv2d itself."""
+
+    def forward(self, x):
+        w = self.weight - self.weight.mean(dim=(1, 2, 3), keepdim=True)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.mix = nn.Parameter(torch.empty(16, 4, 3, 3))  # 2 groups
+
+    def forward(self, x):
+        return F.conv2d(x, self.mix, padding="same", groups=2)
+
+
+class Mixed(nn.Module):
+    input_shape = (2, 3, 16, 16)
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1, padding_mode="reflect")
+        self.std = Standardized(8, 8, 3, stride=2, padding=1)
+        self.block = Block()
+        self.seq = nn.Conv1d(16, 6, 5, stride=2)
+        self.taps = nn.Parameter(torch.empty(4, 6, 3))
+        self.up = nn.ConvTranspose2d(16, 4, 4, stride=2, padding=1)
+        self.up_w = nn.Parameter(torch.empty(4, 2, 3, 3))  # 2 groups of 2 -> 2 channels
+        self.head = nn.Linear(4, 10)
+        self.proj = nn.Parameter(torch.empty(4, 5))
+
+    def forward(self, x):
+        x = self.std(self.stem(x))  # (2, 8, 8, 8)
+        x = self.block(x)  # (2, 16, 8, 8)
+        up = F.conv_transpose2d(self.up(x), self.up_w, None, 1, 0, 0, 2)  # (2, 4, 18, 18)
+        s = self.seq(x.flatten(2))  # (2, 6, 30)
+        s = F.conv1d(s, self.taps, dilation=2)  # (2, 4, 26)
+        t = torch.einsum("bct,cd->btd", s, self.proj)  # (2, 26, 5)
+        scores = torch.einsum("bqd,bkd->bqk", t, t)
+        return self.head(s.transpose(1, 2)), up, scores
+'''
+
+    @staticmethod
+    def module(tmp_path, monkeypatch):
+        (tmp_path / "mixed_mod.py").write_text(Mixed.SOURCE)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        monkeypatch.delitem(sys.modules, "mixed_mod", raising=False)
+        return "mixed_mod:Mixed"
+
+
+def test_a_model_mixing_modules_and_torch_calls_is_traced_once_each(tmp_path, monkeypatch):
+    """Every convolution once: nn.Conv2d (and a subclass calling F.conv2d itself, and one
+    padding with reflect) by its hook, F.conv2d/conv1d/conv_transpose2d in the model's code by
+    the function mode, nn.Conv1d and nn.ConvTranspose2d by theirs; einsums as GEMMs."""
+    w = load_workload(Mixed.module(tmp_path, monkeypatch))
+    assert [fields(x) for x in w.layers] == [
+        ("stem", "conv", 2 * 16 * 16, 8, 27, 1, 18, 18, 3, 3, 3, 8, 1),
+        ("std", "conv", 2 * 8 * 8, 8, 72, 1, 18, 18, 3, 3, 8, 8, 2),
+        ("block.conv2d", "conv", 2 * 8 * 8, 8, 36, 2, 10, 10, 3, 3, 4, 8, 1),
+        # ConvTranspose2d: input pixels x (16 -> 4 channels x 4x4 taps), col2im off the array
+        ("up", "gemm", 2 * 8 * 8, 4 * 16, 16, 1, None, None, None, None, None, None, None),
+        ("mixed.conv_transpose2d", "gemm", 2 * 16 * 16, 2 * 9, 2, 2,
+         None, None, None, None, None, None, None),
+        # Conv1d: a conv of IFMAP height 1 (filter height 1)
+        ("seq", "conv", 2 * 30, 6, 80, 1, 1, 64, 1, 5, 16, 6, 2),
+        ("mixed.conv1d", "conv", 2 * 26, 4, 18, 1, 1, 30, 1, 3, 6, 4, None),  # dilated
+        ("mixed.einsum", "gemm", 2 * 26, 5, 4, 1, None, None, None, None, None, None, None),
+        ("mixed.einsum#2", "gemm", 26, 26, 5, 2, None, None, None, None, None, None, None),
+        ("head", "gemm", 2 * 26, 10, 4, 1, None, None, None, None, None, None, None),
+    ]
+    true_macs = [
+        conv_macs((2, 8, 16, 16), (8, 3, 3, 3)), conv_macs((2, 8, 8, 8), (8, 8, 3, 3)),
+        conv_macs((2, 16, 8, 8), (16, 4, 3, 3)),
+        2 * 8 * 8 * 16 * 4 * 16,  # every input element times every weight of its channel
+        2 * 4 * 16 * 16 * 2 * 9,  # ... of its group: 2 out channels x 3x3 taps
+        conv_macs((2, 6, 30), (6, 16, 5)), conv_macs((2, 4, 26), (4, 6, 3)),
+        2 * 4 * 26 * 5,  # b c t d
+        2 * 26 * 26 * 5,  # b q k d
+        2 * 26 * 10 * 4,
+    ]
+    assert [x.macs for x in w.layers] == true_macs
+
+
+def test_the_conv1d_record_is_its_im2col_gemm_and_scale_sim_reads_it_so(tmp_path):
+    """A Conv1d is a convolution of IFMAP height 1 and filter height 1: its im2col matrix
+    (F.unfold of the (N, C, 1, L) input by a (1, kw) window) is the recorded M x K, and the
+    SCALE-Sim conv form reads back the same GEMM (one output row for any stride)."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F  # noqa: N812
+
+    model = nn.Sequential(nn.Conv1d(6, 10, 7, stride=3, padding=2), nn.Conv1d(10, 4, 1))
+    w = trace_module(model, name="c1", input_shape=(2, 6, 50))
+    assert [fields(x) for x in w.layers] == [
+        ("0", "conv", 2 * 16, 10, 42, 1, 1, 54, 1, 7, 6, 10, 3),
+        ("1", "conv", 2 * 16, 4, 10, 1, 1, 16, 1, 1, 10, 4, 1)]
+    columns = F.unfold(F.pad(torch.zeros(2, 6, 1, 50), (2, 2)), (1, 7), stride=3)
+    assert (columns.shape[1], columns.shape[0] * columns.shape[2]) == (42, 2 * 16)  # K, M
+    path = tmp_path / "c1.csv"  # (the conv form has no batch: batch 1)
+    w = trace_module(model, name="c1", input_shape=(1, 6, 50))
+    write_topology_csv(w, path, form="conv")
+    assert [x.shape for x in load_workload(str(path)).layers] == [(16, 10, 42), (16, 4, 10)]
+
+
+def test_the_conv_transpose2d_gemm_computes_the_op_with_col2im():
+    """What is counted for a ConvTranspose2d: the GEMM (input pixels x in channels) @ (in
+    channels x out channels x kh x kw) whose col2im scatter-add (F.fold, not on the array) is
+    the op's output, for any stride, padding, dilation and output_padding."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F  # noqa: N812
+
+    torch.manual_seed(0)
+    conv = nn.ConvTranspose2d(3, 5, (3, 2), stride=(2, 3), padding=(1, 0), dilation=(1, 2),
+                              output_padding=1, bias=False)
+    x = torch.randn(2, 3, 4, 6)
+    [layer] = trace_module(nn.Sequential(conv), name="t", input_shape=x.shape).layers
+    assert (layer.kind, layer.m, layer.n, layer.k, layer.repeat) == ("gemm", 48, 30, 3, 1)
+    a = x.permute(0, 2, 3, 1).reshape(layer.m, layer.k)  # pixels x in channels
+    b = conv.weight.reshape(layer.k, layer.n)  # in channels x (out channels x kh x kw)
+    products = (a @ b).reshape(2, 24, layer.n).transpose(1, 2)
+    expected = conv(x)
+    scattered = F.fold(products, expected.shape[-2:], (3, 2), dilation=(1, 2),
+                       padding=(1, 0), stride=(2, 3))
+    assert torch.allclose(scattered, expected, atol=1e-5)
+    assert layer.macs == x.numel() * conv.weight[0].numel()
+
+
+@pytest.mark.parametrize(("equation", "shapes", "gemm"), [
+    ("ij,jk->ik", [(3, 4), (4, 5)], (3, 5, 4, 1)),
+    ("ij,kj->ik", [(3, 4), (5, 4)], (3, 5, 4, 1)),  # transposed operands: the same GEMM
+    ("bij,bjk->bik", [(6, 3, 4), (6, 4, 5)], (3, 5, 4, 6)),  # as torch.bmm: repeat = batch
+    ("bhqd,bhkd->bhqk", [(2, 4, 8, 16), (2, 4, 9, 16)], (8, 9, 16, 8)),
+    ("btc,cd->btd", [(2, 7, 4), (4, 5)], (14, 5, 4, 1)),  # a shared matrix: rows are m
+    ("...ij,jk", [(2, 3, 4, 5), (5, 6)], (24, 6, 5, 1)),  # ellipsis, implicit output
+    # ellipsis dimensions align from the right: the 2 only the first has are rows, as a
+    # shared matrix's are; the 3 of both is the batch
+    ("...ij,...jk->...ik", [(2, 3, 4, 5), (3, 5, 6)], (8, 6, 5, 3)),
+    ("ij,j->i", [(3, 4), (4,)], (3, 1, 4, 1)),  # matrix x vector, as matmul records it
+    ("bi,bi->b", [(5, 4), (5, 4)], (1, 1, 4, 5)),  # batched dot products
+    ("i,j->ij", [(3,), (4,)], (3, 4, 1, 1)),  # outer product: K = 1
+    ("bchw,oc->bohw", [(2, 8, 5, 5), (3, 8)], (50, 3, 8, 1)),  # a 1x1 convolution
+    ("ab,bc", [(2, 3), (3, 4)], (2, 4, 3, 1)),  # implicit output: ac
+])
+def test_an_einsum_that_is_a_matrix_product_is_its_gemm(equation, shapes, gemm):
+    import math
+
+    import torch
+
+    model = Functional.make(lambda x, *ws: torch.einsum(equation, *ws), *shapes)
+    w = trace_module(model, name="e", input_shape=(1,))
+    [layer] = w.layers
+    assert (layer.name, layer.m, layer.n, layer.k, layer.repeat) == ("model.einsum", *gemm)
+    # the true MACs: one per output element and contracted index, i.e. per index combination
+    sizes = {}
+    lhs = equation.split("->")[0].replace("...", "").split(",")
+    for spec, shape in zip(lhs, shapes, strict=True):
+        sizes |= dict(zip(spec, shape[len(shape) - len(spec):], strict=True))
+    batch_dims = torch.broadcast_shapes(*(s[:len(s) - len(p)] for s, p in zip(
+        shapes, lhs, strict=True)))
+    assert layer.macs == math.prod(sizes.values()) * math.prod(batch_dims)
+
+
+def test_einsum_operands_in_a_list_or_as_sublists():
+    import torch
+
+    model = Functional.make(lambda x, a, b: (torch.einsum("ij,jk->ik", [a, b]),
+                                             torch.einsum(a, [0, 1], b, [1, 2], [0, 2])),
+                            (3, 4), (4, 5))
+    w = trace_module(model, name="e", input_shape=(1,))
+    assert [(x.name, x.shape, x.repeat) for x in w.layers] == [
+        ("model.einsum", (3, 5, 4), 1), ("model.einsum#2", (3, 5, 4), 1)]
+
+
+def test_an_einsum_that_is_no_matrix_product_is_skipped_with_one_warning_each():
+    """Skipped as the tracer skips every call that is no GEMM, but said: its multiplications
+    are not counted. One operand multiplies nothing (a transpose, a trace): no warning."""
+    import warnings
+
+    import torch
+
+    from hwloop.workloads import TraceWarning
+
+    def forward(x, a, b, c):
+        for _ in range(2):  # twice: one warning
+            torch.einsum("ij,ij->ij", a, a)
+        torch.einsum("ij,jk,kl->il", a, b, c)
+        torch.einsum("ii,ij->j", a, b)
+        torch.einsum("ij,jk->i", a, b)
+        torch.einsum("...ij,jk->ik", c.expand(2, 4, 4), b)
+        torch.einsum("ij->ji", a)
+        torch.einsum("ii", a)
+        return torch.einsum("ij,jk->ik", a, b)
+
+    model = Functional.make(forward, (4, 4), (4, 4), (4, 4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        w = trace_module(model, name="e", input_shape=(1,), spec="mod:E")
+    assert [(x.name, x.shape) for x in w.layers] == [("model.einsum", (4, 4, 4))]
+    assert all(warning.category is TraceWarning for warning in caught)
+    assert [str(warning.message) for warning in caught] == [
+        f"workload 'mod:E': model.einsum {equation!r} is not traced ({why}): its "
+        "multiplications are not counted" for equation, why in [
+            ("ij,ij->ij", "an elementwise product, no index is contracted"),
+            ("ij,jk,kl->il", "3 operands"),
+            ("ii,ij->j", "index 'i' repeats in one operand"),
+            ("ij,jk->i", "index 'k' is summed within one operand"),
+            ("...ij,jk->ik", "index '...' is summed within one operand"),
+        ]]
+
+
+def test_a_model_without_layer_modules_is_traced_from_its_input_shape():
+    """Only the default input shape needs a Conv2d or Linear module: a model written with
+    torch calls alone traces from its input_shape (it was refused as having no layers)."""
+    import torch
+    from torch.nn import functional as F  # noqa: N812
+
+    model = Functional.make(lambda x, w: F.conv2d(x, w), (4, 3, 3, 3))
+    with pytest.raises(WorkloadError) as info:
+        trace_module(model, name="f", spec="mod:F")
+    assert str(info.value) == ("workload 'mod:F' has no Conv2d or Linear layers: give it an "
+                               "input_shape attribute to trace the torch calls of its code")
+    w = trace_module(model, name="f", input_shape=(1, 3, 8, 8))
+    assert [(x.name, x.shape) for x in w.layers] == [("model.conv2d", (36, 4, 27))]
+    idle = Functional.make(lambda x: torch.relu(x))
+    with pytest.raises(WorkloadError) as info:
+        trace_module(idle, name="idle", input_shape=(1, 3), spec="mod:Idle")
+    assert str(info.value) == (
+        "workload 'mod:Idle' runs no layer the tracer records (Conv1d, Conv2d, ConvTranspose2d, "
+        "Linear, MultiheadAttention, or a product, convolution or einsum as a torch call)")
+
+
+@pytest.mark.parametrize("first", ["Conv1d", "ConvTranspose2d"])
+def test_a_conv1d_or_conv_transpose2d_first_needs_an_input_shape(first):
+    """224x224 is the usual image; a sequence's length or a transposed convolution's input
+    (often 1x1) has no usual size to default to."""
+    import torch
+    from torch import nn
+
+    with torch.device("meta"):
+        model = nn.Sequential(getattr(nn, first)(4, 4, 3), nn.Conv2d(4, 4, 3))
+    with pytest.raises(WorkloadError) as info:
+        trace_module(model, name="x", spec="mod:X")
+    assert str(info.value) == (f"workload 'mod:X': its first layer is a {first}, which has no "
+                               "default input size: give it an input_shape attribute")
