@@ -496,7 +496,7 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
                            f"({gemm}): its multiplications are not counted")
                 if message not in warned:
                     warned.add(message)
-                    warnings.warn(message, TraceWarning, stacklevel=2)
+                    warnings.warn(message, TraceWarning, stacklevel=_model_line())
                 return
             m, n, k, repeat = gemm
             layers.append(Layer(name=label(f"{owner}.einsum"), kind="gemm", m=m, n=n, k=k,
@@ -562,6 +562,19 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
                             "Conv2d, ConvTranspose2d, Linear, MultiheadAttention, or a product, "
                             "convolution or einsum as a torch call)")
     return Workload(name, tuple(layers))
+
+
+def _model_line() -> int:
+    """The ``stacklevel`` (for a warning issued by the caller) of the innermost frame outside
+    torch and this module: the line of the model's code that made the call, which the warning
+    then names instead of the tracer's."""
+    import torch
+
+    inside = (os.path.dirname(torch.__file__) + os.sep, __file__)
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level if frame is not None else 1
 
 
 def _per_dim(value: Any, count: int) -> tuple[int, ...]:

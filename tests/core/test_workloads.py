@@ -716,6 +716,9 @@ def test_an_einsum_that_is_no_matrix_product_is_skipped_with_one_warning_each():
         w = trace_module(model, name="e", input_shape=(1,), spec="mod:E")
     assert [(x.name, x.shape) for x in w.layers] == [("model.einsum", (4, 4, 4))]
     assert all(warning.category is TraceWarning for warning in caught)
+    # at the model's line that calls the einsum, not the tracer's
+    first = forward.__code__.co_firstlineno + 2
+    assert (caught[0].filename, caught[0].lineno) == (__file__, first)
     assert [str(warning.message) for warning in caught] == [
         f"workload 'mod:E': model.einsum {equation!r} is not traced ({why}): its "
         "multiplications are not counted" for equation, why in [
