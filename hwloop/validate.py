@@ -12,20 +12,30 @@ from hwloop.errors import ParameterError
 
 
 def is_int(value: Any) -> bool:
-    """An integer that is not a ``bool`` (``True`` is not a size): an ``int`` or an integer
-    scalar such as ``np.int64`` (a sweep over ``np.arange`` gives those). ``np.bool_`` is no
+    """An ``int`` that is not a ``bool`` (``True`` is not a size). A value used as it is given
+    must be one: a numpy integer fails ``json.dumps`` (see :func:`plain_ints`)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_integer(value: Any) -> bool:
+    """An integer of any type that is not a ``bool``: an ``int`` or a numpy integer such as
+    ``np.int64`` (a sweep over ``np.arange`` gives those). ``np.bool_`` is no
     ``numbers.Integral``; floats, even ``4.0``, are not integers."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def plain_int(value: Any) -> Any:
+    """``value`` as a plain ``int`` if it is an integer (:func:`is_integer`), else unchanged
+    (for the checks to refuse)."""
+    return operator.index(value) if is_integer(value) and type(value) is not int else value
+
+
 def plain_ints(obj: Any, *names: str) -> None:
-    """Store the integer fields ``names`` of the (frozen) dataclass ``obj`` as plain ``int``:
-    a numpy integer passes the checks but not ``json.dumps`` (hashes, manifests, JSON), and
-    its repr would name the type in error messages. Other values are left for the checks."""
+    """Store the integer fields ``names`` of the (frozen) dataclass ``obj`` as plain ``int``,
+    before its checks: a numpy integer would fail ``json.dumps`` (hashes, manifests, JSON) and
+    name its type in error messages. Other values are left for the checks to refuse."""
     for name in names:
-        value = getattr(obj, name)
-        if is_int(value) and type(value) is not int:
-            object.__setattr__(obj, name, operator.index(value))
+        object.__setattr__(obj, name, plain_int(getattr(obj, name)))
 
 
 def check_int(name: str, value: Any, lo: int, hi: int) -> None:

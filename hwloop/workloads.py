@@ -35,7 +35,7 @@ from typing import Any
 
 from hwloop.errors import ConfigError, WorkloadError
 from hwloop.paths import read_user_text
-from hwloop.validate import is_int, plain_ints
+from hwloop.validate import is_int, plain_int, plain_ints
 
 KINDS = ("gemm", "conv")
 
@@ -89,10 +89,12 @@ class Layer:
         """A valid (already padded) convolution, lowered to a GEMM by im2col."""
         dims = dict(ifmap_h=ifmap_h, ifmap_w=ifmap_w, filter_h=filter_h, filter_w=filter_w,
                     channels=channels, num_filters=num_filters, stride=stride, batch=batch)
+        dims = {dim: plain_int(value) for dim, value in dims.items()}  # numpy integers: int
         for dim, value in dims.items():
             if not is_int(value) or value < 1:
                 raise WorkloadError(
                     f"layer {name!r}: {dim} must be a positive integer, not {value!r}")
+        ifmap_h, ifmap_w, filter_h, filter_w, channels, num_filters, stride, batch = dims.values()
         if filter_h > ifmap_h or filter_w > ifmap_w:
             raise WorkloadError(
                 f"layer {name!r}: filter {filter_h}x{filter_w} is larger than the IFMAP "
@@ -146,6 +148,7 @@ class Workload:
                         f"workload {self.name!r} has no layer {name!r} (has {known}{more})")
             chosen = [layer for layer in chosen if layer.name in set(wanted)]
         if first is not None:
+            first = plain_int(first)
             if not is_int(first) or first < 1:
                 raise WorkloadError(f"first must be a positive integer, not {first!r}")
             chosen = chosen[:first]
