@@ -437,7 +437,7 @@ def fields(layer):
     return tuple(getattr(layer, f) for f in CONV_FIELDS)
 
 
-def conv_macs(output_shape, weight_shape, groups=1):
+def conv_macs(output_shape, weight_shape):
     """The true MACs of a convolution: every output element sums in_channels/groups x kernel
     products (weight_shape is (out, in / groups, *kernel))."""
     import math
@@ -445,38 +445,43 @@ def conv_macs(output_shape, weight_shape, groups=1):
     return math.prod(output_shape) * math.prod(weight_shape[1:])
 
 
-class Functional:
-    """A module that runs one torch call on its input (a model's own code)."""
+def functional_model(call, *weights):
+    """A model whose own code is ``call(x, *weights)`` (meta parameters of those shapes)."""
+    import torch
+    from torch import nn
 
-    @staticmethod
-    def make(call, *weights):
-        import torch
-        from torch import nn
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weights = nn.ParameterList(torch.empty(w, device="meta") for w in weights)
 
-        class Model(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.weights = nn.ParameterList(torch.empty(w, device="meta") for w in weights)
+        def forward(self, x):
+            return call(x, *self.weights)
 
-            def forward(self, x):
-                return call(x, *self.weights)
-
-        return Model()
+    return Model()
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
-@pytest.mark.parametrize(("in_shape", "conv"), [
-    ((1, 3, 16, 16), dict(out=8, kernel=3, padding=1)),
-    ((2, 4, 10, 12), dict(out=8, kernel=(3, 5), padding="same")),
-    ((1, 4, 10, 12), dict(out=8, kernel=4, padding="same")),  # uneven padding
-    ((1, 4, 9, 9), dict(out=6, kernel=3, padding="valid", stride=2)),
-    ((1, 3, 17, 17), dict(out=4, kernel=3, stride=(2, 1))),  # unequal strides: no stride
-    ((1, 4, 17, 17), dict(out=4, kernel=3, dilation=2, padding=(1, 2))),  # dilation: none
-    ((1, 8, 16, 16), dict(out=8, kernel=3, stride=2, padding=1, groups=8)),  # depthwise
-    ((1, 8, 7, 7), dict(out=12, kernel=1, groups=4)),
-    ((3, 16, 16), dict(out=8, kernel=3, padding=1)),  # unbatched
+@pytest.mark.parametrize(("in_shape", "conv", "record"), [
+    # record: m, n, k, repeat, ifmap_h, ifmap_w, filter_h, filter_w, channels, filters, stride
+    ((1, 3, 16, 16), dict(out=8, kernel=3, padding=1), (256, 8, 27, 1, 18, 18, 3, 3, 3, 8, 1)),
+    ((2, 4, 10, 12), dict(out=8, kernel=(3, 5), padding="same"),
+     (240, 8, 60, 1, 12, 16, 3, 5, 4, 8, 1)),
+    ((1, 4, 10, 12), dict(out=8, kernel=4, padding="same"),  # uneven padding
+     (120, 8, 64, 1, 13, 15, 4, 4, 4, 8, 1)),
+    ((1, 4, 9, 9), dict(out=6, kernel=3, padding="valid", stride=2),
+     (16, 6, 36, 1, 9, 9, 3, 3, 4, 6, 2)),
+    ((1, 3, 17, 17), dict(out=4, kernel=3, stride=(2, 1)),  # unequal strides: no stride
+     (120, 4, 27, 1, 17, 17, 3, 3, 3, 4, None)),
+    ((1, 4, 17, 17), dict(out=4, kernel=3, dilation=2, padding=(1, 2)),  # dilation: none
+     (255, 4, 36, 1, 19, 21, 3, 3, 4, 4, None)),
+    ((1, 8, 16, 16), dict(out=8, kernel=3, stride=2, padding=1, groups=8),  # depthwise
+     (64, 1, 9, 8, 18, 18, 3, 3, 1, 1, 2)),
+    ((1, 8, 7, 7), dict(out=12, kernel=1, groups=4), (49, 3, 2, 4, 7, 7, 1, 1, 2, 3, 1)),
+    ((3, 16, 16), dict(out=8, kernel=3, padding=1),  # unbatched
+     (256, 8, 27, 1, 18, 18, 3, 3, 3, 8, 1)),
 ])
-def test_f_conv2d_in_a_models_code_is_recorded_as_the_nn_conv2d(in_shape, conv):
+def test_f_conv2d_in_a_models_code_is_recorded_as_the_nn_conv2d(in_shape, conv, record):
     """F.conv2d written in a model made no layer (its work was missing): it is now recorded
     field for field as an nn.Conv2d of the same arguments, named OWNER.conv2d."""
     import torch
@@ -486,11 +491,11 @@ def test_f_conv2d_in_a_models_code_is_recorded_as_the_nn_conv2d(in_shape, conv):
     args = {key: value for key, value in conv.items() if key not in ("out", "kernel")}
     with torch.device("meta"):
         module = nn.Conv2d(in_shape[-3], conv["out"], conv["kernel"], **args)
-    functional = Functional.make(lambda x, w: F.conv2d(x, w, **args), module.weight.shape)
+    functional = functional_model(lambda x, w: F.conv2d(x, w, **args), module.weight.shape)
     [by_module] = trace_module(nn.Sequential(module), name="m", input_shape=in_shape).layers
     [by_call] = trace_module(functional, name="f", input_shape=in_shape).layers
     assert by_call.name == "model.conv2d"  # the module whose code calls it
-    assert fields(by_call)[1:] == fields(by_module)[1:]
+    assert fields(by_call)[1:] == fields(by_module)[1:] == ("conv", *record)
     output = F.conv2d(torch.empty(in_shape, device="meta"), module.weight, **args)
     assert by_call.macs == conv_macs(output.shape, module.weight.shape)
 
@@ -500,7 +505,7 @@ def test_f_conv2d_positional_arguments_and_an_exact_record():
     from torch.nn import functional as F  # noqa: N812
 
     # F.conv2d(input, weight, bias, stride, padding, dilation, groups)
-    model = Functional.make(lambda x, w: F.conv2d(x, w, None, (2, 1), 1, 1, 2), (16, 4, 3, 3))
+    model = functional_model(lambda x, w: F.conv2d(x, w, None, (2, 1), 1, 1, 2), (16, 4, 3, 3))
     w = trace_module(model, name="f", input_shape=(1, 8, 16, 16))
     assert [fields(x) for x in w.layers] == [
         ("model.conv2d", "conv", 8 * 16, 8, 36, 2, 18, 18, 3, 3, 4, 8, None)]
@@ -508,8 +513,7 @@ def test_f_conv2d_positional_arguments_and_an_exact_record():
     assert torch.is_grad_enabled()
 
 
-class Mixed:
-    SOURCE = '''
+MIXED_NET = '''
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -558,19 +562,16 @@ class Mixed(nn.Module):
         return self.head(s.transpose(1, 2)), up, scores
 '''
 
-    @staticmethod
-    def module(tmp_path, monkeypatch):
-        (tmp_path / "mixed_mod.py").write_text(Mixed.SOURCE)
-        monkeypatch.syspath_prepend(str(tmp_path))
-        monkeypatch.delitem(sys.modules, "mixed_mod", raising=False)
-        return "mixed_mod:Mixed"
-
 
 def test_a_model_mixing_modules_and_torch_calls_is_traced_once_each(tmp_path, monkeypatch):
     """Every convolution once: nn.Conv2d (and a subclass calling F.conv2d itself, and one
     padding with reflect) by its hook, F.conv2d/conv1d/conv_transpose2d in the model's code by
     the function mode, nn.Conv1d and nn.ConvTranspose2d by theirs; einsums as GEMMs."""
-    w = load_workload(Mixed.module(tmp_path, monkeypatch))
+    (tmp_path / "mixed_mod.py").write_text(MIXED_NET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "mixed_mod", raising=False)
+    w = load_workload("mixed_mod:Mixed")
+    sys.modules.pop("mixed_mod", None)
     assert [fields(x) for x in w.layers] == [
         ("stem", "conv", 2 * 16 * 16, 8, 27, 1, 18, 18, 3, 3, 3, 8, 1),
         ("std", "conv", 2 * 8 * 8, 8, 72, 1, 18, 18, 3, 3, 8, 8, 2),
@@ -665,7 +666,7 @@ def test_an_einsum_that_is_a_matrix_product_is_its_gemm(equation, shapes, gemm):
 
     import torch
 
-    model = Functional.make(lambda x, *ws: torch.einsum(equation, *ws), *shapes)
+    model = functional_model(lambda x, *ws: torch.einsum(equation, *ws), *shapes)
     w = trace_module(model, name="e", input_shape=(1,))
     [layer] = w.layers
     assert (layer.name, layer.m, layer.n, layer.k, layer.repeat) == ("model.einsum", *gemm)
@@ -682,7 +683,7 @@ def test_an_einsum_that_is_a_matrix_product_is_its_gemm(equation, shapes, gemm):
 def test_einsum_operands_in_a_list_or_as_sublists():
     import torch
 
-    model = Functional.make(lambda x, a, b: (torch.einsum("ij,jk->ik", [a, b]),
+    model = functional_model(lambda x, a, b: (torch.einsum("ij,jk->ik", [a, b]),
                                              torch.einsum(a, [0, 1], b, [1, 2], [0, 2])),
                             (3, 4), (4, 5))
     w = trace_module(model, name="e", input_shape=(1,))
@@ -710,7 +711,7 @@ def test_an_einsum_that_is_no_matrix_product_is_skipped_with_one_warning_each():
         torch.einsum("ii", a)
         return torch.einsum("ij,jk->ik", a, b)
 
-    model = Functional.make(forward, (4, 4), (4, 4), (4, 4))
+    model = functional_model(forward, (4, 4), (4, 4), (4, 4))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         w = trace_module(model, name="e", input_shape=(1,), spec="mod:E")
@@ -736,14 +737,14 @@ def test_a_model_without_layer_modules_is_traced_from_its_input_shape():
     import torch
     from torch.nn import functional as F  # noqa: N812
 
-    model = Functional.make(lambda x, w: F.conv2d(x, w), (4, 3, 3, 3))
+    model = functional_model(lambda x, w: F.conv2d(x, w), (4, 3, 3, 3))
     with pytest.raises(WorkloadError) as info:
         trace_module(model, name="f", spec="mod:F")
     assert str(info.value) == ("workload 'mod:F' has no Conv2d or Linear layers: give it an "
                                "input_shape attribute to trace the torch calls of its code")
     w = trace_module(model, name="f", input_shape=(1, 3, 8, 8))
     assert [(x.name, x.shape) for x in w.layers] == [("model.conv2d", (36, 4, 27))]
-    idle = Functional.make(lambda x: torch.relu(x))
+    idle = functional_model(lambda x: torch.relu(x))
     with pytest.raises(WorkloadError) as info:
         trace_module(idle, name="idle", input_shape=(1, 3), spec="mod:Idle")
     assert str(info.value) == (
