@@ -99,10 +99,13 @@ def outcome_result(outcome: Outcome, *, fidelity: str, seed: int) -> dict[str, A
     }
 
 
-def load_warm_start(path: str | Path, space: Space) -> list[tuple[dict[str, Any], PointResult]]:
+def load_warm_start(path: str | Path, space: Space, *, fidelity: str | None = None
+                    ) -> list[tuple[dict[str, Any], PointResult]]:
     """(point, result) pairs of another sweep's DB that are points of ``space``, rescored
-    under this space's objective and budgets."""
-    pairs = []
+    under this space's objective and budgets. A point the DB holds at several fidelities
+    counts once, at ``fidelity`` (the warm-started sweep's) if it has it, else at the first
+    of :data:`FIDELITIES` it has: the optimizers would otherwise see it as two observations."""
+    chosen: dict[str, tuple[int, dict[str, Any], PointResult]] = {}
     with ResultsDB.open_existing(path) as other:
         for row in other.rows():
             try:
@@ -114,7 +117,12 @@ def load_warm_start(path: str | Path, space: Space) -> list[tuple[dict[str, Any]
                 result = rescore(space, result)
             except KeyError:  # the other sweep did not measure a metric this space budgets
                 continue
-            pairs.append((point, result))
+            rank = (-1 if row.fidelity == fidelity else FIDELITIES.index(row.fidelity)
+                    if row.fidelity in FIDELITIES else len(FIDELITIES))
+            key = params_hash(point)
+            if key not in chosen or rank < chosen[key][0]:
+                chosen[key] = (rank, point, result)
+    pairs = [(point, result) for _, point, result in chosen.values()]
     if not pairs:
         raise InputError(f"--warm-start {path}: no evaluations of points of space "
                          f"{space.name!r} in it")
@@ -180,7 +188,7 @@ def run_sweep(
     # Only a method that uses the warm start needs it again on resume.
     if resume and warm_start is None and method in WARM_STARTED and db_path.exists():
         warm_start = _earlier_warm_start(db_path, method=method, seed=seed, fidelity=fidelity)
-    pairs = load_warm_start(warm_start, space) if warm_start else None
+    pairs = load_warm_start(warm_start, space, fidelity=fidelity) if warm_start else None
     optimizer = make_optimizer(method, space, seed=seed, warm_start=pairs)
     if resume and not db_path.exists():
         raise InputError(f"--resume: {db_path} does not exist")

@@ -539,3 +539,27 @@ def test_a_db_priced_with_other_tables_refuses_the_sweep(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep_module, "prices", lambda: recorded)
     assert run_sweep(space, method="random", budget=3, db_path=db_path, workers=1,
                      evaluator=slow_evaluate, seed=1, resume=True).told == 3
+
+
+def test_warm_start_counts_a_point_once_at_the_sweeps_fidelity(tmp_path):
+    """A point the other DB holds at both fidelities is one observation: at the warm-started
+    sweep's fidelity, else at the first of FIDELITIES the DB has it at."""
+    from hwloop.search.sweep import load_warm_start
+
+    space = load_space(TINY)
+    other = tmp_path / "other.db"
+    for fidelity in ("model", "rtl"):
+        run_sweep(space, method="random", budget=3, db_path=other, workers=1,
+                  evaluator=slow_evaluate, seed=2, fidelity=fidelity)
+    with ResultsDB.open_existing(other) as db:
+        rows = db.rows()
+    # the same three points at each fidelity; make the rtl rows tell apart from the model ones
+    assert len(rows) == 6 and len({r.params_hash for r in rows}) == 3
+    with sqlite3.connect(other) as conn:
+        conn.execute("UPDATE evaluations SET result = json_set(result, '$.metrics.cycles', 7777)"
+                     " WHERE fidelity = 'rtl'")
+    for fidelity, cycles in (("rtl", 7777), ("model", None), (None, 7777)):
+        pairs = load_warm_start(other, space, fidelity=fidelity)
+        assert len(pairs) == 3
+        seen = {result.metrics["cycles"] == 7777 for _, result in pairs}
+        assert seen == {cycles == 7777}
