@@ -17,6 +17,11 @@ class HwloopError(Exception):
     exit_code = 1
 
 
+class HwloopWarning(UserWarning):
+    """Base class of hwloop's warnings: something was left out of a result, which still
+    stands (the command line prints them as ``hwloop: warning: ...``)."""
+
+
 class InputError(HwloopError, ValueError):
     """Bad user input. The message is one line and names the culprit (parameter or file:line)."""
 

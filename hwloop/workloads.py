@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hwloop.errors import ConfigError, WorkloadError
+from hwloop.errors import ConfigError, HwloopWarning, WorkloadError
 from hwloop.paths import read_user_text
 from hwloop.validate import is_int, plain_int, plain_ints
 
@@ -351,7 +351,7 @@ def load_torch_module(spec: str) -> Workload:
     return trace_module(model, name=attr.split(".")[-1], input_shape=input_shape, spec=spec)
 
 
-class TraceWarning(UserWarning):
+class TraceWarning(HwloopWarning):
     """A call the tracer sees but cannot record as GEMMs: its work is missing from the workload."""
 
 

@@ -19,10 +19,11 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from hwloop import __version__
-from hwloop.errors import HwloopError
+from hwloop.errors import HwloopError, HwloopWarning
 
 COMMAND_MODULES = (
     "hwloop.cli.systolic",
@@ -91,10 +92,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(show):  # noqa: ANN001, ANN202
+    """``warnings.showwarning`` that prints hwloop's own warnings as one line, like its errors
+    (Python's default is two lines that name a source line), and passes others to ``show``."""
+    def show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+        if issubclass(category, HwloopWarning):
+            print(f"hwloop: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return show_warning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)  # imports every command's module: Ctrl-C too
-        code = int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
         return code
     except HwloopError as exc:

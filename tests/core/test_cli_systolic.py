@@ -143,6 +143,36 @@ def test_sim_json_stdout_holds_only_the_object_when_the_model_prints(tmp_path, c
     assert "importing printing_mod" in err and "forward (1, 8)" in err
 
 
+def test_a_trace_warning_is_one_line_on_stderr(tmp_path, capsys, monkeypatch):
+    """What the tracer skips is said as hwloop says its errors, once, and --json's stdout
+    stays one object (Python's own format was two lines naming the model's source line)."""
+    (tmp_path / "einsum_mod.py").write_text(textwrap.dedent("""\
+        import torch
+        from torch import nn
+
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(8, 8)
+
+            def forward(self, x):
+                y = self.fc(x)
+                return torch.einsum("ij,ij->ij", y, y)
+        """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "einsum_mod", raising=False)
+    code, out, err = run_main(capsys, [
+        "sim", "systolic", "--rows", "4", "--cols", "4", "--ifmap-kib", "4", "--weight-kib", "4",
+        "--acc-kib", "4", "--workload", "einsum_mod:Net", "--fidelity", "model", "--json"])
+    sys.modules.pop("einsum_mod", None)
+    assert code == 0, err
+    assert [x["name"] for x in json.loads(out)["layers"]] == ["fc"]
+    assert err == ("hwloop: warning: workload 'einsum_mod:Net': net.einsum 'ij,ij->ij' is not "
+                   "traced (an elementwise product, no index is contracted): its "
+                   "multiplications are not counted\n")
+
+
 def test_sim_read_ahead_hides_memory_latency(tmp_path):
     """``--read-ahead``: on a narrow, slow bus the next piece's A load outlasts each compute
     and its latency was paid per instruction; with read-ahead it hides under the next one."""
