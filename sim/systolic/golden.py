@@ -6,7 +6,7 @@ import numpy as np
 
 from hwloop.errors import ParameterError
 from hwloop.sim.systolic.mapping import Gemm
-from hwloop.validate import check_int
+from hwloop.validate import check_int, plain_int
 
 
 def wrap(values: np.ndarray, bits: int) -> np.ndarray:
@@ -94,6 +94,7 @@ def resolve_out_shift(params, gemm: Gemm, out_shift: int | None) -> int:
     if params.out_bits is None:
         raise ParameterError(f"out_shift needs a design with out_bits ({params.name} writes "
                              "back the raw sums)")
+    out_shift = plain_int(out_shift)  # a numpy integer is stored and keyed as an int
     check_int("out_shift", out_shift, 0, params.acc_bits - 1)
     return out_shift
 

@@ -40,19 +40,24 @@ def test_is_integer_takes_numpy_integers_but_no_bool_or_float():
     assert not is_int(np.int64(3))
 
 
-def test_a_numpy_integer_used_as_given_is_still_refused():
+def test_check_int_alone_refuses_a_numpy_integer_and_out_shift_stores_it_as_int():
     """check_int alone stores nothing: a value that passes is used as given, and a numpy one
-    would fail json.dumps later (evaluate's out_shift is in the reuse key and the results),
-    so it is refused as before; the dataclasses make their fields int before checking."""
+    would fail json.dumps later, so it is refused as before. evaluate's out_shift (in the
+    reuse key and the results) is made an int before its check, as the dataclasses do."""
     from hwloop.sim import evaluate
 
     with pytest.raises(ParameterError) as info:
         check_int("out_shift", np.int64(3), 0, 31)
     assert str(info.value) == "out_shift must be an integer in 0..31, not np.int64(3)"
+    design = SystolicParams(rows=4, cols=4, out_bits=8)
+    given = evaluate(design, "tiny", fidelity="model", out_shift=np.int64(3)).to_dict()
+    plain = evaluate(design, "tiny", fidelity="model", out_shift=3).to_dict()
+    json.dumps(given)
+    assert [type(layer["out_shift"]) for layer in given["layers"]] == [int, int]
+    assert given["layers"] == plain["layers"] and given["cycles"] == plain["cycles"]
     with pytest.raises(ParameterError) as info:
-        evaluate(SystolicParams(rows=4, cols=4, out_bits=8), "tiny", fidelity="model",
-                 out_shift=np.int64(3))
-    assert str(info.value) == "out_shift must be an integer in 0..31, not np.int64(3)"
+        evaluate(design, "tiny", fidelity="model", out_shift=np.float64(3))
+    assert str(info.value) == "out_shift must be an integer in 0..31, not np.float64(3.0)"
 
 
 def test_systolic_params_store_numpy_integers_as_int(tmp_path):
