@@ -150,7 +150,8 @@ def simulate(config: CacheConfig, trace: np.ndarray, *,
     n = int(trace.size)
     addr = np.ascontiguousarray(trace["addr"], dtype=np.uint64)
     pc = np.ascontiguousarray(trace["pc"], dtype=np.uint64)
-    write = np.ascontiguousarray(trace["write"], dtype=np.uint8)
+    # nonzero = write, as in .trace files; a cast to u8 made a u2 flag of 256 a read
+    write = np.ascontiguousarray(np.asarray(trace["write"]) != 0, dtype=np.uint8)
     rtable = load_replacement_table(config)
     ptable = load_prefetch_table(prefetcher)
     if config.policy == "opt":

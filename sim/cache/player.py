@@ -218,9 +218,11 @@ def _play(build: PlayerBuild, config: CacheConfig, trace: np.ndarray, work: Path
           chunk: int, timeout_s: float | None) -> PlayerResult:
     n = int(trace.size)
     gap = np.zeros(n, np.uint8) if gaps is None else np.asarray(gaps, np.uint8)
+    # any nonzero flag is a write (as for the model and .trace files); the harness keeps
+    # only bit 0 of it, so a flag of 2 was a read to the RTL
     np.savez(work / "trace.npz", addr=np.asarray(trace["addr"], np.uint64),
-             pc=np.asarray(trace["pc"], np.uint64), write=np.asarray(trace["write"], np.uint8),
-             gap=gap)
+             pc=np.asarray(trace["pc"], np.uint64),
+             write=(np.asarray(trace["write"]) != 0).astype(np.uint8), gap=gap)
     job = {"trace": str(work / "trace.npz"), "out": str(work / "rtl.npz"), "chunk": chunk,
            "mode": mode, "addr_bytes": addr_bytes(config), "addr_bits": config.addr_bits,
            "prefetch": prefetch is not None, "timeout_s": timeout_s}

@@ -103,6 +103,16 @@ def test_counters_add_up():
     assert r.writebacks == int(r.writeback.sum()) <= r.evictions
 
 
+def test_any_nonzero_write_flag_is_a_write():
+    """As in .trace files: the model cast the flag to u8, so a u2 flag of 256 was a read."""
+    wide = np.dtype([("pc", "<u8"), ("addr", "<u8"), ("write", "<u2")])
+    t = np.zeros(3, wide)
+    t["addr"] = [0, 64, 128]  # one set of 2 ways: the third line evicts the first
+    t["write"] = [256, 0, 0]
+    r = simulate(CacheConfig(sets=1, ways=2, line_bytes=64, addr_bits=32), t)
+    assert r.writeback.tolist() == [False, False, True] and r.writebacks == 1
+
+
 def test_random_policy_depends_on_the_seed():
     trace = adversarial(20_000, seed=SEED + 2, sets=16, line_bytes=16)
     a = simulate(CacheConfig(sets=16, ways=4, line_bytes=16, policy="random", seed=1), trace)

@@ -14,7 +14,8 @@ import pytest
 from hwloop.hdl.cache.params import CacheConfig
 from hwloop.hdl.cache.prefetcher import PrefetcherConfig
 from hwloop.hdl.cache.table import make_table, save_table
-from hwloop.sim.cache.player import check, run_player
+from hwloop.sim.cache.model import simulate
+from hwloop.sim.cache.player import check, compare, run_player
 
 from .test_cache_support import TRACE_DTYPE, adversarial, gaps
 
@@ -81,12 +82,28 @@ def test_rtl_comparison_detects_a_difference(tmp_path):
     trace = adversarial(20_000, seed=SEED, sets=16, line_bytes=16)
     config = CacheConfig(sets=16, ways=4, line_bytes=16, addr_bits=32, policy="lru")
     rtl = run_player(config, trace)
-    from hwloop.sim.cache.model import simulate
-    from hwloop.sim.cache.player import compare
-
     assert compare(simulate(config, trace), rtl.result) is None
     other = CacheConfig(sets=16, ways=4, line_bytes=16, addr_bits=32, policy="plru")
     assert compare(simulate(other, trace), rtl.result) is not None
+
+
+@pytest.mark.xdist_group("cache-lru-none")
+def test_rtl_takes_any_nonzero_write_flag_as_a_write(tmp_path):
+    """A write flag is nonzero, not 1 (the model and .trace files): the player kept only bit 0
+    of it, so a flag of 2 was a read to the RTL and its eviction no writeback."""
+    n = 2_000
+    rng = np.random.default_rng(SEED)
+    print(f"seed={SEED}")
+    trace = np.zeros(n, TRACE_DTYPE)
+    trace["addr"] = rng.integers(0, 6, n) * (16 * 16)  # six lines of set 0: 4 ways thrash
+    trace["write"] = rng.choice(np.array([0, 2, 4, 128, 255], np.uint8), n)
+    config = CacheConfig(sets=16, ways=4, line_bytes=16, addr_bits=32, policy="lru")
+    model, rtl, diff = check(config, trace, workdir=tmp_path)
+    assert diff is None, diff
+    flags_01 = trace.copy()
+    flags_01["write"] = trace["write"] != 0
+    assert compare(simulate(config, flags_01), rtl.result) is None
+    assert model.writebacks > 0
 
 
 @pytest.mark.xdist_group("cache-lru-none")
@@ -175,9 +192,6 @@ def test_player_chunks_of_any_legal_size(chunk, n, tmp_path):
     """run_player takes chunk 1..65536: a chunk that is not a power of two indexed its trace,
     PC and result memories with one bit too few (chunk 1000 replayed accesses 512.. over
     0..; accesses differed from the model), and chunk 1 was Verilog that did not build."""
-    from hwloop.sim.cache.model import simulate
-    from hwloop.sim.cache.player import compare
-
     print(f"seed={SEED} chunk={chunk}")
     trace = adversarial(n, seed=SEED, sets=16, line_bytes=16)
     config = CacheConfig(sets=16, ways=4, line_bytes=16, addr_bits=32, policy="lru")
