@@ -567,8 +567,12 @@ class SystolicAccelerator(wiring.Component):
         cpr_a = cycles_per_beat(R * e, p.bus_bytes)
         cpr_b = cycles_per_beat(C * e, p.bus_bytes)
         cpr_c = cycles_per_beat(C * ob, p.bus_bytes)
-        rd_pace = Signal(8)  # read-bus cycles until the next request may issue
-        wr_pace = Signal(8)  # write-bus cycles until the next row may be written
+        # read-bus cycles until the next request may issue, write-bus cycles until the next row
+        # may be written: wide enough for a whole beat (a C row of 64-bit sums on 33 or more
+        # columns takes over 256 cycles on a 1-byte bus), and at least 8 bits (the width all
+        # designs had: the Verilog of those whose beats fit in it is unchanged)
+        rd_pace = Signal(max(8, (max(cpr_a, cpr_b) - 1).bit_length()))
+        wr_pace = Signal(max(8, (cpr_c - 1).bit_length()))
         st_valid, st_addr, st_fire = Signal(), Signal(ADDR_BITS), Signal()
         need_drained = Signal(ADDR_BITS)  # compute instructions dispatched before this one
         b_ends = (rsp_b.left == 0) | (self.b_resp_valid

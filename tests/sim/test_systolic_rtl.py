@@ -331,6 +331,26 @@ def test_os_single_row_k_tile_of_one_after_a_longer_one(cols, tmp_path):
 
 
 @pytest.mark.rtl
+@pytest.mark.xdist_group("systolic_os_1x33_bus1")
+def test_a_c_row_longer_than_256_bus_cycles(tmp_path):
+    """A C row of 33 64-bit sums is 264 bytes, 264 cycles on a 1-byte bus; the write pace
+    counter had 8 bits, so it counted 263 & 255 = 7 cycles between rows and the hardware
+    stored C far faster than the bus allows (150 cycles where the model counts 379; found by
+    a corner search)."""
+    params = SystolicParams(rows=1, cols=33, dataflow="os", in_bits=8, acc_bits=64,
+                            ifmap_kib=4, weight_kib=4, acc_kib=4, bus_bytes=1, mem_latency=1)
+    rng = np.random.default_rng(SEED)
+    jobs = []
+    for m, n, k in ((2, 33, 3), (1, 40, 2)):
+        gemm = Gemm(m=m, n=n, k=k)
+        a, b = random_operands(gemm, in_bits=params.in_bits, rng=rng)
+        jobs.append((gemm, Mapping(tile_m=1, tile_n=66, tile_k=k), a, b))
+    sim = RtlSimulator(params, workdir=tmp_path)
+    # one simulator process each: every job is timed from an idle write bus
+    assert [_run_exact(sim, [job])[0].cycles for job in jobs] == [379, 410]
+
+
+@pytest.mark.rtl
 @pytest.mark.slow
 def test_os_4x4_int16_acc40(tmp_path):
     _check_design(SystolicParams(rows=4, cols=4, dataflow="os", in_bits=16, acc_bits=40,
