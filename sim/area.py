@@ -4,8 +4,9 @@ The generated Verilog is synthesized by YoWASP Yosys to generic gates *without f
 (``synth -noabc``, stopping before ``memory_map``): memories stay memories, counted as bits
 (``memory_unpack`` turns them back into RTLIL memories so that ``stat`` reports their bits)
 instead of being blown up into flops. ``stat -json`` gives hierarchical totals per cell type.
-Leaf modules (the PE mesh) are synthesized on their own and cached by their text, so a design
-whose array was synthesized before (with other scratchpads or bus) only synthesizes the rest.
+Each module is synthesized on its own, with the modules it instantiates as black boxes, and
+cached by its text (the PEs, then the mesh), so a design whose array was synthesized before
+(with other scratchpads or bus) only synthesizes the top.
 
 Results are cached on disk (``$HWLOOP_CACHE/area/``) by the hash of the Verilog and the Yosys
 version, and by the hash of the parameters and the generator source, so that model-fidelity
@@ -123,7 +124,7 @@ SCRIPT = ("synth -top {top} -noabc -run begin:fine; "
           "opt -fast -full; memory_unpack; techmap; opt -fast; "
           "tee -q -o stat.json stat -json")
 #: How a design is cut into syntheses; part of every cache key (see :func:`synthesize`).
-SCHEME = "leaf-modules-2"
+SCHEME = "module-tree-1"
 
 #: A module of Verilog as Yosys and Amaranth write it: attribute lines, ``module NAME (`` at the
 #: start of a line, ``endmodule``.
@@ -135,15 +136,25 @@ _MODULE = re.compile(r"^((?:\(\*[^\n]*\*\)\n)*module \\?([^\s(]+)\s*\(.*?^endmod
 #: statements, whose first word is never a module's name.
 _INSTANCE = re.compile(r"^\s+\\?([^\s(]+)\s+\S+\s*\(", re.M)
 
+#: Names Yosys commands (``blackbox``, ``-top``) take as they are.
+_PLAIN_NAME = re.compile(r"[\w.]+")
+
+
+def _module_tree(verilog: str) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The modules of ``verilog`` (name -> text) and the modules each one instantiates."""
+    modules = {name: text for text, name in _MODULE.findall(verilog)}
+    uses = {name: sorted({used for used in _INSTANCE.findall(text)
+                          if used in modules and used != name})
+            for name, text in modules.items()}
+    return modules, uses
+
 
 def leaf_modules(verilog: str, top: str) -> dict[str, str]:
     """The modules of ``verilog`` other than ``top`` that instantiate no other module of it
     (and whose names Yosys commands take as they are): name -> text."""
-    modules = {name: text for text, name in _MODULE.findall(verilog)}
+    modules, uses = _module_tree(verilog)
     return {name: text for name, text in modules.items()
-            if name != top and re.fullmatch(r"[\w.]+", name)
-            and not any(used in modules and used != name
-                        for used in _INSTANCE.findall(text))}
+            if name != top and _PLAIN_NAME.fullmatch(name) and not uses[name]}
 
 
 #: The name every leaf module is synthesized under: leaves that differ only in their names
@@ -151,16 +162,21 @@ def leaf_modules(verilog: str, top: str) -> dict[str, str]:
 LEAF = "hwloop_leaf"
 
 
-#: An escaped identifier that a tool numbered (``\$auto$...$3``, ``\port$717$0``).
+#: An escaped identifier that a tool numbered (``\\$auto$...$3``, ``\\port$717$0``).
 _NUMBERED = re.compile(r"\\\S*\$\S* ")
 
 
 def anonymous(text: str, name: str) -> str:
     """Module text ``text`` of module ``name`` renamed to :data:`LEAF`, and its tool-numbered
-    identifiers renumbered in order of appearance: Amaranth and Yosys number them across the
-    whole design, so identical PEs would otherwise differ in their names."""
-    text = re.sub(rf"^(module \\?){re.escape(name)}(?=[\s(])", rf"\g<1>{LEAF}", text,
-                  count=1, flags=re.M)
+    identifiers renumbered (:func:`renumbered`): identical PEs are one text."""
+    return renumbered(re.sub(rf"^(module \\?){re.escape(name)}(?=[\s(])", rf"\g<1>{LEAF}",
+                             text, count=1, flags=re.M))
+
+
+def renumbered(text: str) -> str:
+    """``text`` with its tool-numbered identifiers renumbered in order of appearance: Amaranth
+    and Yosys number them across the whole design, so a module's text would otherwise change
+    with every change elsewhere in the design."""
     names: dict[str, str] = {}
     return _NUMBERED.sub(lambda m: names.setdefault(m.group(0), f"\\n${len(names)} "), text)
 
@@ -168,43 +184,90 @@ def anonymous(text: str, name: str) -> str:
 def synthesize(verilog: str, top: str) -> Synthesis:
     """Run Yosys on ``verilog`` (top module ``top``) and count cells and memory bits.
 
-    Every leaf module other than the top (the accelerator's PEs, most of its cells) is
-    synthesized on its own, under one name (:func:`anonymous`), and cached by its text: the
-    PEs of a mesh are one synthesis, and designs with the same PE share it. The rest is
-    synthesized with the leaves as black boxes, whose instances then count their leaf's cells.
-    Neither run flattens, so each module is optimized on its own either way. The runs go in
-    parallel.
+    Every module under the top (whose name Yosys commands take as it is) is synthesized on its
+    own, with the modules it instantiates as black boxes, whose instances then count their
+    module's cells: the runs go in parallel, and each is cached by its text. A leaf module
+    (the accelerator's PEs, most of its cells) is synthesized under one name
+    (:func:`anonymous`): the PEs of a mesh are one synthesis, and designs with the same PE
+    share it. The mesh is one more run, shared by designs that differ only around it. No run
+    flattens, so each module is optimized on its own as in one run over the whole design.
     """
     verilog = strip_memory_init(verilog)
     start = time.perf_counter()
-    leaves = leaf_modules(verilog, top)
-    kinds: dict[str, list[str]] = {}  # a leaf's text under LEAF -> the leaves that have it
-    for name, text in leaves.items():
-        kinds.setdefault(anonymous(text, name), []).append(name)
+    modules, uses = _module_tree(verilog)
+    own = {name for name in modules if name != top and _PLAIN_NAME.fullmatch(name)}
+    # a module's run: its text, its own modules' as black boxes, and the texts of the other
+    # modules it uses (named so that Yosys commands cannot take them: synthesized within it)
+    runs: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # module -> (text, top, black boxes)
+
+    def inline(name: str, seen: set[str]) -> None:
+        for used in uses[name]:
+            if used not in seen:
+                seen.add(used)
+                if used not in own:
+                    inline(used, seen)
+
+    pending, reached = [top], {top}
+    while pending:
+        name = pending.pop()
+        seen: set[str] = set()
+        inline(name, seen)
+        boxes = tuple(sorted(used for used in seen if used in own))
+        if name in own and not uses[name]:
+            runs[name] = (anonymous(modules[name], name), LEAF, ())
+        else:
+            text = "".join(modules[m] for m in [name, *sorted(seen)])
+            runs[name] = (text if name == top else renumbered(text), name, boxes)
+        for used in boxes:
+            if used not in reached:
+                reached.add(used)
+                pending.append(used)
     with ThreadPoolExecutor(max_workers=2) as pool:  # Yosys runs in subprocesses
-        rest_run = pool.submit(_run_yosys, verilog, top, blackboxes=tuple(leaves))
-        parts = {text: pool.submit(_synthesize_leaf, text) for text in kinds}
-        rest = rest_run.result()
-        counts = dict(rest.cell_counts)
-        memory_bits = rest.memory_bits
-        for text, part_run in parts.items():
-            part = part_run.result()
-            instances = sum(counts.pop(name, 0) for name in kinds[text])
+        futures = {}  # one per distinct run: the PEs of a mesh are one
+        for name, run in runs.items():
+            if run not in futures:
+                futures[run] = pool.submit(_synthesize_run, *run, cache=name != top)
+        parts = {name: futures[run].result() for name, run in runs.items()}
+
+    totals: dict[str, tuple[dict[str, int], int]] = {}
+
+    def total(name: str) -> tuple[dict[str, int], int]:
+        """``name``'s cells and memory bits with those of the modules it instantiates."""
+        if name not in totals:
+            part = parts[name]
+            counts: dict[str, int] = {}
+            bits = part.memory_bits
             for cell, n in part.cell_counts.items():
-                counts[cell] = counts.get(cell, 0) + instances * n
-            memory_bits += instances * part.memory_bits
+                if cell in parts and cell != name:
+                    sub_counts, sub_bits = total(cell)
+                    for sub, m in sub_counts.items():
+                        counts[sub] = counts.get(sub, 0) + n * m
+                    bits += n * sub_bits
+                else:
+                    counts[cell] = counts.get(cell, 0) + n
+            totals[name] = counts, bits
+        return totals[name]
+
+    counts, memory_bits = total(top)
     return Synthesis({t: n for t, n in counts.items() if t.startswith("$")}, memory_bits,
                      time.perf_counter() - start)
 
 
-def _synthesize_leaf(text: str) -> Synthesis:
-    """A leaf module's synthesis (``text`` as :func:`anonymous` made it), cached by its text."""
-    key = hashlib.sha256(
-        f"{toolchain.yosys_version()}\0{SCRIPT}\0{LEAF}\0{text}".encode()).hexdigest()[:32]
+def _synthesize_run(text: str, top: str, blackboxes: tuple[str, ...], *,
+                    cache: bool) -> Synthesis:
+    """One module's synthesis (``text`` holds it and the modules it uses); cached by its text
+    when ``cache`` (the whole design has a cache of its own: :func:`synthesize_cached`)."""
+    if not cache:
+        return _run_yosys(text, top, blackboxes=blackboxes)
+    # a leaf's key is what it was before modules above the leaves were split off: the cached
+    # PE syntheses stay valid
+    parts = [toolchain.yosys_version(), SCRIPT, LEAF, text] if top == LEAF else \
+        [toolchain.yosys_version(), SCRIPT, top, *blackboxes, text]
+    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
     path = _cache_file("m", key)
     found = _read_cached(path)
     if found is None:
-        found = _run_yosys(text, LEAF)
+        found = _run_yosys(text, top, blackboxes=blackboxes)
         _write_cached(path, found)
     return found
 

@@ -129,6 +129,43 @@ def test_leaves_that_differ_only_in_names_are_one_synthesis(cache, monkeypatch):
                                 for t in {*one, *minus}}
 
 
+def test_a_module_above_the_leaves_is_synthesized_alone_and_shared(cache, monkeypatch):
+    """A module that instantiates others (the accelerator's mesh) is a run of its own with
+    them as black boxes, in parallel with the top's, and shared by designs that differ only
+    around it, even where a tool numbered its identifiers differently; the counts are those of
+    one run over the whole design."""
+    runs = []
+    run_yosys = area_module._run_yosys
+
+    def recorded(verilog, top, **kwargs):
+        runs.append((top, kwargs.get("blackboxes", ())))
+        return run_yosys(verilog, top, **kwargs)
+
+    monkeypatch.setattr(area_module, "_run_yosys", recorded)
+    mesh = ("module \\d.mesh (input clk, input [7:0] a, input [7:0] b, output [31:0] o0,\n"
+            "                output [31:0] o1);\n"
+            "  wire [7:0] \\$auto$x.cc:1$%d ;\n"
+            "  assign \\$auto$x.cc:1$%d  = ~a;\n"
+            "  pe p0(.clk(clk), .a(a), .b(b), .acc(o0));\n"
+            "  pe p1(.clk(clk), .a(\\$auto$x.cc:1$%d ), .b(b), .acc(o1));\n"
+            "endmodule\n")
+    top = ("module top(input clk, input [7:0] a, input [7:0] b, output [31:0] o0,\n"
+           "           output [31:0] o1, output reg [%d:0] q);\n"
+           "  always @(posedge clk) q <= a * b;\n"
+           "  \\d.mesh  m (.clk(clk), .a(a), .b(b), .o0(o0), .o1(o1));\n"
+           "endmodule\n")
+    first = ONE_PE + mesh % (5, 5, 5) + top % 15
+    second = ONE_PE + mesh % (9, 9, 9) + top % 7  # another top; the mesh numbered anew
+    one = synthesize(first, "top")
+    two = synthesize(second, "top")
+    assert sorted(runs) == [("d.mesh", ("pe",)), ("hwloop_leaf", ()), ("top", ("d.mesh",)),
+                            ("top", ("d.mesh",))]
+    for verilog, result in ((first, one), (second, two)):
+        whole = run_yosys(verilog, "top")
+        assert result.cell_counts == {t: n for t, n in whole.cell_counts.items() if t[0] == "$"}
+    assert one.cell_counts != two.cell_counts
+
+
 @pytest.fixture
 def hanging_child(monkeypatch, tmp_path):
     """AreaJob's child replaced by one that never ends and starts a grandchild (as the child's
