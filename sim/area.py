@@ -162,7 +162,7 @@ def leaf_modules(verilog: str, top: str) -> dict[str, str]:
 LEAF = "hwloop_leaf"
 
 
-#: An escaped identifier that a tool numbered (``\\$auto$...$3``, ``\\port$717$0``).
+#: An escaped identifier that a tool numbered (``\$auto$...$3``, ``\port$717$0``).
 _NUMBERED = re.compile(r"\\\S*\$\S* ")
 
 
