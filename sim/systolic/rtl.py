@@ -37,11 +37,18 @@ from hwloop.sim.systolic.mapping import (
     Gemm,
     Mapping,
     check_mapping,
+    elem_bytes,
+    out_bytes,
     out_field_bits,
     padded_dims,
 )
 from hwloop.sim.systolic.model import GemmRun, model_gemm
-from hwloop.sim.systolic.program import INSTRUCTION_BITS, build_program, encode
+from hwloop.sim.systolic.program import (
+    INSTRUCTION_BITS,
+    build_program,
+    cycles_per_beat,
+    encode,
+)
 from hwloop.sim.verilator import build_verilated, public_vlt, run_testbench
 from hwloop.toolchain import VERILATOR_LINT_FLAGS, tool_versions
 
@@ -50,6 +57,17 @@ from hwloop.toolchain import VERILATOR_LINT_FLAGS, tool_versions
 #: better, 3-13% faster free runs from 2x3 to 16x16 and a third less build time (session 9).
 SPEED_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
                "--output-split-cfuncs", "3000")
+
+
+def settle_cycles(params: SystolicParams) -> int:
+    """Cycles after ``done`` until the accelerator is idle: ``done`` comes with the last C row
+    sent, whose beat keeps the write bus (its pace counter) busy for ``ceil(row bytes /
+    bus_bytes)`` cycles; a read beat (issued earlier) never longer than its own. The model times
+    every GEMM from an idle accelerator, so the testbench starts no job sooner."""
+    e = elem_bytes(params)
+    return max(cycles_per_beat(params.rows * e, params.bus_bytes),
+               cycles_per_beat(params.cols * e, params.bus_bytes),
+               cycles_per_beat(params.cols * out_bytes(params), params.bus_bytes))
 
 
 def cached_verilog(params: SystolicParams) -> str:
@@ -189,6 +207,7 @@ class RtlSimulator:
         results_path.unlink(missing_ok=True)
         (work / "jobs.json").write_text(json.dumps({"jobs": specs, "files": FILES,
                                                     "counters": list(COUNTERS),
+                                                    "settle": settle_cycles(p),
                                                     "results": str(results_path)}))
         log = work / "sim.log"
         self.process_s = run_testbench(

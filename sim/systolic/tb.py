@@ -1,8 +1,9 @@
 """The cocotb test that runs a list of GEMM jobs on one simulator process.
 
-For each job: link its memory files to the harness's fixed names, pulse ``load``, pulse
-``start``, wait for ``done`` (Python sleeps until then), read the hardware
-counters, pulse ``dump`` to write C back, record the result. The job list is the JSON file
+For each job: wait until the previous one's last bus beat is over (``settle`` cycles), link
+its memory files to the harness's fixed names, pulse ``load``, pulse ``start``, wait for
+``done`` (Python sleeps until then), read the hardware counters, pulse ``dump`` to write C
+back, record the result. The job list is the JSON file
 named by ``HWLOOP_SYSTOLIC_JOBS``. The simulator's main drives the clock (sim/clocked_main.cpp),
 so the design runs free between the events Python awaits.
 """
@@ -38,7 +39,13 @@ async def run_jobs(dut) -> None:
     dut.rst.value = 0
     await RisingEdge(dut.clk)  # registered in the harness too
     results = []
-    for job in spec["jobs"]:
+    for index, job in enumerate(spec["jobs"]):
+        if index:
+            # every job starts on an idle accelerator, as the model times it: the previous
+            # job's last C row may still hold the write bus (its pace) for a few cycles after
+            # ``done`` (a 64-byte row on a 1-byte bus: 63 more; a 1x1x1 GEMM right after
+            # took 59 cycles instead of 34)
+            await Timer(spec["settle"] * PERIOD_NS, "ns")
         for key in ("instr", "a", "b"):
             _link(job[key], here / files[key])
         began = time.perf_counter()

@@ -351,6 +351,28 @@ def test_a_c_row_longer_than_256_bus_cycles(tmp_path):
 
 
 @pytest.mark.rtl
+@pytest.mark.xdist_group("systolic_os_1x33_bus1")
+def test_each_job_starts_on_an_idle_write_bus(tmp_path):
+    """``done`` comes with the last C row sent, whose beat holds the write bus for its pace
+    (263 more cycles for a 264-byte row on a 1-byte bus). The testbench started the next job
+    of the same simulator process at once, so that job's first store waited for the previous
+    job's pace: 523 cycles where the model, which times a GEMM from an idle accelerator,
+    counts 410 (found by a corner search as 59 for 34 on a 1x16 ws design). Jobs now start
+    ``settle_cycles`` after the previous ``done``."""
+    params = SystolicParams(rows=1, cols=33, dataflow="os", in_bits=8, acc_bits=64,
+                            ifmap_kib=4, weight_kib=4, acc_kib=4, bus_bytes=1, mem_latency=1)
+    assert rtl_module.settle_cycles(params) == 264
+    rng = np.random.default_rng(SEED)
+    jobs = []
+    for m, n, k in ((2, 33, 3), (1, 40, 2), (1, 1, 1), (1, 1, 1)):
+        gemm = Gemm(m=m, n=n, k=k)
+        a, b = random_operands(gemm, in_bits=params.in_bits, rng=rng)
+        jobs.append((gemm, Mapping(tile_m=1, tile_n=66, tile_k=k), a, b))
+    runs = _run_exact(RtlSimulator(params, workdir=tmp_path), jobs)
+    assert [run.cycles for run in runs[:2]] == [379, 410]
+
+
+@pytest.mark.rtl
 @pytest.mark.slow
 def test_os_4x4_int16_acc40(tmp_path):
     _check_design(SystolicParams(rows=4, cols=4, dataflow="os", in_bits=16, acc_bits=40,
