@@ -179,7 +179,13 @@ class Prefetcher(wiring.Component):
         q_line = Array(Signal(L, name=f"q_line{i}") for i in range(Q))
         q_ready = Array(Signal(TIME_BITS, name=f"q_ready{i}") for i in range(Q))
         count = Signal(range(Q + 1))
-        m.d.comb += [self.fill_valid.eq((count != 0) & (q_ready[0] <= now)),
+        # due: now has reached the head's ready time, modulo 2**TIME_BITS (`now` wraps after
+        # 2**32 demand accesses; a ready time is at most 255 ahead of it and a due head fills
+        # before the next demand); `<=` made a request pushed just before the wrap, whose ready
+        # time wrapped to a small value, fill at once
+        due = Signal(TIME_BITS)
+        m.d.comb += [due.eq(now - q_ready[0]),
+                     self.fill_valid.eq((count != 0) & ~due[TIME_BITS - 1]),
                      self.fill_line.eq(q_line[0])]
         with m.If(self.fill_taken):
             for i in range(Q - 1):

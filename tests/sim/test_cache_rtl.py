@@ -220,3 +220,23 @@ def test_rtl_table_prefetcher_with_fewer_line_bits_than_index_bits(tmp_path):
     model, _, diff = check(config, trace, prefetch=pf, gaps=gaps(n, seed=seed))
     assert diff is None, f"seed={seed}: {diff}"
     assert model.prefetch_issued > 0
+
+
+def test_rtl_prefetch_ready_times_survive_the_demand_clock_wrapping(tmp_path, monkeypatch):
+    """The prefetcher's demand clock wraps (after 2**32 demand accesses; narrowed to 8 bits
+    here); a request pushed just before the wrap has a ready time that wrapped to a small value,
+    and `ready <= now` filled it at once: other victims from access 258 on."""
+    import hwloop.hdl.cache.prefetcher as prefetcher
+
+    monkeypatch.setattr(prefetcher, "TIME_BITS", 8)
+    n = 2_000
+    trace = np.zeros(n, TRACE_DTYPE)
+    trace["addr"] = np.arange(n) * 64 * 3  # a scan of misses; each proposes lines +1 and +2
+    trace["pc"] = 0x400000
+    config = CacheConfig(sets=16, ways=2, line_bytes=64, addr_bits=32)
+    for latency in (20, 127):  # a ready time up to half the clock's range ahead
+        pf = PrefetcherConfig(kind="nextline", degree=2, latency=latency, queue=16)
+        model, _, diff = check(config, trace, prefetch=pf, workdir=tmp_path / str(latency))
+        assert diff is None, f"latency={latency}: {diff}"
+        assert model.prefetch_issued > 0 and model.evictions > 0
+
