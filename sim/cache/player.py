@@ -196,11 +196,24 @@ class PlayerResult:
     extra: dict = field(default_factory=dict)
 
 
+def _check_gaps(gaps: np.ndarray | None, n: int) -> None:
+    """Gaps are one 4-bit count per access: the harness kept the low 4 bits (16 became 0) and
+    a gap array of another length failed inside the simulator ("produced no result")."""
+    if gaps is None:
+        return
+    g = np.asarray(gaps)
+    if g.shape != (n,):
+        raise ParameterError(f"gaps must hold one value per access ({n}), not shape {g.shape}")
+    if g.size and (g.dtype.kind not in "iub" or g.min() < 0 or g.max() > 15):
+        raise ParameterError("gaps must be integers in 0..15 (idle cycles before an access)")
+
+
 def run_player(config: CacheConfig, trace: np.ndarray, *,
                prefetch: PrefetcherConfig | None = None, gaps: np.ndarray | None = None,
                mode: str = "player", workdir: Path | None = None, waves: bool = False,
                chunk: int = CHUNK, timeout_s: float | None = None) -> PlayerResult:
     """Co-simulate ``trace`` through the RTL; returns its counters and per-access log."""
+    _check_gaps(gaps, int(trace.size))
     build = build_player(config, prefetch=prefetch, waves=waves, chunk=chunk)
     if workdir is not None:
         # absolute: the simulator runs in it and finds its job file by the path it is given

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hwloop.errors import ParameterError
 from hwloop.hdl.cache.params import CacheConfig
 from hwloop.hdl.cache.prefetcher import PrefetcherConfig
 from hwloop.hdl.cache.table import make_table, save_table
@@ -239,4 +240,21 @@ def test_rtl_prefetch_ready_times_survive_the_demand_clock_wrapping(tmp_path, mo
         model, _, diff = check(config, trace, prefetch=pf, workdir=tmp_path / str(latency))
         assert diff is None, f"latency={latency}: {diff}"
         assert model.prefetch_issued > 0 and model.evictions > 0
+
+
+@pytest.mark.parametrize(("gap", "message"), [
+    (np.zeros(99, np.uint8), "gaps must hold one value per access (100), not shape (99,)"),
+    (np.full(100, 16), "gaps must be integers in 0..15 (idle cycles before an access)"),
+    (np.full(100, -1), "gaps must be integers in 0..15 (idle cycles before an access)"),
+    (np.full(100, 1.5), "gaps must be integers in 0..15 (idle cycles before an access)"),
+])
+def test_player_gaps_are_checked(gap, message):
+    """A gap of 16 was 0 to the harness (its low 4 bits), -1 was 15, and a gap array of
+    another length failed in the simulator as "produced no result"; each is now one line,
+    before anything is built."""
+    trace = adversarial(100, seed=SEED, sets=16, line_bytes=16)
+    config = CacheConfig(sets=16, ways=4, line_bytes=16, addr_bits=32, policy="lru")
+    with pytest.raises(ParameterError) as info:
+        run_player(config, trace, gaps=gap)
+    assert str(info.value) == message
 
