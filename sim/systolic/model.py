@@ -51,9 +51,12 @@ from hwloop.sim.systolic.mapping import Gemm, Mapping, elem_bytes, out_bytes
 from hwloop.sim.systolic.program import (
     Compute,
     Instruction,
+    Repeat,
     beats,
     build_program,
     cycles_per_beat,
+    multiplicities,
+    nested_repeats,
     prologue_length,
     rows_per_beat,
 )
@@ -404,11 +407,12 @@ def instruction_actions(params, instr: Instruction, totals: dict[str, int]) -> N
 def model_gemm(params, gemm: Gemm, mapping: Mapping) -> GemmRun:
     """Cycles and actions of ``gemm`` under ``mapping`` (fitted to the layer here)."""
     start = time.perf_counter()
-    program = build_program(params, gemm, mapping.fit_to(params, gemm))
+    program = build_program(params, gemm, mapping.fit_to(params, gemm), compact=True)
     if program.cycles is None:
-        cycles, totals = program_cycles(params, program.instructions)
+        cycles, totals = program_cycles(params, program.instructions, repeats=program.repeats)
     else:  # the builder walked the program it chose: only the actions are left to add up
-        cycles, totals = program.cycles, program_actions(params, program.instructions)
+        cycles = program.cycles
+        totals = program_actions(params, program.instructions, program.repeats)
     return GemmRun(cycles=cycles, actions=totals, sim_s=time.perf_counter() - start)
 
 
@@ -573,26 +577,93 @@ class WalkTrace:
         self._items.extend((start + t, delta) for t in range(count))
 
 
-def _walk(params, instructions: list, trace: WalkTrace) -> _Walk:
-    """The walk of ``instructions``, every state recorded in ``trace``; returns the state after
-    the last instruction.
+@dataclass(frozen=True)
+class Loop:
+    """A repeat of a compact program as the walk sees it: ``body`` (instructions and loops)
+    ``times`` in a row."""
 
-    A tiled program repeats itself: when an instruction meets a state (relative to its
-    dispatch) an earlier instruction of the same shape met, the instructions from there on
-    repeat the walk from the earlier one, shifted in time, for as long as their shapes match
-    (at most up to where the walk stands). The walk jumps over such runs, and since the first
-    index of a state is remembered, the runs it jumps double in length.
+    body: tuple[Instruction | Loop, ...]
+    times: int
+    #: what its timing depends on (``timing_shape`` of each instruction of its body)
+    shape: tuple = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", ("loop", self.times, tuple(_shape(x) for x in self.body)))
+
+
+def _shape(item: Instruction | Loop) -> tuple:
+    return item.shape if isinstance(item, Loop) else timing_shape(item)
+
+
+def program_items(instructions: list, repeats: tuple[Repeat, ...] = ()
+                  ) -> list[Instruction | Loop]:
+    """The program as the walk takes it: ``instructions``, each of a compact program's
+    repeats as one ``Loop``."""
+    if not repeats:
+        return instructions
+    inside = nested_repeats(repeats)
+
+    def items(lo: int, hi: int, kids: list[Repeat]) -> list[Instruction | Loop]:
+        out: list[Instruction | Loop] = []
+        j = lo
+        for r in kids:
+            out += instructions[j:r.start]
+            out.append(Loop(tuple(items(r.start, r.stop, inside[r])), r.times))
+            j = r.stop
+        return out + instructions[j:hi]
+
+    return items(0, len(instructions), inside[None])
+
+
+def _advance(params, item: Instruction | Loop, w: _Walk) -> _Walk:
+    """The walk after ``item`` dispatched in state ``w`` (advanced in place, or a new state).
+
+    A loop's copies are equal, so a copy that starts in a state (relative to its dispatch) an
+    earlier copy started in repeats the walk of the copies from that one on, shifted in
+    time: the walk jumps over as many whole such periods as the loop has left. Time grows
+    with the copies a loop takes to settle, not with its ``times``."""
+    if not isinstance(item, Loop):
+        _step(params, item, w)
+        return w
+    seen: dict[tuple, tuple[int, int]] = {}
+    done = 0
+    while done < item.times:
+        key = w.key(params)
+        if key in seen:
+            first, cycles = seen[key]
+            jumps = (item.times - done) // (done - first)
+            if jumps:
+                w = w.copy(jumps * (w.cycles - cycles))
+                done += jumps * (done - first)
+                seen.clear()
+                continue
+        seen[key] = (done, w.cycles)
+        w = _walk(params, item.body, WalkTrace(), w)
+        done += 1
+    return w
+
+
+def _walk(params, items: list, trace: WalkTrace, w: _Walk | None = None) -> _Walk:
+    """The walk of ``items`` (instructions and loops, ``program_items``) from state ``w``
+    (the start), every state at an item's dispatch recorded in ``trace``; returns the state
+    after the last item.
+
+    A tiled program repeats itself: when an item meets a state (relative to its dispatch) an
+    earlier item of the same shape met, the items from there on repeat the walk from the
+    earlier one, shifted in time, for as long as their shapes match (at most up to where the
+    walk stands). The walk jumps over such runs, and since the first index of a state is
+    remembered, the runs it jumps double in length.
     """
     shapes: dict[tuple, int] = {}
-    ids = [shapes.setdefault(timing_shape(instr), len(shapes)) for instr in instructions]
+    ids = [shapes.setdefault(_shape(item), len(shapes)) for item in items]
     first_index: dict[tuple, int] = {}
-    w = _Walk()
-    j, n = 0, len(instructions)
+    w = _Walk() if w is None else w
+    j, n = 0, len(items)
     while j < n:
         i = first_index.setdefault((ids[j], w.key(params)), j)
         if i == j:
             trace.append(w.copy())
-            _step(params, instructions[j], w)
+            w = _advance(params, items[j], w)
             j += 1
             continue
         span = min(j - i, n - j)
@@ -615,13 +686,15 @@ def _action_shape(instr: Instruction) -> tuple:
             None if s is None else s.rows)
 
 
-def program_actions(params, instructions: list) -> dict[str, int]:
-    """Action counts of running ``instructions``: each distinct shape counted once, times its
-    number of instructions."""
+def program_actions(params, instructions: list,
+                    repeats: tuple[Repeat, ...] = ()) -> dict[str, int]:
+    """Action counts of running ``instructions`` (a compact program with ``repeats``): each
+    distinct shape counted once, times its number of instructions."""
     groups: dict[tuple, list] = {}
-    for instr in instructions:
+    counts = multiplicities(len(instructions), repeats) if repeats else None
+    for j, instr in enumerate(instructions):
         group = groups.setdefault(_action_shape(instr), [instr, 0])
-        group[1] += 1
+        group[1] += 1 if counts is None else counts[j]
     totals = dict.fromkeys(ACTIONS, 0)
     for instr, count in groups.values():
         one = dict.fromkeys(ACTIONS, 0)
@@ -632,21 +705,26 @@ def program_actions(params, instructions: list) -> dict[str, int]:
 
 
 def program_cycles(params, instructions: list, *, actions: bool = True,
-                   trace: WalkTrace | None = None) -> tuple[int, dict[str, int]]:
+                   trace: WalkTrace | None = None,
+                   repeats: tuple[Repeat, ...] = ()) -> tuple[int, dict[str, int]]:
     """Cycles from start to done, and action counts (all zero with ``actions=False``, which
-    program choices that only compare cycles use), of running ``instructions``. ``trace``
-    receives the walk's state at every dispatch (for ``spliced_cycles``)."""
-    totals = program_actions(params, instructions) if actions else dict.fromkeys(ACTIONS, 0)
+    program choices that only compare cycles use), of running ``instructions`` (a compact
+    program with ``repeats``). ``trace`` receives the walk's state at every dispatch of an
+    item (``program_items``; for ``spliced_cycles``)."""
+    totals = program_actions(params, instructions, repeats) if actions \
+        else dict.fromkeys(ACTIONS, 0)
     if not instructions:
         return 0, totals
-    w = _walk(params, instructions, trace if trace is not None else WalkTrace())
+    w = _walk(params, program_items(instructions, repeats),
+              trace if trace is not None else WalkTrace())
     return w.cycles + DONE_CYCLES, totals
 
 
 def spliced_cycles(params, program: list, head: int, middle: int, plain_trace: WalkTrace,
                    plain_start: int = 2) -> int:
-    """Cycles of ``program``, whose instructions ``head .. head+middle-1`` are those of another
-    program from ``plain_start`` on, walked with ``plain_trace`` (``program_cycles(trace=)``).
+    """Cycles of ``program`` (items, ``program_items``), whose items ``head .. head+middle-1``
+    are those of another program from ``plain_start`` on, walked with ``plain_trace``
+    (``program_cycles(trace=)``).
 
     Exactly ``program_cycles(params, program)[0]``, faster: once the walk reaches a shared
     instruction in a state (relative to its dispatch) the other walk had there, the rest of
@@ -661,6 +739,6 @@ def spliced_cycles(params, program: list, head: int, middle: int, plain_trace: W
                 w = plain_trace[plain_start + middle].copy(w.cycles - ref.cycles)
                 j = head + middle
                 continue
-        _step(params, program[j], w)
+        w = _advance(params, program[j], w)
         j += 1
     return w.cycles + DONE_CYCLES

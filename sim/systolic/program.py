@@ -214,12 +214,123 @@ class Layout:
     c_rows: int
 
 
+@dataclass(frozen=True)
+class Repeat:
+    """Instructions ``start .. start+length-1`` of a compact program stand for ``times`` copies
+    of themselves in a row. Repeats of a program are nested or disjoint (a laminar family): a
+    repeat inside another is repeated within each of its copies."""
+
+    start: int
+    length: int
+    times: int
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.length
+
+
 @dataclass
 class Program:
     instructions: list[Instruction] = field(default_factory=list)
     layout: Layout = field(default_factory=lambda: Layout(0, 0, 0))
     #: the model's cycles for ``instructions`` when the builder walked them to choose them
     cycles: int | None = None
+    #: a compact program (``build_program(compact=True)``, for the model only): the runs of
+    #: ``instructions`` that stand for several copies. Empty: ``instructions`` is the program.
+    repeats: tuple[Repeat, ...] = ()
+
+
+def expand(instructions: list[Instruction], repeats: tuple[Repeat, ...]) -> list[Instruction]:
+    """The instruction list a compact program stands for (its copies are its representatives:
+    they differ from the full program's only in external addresses, which no timing, action or
+    mark depends on)."""
+    inside = nested_repeats(repeats)
+
+    def run(lo: int, hi: int, kids: list[Repeat]) -> list[Instruction]:
+        out: list[Instruction] = []
+        j = lo
+        for r in kids:
+            out += instructions[j:r.start]
+            out += run(r.start, r.stop, inside[r]) * r.times
+            j = r.stop
+        return out + instructions[j:hi]
+
+    return run(0, len(instructions), inside[None])
+
+
+def nested_repeats(repeats: tuple[Repeat, ...]) -> dict[Repeat | None, list[Repeat]]:
+    """The repeats directly inside each repeat (None: the top level), in program order."""
+    inside: dict[Repeat | None, list[Repeat]] = {None: []}
+    open_: list[Repeat] = []
+    for r in sorted(repeats, key=lambda r: (r.start, -r.length)):
+        while open_ and open_[-1].stop <= r.start:
+            open_.pop()
+        inside[open_[-1] if open_ else None].append(r)
+        inside[r] = []
+        open_.append(r)
+    return inside
+
+
+def multiplicities(n: int, repeats: tuple[Repeat, ...]) -> list[int]:
+    """How many instructions of the full program each of a compact program's ``n`` stands for."""
+    counts = [1] * n
+    for r in repeats:
+        for j in range(r.start, r.stop):
+            counts[j] *= r.times
+    return counts
+
+
+def shifted(repeats: tuple[Repeat, ...], offset: int) -> tuple[Repeat, ...]:
+    """``repeats`` of a program whose instructions moved by ``offset`` (a new head)."""
+    return tuple(Repeat(r.start + offset, r.length, r.times) for r in repeats)
+
+
+#: A compact program keeps iterations ``0 .. _KEEP_BEFORE-1`` of a long tile loop, then one pair
+#: of iterations standing for all the middle ones (an even number: the double-buffer slots
+#: alternate, so a pair leaves every slot where it found it), then at least one more middle
+#: iteration and the last. The margins make every instruction of the pair see neighbours (its
+#: compute and store come from the one or two steps before it; marks look one instruction
+#: back and ahead) equal to those of every copy, and keep the pair clear of the ends the
+#: split-end programs rewrite (their first three and last three instructions).
+_KEEP_BEFORE = 3
+
+
+def _loop_iterations(count: int, compact: bool) -> tuple[list[int], int]:
+    """The iterations of a tile loop of ``count`` steps a program visits, and how many times
+    the pair at ``_KEEP_BEFORE`` stands for (1: every iteration is visited)."""
+    keep = 2 * _KEEP_BEFORE + 1 + (count + 1) % 2  # same parity as count, 7 or 8
+    if not compact or count < keep + 2:
+        return list(range(count)), 1
+    return [*range(keep - 1), count - 1], 1 + (count - keep) // 2
+
+
+def _tile_steps(counts: dict[str, int], order: str, compact: bool
+                ) -> tuple[list[tuple[int, int, int]], tuple[Repeat, ...]]:
+    """The tile steps (m, n, k block) of the loop nest ``order`` + k innermost, and, in a
+    compact program, the repeats of its middle iterations (a step's instruction loads its
+    operands, so step ``s`` is instruction ``s``)."""
+    loops = [order[0], order[1], "k"]
+    visited = [_loop_iterations(counts[d], compact) for d in loops]
+    steps: list[tuple[int, int, int]] = []
+    repeats: list[Repeat] = []
+    index: dict[str, int] = {}
+
+    def nest(level: int) -> None:
+        iterations, times = visited[level]
+        start = 0
+        for pos, value in enumerate(iterations):
+            index[loops[level]] = value
+            if pos == _KEEP_BEFORE:
+                start = len(steps)
+            if level == 2:
+                steps.append((index["m"], index["n"], index["k"]))
+            else:
+                nest(level + 1)
+            if pos == _KEEP_BEFORE + 1 and times > 1:
+                repeats.append(Repeat(start, len(steps) - start, times))
+
+    nest(0)
+    return steps, tuple(repeats)
 
 
 def layout(params, gemm: Gemm) -> Layout:
@@ -234,13 +345,16 @@ def layout(params, gemm: Gemm) -> Layout:
 
 def build_program(params, gemm: Gemm, mapping: Mapping, *,
                   split_ends: bool | None = None, ahead: bool | None = None,
-                  out_shift: int = 0) -> Program:
+                  out_shift: int = 0, compact: bool = False) -> Program:
     """The instruction program for ``gemm`` under ``mapping`` (fitted and checked by the caller).
 
     ``split_ends``: split the first and last scratchpad tiles (True), never (False), or where
     the model says it is faster (None). ``ahead``: let A loads finish under the next
     instruction (``mark_ahead``) wherever possible (True), never (False), or where the model
     says it is faster (None). ``out_shift``: every store's requantization shift.
+    ``compact``: for the model only: a long tile loop's middle iterations are one pair of
+    iterations repeated (``Program.repeats``; ``expand``), so building, marking and walking
+    the program take time in the number of loop edges, not of tile steps.
     """
     R, C = params.rows, params.cols
     os_flow = params.dataflow == "os"
@@ -251,13 +365,7 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
     a_half, b_half, acc_half = geo.ifmap_rows // 2, geo.weight_rows // 2, geo.acc_rows // 2
 
     counts = {"m": -(-m_extent // tm), "n": -(-pn // tn), "k": -(-pk // tk)}
-    outer, middle = mapping.order[0], mapping.order[1]
-    steps: list[tuple[int, int, int]] = []
-    for i in range(counts[outer]):
-        for j in range(counts[middle]):
-            for ki in range(counts["k"]):
-                idx = {outer: i, middle: j, "k": ki}
-                steps.append((idx["m"], idx["n"], idx["k"]))
+    steps, repeats = _tile_steps(counts, mapping.order, compact)
 
     def extents(step: tuple[int, int, int]) -> tuple[int, int, int, int, int, int]:
         mi, ni, ki = step
@@ -321,7 +429,7 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
                         bursts=tn_e // C, length=length, shift=out_shift)
 
     last_k = counts["k"] - 1
-    program = Program(layout=layout(params, gemm))
+    program = Program(layout=layout(params, gemm), repeats=repeats)
     for j in range(len(steps) + 2):
         load_a, load_b = loads[j] if j < len(steps) else (None, None)
         program.instructions.append(_copy(_INSTRUCTION, {
@@ -340,21 +448,23 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
 
         plain = program.instructions
         trace = WalkTrace()
-        plain_cycles = program_cycles(params, plain, actions=False, trace=trace)[0]
+        plain_cycles = program_cycles(params, plain, actions=False, trace=trace,
+                                      repeats=repeats)[0]
         program.cycles = plain_cycles
         if os_flow:
             split = _split_ends(params, gemm, plain)
-            timed = [(_split_cycles(params, plain, trace, split), 0, split)]
+            timed = [(_split_cycles(params, plain, trace, split, repeats), 0, split)]
         else:
-            timed = _timed_ws_pieces(params, plain, trace)
+            timed = _timed_ws_pieces(params, plain, trace, repeats)
         if timed:  # the best split, and that split with a streaming start
             best = min(timed, key=lambda t: t[:2])
             streamed = _stream_first(params, best[2])
             if streamed is not None:
-                cycles = _split_cycles(params, plain, trace, streamed)
+                cycles = _split_cycles(params, plain, trace, streamed, repeats)
                 best = min(best, (cycles, len(timed), streamed), key=lambda t: t[:2])
             if split_ends or best[0] < plain_cycles:
                 program.cycles, program.instructions = best[0], best[2]
+                program.repeats = _split_repeats(plain, best[2], repeats)
     marked = program.instructions if ahead is False \
         else mark_ahead(params, program.instructions)
     if marked is not program.instructions and ahead:
@@ -365,8 +475,9 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
         from hwloop.sim.systolic.model import program_cycles
 
         if program.cycles is None:
-            program.cycles = program_cycles(params, program.instructions, actions=False)[0]
-        cycles = program_cycles(params, marked, actions=False)[0]
+            program.cycles = program_cycles(params, program.instructions, actions=False,
+                                            repeats=program.repeats)[0]
+        cycles = program_cycles(params, marked, actions=False, repeats=program.repeats)[0]
         if cycles < program.cycles:
             program.instructions, program.cycles = marked, cycles
     return program
@@ -458,21 +569,39 @@ def _store_waits_at_ends(params, head: list[Instruction], middle: list[Instructi
     return start + middle[1:] + end
 
 
+def _split_repeats(plain: list[Instruction], split: list[Instruction],
+                   repeats: tuple[Repeat, ...]) -> tuple[Repeat, ...]:
+    """The repeats of a split program made from the compact ``plain``: it keeps ``plain``'s
+    instructions from ``plain[3]`` to ``plain[-4]`` (the repeats lie among them), moved by
+    its new head."""
+    if not repeats:
+        return ()
+    head = next(i for i, x in enumerate(split) if x is plain[3])
+    return shifted(repeats, head - 3)
+
+
 def _split_cycles(params, plain: list[Instruction], trace: WalkTrace,
-                  split: list[Instruction]) -> int:
+                  split: list[Instruction], repeats: tuple[Repeat, ...] = ()) -> int:
     """Model cycles of ``split``, which keeps ``plain[2:-2]`` (walked in ``trace``); its first
     kept instruction may differ in its store's wait marks (its last compute is a different
-    one), then the shared run starts at ``plain[3]``."""
-    from hwloop.sim.systolic.model import program_cycles, spliced_cycles
+    one), then the shared run starts at ``plain[3]``. ``repeats``: those of a compact
+    ``plain``."""
+    from hwloop.sim.systolic.model import program_cycles, program_items, spliced_cycles
 
+    split_repeats = _split_repeats(plain, split, repeats)
+    # the walk's items: the repeats lie after plain[3] (and split's after its copy), so the
+    # items up to there are the instructions, at the same indices
+    plain_items = program_items(plain, repeats)
+    split_items = program_items(split, split_repeats)
     for start in (2, 3):
-        middle = len(plain) - 2 - start
+        middle = len(plain_items) - 2 - start
         if middle <= 0:
             break
         head = next((i for i, x in enumerate(split) if x is plain[start]), None)
-        if head is not None and split[head:head + middle] == plain[start:start + middle]:
-            return spliced_cycles(params, split, head, middle, trace, plain_start=start)
-    return program_cycles(params, split, actions=False)[0]
+        if head is not None and \
+                split_items[head:head + middle] == plain_items[start:start + middle]:
+            return spliced_cycles(params, split_items, head, middle, trace, plain_start=start)
+    return program_cycles(params, split, actions=False, repeats=split_repeats)[0]
 
 
 def _writes_rows(t: Transfer | None, lo: int, hi: int) -> bool:
@@ -619,8 +748,9 @@ def _split_ends(params, gemm: Gemm, instrs: list[Instruction]) -> list[Instructi
 _WS_GROUPS = (1, 2, 4, 8)
 
 
-def _timed_ws_pieces(params, plain: list[Instruction],
-                     trace: WalkTrace) -> list[tuple[int, int, list[Instruction]]]:
+def _timed_ws_pieces(params, plain: list[Instruction], trace: WalkTrace,
+                     repeats: tuple[Repeat, ...] = ()
+                     ) -> list[tuple[int, int, list[Instruction]]]:
     """(model cycles, candidate number, program) of ``_split_ends_ws_pieces`` with pieces of 1,
     2, 4, 8 k blocks, trying larger pieces only while they keep getting faster (on 447 random
     ws layers this found the best of the four 445 times with half the model calls); ``trace``
@@ -630,7 +760,7 @@ def _timed_ws_pieces(params, plain: list[Instruction],
         split = _split_ends_ws_pieces(params, plain, group)
         if split is None:
             break
-        cycles = _split_cycles(params, plain, trace, split)
+        cycles = _split_cycles(params, plain, trace, split, repeats)
         timed.append((cycles, len(timed), split))
         if len(timed) >= 2 and cycles >= timed[-2][0]:
             break
