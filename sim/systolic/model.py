@@ -185,21 +185,23 @@ def read_beats(params, instr: Instruction, issue: int) -> tuple[list[tuple[str, 
     channel's alone once the other has none left): ``[(channel, issue cycle, rows)]`` in
     order, and the cycle the read path is free again."""
     e = elem_bytes(params)
-    queues: dict[str, list[int]] = {}
+    queues: dict[str, list[tuple[str, int]]] = {}
     cpb: dict[str, int] = {}
     for name, t, row in (("a", instr.load_a, params.rows * e),
                          ("b", instr.load_b, params.cols * e)):
         per = rows_per_beat(row, params.bus_bytes)
         cpb[name] = cycles_per_beat(row, params.bus_bytes)
-        queues[name] = [] if t is None else [
-            min(per, t.length - j) for _ in range(t.bursts) for j in range(0, t.length, per)]
+        burst = [] if t is None else [(name, min(per, t.length - j))
+                                      for j in range(0, t.length, per)]
+        queues[name] = burst * (0 if t is None else t.bursts)
+    a, b = queues["a"], queues["b"]
+    both = min(len(a), len(b))  # alternating while both have beats left, A first
+    order = [beat for pair in zip(a[:both], b[:both], strict=True) for beat in pair] \
+        + a[both:] + b[both:]
     schedule: list[tuple[str, int, int]] = []
-    turn = "a"
-    while queues["a"] or queues["b"]:
-        name = turn if queues[turn] else ("b" if turn == "a" else "a")
-        schedule.append((name, issue, queues[name].pop(0)))
+    for name, rows in order:
+        schedule.append((name, issue, rows))
         issue += cpb[name]
-        turn = "b" if name == "a" else "a"
     return schedule, issue
 
 
@@ -720,6 +722,11 @@ def program_cycles(params, instructions: list, *, actions: bool = True,
     return w.cycles + DONE_CYCLES, totals
 
 
+#: Shared items ``spliced_cycles`` tries to meet the other walk at before it walks the rest
+#: on its own (the walks meet within two items on nearly every program).
+_SPLICE_TRIES = 8
+
+
 def spliced_cycles(params, program: list, head: int, middle: int, plain_trace: WalkTrace,
                    plain_start: int = 2) -> int:
     """Cycles of ``program`` (items, ``program_items``), whose items ``head .. head+middle-1``
@@ -728,17 +735,18 @@ def spliced_cycles(params, program: list, head: int, middle: int, plain_trace: W
 
     Exactly ``program_cycles(params, program)[0]``, faster: once the walk reaches a shared
     instruction in a state (relative to its dispatch) the other walk had there, the rest of
-    the shared run repeats that walk shifted in time, so it jumps to the end of the run.
+    the shared run repeats that walk shifted in time, so it jumps to the end of the run. The
+    parts before and after (and the shared run, if the walks do not meet soon) are walked
+    with ``_walk``'s jumps.
     """
-    w = _Walk()
-    j = 0
-    while j < len(program):
-        if head <= j < head + middle:
-            ref = plain_trace[plain_start + j - head]
-            if w.key(params) == ref.key(params):
-                w = plain_trace[plain_start + middle].copy(w.cycles - ref.cycles)
-                j = head + middle
-                continue
+    w = _walk(params, program[:head], WalkTrace())
+    j = head
+    while j < head + min(middle, _SPLICE_TRIES):
+        ref = plain_trace[plain_start + j - head]
+        if w.key(params) == ref.key(params):
+            w = plain_trace[plain_start + middle].copy(w.cycles - ref.cycles)
+            j = head + middle
+            break
         w = _advance(params, program[j], w)
         j += 1
-    return w.cycles + DONE_CYCLES
+    return _walk(params, program[j:], WalkTrace(), w).cycles + DONE_CYCLES
