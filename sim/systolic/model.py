@@ -41,6 +41,7 @@ DMA (a read path and a write path of ``bus_bytes`` each, working at the same tim
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -586,15 +587,27 @@ class Loop:
 
     body: tuple[Instruction | Loop, ...]
     times: int
-    #: what its timing depends on (``timing_shape`` of each instruction of its body)
-    shape: tuple = field(init=False, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "shape", ("loop", self.times, tuple(_shape(x) for x in self.body)))
+    # made on first use: a program choice makes loops it never walks
+    @functools.cached_property
+    def shape(self) -> tuple:
+        """What its timing depends on (``timing_shape`` of each instruction of its body)."""
+        return ("loop", self.times, tuple(_shape(x) for x in self.body))
+
+    @functools.cached_property
+    def ids(self) -> list[int]:
+        """``_walk``'s shape numbers of its body (walked once per copy until it settles)."""
+        return _shape_ids(self.body)
 
 
 def _shape(item: Instruction | Loop) -> tuple:
     return item.shape if isinstance(item, Loop) else timing_shape(item)
+
+
+def _shape_ids(items: list | tuple) -> list[int]:
+    """Items numbered by shape: equal numbers, equal shapes."""
+    shapes: dict[tuple, int] = {}
+    return [shapes.setdefault(_shape(item), len(shapes)) for item in items]
 
 
 def program_items(instructions: list, repeats: tuple[Repeat, ...] = ()
@@ -640,15 +653,16 @@ def _advance(params, item: Instruction | Loop, w: _Walk) -> _Walk:
                 seen.clear()
                 continue
         seen[key] = (done, w.cycles)
-        w = _walk(params, item.body, WalkTrace(), w)
+        w = _walk(params, item.body, WalkTrace(), w, item.ids)
         done += 1
     return w
 
 
-def _walk(params, items: list, trace: WalkTrace, w: _Walk | None = None) -> _Walk:
-    """The walk of ``items`` (instructions and loops, ``program_items``) from state ``w``
-    (the start), every state at an item's dispatch recorded in ``trace``; returns the state
-    after the last item.
+def _walk(params, items: list | tuple, trace: WalkTrace, w: _Walk | None = None,
+          ids: list[int] | None = None) -> _Walk:
+    """The walk of ``items`` (instructions and loops, ``program_items``; ``ids``: their
+    ``_shape_ids`` if known) from state ``w`` (the start), every state at an item's dispatch
+    recorded in ``trace``; returns the state after the last item.
 
     A tiled program repeats itself: when an item meets a state (relative to its dispatch) an
     earlier item of the same shape met, the items from there on repeat the walk from the
@@ -656,8 +670,7 @@ def _walk(params, items: list, trace: WalkTrace, w: _Walk | None = None) -> _Wal
     walk stands). The walk jumps over such runs, and since the first index of a state is
     remembered, the runs it jumps double in length.
     """
-    shapes: dict[tuple, int] = {}
-    ids = [shapes.setdefault(_shape(item), len(shapes)) for item in items]
+    ids = _shape_ids(items) if ids is None else ids
     first_index: dict[tuple, int] = {}
     w = _Walk() if w is None else w
     j, n = 0, len(items)
