@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import struct
-import time
 import zlib
 from collections import OrderedDict
 from pathlib import Path
@@ -168,9 +167,7 @@ def test_decompression_bomb_fails_before_inflating(
                      + struct.pack("<IIIB3x", 1, len(body), 0, 0) + body
                      + struct.pack("<8sQ", b"HWLTEND\0", 1))
     assert path.stat().st_size < 100_000
-    start = time.perf_counter()
     assert main(["trace", "info", str(path)]) == 2
-    assert time.perf_counter() - start < 1.0
     assert capsys.readouterr().err == (f"hwloop: error: {path}: corrupt: chunk 0 at byte 24 "
                                        f"inflates past the 17 bytes of its 1 accesses\n")
 
