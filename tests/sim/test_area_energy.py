@@ -56,6 +56,23 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
+#: Yosys itself, for the tests' own whole-design runs (``yosys_runs`` records synthesize's)
+run_yosys = area_module._run_yosys
+
+
+@pytest.fixture
+def yosys_runs(monkeypatch):
+    """The Yosys runs ``synthesize`` makes, as (top, black boxes), in the order they start."""
+    runs = []
+
+    def recorded(verilog, top, **kwargs):
+        runs.append((top, kwargs.get("blackboxes", ())))
+        return run_yosys(verilog, top, **kwargs)
+
+    monkeypatch.setattr(area_module, "_run_yosys", recorded)
+    return runs
+
+
 def test_synthesis_keeps_hierarchy_and_counts_memory_as_bits(cache):
     both = synthesize(VERILOG, "top")
     pe = synthesize(ONE_PE, "pe")
@@ -75,39 +92,23 @@ def test_synthesis_keeps_hierarchy_and_counts_memory_as_bits(cache):
                                     if not t.startswith("$mem"))
 
 
-def test_leaf_modules_are_synthesized_alone_once_and_shared(cache, monkeypatch):
+def test_leaf_modules_are_synthesized_alone_once_and_shared(cache, yosys_runs):
     """The PE (a leaf) is synthesized on its own, once for both designs that use it; the
     counts are those of one run over the whole design, the PE's taken twice."""
-    runs = []
-    run_yosys = area_module._run_yosys
-
-    def recorded(verilog, top, **kwargs):
-        runs.append((top, kwargs.get("blackboxes", ())))
-        return run_yosys(verilog, top, **kwargs)
-
-    monkeypatch.setattr(area_module, "_run_yosys", recorded)
     assert list(area_module.leaf_modules(VERILOG, "top")) == ["pe"]
     first = synthesize(VERILOG, "top")
     smaller = VERILOG.replace("[0:1023]", "[0:511]").replace("[9:0] addr", "[8:0] addr")
     second = synthesize(smaller, "top")
-    assert sorted(runs) == [("hwloop_leaf", ()), ("top", ("pe",)), ("top", ("pe",))]
+    assert sorted(yosys_runs) == [("hwloop_leaf", ()), ("top", ("pe",)), ("top", ("pe",))]
     whole = run_yosys(area_module.strip_memory_init(VERILOG), "top")
     assert first.cell_counts == {t: n for t, n in whole.cell_counts.items() if t[0] == "$"}
     assert (first.memory_bits, second.memory_bits) == (1024 * 8, 512 * 8)
 
 
-def test_leaves_that_differ_only_in_names_are_one_synthesis(cache, monkeypatch):
+def test_leaves_that_differ_only_in_names_are_one_synthesis(cache, yosys_runs):
     """Two PE modules that differ in their names and in the numbers a tool gave their
     identifiers (as the PEs of an Amaranth mesh do) are synthesized once and counted twice; a
     PE that is different hardware is synthesized on its own."""
-    runs = []
-    run_yosys = area_module._run_yosys
-
-    def recorded(verilog, top, **kwargs):
-        runs.append(top)
-        return run_yosys(verilog, top, **kwargs)
-
-    monkeypatch.setattr(area_module, "_run_yosys", recorded)
     pe = ONE_PE.strip().replace("module pe(", "module \\{name} (")
     numbered = "  wire \\$auto$x.cc:1$%d ;\n  assign \\$auto$x.cc:1$%d  = a[0];\nendmodule"
     pe_a = pe.format(name="m.pe_0").replace("endmodule", numbered % (3, 3))
@@ -122,26 +123,18 @@ def test_leaves_that_differ_only_in_names_are_one_synthesis(cache, monkeypatch):
     verilog = "\n".join([pe_a, pe_b, pe_c, top]) + "\n"
     assert sorted(area_module.leaf_modules(verilog, "top")) == ["m.pe_0", "m.pe_1", "m.pe_2"]
     both = synthesize(verilog, "top")
-    assert sorted(runs) == ["hwloop_leaf", "hwloop_leaf", "top"]
-    one = area_module._run_yosys(ONE_PE, "pe").cell_counts
-    minus = area_module._run_yosys(pe_c.replace("\\m.pe_2 ", "pe"), "pe").cell_counts
+    assert sorted(top for top, _ in yosys_runs) == ["hwloop_leaf", "hwloop_leaf", "top"]
+    one = run_yosys(ONE_PE, "pe").cell_counts
+    minus = run_yosys(pe_c.replace("\\m.pe_2 ", "pe"), "pe").cell_counts
     assert both.cell_counts == {t: 2 * one.get(t, 0) + minus.get(t, 0)
                                 for t in {*one, *minus}}
 
 
-def test_a_module_above_the_leaves_is_synthesized_alone_and_shared(cache, monkeypatch):
+def test_a_module_above_the_leaves_is_synthesized_alone_and_shared(cache, yosys_runs):
     """A module that instantiates others (the accelerator's mesh) is a run of its own with
     them as black boxes, in parallel with the top's, and shared by designs that differ only
     around it, even where a tool numbered its identifiers differently; the counts are those of
     one run over the whole design."""
-    runs = []
-    run_yosys = area_module._run_yosys
-
-    def recorded(verilog, top, **kwargs):
-        runs.append((top, kwargs.get("blackboxes", ())))
-        return run_yosys(verilog, top, **kwargs)
-
-    monkeypatch.setattr(area_module, "_run_yosys", recorded)
     mesh = ("module \\d.mesh (input clk, input [7:0] a, input [7:0] b, output [31:0] o0,\n"
             "                output [31:0] o1);\n"
             "  wire [7:0] \\$auto$x.cc:1$%d ;\n"
@@ -158,7 +151,7 @@ def test_a_module_above_the_leaves_is_synthesized_alone_and_shared(cache, monkey
     second = ONE_PE + mesh % (9, 9, 9) + top % 7  # another top; the mesh numbered anew
     one = synthesize(first, "top")
     two = synthesize(second, "top")
-    assert sorted(runs) == [("d.mesh", ("pe",)), ("hwloop_leaf", ()), ("top", ("d.mesh",)),
+    assert sorted(yosys_runs) == [("d.mesh", ("pe",)), ("hwloop_leaf", ()), ("top", ("d.mesh",)),
                             ("top", ("d.mesh",))]
     for verilog, result in ((first, one), (second, two)):
         whole = run_yosys(verilog, "top")
