@@ -14,11 +14,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from hwloop.errors import ParameterError
 from hwloop.hdl.systolic.params import SystolicParams
-from hwloop.sim.systolic.mapping import Gemm, Mapping, check_mapping, padded_dims
+from hwloop.sim.systolic.mapping import Gemm, Mapping, padded_dims
 from hwloop.sim.systolic.model import model_gemm, program_actions, program_cycles
 from hwloop.sim.systolic.program import Instruction, build_program, expand, multiplicities
+from tests.sim.random_layers import random_mapping
 
 model_module = importlib.import_module("hwloop.sim.systolic.model")
 
@@ -44,18 +44,8 @@ def _random_long_loops(rng: np.random.Generator):
             out_bits=None if rng.random() < 0.7 else 8, read_ahead=bool(rng.random() < 0.5))
         gemm = Gemm(m=int(rng.integers(1, 400)), n=int(rng.integers(1, 160)),
                     k=int(rng.integers(1, 400)))
-        os_flow = dataflow == "os"
-        mapping = Mapping(tile_m=R * int(rng.integers(1, 4)) if os_flow
-                          else int(rng.integers(1, 30)),
-                          tile_n=C * int(rng.integers(1, 3)),
-                          tile_k=int(rng.integers(1, 30)) if os_flow
-                          else R * int(rng.integers(1, 4)),
-                          order=str(rng.choice(["mnk", "nmk"]))).fit_to(params, gemm)
-        try:
-            check_mapping(params, gemm, mapping)
-        except ParameterError:
-            continue
-        if _steps(params, gemm, mapping) <= 4000:
+        mapping = random_mapping(rng, params, gemm, free=30, n_blocks=3)
+        if mapping is not None and _steps(params, gemm, mapping) <= 4000:
             yield params, gemm, mapping
 
 

@@ -12,14 +12,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from hwloop.errors import ParameterError
 from hwloop.hdl.systolic.accelerator import feeder_guard
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.sim.systolic import model as model_module
 from hwloop.sim.systolic import program as program_module
 from hwloop.sim.systolic import rtl as rtl_module
 from hwloop.sim.systolic.golden import gemm_golden, random_operands
-from hwloop.sim.systolic.mapping import Gemm, Mapping, check_mapping
+from hwloop.sim.systolic.mapping import Gemm, Mapping
 from hwloop.sim.systolic.model import (
     DISPATCH_CYCLES,
     DONE_CYCLES,
@@ -43,6 +42,7 @@ from hwloop.sim.systolic.program import (
     mark_preloads,
     prologue_length,
 )
+from tests.sim.random_layers import random_mapping
 
 SEED = int(os.environ.get("HWLOOP_SEED", "1234"))
 
@@ -194,18 +194,9 @@ def _random_layers(rng: np.random.Generator, *, m_max: int, n_max: int, k_max: i
                                 mem_latency=int(rng.integers(0, 25)))
         gemm = Gemm(m=int(rng.integers(1, m_max)), n=int(rng.integers(1, n_max)),
                     k=int(rng.integers(1, k_max)))
-        os_flow = dataflow == "os"
-        mapping = Mapping(tile_m=R * int(rng.integers(1, 4)) if os_flow
-                          else int(rng.integers(1, 40)),
-                          tile_n=C * int(rng.integers(1, 4)),
-                          tile_k=int(rng.integers(1, 40)) if os_flow
-                          else R * int(rng.integers(1, 4)),
-                          order=str(rng.choice(["mnk", "nmk"]))).fit_to(params, gemm)
-        try:
-            check_mapping(params, gemm, mapping)
-        except ParameterError:
-            continue
-        yield params, gemm, mapping
+        mapping = random_mapping(rng, params, gemm, free=40)
+        if mapping is not None:
+            yield params, gemm, mapping
 
 
 def test_split_choice_shortcuts_are_exact():
