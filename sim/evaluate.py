@@ -38,6 +38,7 @@ from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.paths import cache_dir, write_cache_file
 from hwloop.sim.area import AreaJob
 from hwloop.sim.energy import COMPONENTS, EnergyTable, energy, load_energy_table
+from hwloop.validate import plain_int
 from hwloop.workloads import Layer, Workload, dedupe, load_workload
 
 FIDELITIES = ("rtl", "model")
@@ -208,6 +209,7 @@ def evaluate(
     start = time.perf_counter()
     if fidelity not in FIDELITIES:
         raise ParameterError(f"fidelity must be one of {', '.join(FIDELITIES)}, not {fidelity!r}")
+    seed = plain_int(seed)  # a numpy integer is keyed and reported as an int
     check_seed(seed)
     params = _as_params(params)
     selected = _select(workload, layers, first)

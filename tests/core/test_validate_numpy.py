@@ -60,6 +60,22 @@ def test_check_int_alone_refuses_a_numpy_integer_and_out_shift_stores_it_as_int(
     assert str(info.value) == "out_shift must be an integer in 0..31, not np.float64(3.0)"
 
 
+def test_evaluate_takes_a_numpy_seed_as_int():
+    """evaluate's seed (in the reuse key and the RTL error messages) may be a numpy integer,
+    as a loop over np.arange gives it; a float or a negative one is refused as before."""
+    from hwloop.sim import evaluate
+
+    design = SystolicParams(rows=2, cols=2)
+    given = evaluate(design, "tiny", fidelity="model", seed=np.int64(5)).to_dict()
+    plain = evaluate(design, "tiny", fidelity="model", seed=5).to_dict()
+    json.dumps(given)
+    assert given["layers"] == plain["layers"] and given["cycles"] == plain["cycles"]
+    for bad, shown in ((np.float64(5), "np.float64(5.0)"), (np.int64(-1), "-1")):
+        with pytest.raises(ParameterError) as info:
+            evaluate(design, "tiny", fidelity="model", seed=bad)
+        assert str(info.value) == f"seed must be a non-negative integer, not {shown}"
+
+
 def test_systolic_params_store_numpy_integers_as_int(tmp_path):
     given = numpy_ints(SYSTOLIC)
     p = SystolicParams(**given)
