@@ -3,21 +3,22 @@
 A trace is a sequence of data accesses, each a record of :data:`TRACE_DTYPE`: the program
 counter of the instruction that made it, the byte address and whether it was a write.
 
-File format (version 2, all integers little-endian)::
+File format (version 3, all integers little-endian)::
 
     header   magic b"HWLTRACE" | u16 version | u16 flags (0) | u32 chunk records | u64 count
-    chunk*   u32 records n | u32 compressed bytes | u32 CRC-32 of the uncompressed payload
-             | u8 column modes | 3 bytes 0 | zlib(payload)
+    chunk*   u32 records n | u32 compressed bytes | u32 CRC-32 of the modes byte and the
+             uncompressed payload | u8 column modes | 3 bytes 0 | zlib(payload)
     footer   b"HWLTEND\\0" | u64 count
 
 A payload holds the n PCs, then the n addresses, byte-shuffled (all low bytes, then all next
 bytes, ...) so that zlib sees long runs of equal bytes, then the n write flags as packed bits.
 Each of the PC and address columns is stored either as values or as wrapping 64-bit deltas
 from the previous record of the chunk (the first from 0), whichever compresses better on a
-sample; bit 0 (PCs) and bit 1 (addresses) of the modes byte say which. Version 1 files (no
-modes byte, always deltas) are still read. Chunks are independent, so a trace is read in
-bounded memory (:func:`iter_trace_chunks`). The count in header and footer, the chunk CRCs
-and the footer's position detect truncated and corrupt files.
+sample; bit 0 (PCs) and bit 1 (addresses) of the modes byte say which. Version 2 files (the
+CRC of the payload alone) and version 1 files (no modes byte, always deltas) are still read.
+Chunks are independent, so a trace is read in bounded memory (:func:`iter_trace_chunks`). The
+count in header and footer, the chunk CRCs and the footer's position detect truncated and
+corrupt files.
 """
 
 from __future__ import annotations
@@ -39,12 +40,12 @@ TRACE_DTYPE = np.dtype([("pc", "<u8"), ("addr", "<u8"), ("write", "u1")])
 
 MAGIC = b"HWLTRACE"
 FOOTER_MAGIC = b"HWLTEND\0"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 CHUNK_RECORDS = 1 << 16
 
 _HEADER = struct.Struct("<8sHHIQ")
-_CHUNK = struct.Struct("<IIIB3x")     # version 2: n, bytes, crc, column modes
+_CHUNK = struct.Struct("<IIIB3x")     # versions 2 and 3: n, bytes, crc, column modes
 _CHUNK_V1 = struct.Struct("<III")      # version 1: always deltas
 _PC_DELTA, _ADDR_DELTA = 1, 2
 _SAMPLE = 4096
@@ -108,7 +109,13 @@ def _encode_chunk(records: np.ndarray) -> bytes:
     payload = b"".join((pcs, addrs, np.packbits(records["write"] != 0).tobytes()))
     body = zlib.compress(payload, _ZLIB_LEVEL)
     mode = (_PC_DELTA if pc_delta else 0) | (_ADDR_DELTA if addr_delta else 0)
-    return _CHUNK.pack(n, len(body), zlib.crc32(payload), mode) + body
+    return _CHUNK.pack(n, len(body), _chunk_crc(mode, payload), mode) + body
+
+
+def _chunk_crc(mode: int, payload: bytes) -> int:
+    """Version 3's chunk CRC: of the modes byte, then the payload. The modes byte says how the
+    payload decodes (values or deltas), so a flipped mode bit must fail the check too."""
+    return zlib.crc32(payload, zlib.crc32(bytes((mode,))))
 
 
 def _payload_size(n: int) -> int:
@@ -284,7 +291,7 @@ def _check_header(path: str | Path, handle: BinaryIO) -> tuple[int, int]:
     _, version, _flags, _chunk, count = _HEADER.unpack(head)
     if version not in READABLE_VERSIONS:
         raise TraceError(f"{path}: unsupported trace version {version} "
-                         f"(this hwloop reads versions 1 and 2)")
+                         f"(this hwloop reads versions 1 to 3)")
     return int(count), int(version)
 
 
@@ -329,7 +336,7 @@ def _iter_stored_chunks(path: str | Path) -> Iterator[np.ndarray]:
                                  f"file ends after {seen}")
             n, size, crc, *mode = chunk_header.unpack(head)
             modes = mode[0] if mode else _PC_DELTA | _ADDR_DELTA
-            if modes & ~(_PC_DELTA | _ADDR_DELTA):  # the CRC covers the payload, not this
+            if modes & ~(_PC_DELTA | _ADDR_DELTA):  # (before inflating: named, not a CRC)
                 raise TraceError(f"{path}: corrupt: chunk {index} at byte {offset} has "
                                  f"unknown column modes 0x{modes:02x}")
             if n == 0 or seen + n > count:
@@ -350,7 +357,10 @@ def _iter_stored_chunks(path: str | Path) -> Iterator[np.ndarray]:
                 if len(payload) > expected:
                     raise TraceError(f"{path}: corrupt: chunk {index} at byte {offset} inflates "
                                      f"past the {expected} bytes of its {n} accesses")
-                decoded = _decode_payload(payload, n, modes) if zlib.crc32(payload) == crc else None
+                # versions 1 and 2: the CRC of the payload alone
+                good = crc == (_chunk_crc(modes, payload) if version >= 3
+                               else zlib.crc32(payload))
+                decoded = _decode_payload(payload, n, modes) if good else None
             if decoded is None:
                 raise TraceError(f"{path}: corrupt: chunk {index} at byte {offset} fails "
                                  f"its checksum")

@@ -144,8 +144,8 @@ def test_flipped_byte_is_detected(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("modes", [0xFF, 0x80, 0x04])
 def test_unknown_column_modes_are_detected(tmp_path: Path, modes: int) -> None:
-    """The CRC covers the payload, not the modes byte: a modes byte with bits other than the
-    two column modes decoded the payload anyway (wrong addresses, no error)."""
+    """A modes byte with bits other than the two column modes is named before the chunk is
+    inflated (version 2's CRC did not cover it, and it decoded the payload anyway)."""
     def set_modes(data: bytearray) -> bytearray:
         data[24 + 12] = modes
         return data
@@ -204,7 +204,41 @@ def test_future_version_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(TraceError) as info:
         read_trace(path)
     assert str(info.value) == (f"{path}: unsupported trace version 7 "
-                               f"(this hwloop reads versions 1 and 2)")
+                               f"(this hwloop reads versions 1 to 3)")
+
+
+def test_a_flipped_column_mode_fails_the_checksum(tmp_path: Path) -> None:
+    """Version 3's CRC covers the modes byte: a mode bit flipped to another valid mode
+    decoded the payload as deltas instead of values (or back), wrong addresses and no error,
+    in version 2."""
+    records = random_trace(1000)
+    records["addr"] = 0x10000 + np.arange(len(records)) * 8  # stored as deltas (mode 2)
+    path = tmp_path / "t.trace"
+    write_trace(path, records)
+    data = bytearray(path.read_bytes())
+    assert data[24 + 12] == 2
+    data[24 + 12] = 0
+    path.write_bytes(bytes(data))
+    with pytest.raises(TraceError) as info:
+        read_trace(path)
+    assert str(info.value) == f"{path}: corrupt: chunk 0 at byte 24 fails its checksum"
+
+
+def test_version_2_files_are_still_read(tmp_path: Path) -> None:
+    """Version 2: the chunk CRC is of the payload alone."""
+    records = random_trace(1000)
+    path = tmp_path / "t.trace"
+    write_trace(path, records)
+    data = bytearray(path.read_bytes())
+    assert struct.unpack_from("<H", data, 8)[0] == 3
+    n, size, _, modes = struct.unpack_from("<IIIB", data, 24)
+    payload = zlib.decompress(bytes(data[40:40 + size]))
+    struct.pack_into("<H", data, 8, 2)
+    struct.pack_into("<I", data, 24 + 8, zlib.crc32(payload))
+    v2 = tmp_path / "v2.trace"
+    v2.write_bytes(bytes(data))
+    assert np.array_equal(read_trace(v2), records)
+    assert (n, modes & ~3) == (1000, 0)
 
 
 def test_version_1_files_are_still_read(tmp_path: Path) -> None:
