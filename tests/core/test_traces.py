@@ -108,9 +108,11 @@ def test_compact(tmp_path: Path) -> None:
     assert os.path.getsize(tmp_path / "t.trace") < 100_000  # < 1 byte per access
 
 
-def _damaged(tmp_path: Path, edit) -> Path:  # type: ignore[no-untyped-def]
+def _damaged(tmp_path: Path, edit, records: np.ndarray | None = None  # type: ignore[no-untyped-def]
+             ) -> Path:
+    """A trace of ``records`` (100,000 random ones by default) as ``edit`` changes its bytes."""
     path = tmp_path / "t.trace"
-    write_trace(path, random_trace(100_000))
+    write_trace(path, random_trace(100_000) if records is None else records)
     data = bytearray(path.read_bytes())
     path.write_bytes(bytes(edit(data)))
     return path
@@ -213,12 +215,13 @@ def test_a_flipped_column_mode_fails_the_checksum(tmp_path: Path) -> None:
     in version 2."""
     records = random_trace(1000)
     records["addr"] = 0x10000 + np.arange(len(records)) * 8  # stored as deltas (mode 2)
-    path = tmp_path / "t.trace"
-    write_trace(path, records)
-    data = bytearray(path.read_bytes())
-    assert data[24 + 12] == 2
-    data[24 + 12] = 0
-    path.write_bytes(bytes(data))
+
+    def to_values(data: bytearray) -> bytearray:
+        assert data[24 + 12] == 2
+        data[24 + 12] = 0
+        return data
+
+    path = _damaged(tmp_path, to_values, records)
     with pytest.raises(TraceError) as info:
         read_trace(path)
     assert str(info.value) == f"{path}: corrupt: chunk 0 at byte 24 fails its checksum"
@@ -227,18 +230,20 @@ def test_a_flipped_column_mode_fails_the_checksum(tmp_path: Path) -> None:
 def test_version_2_files_are_still_read(tmp_path: Path) -> None:
     """Version 2: the chunk CRC is of the payload alone."""
     records = random_trace(1000)
-    path = tmp_path / "t.trace"
-    write_trace(path, records)
-    data = bytearray(path.read_bytes())
-    assert struct.unpack_from("<H", data, 8)[0] == 3
-    n, size, _, modes = struct.unpack_from("<IIIB", data, 24)
-    payload = zlib.decompress(bytes(data[40:40 + size]))
-    struct.pack_into("<H", data, 8, 2)
-    struct.pack_into("<I", data, 24 + 8, zlib.crc32(payload))
-    v2 = tmp_path / "v2.trace"
-    v2.write_bytes(bytes(data))
+    chunk: list[tuple[int, int]] = []
+
+    def to_version_2(data: bytearray) -> bytearray:
+        assert struct.unpack_from("<H", data, 8)[0] == 3
+        n, size, _, modes = struct.unpack_from("<IIIB", data, 24)
+        chunk.append((n, modes))
+        payload = zlib.decompress(bytes(data[40:40 + size]))
+        struct.pack_into("<H", data, 8, 2)
+        struct.pack_into("<I", data, 24 + 8, zlib.crc32(payload))
+        return data
+
+    v2 = _damaged(tmp_path, to_version_2, records)
     assert np.array_equal(read_trace(v2), records)
-    assert (n, modes & ~3) == (1000, 0)
+    assert [(n, modes & ~3) for n, modes in chunk] == [(1000, 0)]
 
 
 def test_version_1_files_are_still_read(tmp_path: Path) -> None:
