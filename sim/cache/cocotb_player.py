@@ -3,8 +3,9 @@
 Reads the job (``$HWLOOP_PLAYER_JOB``), then per chunk: writes ``trace_chunk.bin`` and
 ``pc_chunk.bin`` (big-endian words for ``$fread``), pulses
 ``load`` and ``run``, waits for ``done`` (the clock runs in the simulator meanwhile), pulses
-``dump`` and parses ``result_chunk.hex``. ``mode="direct"`` drives each access from Python.
-Writes ``rtl.npz`` with the per-access log and the counters.
+``dump``, parses ``result_chunk.hex`` and reads the counters (their totals past any wrap).
+``mode="direct"`` drives each access from Python. Writes ``rtl.npz`` with the per-access log
+and the counters.
 """
 
 from __future__ import annotations
@@ -50,6 +51,23 @@ def _parse_results(data: bytes, m: int) -> np.ndarray:
     return words
 
 
+class _Counters:
+    """Totals of the RTL's event counters, which wrap at ``2**bits``: read after every chunk
+    (fewer events than a counter's range), each step is added modulo the range, so the totals
+    are exact for a trace of any length."""
+
+    def __init__(self, names: tuple[str, ...], bits: int):
+        self.names, self.mask = names, (1 << bits) - 1
+        self.last = dict.fromkeys(names, 0)  # the counters are cleared by reset
+        self.total = dict.fromkeys(names, 0)
+
+    def read(self, dut) -> None:
+        for name in self.names:
+            value = int(getattr(dut, name).value)
+            self.total[name] += (value - self.last[name]) & self.mask
+            self.last[name] = value
+
+
 async def _pulse(dut, name: str) -> None:
     getattr(dut, name).value = 1
     await RisingEdge(dut.clk)
@@ -65,6 +83,8 @@ async def play(dut):
         pc, write, gap = data["pc"], data["write"], data["gap"]
     n = int(addr.size)
     chunk = int(job["chunk"])
+    counters = _Counters(COUNTERS + (PF_COUNTERS if job["prefetch"] else ()),
+                         int(job["counter_bits"]))
     for name in ("load", "run", "dump", "direct", "drv_valid", "drv_write"):
         getattr(dut, name).value = 0
     dut.drv_addr.value = 0
@@ -91,6 +111,8 @@ async def play(dut):
                 evict[done] = int(dut.resp_evict.value)
                 wb[done] = int(dut.resp_writeback.value)
                 done += 1
+                if done % chunk == 0:
+                    counters.read(dut)
             if issued < n and dut.drv_ready.value:
                 dut.drv_addr.value = int(addr[issued])
                 dut.drv_pc.value = int(pc[issued])
@@ -125,13 +147,12 @@ async def play(dut):
             hit[start:stop] = (words >> 8) & 1
             evict[start:stop] = (words >> 12) & 1
             wb[start:stop] = (words >> 16) & 1
+            counters.read(dut)
     # let ready prefetch fills drain (2 cycles each, at most 16 queued)
     await ClockCycles(dut.clk, 40)
-    counters = {name: int(getattr(dut, name).value) for name in COUNTERS}
-    if job["prefetch"]:
-        counters.update({name: int(getattr(dut, name).value) for name in PF_COUNTERS})
-    counters["cycles"] = cycles
+    counters.read(dut)
+    totals = {**counters.total, "cycles": cycles}
     tmp = Path(job["out"] + ".tmp.npz")
     np.savez(tmp, hit=hit, way=way, evict=evict, writeback=wb,
-             counters=np.array(json.dumps(counters)))
+             counters=np.array(json.dumps(totals)))
     os.replace(tmp, job["out"])

@@ -42,6 +42,17 @@ _MODEL_NAMES = {"pf_requests": "prefetch_requests", "pf_issued": "prefetch_issue
                 "pf_dropped": "prefetch_dropped"}
 
 
+def counter_bits() -> int:
+    """Width of the RTL's event counters (the cache's and the prefetcher's are the same)."""
+    from hwloop.hdl.cache import cache, prefetcher  # read when used: tests narrow them
+
+    if cache.COUNTER_BITS != prefetcher.COUNTER_BITS:
+        raise ParameterError(f"cache counters of {cache.COUNTER_BITS} bits and prefetcher "
+                             f"counters of {prefetcher.COUNTER_BITS} bits cannot be unwrapped "
+                             "alike")
+    return cache.COUNTER_BITS
+
+
 def addr_bytes(config: CacheConfig) -> int:
     return (config.addr_bits + 7) // 8
 
@@ -60,7 +71,8 @@ def harness_verilog(config: CacheConfig, *, way_bits: int, prefetch: bool,
     counters = ["hits", "misses", "evictions", "writebacks"]
     if prefetch:
         counters += list(PF_COUNTERS)
-    counter_ports = "".join(f"  output wire [31:0] {c},\n" for c in counters)
+    counter_ports = "".join(f"  output wire [{counter_bits() - 1}:0] {c},\n"
+                            for c in counters)
     counter_conns = "".join(f"    .{c}({c}),\n" for c in counters)
     return f"""// hwloop cache trace player (generated)
 `timescale 1ns/1ps
@@ -238,7 +250,8 @@ def _play(build: PlayerBuild, config: CacheConfig, trace: np.ndarray, work: Path
              write=(np.asarray(trace["write"]) != 0).astype(np.uint8), gap=gap)
     job = {"trace": str(work / "trace.npz"), "out": str(work / "rtl.npz"), "chunk": chunk,
            "mode": mode, "addr_bytes": addr_bytes(config), "addr_bits": config.addr_bits,
-           "prefetch": prefetch is not None, "timeout_s": timeout_s}
+           "prefetch": prefetch is not None, "timeout_s": timeout_s,
+           "counter_bits": counter_bits()}
     (work / "job.json").write_text(json.dumps(job))
     (work / "rtl.npz").unlink(missing_ok=True)
     log = work / "sim.log"

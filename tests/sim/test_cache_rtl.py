@@ -242,6 +242,26 @@ def test_rtl_prefetch_ready_times_survive_the_demand_clock_wrapping(tmp_path, mo
         assert model.prefetch_issued > 0 and model.evictions > 0
 
 
+@pytest.mark.parametrize("mode", ["player", "direct"])
+def test_rtl_counters_past_their_wrap_add_up_exactly(tmp_path, monkeypatch, mode):
+    """The RTL's event counters wrap at 2**32 (narrowed to 8 bits here): a trace with more hits
+    than that gave the model's count modulo 2**32 and failed the comparison. The player reads
+    them after every chunk, fewer accesses than a counter's range, and adds up the steps."""
+    import hwloop.hdl.cache.cache as cache
+    import hwloop.hdl.cache.prefetcher as prefetcher
+
+    monkeypatch.setattr(cache, "COUNTER_BITS", 8)
+    monkeypatch.setattr(prefetcher, "COUNTER_BITS", 8)
+    n = 3_000
+    trace = adversarial(n, seed=SEED, sets=16, line_bytes=16)
+    config = CacheConfig(sets=16, ways=4, line_bytes=16, addr_bits=32, policy="lru")
+    pf = PrefetcherConfig(kind="nextline", degree=2, latency=3, queue=4)
+    model = simulate(config, trace, prefetcher=pf)
+    rtl = run_player(config, trace, prefetch=pf, workdir=tmp_path, mode=mode, chunk=100)
+    assert model.hits > 256 and model.misses > 256 and model.prefetch_issued > 256
+    assert compare(model, rtl.result) is None, f"seed={SEED}"
+
+
 @pytest.mark.parametrize(("gap", "message"), [
     (np.zeros(99, np.uint8), "gaps must hold one value per access (100), not shape (99,)"),
     (np.full(100, 16), "gaps must be integers in 0..15 (idle cycles before an access)"),
