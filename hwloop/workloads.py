@@ -370,7 +370,9 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
     # MultiheadAttention runs out_proj functionally (its hook never fires): the attention's
     # own hook records it, so it is no leaf of its own and is never counted twice
     inner = {m.out_proj for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
-    kinds = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.MultiheadAttention)
+    recurrent = (nn.RNNBase, nn.RNNCellBase)  # RNN/LSTM/GRU and their cells
+    kinds = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+             nn.ConvTranspose3d, nn.Linear, nn.MultiheadAttention, *recurrent)
     leaves = [m for m in model.modules() if isinstance(m, kinds) and m not in inner]
     if input_shape is None:
         if not leaves:
@@ -383,7 +385,7 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
             input_shape = (1, first.embed_dim)
         elif isinstance(first, nn.Linear):
             input_shape = (1, first.in_features)
-        else:  # no size is usual for a sequence, nor for a transposed convolution's input
+        else:  # no size is usual for a sequence, a volume or a transposed convolution's input
             raise WorkloadError(
                 f"workload {spec!r}: its first layer is a {type(first).__name__}, which has no "
                 "default input size: give it an input_shape attribute")
@@ -403,14 +405,55 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
     def hook(mod: Any, inputs: tuple[Any, ...], output: Any) -> None:
         base = names.get(mod) or type(mod).__name__.lower()
         x = inputs[0]
-        if isinstance(mod, (nn.Conv1d, nn.Conv2d)):
+        if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             layers.append(_conv_layer(label(base), x, mod.weight.shape, mod.stride, mod.padding,
                                       mod.dilation, mod.groups, output.shape))
-        elif isinstance(mod, nn.ConvTranspose2d):
+        elif isinstance(mod, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
             layers.append(_transposed_layer(label(base), x, mod.weight.shape, mod.groups))
         else:
             layers.append(Layer(name=label(base), kind="gemm", m=tokens(x), n=mod.out_features,
                                 k=mod.in_features))
+
+    def recurrent_hook(mod: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                       output: Any) -> None:
+        # the GEMMs an RNN/LSTM/GRU runs, from its weights and input (their shapes are the
+        # GEMMs'): per layer and direction the input projection of all timesteps at once, then
+        # one recurrent projection (and LSTM proj_size projection) per timestep, `repeat` times
+        from torch.nn.utils.rnn import PackedSequence
+
+        base = names.get(mod) or type(mod).__name__.lower()
+        x = args[0] if args else kwargs["input"]
+        if isinstance(mod, nn.RNNCellBase):  # one timestep: (batch, features) or (features)
+            batch = int(x.shape[0]) if x.dim() == 2 else 1
+            for part in ("ih", "hh"):
+                weight = getattr(mod, f"weight_{part}")
+                layers.append(Layer(name=label(f"{base}.{part}"), kind="gemm", m=batch,
+                                    n=int(weight.shape[0]), k=int(weight.shape[1])))
+            return
+        if isinstance(x, PackedSequence):  # rows of all sequences; per step, those still running
+            rows = int(x.data.shape[0])
+            steps: dict[int, int] = {}
+            for size in x.batch_sizes.tolist():  # (on the CPU, even for meta data)
+                steps[int(size)] = steps.get(int(size), 0) + 1
+        else:
+            if x.dim() == 2:  # unbatched: (sequence, features)
+                length, batch = int(x.shape[0]), 1
+            else:
+                length, batch = (int(d) for d in x.shape[:2][::-1 if mod.batch_first else 1])
+            rows, steps = length * batch, {batch: length}
+        for number in range(mod.num_layers):
+            for suffix in ("", "_reverse")[:2 if mod.bidirectional else 1]:
+                parts = ("ih", "hh", "hr") if mod.proj_size else ("ih", "hh")
+                for part in parts:
+                    weight = getattr(mod, f"weight_{part}_l{number}{suffix}")
+                    n, k = int(weight.shape[0]), int(weight.shape[1])
+                    name = f"{base}.{part}_l{number}{suffix}"
+                    if part == "ih":
+                        layers.append(Layer(name=label(name), kind="gemm", m=rows, n=n, k=k))
+                        continue
+                    for size, count in steps.items():
+                        layers.append(Layer(name=label(name), kind="gemm", m=size, n=n, k=k,
+                                            repeat=count))
 
     def attention_hook(mod: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                        output: Any) -> None:
@@ -455,17 +498,36 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
     running = [name]  # the module whose code runs, innermost last: it names the product
     inside: list[Any] = [None]  # ... and the module itself: an nn.Linear's (nn.Conv2d's ...)
     # own hook counts the F.linear (F.conv2d ...) its forward calls, the mode does not (whole)
+    said = [0]  # layers recorded and calls warned about, so far
+    before: list[int] = []  # ... when each running module was entered
+    lost: set[Any] = set()  # modules warned about as recording nothing
 
     def enter(mod: Any, _inputs: Any) -> None:
         running.append(names.get(mod) or type(mod).__name__.lower())
         inside.append(mod)
+        before.append(said[0] + len(layers))
 
-    def leave(*_: Any) -> None:  # (a forward hook's result would replace the output)
-        running.pop()
+    def leave(mod: Any, *_: Any) -> None:  # (a forward hook's result would replace the output)
+        owner = running.pop()
         inside.pop()
+        if before.pop() == said[0] + len(layers) and mod not in lost:
+            unseen(mod, owner)
 
-    pre = [m.register_forward_pre_hook(enter) for m in model.modules()]
-    post = [m.register_forward_hook(leave) for m in model.modules()]
+    def unseen(mod: Any, owner: str) -> None:
+        # a module that ran with a matrix (or larger) of weights yet recorded nothing (nor did
+        # its children): the tracer does not know its calls (nn.Bilinear, a custom op), so its
+        # work would be lost silently. Embeddings look up rows (no MACs); norms' are vectors
+        if isinstance(mod, (nn.Embedding, nn.EmbeddingBag)):
+            return
+        for parameter, value in mod.named_parameters(recurse=False):
+            if value.dim() >= 2:
+                lost.add(mod)
+                size = "x".join(str(int(d)) for d in value.shape)
+                warnings.warn(f"workload {spec!r}: module {owner!r} ({type(mod).__name__}) "
+                              f"has a {size} parameter {parameter!r} but records no layer: its "
+                              "multiplications, if any, are not counted", TraceWarning,
+                              stacklevel=_model_line())
+                return
 
     def product(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
         owner = running[-1]
@@ -478,10 +540,10 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
                 layers.append(Layer(name=label(f"{owner}.linear"), kind="gemm", m=tokens(x),
                                     n=int(weight.shape[0]) if weight.dim() == 2 else 1,
                                     k=int(weight.shape[-1])))
-            elif func is F.conv_transpose2d:
-                layers.append(_transposed_layer(label(f"{owner}.conv_transpose2d"), x,
+            elif func in transposed:
+                layers.append(_transposed_layer(label(f"{owner}.{func.__name__}"), x,
                                                 weight.shape, given.get("groups", 1)))
-            else:  # F.conv1d, F.conv2d: recorded as their modules' hook records them
+            else:  # F.conv1d, conv2d, conv3d: recorded as their modules' hook records them
                 layers.append(_conv_layer(
                     label(f"{owner}.{func.__name__}"), x, weight.shape, given.get("stride", 1),
                     given.get("padding", 0), given.get("dilation", 1), given.get("groups", 1),
@@ -497,6 +559,7 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
             if isinstance(gemm, str):  # skipped, as other calls that are no GEMM are
                 message = (f"workload {spec!r}: {owner}.einsum {equation!r} is not traced "
                            f"({gemm}): its multiplications are not counted")
+                said[0] += 1  # (said: the module that calls it is not warned about too)
                 if message not in warned:
                     warned.add(message)
                     warnings.warn(message, TraceWarning, stacklevel=_model_line())
@@ -537,19 +600,31 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
     F = torch.nn.functional
     _ADDING = {torch.baddbmm, torch.Tensor.baddbmm, torch.addmm, torch.Tensor.addmm}
     # functionals whose module records them itself (in a forward hook)
-    whole = {F.linear: nn.Linear, F.conv1d: nn.Conv1d, F.conv2d: nn.Conv2d,
-             F.conv_transpose2d: nn.ConvTranspose2d}
+    whole = {F.linear: nn.Linear, F.conv1d: nn.Conv1d, F.conv2d: nn.Conv2d, F.conv3d: nn.Conv3d,
+             F.conv_transpose1d: nn.ConvTranspose1d, F.conv_transpose2d: nn.ConvTranspose2d,
+             F.conv_transpose3d: nn.ConvTranspose3d}
+    transposed = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
     conv_args = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-    whole_args = {F.linear: ("input", "weight", "bias"), F.conv1d: conv_args,
-                  F.conv2d: conv_args, F.conv_transpose2d: (
-                      "input", "weight", "bias", "stride", "padding", "output_padding", "groups",
-                      "dilation")}
+    transposed_args = ("input", "weight", "bias", "stride", "padding", "output_padding",
+                       "groups", "dilation")
+    whole_args = {F.linear: ("input", "weight", "bias")} | dict.fromkeys(
+        (F.conv1d, F.conv2d, F.conv3d), conv_args) | dict.fromkeys(transposed, transposed_args)
     products = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.mm,
                 torch.Tensor.mm, torch.bmm, torch.Tensor.bmm, F.scaled_dot_product_attention,
                 torch.einsum, *whole, *_ADDING}
-    handles = [leaf.register_forward_hook(attention_hook, with_kwargs=True)
-               if isinstance(leaf, nn.MultiheadAttention) else leaf.register_forward_hook(hook)
-               for leaf in leaves] + pre + post
+    special = {nn.MultiheadAttention: attention_hook, nn.RNNBase: recurrent_hook,
+               nn.RNNCellBase: recurrent_hook}
+
+    def register(leaf: Any) -> Any:
+        for kind, special_hook in special.items():
+            if isinstance(leaf, kind):
+                return leaf.register_forward_hook(special_hook, with_kwargs=True)
+        return leaf.register_forward_hook(hook)
+
+    # the layers' hooks first: they have recorded when leave() asks whether a module did
+    handles = [register(leaf) for leaf in leaves]
+    handles += [m.register_forward_pre_hook(enter) for m in model.modules()]
+    handles += [m.register_forward_hook(leave) for m in model.modules()]
     try:
         model.eval()
         with torch.no_grad(), Products():
@@ -561,9 +636,9 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
         for handle in handles:
             handle.remove()
     if not layers:
-        raise WorkloadError(f"workload {spec!r} runs no layer the tracer records (Conv1d, "
-                            "Conv2d, ConvTranspose2d, Linear, MultiheadAttention, or a product, "
-                            "convolution or einsum as a torch call)")
+        raise WorkloadError(f"workload {spec!r} runs no layer the tracer records (a "
+                            "convolution, Linear, MultiheadAttention, RNN/LSTM/GRU or their "
+                            "cell, or a product, convolution or einsum as a torch call)")
     return Workload(name, tuple(layers))
 
 
@@ -591,13 +666,21 @@ def _per_dim(value: Any, count: int) -> tuple[int, ...]:
 
 def _conv_layer(name: str, x: Any, weight_shape: Any, stride: Any, padding: Any, dilation: Any,
                 groups: int, output_shape: Any) -> Layer:
-    """The im2col GEMM of a 1-D or 2-D convolution (a module's or ``F.conv1d``/``conv2d``'s),
-    with SCALE-Sim's conv fields: the IFMAP as padded, ``stride`` None where one stride and no
-    dilation cannot say the output sizes, ``groups`` GEMMs of a group each (``repeat``). A 1-D
-    convolution is recorded as one of IFMAP height 1 and filter height 1: im2col lowers it to
-    the same GEMM (M = output positions x batch, N = filters, K = width x channels)."""
+    """The im2col GEMM of a 1-D, 2-D or 3-D convolution (a module's or ``F.conv*``'s),
+    ``groups`` GEMMs of a group each (``repeat``). A 1-D or 2-D one has SCALE-Sim's conv fields:
+    the IFMAP as padded, ``stride`` None where one stride and no dilation cannot say the output
+    sizes. A 1-D convolution is recorded as one of IFMAP height 1 and filter height 1: im2col
+    lowers it to the same GEMM (M = output positions x batch, N = filters, K = width x
+    channels). A 3-D one is a ``gemm`` layer (M = output voxels x batch, N = filters,
+    K = kd x kh x kw x channels): the conv form has no depth."""
     spatial = len(weight_shape) - 2
     kernel = [int(d) for d in weight_shape[2:]]
+    filters = int(weight_shape[0]) // groups
+    if spatial == 3:
+        batch = math.prod(int(d) for d in output_shape[:-4])  # an unbatched input: 1
+        return Layer(name=name, kind="gemm",
+                     m=batch * math.prod(int(d) for d in output_shape[-3:]), n=filters,
+                     k=math.prod(kernel) * int(weight_shape[1]), repeat=groups)
     strides, dilations = _per_dim(stride, spatial), _per_dim(dilation, spatial)
     size = [int(d) for d in x.shape[-spatial:]]
     channels = int(x.shape[-spatial - 1])
@@ -617,7 +700,6 @@ def _conv_layer(name: str, x: Any, weight_shape: Any, stride: Any, padding: Any,
     plain = (strides[0] == strides[1] and tuple(dilations) == (1, 1)
              and all((i - k) // strides[0] + 1 == o
                      for i, k, o in zip(ifmap, kernel, out, strict=True)))
-    filters = int(weight_shape[0]) // groups
     return Layer(name=name, kind="conv", m=batch * out[0] * out[1], n=filters,
                  k=kernel[0] * kernel[1] * (channels // groups), repeat=groups,
                  ifmap_h=ifmap[0], ifmap_w=ifmap[1], filter_h=kernel[0], filter_w=kernel[1],
@@ -626,15 +708,18 @@ def _conv_layer(name: str, x: Any, weight_shape: Any, stride: Any, padding: Any,
 
 
 def _transposed_layer(name: str, x: Any, weight_shape: Any, groups: int) -> Layer:
-    """A ConvTranspose2d as the GEMM that computes it before its col2im scatter: every input
-    pixel's channels times the weight, M = input pixels x batch, N = out channels x kh x kw,
-    K = in channels (of a group: ``repeat`` = groups). The scatter-add of the M x N products
-    into the output (stride, padding, dilation, output_padding) is not on the array; products
-    that padding crops away are counted, as the GEMM computes them."""
-    in_channels, filters, kh, kw = (int(d) for d in weight_shape)
-    batch = math.prod(int(d) for d in x.shape[:-3])  # an unbatched input: 1
-    return Layer(name=name, kind="gemm", m=batch * int(x.shape[-2]) * int(x.shape[-1]),
-                 n=filters * kh * kw, k=in_channels // groups, repeat=groups)
+    """A transposed convolution (1-D, 2-D or 3-D) as the GEMM that computes it before its
+    col2im scatter: every input position's channels times the weight, M = input positions x
+    batch, N = out channels x kernel taps, K = in channels (of a group: ``repeat`` = groups).
+    The scatter-add of the M x N products into the output (stride, padding, dilation,
+    output_padding) is not on the array; products that padding crops away are counted, as the
+    GEMM computes them."""
+    in_channels, filters, *kernel = (int(d) for d in weight_shape)
+    spatial = len(kernel)
+    batch = math.prod(int(d) for d in x.shape[:-spatial - 1])  # an unbatched input: 1
+    return Layer(name=name, kind="gemm",
+                 m=batch * math.prod(int(d) for d in x.shape[-spatial:]),
+                 n=filters * math.prod(kernel), k=in_channels // groups, repeat=groups)
 
 
 def _einsum_gemm(equation: str, operands: list[Any]) -> tuple[int, int, int, int] | str:

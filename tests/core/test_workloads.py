@@ -748,8 +748,9 @@ def test_a_model_without_layer_modules_is_traced_from_its_input_shape():
     with pytest.raises(WorkloadError) as info:
         trace_module(idle, name="idle", input_shape=(1, 3), spec="mod:Idle")
     assert str(info.value) == (
-        "workload 'mod:Idle' runs no layer the tracer records (Conv1d, Conv2d, ConvTranspose2d, "
-        "Linear, MultiheadAttention, or a product, convolution or einsum as a torch call)")
+        "workload 'mod:Idle' runs no layer the tracer records (a convolution, Linear, "
+        "MultiheadAttention, RNN/LSTM/GRU or their cell, or a product, convolution or einsum as "
+        "a torch call)")
 
 
 @pytest.mark.parametrize("first", ["Conv1d", "ConvTranspose2d"])
