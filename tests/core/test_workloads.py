@@ -753,10 +753,11 @@ def test_a_model_without_layer_modules_is_traced_from_its_input_shape():
         "a torch call)")
 
 
-@pytest.mark.parametrize("first", ["Conv1d", "ConvTranspose2d"])
-def test_a_conv1d_or_conv_transpose2d_first_needs_an_input_shape(first):
-    """224x224 is the usual image; a sequence's length or a transposed convolution's input
-    (often 1x1) has no usual size to default to."""
+@pytest.mark.parametrize("first", ["Conv1d", "ConvTranspose2d", "Conv3d", "ConvTranspose1d",
+                                   "ConvTranspose3d"])
+def test_a_first_convolution_other_than_conv2d_needs_an_input_shape(first):
+    """224x224 is the usual image; a sequence's length, a volume's depth or a transposed
+    convolution's input (often 1x1) has no usual size to default to."""
     import torch
     from torch import nn
 
@@ -766,3 +767,233 @@ def test_a_conv1d_or_conv_transpose2d_first_needs_an_input_shape(first):
         trace_module(model, name="x", spec="mod:X")
     assert str(info.value) == (f"workload 'mod:X': its first layer is a {first}, which has no "
                                "default input size: give it an input_shape attribute")
+
+
+# --- 3-D convolutions, 1-D and 3-D transposed convolutions ---------------------------------------
+
+GEMM = ("gemm", None, None, None, None, None, None, None)  # kind, then no conv fields
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize(("in_shape", "conv", "gemm"), [
+    # gemm: m, n, k, repeat
+    ((1, 3, 8, 16, 16), dict(out=8, kernel=3, padding=1), (8 * 16 * 16, 8, 27 * 3, 1)),
+    # depth (9 + 2 - 2 - 1) // 2 + 1 = 5, height (10 - 2 - 1) + 1 = 8 (dilated 2), width
+    # (11 + 4 - 4 - 1) // 3 + 1 = 4; a 3x2x5 kernel over 4 channels
+    ((2, 4, 9, 10, 11), dict(out=6, kernel=(3, 2, 5), stride=(2, 1, 3), padding=(1, 0, 2),
+                             dilation=(1, 2, 1)), (2 * 5 * 8 * 4, 6, 30 * 4, 1)),
+    ((1, 8, 4, 8, 8), dict(out=8, kernel=3, stride=2, padding=1, groups=8),  # depthwise
+     (2 * 4 * 4, 1, 27, 8)),
+    ((1, 8, 5, 5, 5), dict(out=12, kernel=1, groups=4), (125, 3, 2, 4)),  # 4 groups of 2 -> 3
+    ((3, 6, 6, 6), dict(out=4, kernel=3, padding="same"), (216, 4, 81, 1)),  # unbatched
+])
+def test_a_conv3d_is_its_im2col_gemm_as_module_or_torch_call(in_shape, conv, gemm):
+    """M = output voxels x batch, N = filters (of a group), K = kd x kh x kw x channels (of a
+    group), ``repeat`` = groups: a gemm layer, as SCALE-Sim's conv form has no depth."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F  # noqa: N812
+
+    args = {key: value for key, value in conv.items() if key not in ("out", "kernel")}
+    with torch.device("meta"):
+        module = nn.Conv3d(in_shape[-4], conv["out"], conv["kernel"], **args)
+    functional = functional_model(lambda x, w: F.conv3d(x, w, **args), module.weight.shape)
+    [by_module] = trace_module(nn.Sequential(module), name="m", input_shape=in_shape).layers
+    [by_call] = trace_module(functional, name="f", input_shape=in_shape).layers
+    assert (by_module.name, by_call.name) == ("0", "model.conv3d")
+    assert fields(by_call)[1:] == fields(by_module)[1:] == (*GEMM[:1], *gemm, *GEMM[1:])
+    output = F.conv3d(torch.empty(in_shape, device="meta"), module.weight, **args)
+    assert by_call.macs == conv_macs(output.shape, module.weight.shape)
+
+
+@pytest.mark.parametrize(("in_shape", "conv", "gemm", "macs"), [
+    # every input element times every weight of its group: x.numel() x (out / groups) x taps
+    ((2, 6, 10), dict(dims=1, out=4, kernel=5, stride=3, padding=2, output_padding=1,
+                      dilation=2), (20, 4 * 5, 6, 1), 120 * 20),
+    ((6, 10), dict(dims=1, out=4, kernel=3, groups=2), (10, 2 * 3, 3, 2), 60 * 6),  # unbatched
+    ((1, 4, 3, 5, 5), dict(dims=3, out=6, kernel=(2, 3, 3), stride=2, padding=1),
+     (75, 6 * 18, 4, 1), 300 * 108),
+    ((2, 8, 2, 4, 4), dict(dims=3, out=8, kernel=3, groups=8), (64, 27, 1, 8), 512 * 27),
+])
+def test_conv_transpose1d_and_3d_are_the_gemm_before_col2im(in_shape, conv, gemm, macs):
+    """As ConvTranspose2d: M = input positions x batch, N = out channels (of a group) x kernel
+    taps, K = in channels (of a group), ``repeat`` = groups; module and torch call alike."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F  # noqa: N812
+
+    dims = conv["dims"]
+    args = {key: value for key, value in conv.items() if key not in ("dims", "out", "kernel")}
+    with torch.device("meta"):
+        module = getattr(nn, f"ConvTranspose{dims}d")(in_shape[-dims - 1], conv["out"],
+                                                      conv["kernel"], **args)
+    call = getattr(F, f"conv_transpose{dims}d")
+    functional = functional_model(lambda x, w: call(x, w, **args), module.weight.shape)
+    [by_module] = trace_module(nn.Sequential(module), name="m", input_shape=in_shape).layers
+    [by_call] = trace_module(functional, name="f", input_shape=in_shape).layers
+    assert (by_module.name, by_call.name) == ("0", f"model.conv_transpose{dims}d")
+    assert fields(by_call)[1:] == fields(by_module)[1:] == (*GEMM[:1], *gemm, *GEMM[1:])
+    assert by_call.macs == macs
+
+
+def test_the_conv_transpose1d_gemm_computes_the_op_with_col2im():
+    """The ConvTranspose1d GEMM (input positions x in channels) @ (in channels x out channels
+    x taps), scattered by col2im (F.fold over one row), is the op's output."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F  # noqa: N812
+
+    torch.manual_seed(0)
+    conv = nn.ConvTranspose1d(3, 5, 4, stride=3, padding=2, dilation=2, output_padding=1,
+                              bias=False)
+    x = torch.randn(2, 3, 7)
+    model = nn.Sequential(conv)
+    [layer] = trace_module(model, name="t", input_shape=x.shape).layers
+    assert (layer.m, layer.n, layer.k, layer.repeat) == (14, 20, 3, 1)
+    a = x.permute(0, 2, 1).reshape(layer.m, layer.k)
+    b = conv.weight.reshape(layer.k, layer.n)
+    products = (a @ b).reshape(2, 7, layer.n).transpose(1, 2)
+    expected = conv(x)
+    scattered = F.fold(products, (1, expected.shape[-1]), (1, 4), dilation=(1, 2),
+                       padding=(0, 2), stride=(1, 3))
+    assert torch.allclose(scattered[:, :, 0], expected, atol=1e-5)
+
+
+def test_a_conv3d_has_no_conv_form_and_is_written_as_gemm(tmp_path):
+    from torch import nn
+
+    w = trace_module(nn.Sequential(nn.Conv3d(2, 4, 3)), name="v", input_shape=(1, 2, 5, 5, 5))
+    path = tmp_path / "v.csv"
+    with pytest.raises(WorkloadError, match=r"^layer '0' is not a convolution$"):
+        write_topology_csv(w, path, form="conv")
+    write_topology_csv(w, path, form="gemm")
+    assert [x.shape for x in load_workload(str(path)).layers] == [(27, 4, 54)]
+
+
+# --- modules with weights whose work is not recorded ------------------------------------------
+
+UNSEEN_NET = '''
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class Tensordot(nn.Module):
+    """A custom layer written with a torch call the tracer does not know."""
+
+    def __init__(self):
+        super().__init__()
+        self.kernel = nn.Parameter(torch.empty(6, 3))
+
+    def forward(self, x):
+        return torch.tensordot(x, self.kernel, dims=1)
+
+
+class Gated(nn.Module):
+    """Its own matrix is only added, but its child records: no warning for it."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias_table = nn.Parameter(torch.empty(4, 3))
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.fc(x) + self.bias_table
+
+
+class Skipped(nn.Module):
+    """Its einsum is warned about already: the module is not warned about too."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.empty(4, 3))
+
+    def forward(self, x):
+        return torch.einsum("bij,ij->bij", x, self.scale)
+
+
+class Net(nn.Module):
+    input_shape = (2, 4, 6)
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(10, 6)
+        self.bag = nn.EmbeddingBag(10, 6)
+        self.norm = nn.LayerNorm(6)
+        self.bn = nn.BatchNorm1d(4)
+        self.prelu = nn.PReLU(4)
+        self.bil = nn.Bilinear(6, 6, 3)
+        self.dot = Tensordot()
+        self.gated = Gated()
+        self.skipped = Skipped()
+        self.unused = nn.Bilinear(2, 2, 2)  # never called: nothing lost
+
+    def forward(self, x):
+        ids = torch.zeros(2, 4, dtype=torch.long, device=x.device)
+        x = self.norm(x) + self.embed(ids) + self.bag(ids)[:, None]
+        x = self.prelu(self.bn(x))
+        y = self.bil(x, x)
+        y = self.bil(x, x) + self.dot(x)  # twice: one warning
+        return self.skipped(self.gated(y))
+'''
+
+
+def test_a_module_with_weights_that_records_nothing_is_warned_about_once(tmp_path,
+                                                                            monkeypatch):
+    """nn.Bilinear or a custom layer the tracer does not know lost their MACs silently: a
+    module that runs with a matrix (or larger) parameter and records nothing, nor do its
+    children, is now named in a TraceWarning at the model's line that calls it. Embeddings,
+    norms and modules never called are not; nor is one whose einsum is warned about."""
+    import warnings
+
+    from hwloop.workloads import TraceWarning
+
+    path = tmp_path / "unseen_mod.py"
+    path.write_text(UNSEEN_NET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "unseen_mod", raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        w = load_workload("unseen_mod:Net")
+    sys.modules.pop("unseen_mod", None)
+    assert [(x.name, x.shape) for x in w.layers] == [("gated.fc", (8, 3, 3))]
+    assert all(warning.category is TraceWarning for warning in caught)
+    lines = UNSEEN_NET.splitlines()
+    assert [(warning.filename, lines[warning.lineno - 1].strip()) for warning in caught] == [
+        (str(path), "y = self.bil(x, x)"),
+        (str(path), "y = self.bil(x, x) + self.dot(x)  # twice: one warning"),
+        (str(path), 'return torch.einsum("bij,ij->bij", x, self.scale)'),
+    ]
+    assert [str(warning.message) for warning in caught] == [
+        "workload 'unseen_mod:Net': module 'bil' (Bilinear) has a 3x6x6 parameter 'weight' but "
+        "records no layer: its multiplications, if any, are not counted",
+        "workload 'unseen_mod:Net': module 'dot' (Tensordot) has a 6x3 parameter 'kernel' but "
+        "records no layer: its multiplications, if any, are not counted",
+        "workload 'unseen_mod:Net': skipped.einsum 'bij,ij->bij' is not traced (an elementwise "
+        "product, no index is contracted): its multiplications are not counted",
+    ]
+
+
+def test_models_whose_work_is_all_recorded_are_not_warned_about(tiny_module, tmp_path,
+                                                                monkeypatch):
+    import warnings
+
+    import torch
+    from torch import nn
+
+    from hwloop.workloads import TraceWarning
+
+    (tmp_path / "mixed_mod.py").write_text(MIXED_NET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "mixed_mod", raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TraceWarning)
+        for spec in ("TinyNet", "Encoder", "Cross", "Handmade", "make_mlp"):
+            load_workload(f"{tiny_module}:{spec}")
+        load_workload("mixed_mod:Mixed")
+        with torch.device("meta"):
+            model = nn.Sequential(nn.Conv3d(2, 4, 3), nn.ConvTranspose3d(4, 2, 2), nn.Flatten(2),
+                                  nn.ConvTranspose1d(2, 2, 3), nn.Flatten(1),
+                                  nn.Unflatten(1, (1, -1)), nn.GRU(2 * 66, 8))  # (1, 1, 132)
+        trace_module(model, name="v", input_shape=(1, 2, 5, 5, 5))
+    sys.modules.pop("mixed_mod", None)
