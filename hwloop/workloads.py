@@ -8,9 +8,10 @@ A workload comes from one of three places (:func:`load_workload`):
   (``Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, Num Filter,
   Strides,``) or GEMM layers (``Layer Name, M, N, K,``), told apart by the header;
 - ``module:attr`` naming a ``torch.nn.Module`` (a class, an instance or a factory) whose
-  ``Conv1d``/``Conv2d``/``ConvTranspose2d``/``Linear``/``MultiheadAttention`` layers, and the
-  products, convolutions and einsums its code writes as torch calls, are traced on the meta
-  device (no real weights; :func:`trace_module`).
+  convolutions (1-D to 3-D, transposed too), ``Linear``, ``MultiheadAttention`` and recurrent
+  (``RNN``/``LSTM``/``GRU`` and cells) layers, and the products, convolutions and einsums its
+  code writes as torch calls, are traced on the meta device (no real weights;
+  :func:`trace_module`).
 
 A convolution is lowered to a GEMM by im2col: M = output pixels (Ho x Wo x batch), N = filters,
 K = Fh x Fw x channels. Like SCALE-Sim, the CSV IFMAP dimensions are taken as already padded
@@ -309,8 +310,9 @@ def load_torch_module(spec: str) -> Workload:
     ``attr`` may be a ``torch.nn.Module`` subclass (built with no arguments), an instance, or a
     factory returning one. The input shape comes from an ``input_shape`` attribute (of the
     module, its class or the factory) or defaults to ``(1, C, 224, 224)`` for a Conv2d first
-    layer and ``(1, in_features)`` for a Linear first layer (a Conv1d or ConvTranspose2d first
-    layer has no default: the attribute is needed).
+    layer and ``(1, in_features)`` for a Linear first layer (any other first layer, a Conv1d,
+    Conv3d, transposed convolution or recurrent layer, has no default: the attribute is
+    needed).
     """
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
@@ -357,12 +359,26 @@ class TraceWarning(HwloopWarning):
 
 def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = None,
                  spec: str | None = None) -> Workload:
-    """The Conv1d/Conv2d/ConvTranspose2d/Linear layers ``model`` runs, in execution order, from a
-    meta-tensor forward, the projections and per-head products of its MultiheadAttention
-    layers, and the products and convolutions its own code writes as torch calls (``@``,
-    ``torch.matmul``/``bmm``/``mm``, ``baddbmm``, ``addmm``, ``F.linear``, scaled dot-product
-    attention, ``F.conv1d``/``conv2d``/``conv_transpose2d``, two-operand ``torch.einsum``).
-    An einsum that is no matrix product is skipped with a :class:`TraceWarning`."""
+    """The GEMM layers ``model`` runs, in execution order, from a meta-tensor forward.
+
+    Recorded are its Conv1d/2d/3d, ConvTranspose1d/2d/3d and Linear layers; the projections and
+    per-head products of its MultiheadAttention layers; per layer and direction of an
+    RNN/LSTM/GRU, the input projection of all timesteps as one GEMM (``NAME.ih_l0``, M =
+    steps x batch, N = gates x hidden, K = that layer's input size) and the recurrent one per
+    timestep (``NAME.hh_l0``, M = batch, K = hidden or proj_size, ``repeat`` = steps; a packed
+    sequence's steps by batch size), with an LSTM's proj_size projection per timestep
+    (``NAME.hr_l0``; the reverse direction's names end in ``_reverse``); an RNN/LSTM/GRU cell's
+    two GEMMs per call (``NAME.ih``, ``NAME.hh``); and the products and convolutions its own
+    code writes as torch calls (``@``, ``torch.matmul``/``bmm``/``mm``, ``baddbmm``,
+    ``addmm``, ``F.linear``, scaled dot-product attention, ``F.conv1d/2d/3d``,
+    ``F.conv_transpose1d/2d/3d``, two-operand ``torch.einsum``). 3-D and transposed
+    convolutions are ``gemm`` layers (SCALE-Sim's conv form cannot say them).
+
+    A :class:`TraceWarning` names what is not recorded: an einsum that is no matrix product,
+    and a module that runs with a parameter of two or more dimensions yet records no layer, nor
+    do its children (``nn.Bilinear``, a custom layer using a torch call not listed here), once
+    each; ``nn.Embedding``/``EmbeddingBag`` are not warned about (a lookup multiplies
+    nothing)."""
     import torch
     from torch import nn
 
