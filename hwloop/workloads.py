@@ -418,9 +418,9 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
     def tokens(x: Any) -> int:  # rows of the GEMM: every dimension but the features
         return max(math.prod(int(d) for d in x.shape[:-1]), 1)
 
-    def hook(mod: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    def hook(mod: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         base = names.get(mod) or type(mod).__name__.lower()
-        x = inputs[0]
+        x = args[0] if args else kwargs["input"]  # ``self.fc(input=x)`` is a call too
         if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             layers.append(_conv_layer(label(base), x, mod.weight.shape, mod.stride, mod.padding,
                                       mod.dilation, mod.groups, output.shape))
@@ -635,7 +635,7 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
         for kind, special_hook in special.items():
             if isinstance(leaf, kind):
                 return leaf.register_forward_hook(special_hook, with_kwargs=True)
-        return leaf.register_forward_hook(hook)
+        return leaf.register_forward_hook(hook, with_kwargs=True)
 
     # the layers' hooks first: they have recorded when leave() asks whether a module did
     handles = [register(leaf) for leaf in leaves]

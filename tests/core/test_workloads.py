@@ -997,3 +997,24 @@ def test_models_whose_work_is_all_recorded_are_not_warned_about(tiny_module, tmp
                                   nn.Unflatten(1, (1, -1)), nn.GRU(2 * 66, 8))  # (1, 1, 132)
         trace_module(model, name="v", input_shape=(1, 2, 5, 5, 5))
     sys.modules.pop("mixed_mod", None)
+
+
+def test_layer_modules_called_with_their_input_as_a_keyword_are_traced():
+    """``self.fc(input=x)`` is a valid call of a Linear or a convolution; the tracer's hook
+    read the positional input alone and failed the trace (IndexError)."""
+    import torch
+    from torch import nn
+
+    class Keywords(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.fc = nn.Linear(4 * 6 * 6, 10)
+
+        def forward(self, x):
+            return self.fc(input=torch.flatten(self.conv(input=x), 1))
+
+    with torch.device("meta"):
+        model = Keywords()
+    w = trace_module(model, name="kw", input_shape=(2, 3, 8, 8))
+    assert [(x.name, x.shape) for x in w.layers] == [("conv", (72, 4, 27)), ("fc", (2, 10, 144))]
