@@ -220,8 +220,8 @@ def run() -> str:
         "",
         *_where_the_time_goes(summary),
         "",
-        "Breakdown of the free-running time and what has been tried: docs/systolic-hw.md",
-        "(Co-simulation).",
+        "Breakdown of the free-running time: docs/systolic-hw.md (Co-simulation); what has",
+        "been tried: docs/systolic-history.md (Free-run speed).",
     ]
     return "\n".join(lines) + "\n"
 
