@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from hwloop.errors import InputError, ParameterError, ToolchainError, TraceError
+from hwloop.manifest import same_file
 from hwloop.traces import L1Filter, LackeyParser, TraceWriter, empty_trace
 
 # Where valgrind maps a position-independent executable on amd64 (valgrind's ELF loader).
@@ -190,6 +191,9 @@ def capture(program: str, args: list[str], output: str | Path, *, skip: str = "a
     anchor, skip_count = parse_skip(skip)
     valgrind = find_valgrind()
     path = resolve_program(program)
+    if same_file(output, path):  # the trace is renamed onto it: the program would be lost
+        raise InputError(f"{output}: is the program being traced; name another trace file "
+                         f"to write")
     start_pc = start_address(path, anchor)
     parser = LackeyParser(source=f"lackey output of {program}", start_pc=start_pc,
                           skip=skip_count, limit=None if l1 else max_accesses)

@@ -178,6 +178,23 @@ def test_cli_output_of_the_wrong_kind(touch: Path, tmp_path: Path,
     assert list((folder / "sort.trace").iterdir()) == []
 
 
+def test_cli_output_that_is_the_program_itself_is_refused(touch: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    """-o naming the program being traced (by its path, or by the name PATH finds) would
+    replace the program with its own trace: refused before it runs, the program intact."""
+    program = tmp_path / "touch"
+    shutil.copy(touch, program)
+    before = program.read_bytes()
+    argv = ["trace", "capture", "-o", str(program), "--max", "100", "--", str(program), "10",
+            str(tmp_path / "addr")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (f"hwloop: error: {program}: is the program being traced; "
+                                       f"name another trace file to write\n")
+    assert program.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["touch"]
+
+
 def test_cli_capture_with_options(touch: Path, tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "x.trace"
