@@ -129,7 +129,12 @@ def write_folder_atomically(out: Path, fill: Callable[[Path], None], *,
         if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
             raise InputError(f"output folder {str(out)!r} is the current folder or holds it: "
                              "name a folder for the output alone")
-        if any(resolved.iterdir()) and not is_earlier_output(resolved):
+        try:
+            empty = not any(resolved.iterdir())
+        except OSError as exc:  # a folder that cannot be listed (chmod 000)
+            raise InputError(f"output folder {str(out)!r}: cannot read it: "
+                             f"{exc.strerror or exc}") from None
+        if not empty and not is_earlier_output(resolved):
             raise InputError(f"output folder {str(out)!r} exists and is not {kind}: it would "
                              f"be replaced as a whole")
     try:

@@ -241,11 +241,11 @@ class ResultsDB:
         """``prices``: a hash of the area and energy tables the results are priced with (a DB
         made with it refuses other tables; one made before it was recorded takes any)."""
         path = Path(path)
+        check_folder_path(path, name=str(path), parents_only=True)
         if not path.exists() and not path.parent.exists():
             raise InputError(f"{path}: folder {path.parent} does not exist")
         if path.is_dir():
             raise InputError(f"{path}: is a folder, not a results database")
-        check_folder_path(path, name=str(path), parents_only=True)
         new = not path.exists() or path.stat().st_size == 0
         try:
             db = cls._connect(path)
@@ -310,6 +310,7 @@ class ResultsDB:
     @classmethod
     def open_existing(cls, path: str | Path) -> ResultsDB:
         path = Path(path)
+        check_folder_path(path, name=str(path), parents_only=True)
         if not path.exists():
             raise InputError(f"{path}: no such results database")
         if path.is_dir():

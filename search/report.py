@@ -45,6 +45,7 @@ def export_rows(db_path: str | Path, output: str | Path, *, fmt: str) -> int:
         raise InputError(f"--format must be csv or parquet, not {fmt!r}")
     if not output.parent.is_dir():
         raise InputError(f"-o {output}: folder {output.parent} does not exist")
+    check_folder_path(output, name=f"-o {output}", parents_only=True)  # unsearchable: EACCES
     if output.is_dir():
         raise InputError(f"-o {output}: is a folder, not a file name")
     if output.exists() and not output.is_file():  # a device, a pipe: renamed over, it is gone
@@ -254,7 +255,11 @@ def write_report(db_path: str | Path, out_dir: str | Path, *, top: int = 10) -> 
     objective = meta.get("objective") or "objective"
     check_folder_path(out_dir, name=f"-o {out_dir}")
     # checked before the plots are made; write_folder_atomically checks again as it replaces
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not is_report(out_dir):
+    try:
+        empty = not out_dir.is_dir() or not any(out_dir.iterdir())
+    except OSError as exc:  # a folder that cannot be listed (chmod 000)
+        raise InputError(f"-o {out_dir}: cannot read it: {exc.strerror or exc}") from None
+    if not empty and not is_report(out_dir):
         raise InputError(f"-o {out_dir}: exists and is not an earlier report (it would be "
                          f"replaced as a whole); name a new or empty folder")
 

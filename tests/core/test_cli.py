@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from hwloop.cli import main
@@ -90,3 +91,80 @@ def test_ctrl_c_while_the_commands_load_is_exit_130_without_a_traceback(monkeypa
         pytest.fail("KeyboardInterrupt escaped main()")
     assert code == 130
     assert capsys.readouterr().err == "hwloop: interrupted\n"
+
+
+@pytest.fixture
+def locked(tmp_path, monkeypatch):
+    """``tmp_path/locked``, a folder that acts as if it were ``chmod 000`` (even for root, who
+    passes permission checks): looking up a name in it or listing it fails with EACCES."""
+    import errno
+    import os
+
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    inside = str(folder) + os.sep
+
+    def refuse_inside(call):
+        def refused(path, *args, **kwargs):
+            if isinstance(path, str | os.PathLike) and \
+                    os.path.abspath(os.fspath(path)).startswith(inside):
+                raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+            return call(path, *args, **kwargs)
+        return refused
+
+    def refuse_listing(call):
+        def refused(path=".", *args, **kwargs):
+            if isinstance(path, str | os.PathLike) and \
+                    os.path.abspath(os.fspath(path)) == str(folder):
+                raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+            return call(path, *args, **kwargs)
+        return refused
+
+    monkeypatch.setattr(os, "stat", refuse_inside(os.stat))
+    monkeypatch.setattr(os, "lstat", refuse_inside(os.lstat))
+    monkeypatch.setattr(os, "listdir", refuse_listing(os.listdir))
+    monkeypatch.setattr(os, "scandir", refuse_listing(os.scandir))
+    return folder
+
+
+def test_paths_in_a_folder_that_cannot_be_searched_are_one_line_errors(locked, tmp_path,
+                                                                       monkeypatch, capsys):
+    """An output (or DB) path inside a folder without search permission (chmod 000) is a
+    one-line error naming the path, exit 2, nothing written; it was a PermissionError
+    traceback from the first exists()/is_dir() that looked at it."""
+    from pathlib import Path
+
+    from hwloop.traces import write_trace
+    from tests.core.cli_helpers import run_main
+
+    monkeypatch.chdir(tmp_path)
+    root = Path(__file__).resolve().parents[2]
+    trace = tmp_path / "t.trace"
+    write_trace(trace, np.zeros(3, dtype=[("pc", "<u8"), ("addr", "<u8"), ("write", "u1")]))
+    csv = tmp_path / "t.csv"
+    csv.write_text("0x1,0x2\n")
+    space = str(root / "constraints" / "tiny.toml")
+    cache = ["generate", "cache", "--sets", "4", "--ways", "2", "--line-bytes", "16"]
+    cases = [
+        ([*cache, "-o", "locked/c"], "locked/c"),
+        ([*cache, "-o", "locked"], "locked"),
+        (["trace", "export", str(trace), "--format", "csv", "-o", "locked/x.csv"],
+         "locked/x.csv"),
+        (["trace", "import", str(csv), "--format", "csv", "-o", "locked/x.trace"],
+         "locked/x.trace"),
+        (["sweep", "--space", space, "--budget", "1", "--db", "locked/x.db", "--quiet"],
+         "locked/x.db"),
+        (["sweep", "--space", space, "--budget", "1", "--db", "x.db", "--quiet",
+          "--log-dir", "locked/logs"], "locked/logs"),
+        (["best", "--db", "locked/x.db"], "locked/x.db"),
+        (["report", "--db", "locked/x.db", "-o", "rep"], "locked/x.db"),
+        (["db", "export", "--db", "locked/x.db", "-o", "x.csv"], "locked/x.db"),
+        (["regress", "--workdir", "locked/w", "--generator", "cache"], "locked/w"),
+        (["trace", "recipes", "sort", "-o", "locked/tr"], "locked/tr"),
+    ]
+    for argv, culprit in cases:
+        code, _, err = run_main(capsys, argv)
+        assert code == 2, (argv, err)
+        assert err.startswith("hwloop: error: ") and err.count("\n") == 1, (argv, err)
+        assert culprit in err and "Permission denied" in err, (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["locked", "t.csv", "t.trace"]
