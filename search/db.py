@@ -151,6 +151,17 @@ class Row:
         objective = row["objective"]
         if objective is not None and not isinstance(objective, int | float):
             raise InputError(f"{where}: objective is not a number: {objective!r}")
+        # the plain columns, as their schema types (SQLite stores what it is given)
+        for column, kinds, what, optional in (
+                ("method", str, "text", False), ("params_hash", str, "text", False),
+                ("fidelity", str, "text", False), ("status", str, "text", False),
+                ("infeasible_kind", str, "text", True), ("error", str, "text", True),
+                ("log_path", str, "text", True), ("wall_s", int | float, "a number", True),
+                ("finished_at", int | float, "a number", False),
+                ("seed", int, "an integer", False)):
+            value = row[column]
+            if not (isinstance(value, kinds) or (optional and value is None)):
+                raise InputError(f"{where}: {column} is not {what}: {value!r}")
         return cls(
             id=row["id"], method=row["method"], params=_json_object(row, "params", where),
             params_hash=row["params_hash"], fidelity=row["fidelity"], status=row["status"],

@@ -161,6 +161,11 @@ def _one_row_db(path):
     ("params", "[1]", "params is not a JSON object: '[1]'"),
     ("metrics", '{"edp": "x"}', "metrics.edp is not a number: 'x'"),
     ("result", "null", "result is not a JSON object: 'null'"),
+    # each went into db export's Parquet columns: a pyarrow traceback
+    ("finished_at", "yesterday", "finished_at is not a number: 'yesterday'"),
+    ("wall_s", "slow", "wall_s is not a number: 'slow'"),
+    ("seed", "s", "seed is not an integer: 's'"),
+    ("error", b"\x00\xff", "error is not text: b'\\x00\\xff'"),
 ])
 def test_a_damaged_row_is_a_one_line_error_naming_the_db_and_the_row(tmp_path, column, value,
                                                                        message):
