@@ -205,6 +205,28 @@ def _check_meta(path: Path, meta: Mapping[str, str]) -> None:
             raise InputError(f"{damaged}: its meta table has no {key}")
 
 
+#: Every table and its columns (what the reads and writes name): a DB missing one is damaged.
+_TABLES = {
+    "meta": ("key", "value"),
+    "sweeps": ("id", "method", "seed", "fidelity", "budget", "started_at", "options"),
+    "evaluations": ("id", *_COLUMNS),
+    "trials": ("sweep_id", "seq", "evaluation_id", "reused", "told_at"),
+}
+
+
+def _check_tables(path: Path, db: sqlite3.Connection) -> None:
+    """A DB whose tables all have their columns (else best, report, --resume fail on the first
+    read of a missing one)."""
+    damaged = f"{path}: damaged results database"
+    for table, columns in _TABLES.items():
+        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        if not have:
+            raise InputError(f"{damaged}: it has no table {table!r}")
+        for column in columns:
+            if column not in have:
+                raise InputError(f"{damaged}: table {table} has no column {column!r}")
+
+
 @dataclass(frozen=True)
 class Sweep:
     id: int
@@ -293,6 +315,7 @@ class ResultsDB:
         db.execute("ROLLBACK")
         try:
             _check_meta(path, meta)  # before any write: a sweep must not append to such a DB
+            _check_tables(path, db)
         except InputError:
             db.close()
             raise
@@ -329,6 +352,7 @@ class ResultsDB:
         db = cls._check_is_db(path)
         try:
             _check_meta(path, dict(db.execute("SELECT key, value FROM meta").fetchall()))
+            _check_tables(path, db)
         except InputError:
             db.close()
             raise
