@@ -423,8 +423,16 @@ class ResultsDB:
                          "(SELECT 1 FROM trials WHERE sweep_id = ?)", (sweep.id, sweep.id))
 
     def sweep_options(self, sweep: Sweep) -> dict[str, Any]:
-        row = self._db.execute("SELECT options FROM sweeps WHERE id = ?", (sweep.id,)).fetchone()
-        return json.loads(row[0]) if row is not None else {}
+        """The options a sweep was started with; damaged ones are a one-line InputError."""
+        row = self._db.execute("SELECT * FROM sweeps WHERE id = ?", (sweep.id,)).fetchone()
+        if row is None:
+            return {}
+        where = f"{self.path}: sweep {sweep.id}"
+        options = _json_object(row, "options", where)
+        warm_start = options.get("warm_start")
+        if warm_start is not None and not isinstance(warm_start, str):
+            raise InputError(f"{where}: options warm_start is not text: {warm_start!r}")
+        return options
 
     def sweeps(self) -> list[Sweep]:
         return [Sweep(r["id"], r["method"], r["seed"], r["fidelity"], r["budget"])

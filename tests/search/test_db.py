@@ -257,3 +257,22 @@ def test_a_folder_is_not_a_results_db(tmp_path):
     with pytest.raises(InputError) as info:
         _open(afile / "runs.db")
     assert str(info.value) == f"{afile / 'runs.db'}: {afile} is a file, not a folder"
+
+
+@pytest.mark.parametrize("options, message", [
+    ("notjson", "options is not JSON"),
+    ("[1]", "options is not a JSON object: '[1]'"),
+    ('{"warm_start": 5}', "options warm_start is not text: 5"),
+])
+def test_a_sweep_with_damaged_options_is_a_one_line_error(tmp_path, options, message):
+    """(--resume of a cbo or apollo sweep reads its options for the warm start it was started
+    with: a JSONDecodeError, AttributeError or TypeError traceback.)"""
+    path = _one_row_db(tmp_path / "runs.db")
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE sweeps SET options = ?", (options,))
+    raw.close()
+    with ResultsDB.open_existing(path) as db:
+        sweep = db.sweeps()[0]
+        with pytest.raises(InputError) as info:
+            db.sweep_options(sweep)
+    assert str(info.value) == f"{path}: sweep {sweep.id}: {message}"
