@@ -131,6 +131,8 @@ def parse_mapping(text: str | None) -> Any:
         key, value = key.strip(), value.strip()
         if not sep or not key:
             raise ParameterError(f"--mapping: expected key=value, not {item.strip()!r}")
+        if key in fields:
+            raise ParameterError(f"--mapping: {key} given twice")
         if key == "order":
             fields[key] = value
         else:

@@ -62,6 +62,8 @@ def _csv(tmp_path, name, rows):
     ("too_small", "no mapping of gemm m=64 n=256 k=784 fits the scratchpads"),
     ("bad_layer", "has no layer 'nope'"),
     ("bad_mapping", "--mapping: expected key=value, not 'x'"),
+    # the last tile_k silently won
+    ("duplicate_mapping_key", "--mapping: tile_k given twice"),
     ("fidelity", "argument --fidelity: invalid choice: 'fast'"),
     ("seed", "seed must be a non-negative integer, not -1"),
 ])
@@ -79,6 +81,8 @@ def test_sim_bad_inputs(tmp_path, capsys, case, fragment):
                       "--weight-kib", "1", "--acc-kib", "1"],
         "bad_layer": ["--workload", "tiny", "--layer", "nope"],
         "bad_mapping": ["--workload", "tiny", "--mapping", "x"],
+        "duplicate_mapping_key": ["--workload", "tiny", "--mapping",
+                                  "tile_m=2,tile_n=2,tile_k=2,tile_k=4"],
         "fidelity": ["--workload", "tiny", "--fidelity", "fast"],
         "seed": ["--workload", "tiny", "--seed", "-1"],
     }[case]
