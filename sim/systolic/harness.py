@@ -9,14 +9,29 @@ and C is written back with ``$writememh`` when ``dump`` is pulsed, so Python nev
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from hwloop.errors import ParameterError
 from hwloop.hdl.systolic.accelerator import COUNTERS
 from hwloop.hdl.systolic.params import SystolicParams
-from hwloop.sim.systolic.mapping import elem_bytes, out_field_bits
-from hwloop.sim.systolic.program import INSTRUCTION_BITS, rows_per_beat
+from hwloop.sim.systolic.mapping import (
+    Gemm,
+    Mapping,
+    check_mapping,
+    elem_bytes,
+    out_field_bits,
+    padded_dims,
+)
+from hwloop.sim.systolic.program import (
+    INSTRUCTION_BITS,
+    Program,
+    build_program,
+    encode,
+    rows_per_beat,
+)
 
 HARNESS_TOP = "hwloop_systolic_harness"
 INSTR_DEPTH = 1 << 16
@@ -242,8 +257,63 @@ def layout_b(params: SystolicParams, b: np.ndarray, padded: tuple[int, int, int]
     return full.reshape(pk, pn // C, C).transpose(1, 0, 2).reshape(-1, C)
 
 
+def layout_c(params: SystolicParams, c: np.ndarray, padded: tuple[int, int, int]) -> np.ndarray:
+    """C as the external-memory rows the accelerator writes (the inverse of ``unlayout_c``):
+    the columns that pad N to the array hold zeros, as the zero-padded B makes them."""
+    _, pn, _ = padded
+    m, n = c.shape
+    C = params.cols
+    full = np.zeros((m, pn), np.int64)
+    full[:, :n] = c
+    return full.reshape(m, pn // C, C).transpose(1, 0, 2).reshape(-1, C)
+
+
 def unlayout_c(params: SystolicParams, rows: np.ndarray, m: int, n: int,
                padded: tuple[int, int, int]) -> np.ndarray:
     _, pn, _ = padded
     C = params.cols
     return rows.reshape(pn // C, m, C).transpose(1, 0, 2).reshape(m, pn)[:, :n]
+
+
+@dataclass(frozen=True)
+class JobImages:
+    """What the accelerator needs to run one GEMM: its program and the ``$readmemh`` images of
+    the instruction memory and of external A and B (rows as ``program.layout`` says)."""
+
+    mapping: Mapping  # fitted to the GEMM
+    program: Program
+    instr_hex: str  # one INSTRUCTION_BITS-bit word a line
+    a_hex: str
+    b_hex: str
+
+
+def check_operands(params: SystolicParams, gemm: Gemm, a: np.ndarray, b: np.ndarray, *,
+                   what: str) -> None:
+    """``a`` (m x k) and ``b`` (k x n) hold signed ``in_bits`` integers; ``what`` names them in
+    the error."""
+    if a.shape != (gemm.m, gemm.k) or b.shape != (gemm.k, gemm.n):
+        raise ParameterError(
+            f"{what}: operands {a.shape} x {b.shape} do not match gemm "
+            f"m={gemm.m} n={gemm.n} k={gemm.k}")
+    lo, hi = -(1 << (params.in_bits - 1)), (1 << (params.in_bits - 1)) - 1
+    for name, operand in (("A", a), ("B", b)):
+        if operand.size and (int(operand.min()) < lo or int(operand.max()) > hi):
+            raise ParameterError(f"{what}: {name} has values outside the signed "
+                                 f"{params.in_bits}-bit range {lo}..{hi}")
+
+
+def job_images(params: SystolicParams, gemm: Gemm, mapping: Mapping, a: np.ndarray,
+               b: np.ndarray, *, out_shift: int, what: str) -> JobImages:
+    """The program and memory images of ``A @ B`` under ``mapping`` (fitted and checked here);
+    the co-simulation runs exactly these, and ``hwloop compile systolic`` writes them."""
+    check_operands(params, gemm, a, b, what=what)
+    fitted = mapping.fit_to(params, gemm)
+    check_mapping(params, gemm, fitted)
+    program = build_program(params, gemm, fitted, out_shift=out_shift)
+    padded = padded_dims(params, gemm)
+    width = -(-INSTRUCTION_BITS // 4)
+    return JobImages(
+        mapping=fitted, program=program,
+        instr_hex="".join(f"{encode(i):0{width}x}\n" for i in program.instructions),
+        a_hex=pack_rows(layout_a(params, a, padded), params.in_bits),
+        b_hex=pack_rows(layout_b(params, b, padded), params.in_bits))

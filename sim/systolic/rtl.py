@@ -26,17 +26,14 @@ from hwloop.sim.systolic.harness import (
     HARNESS_TOP,
     INSTR_DEPTH,
     harness_verilog,
-    layout_a,
-    layout_b,
+    job_images,
     memory_depths,
-    pack_rows,
     unlayout_c,
     unpack_rows,
 )
 from hwloop.sim.systolic.mapping import (
     Gemm,
     Mapping,
-    check_mapping,
     elem_bytes,
     out_bytes,
     out_field_bits,
@@ -44,10 +41,7 @@ from hwloop.sim.systolic.mapping import (
 )
 from hwloop.sim.systolic.model import GemmRun, model_gemm
 from hwloop.sim.systolic.program import (
-    INSTRUCTION_BITS,
-    build_program,
     cycles_per_beat,
-    encode,
 )
 from hwloop.sim.verilator import build_verilated, public_vlt, run_testbench
 from hwloop.toolchain import VERILATOR_LINT_FLAGS, tool_versions
@@ -132,18 +126,8 @@ class RtlSimulator:
     def _write_job(self, index: int, folder: Path, gemm: Gemm, mapping: Mapping,
                    a: np.ndarray, b: np.ndarray, out_shift: int) -> dict:
         p = self.params
-        if a.shape != (gemm.m, gemm.k) or b.shape != (gemm.k, gemm.n):
-            raise ParameterError(
-                f"job {index}: operands {a.shape} x {b.shape} do not match gemm "
-                f"m={gemm.m} n={gemm.n} k={gemm.k}")
-        lo, hi = -(1 << (p.in_bits - 1)), (1 << (p.in_bits - 1)) - 1
-        for name, operand in (("A", a), ("B", b)):
-            if operand.size and (int(operand.min()) < lo or int(operand.max()) > hi):
-                raise ParameterError(f"job {index}: {name} has values outside the signed "
-                                     f"{p.in_bits}-bit range {lo}..{hi}")
-        fitted = mapping.fit_to(p, gemm)
-        check_mapping(p, gemm, fitted)
-        program = build_program(p, gemm, fitted, out_shift=out_shift)
+        images = job_images(p, gemm, mapping, a, b, out_shift=out_shift, what=f"job {index}")
+        fitted, program = images.mapping, images.program
         depths = memory_depths(p)
         sizes = {"a": program.layout.a_rows, "b": program.layout.b_rows,
                  "c": program.layout.c_rows}
@@ -156,13 +140,10 @@ class RtlSimulator:
             raise ParameterError(
                 f"mapping {fitted.to_dict()} needs {len(program.instructions)} instructions, "
                 f"the harness holds {INSTR_DEPTH}: use larger tiles")
-        padded = padded_dims(p, gemm)
-        width = -(-INSTRUCTION_BITS // 4)
         paths = {key: folder / f"job{index}_{key}.hex" for key in ("instr", "a", "b", "c")}
-        paths["instr"].write_text("".join(f"{encode(i):0{width}x}\n"
-                                          for i in program.instructions))
-        paths["a"].write_text(pack_rows(layout_a(p, a, padded), p.in_bits))
-        paths["b"].write_text(pack_rows(layout_b(p, b, padded), p.in_bits))
+        paths["instr"].write_text(images.instr_hex)
+        paths["a"].write_text(images.a_hex)
+        paths["b"].write_text(images.b_hex)
         model = model_gemm(p, gemm, fitted)
         return {"instr": str(paths["instr"]), "a": str(paths["a"]), "b": str(paths["b"]),
                 "c": str(paths["c"]), "n_instr": len(program.instructions),

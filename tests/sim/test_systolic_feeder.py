@@ -14,6 +14,7 @@ import pytest
 
 from hwloop.hdl.systolic.accelerator import feeder_guard
 from hwloop.hdl.systolic.params import SystolicParams
+from hwloop.sim.systolic import harness as harness_module
 from hwloop.sim.systolic import model as model_module
 from hwloop.sim.systolic import program as program_module
 from hwloop.sim.systolic import rtl as rtl_module
@@ -384,7 +385,7 @@ def test_ws_preload_and_split_ends_rtl_equal_model(tmp_path, monkeypatch):
     _run_exact(WS, jobs, tmp_path / "default")  # split ends where faster, preloads
     # plain tile loops with all, only static, and no preload flags: the hardware pays the
     # prologues again exactly as the model says (REUSE: static preloads, DYN: when loaded)
-    original = rtl_module.build_program
+    original = harness_module.build_program
 
     def plain(variant: str):
         def build(params, gemm, mapping, out_shift=0):
@@ -399,7 +400,7 @@ def test_ws_preload_and_split_ends_rtl_equal_model(tmp_path, monkeypatch):
                                                                   rng=rng))]
     cycles = {}
     for variant in ("all", "static", "none"):
-        monkeypatch.setattr(rtl_module, "build_program", plain(variant))
+        monkeypatch.setattr(harness_module, "build_program", plain(variant))
         runs = rtl_module.RtlSimulator(WS, workdir=tmp_path / variant).run(pair)
         for (gemm, mapping, a, b), run in zip(pair, runs, strict=True):
             assert np.array_equal(run.c, gemm_golden(a, b, acc_bits=WS.acc_bits))

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from hwloop.hdl.systolic.params import SystolicParams
+from hwloop.sim.systolic import harness as harness_module
 from hwloop.sim.systolic import model as model_module
 from hwloop.sim.systolic import program as program_module
 from hwloop.sim.systolic import rtl as rtl_module
@@ -238,7 +239,7 @@ def test_split_ends_forced(variant, tmp_path, monkeypatch):
         aheads.append(sum(i.ahead for i in built.instructions))
         return built
 
-    monkeypatch.setattr(rtl_module, "build_program", build_split)
+    monkeypatch.setattr(harness_module, "build_program", build_split)
     jobs = []
     for outer in (1, 2, 3):
         for inner in (1, 2, 3):
