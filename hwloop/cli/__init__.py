@@ -3,6 +3,7 @@
 Each area owns one module that adds its commands to the shared parser:
 
 - ``hwloop.cli.systolic``  — ``generate systolic``, ``sim systolic``
+- ``hwloop.cli.compile``   — ``compile systolic`` (program and memory images of a GEMM)
 - ``hwloop.cli.cache``     — ``generate cache``, ``generate prefetcher``, ``sim cache``
 - ``hwloop.cli.trace``     — ``trace capture|import|export|info``
 - ``hwloop.cli.search``    — ``sweep``, ``db``, ``report``, ``best``
@@ -27,6 +28,7 @@ from hwloop.errors import HwloopError, HwloopWarning
 
 COMMAND_MODULES = (
     "hwloop.cli.systolic",
+    "hwloop.cli.compile",
     "hwloop.cli.cache",
     "hwloop.cli.trace",
     "hwloop.cli.search",

@@ -1,0 +1,180 @@
+"""``hwloop compile systolic``: the program and memory images that run one GEMM on the IP.
+
+``hwloop generate systolic`` gives the Verilog; its controller runs a whole tiled GEMM from an
+instruction memory, reading A and B from and writing C to external memory. This command writes
+what an integrator loads into those memories: the instruction words, and (given operands) the A
+and B images and the C the accelerator will write, all as ``$readmemh`` files, plus
+``program.json`` with the layouts, the mapping and the model's cycles and actions. They are the
+files the co-simulation runs (``hwloop.sim.systolic.harness.job_images``), byte for byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwloop.cli.systolic import _int, add_param_arguments, params_from_args, parse_mapping
+from hwloop.errors import InputError, ParameterError
+
+#: How each external memory's rows hold the matrices (``program.Layout``); field 0 is in a
+#: row's least significant bits, and padding elements are zero.
+LAYOUTS = {
+    ("a", "os"): "row mb*K + k holds A[mb*rows + i, k] in field i (m blocks of rows)",
+    ("a", "ws"): "row kb*M + m holds A[m, kb*rows + i] in field i (k blocks of rows)",
+    ("b", None): "row nb*Kp + k holds B[k, nb*cols + j] in field j (Kp: K padded for the "
+                 "array)",
+    ("c", None): "row nb*M + m holds C[m, nb*cols + j] in field j",
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    compile_ = sub.add_parser("compile", help="the program and memory images of a GEMM on a "
+                                              "generated design")
+    targets = compile_.add_subparsers(dest="target", metavar="DESIGN",
+                                      parser_class=type(compile_))
+    targets.required = True
+    parser = targets.add_parser(
+        "systolic", help="a GEMM on the systolic-array accelerator",
+        description="Write DIR/program.hex (instruction memory) and DIR/program.json (layouts, "
+                    "mapping, model cycles); with operands also DIR/a.hex, DIR/b.hex and the "
+                    "C the accelerator writes, DIR/c.hex. All $readmemh files, the ones the "
+                    "co-simulation runs.")
+    add_param_arguments(parser)
+    parser.add_argument("--gemm", metavar="MxNxK",
+                        help="C[M,N] = A[M,K] B[K,N] (default: the operands' shapes)")
+    parser.add_argument("--mapping", metavar="tile_m=..,tile_n=..,tile_k=..[,order=..]",
+                        help="tiles and loop order (fit to the GEMM); default: chosen by the "
+                             "model")
+    parser.add_argument("--out-shift", dest="out_shift", type=_int, metavar="S",
+                        help="requantization right shift (with --out-bits; default: chosen "
+                             "from in_bits, k and out_bits)")
+    operands = parser.add_argument_group("operands (optional: without them, the program only)")
+    operands.add_argument("--a", type=Path, metavar="A.npy", help="A, M x K signed integers")
+    operands.add_argument("--b", type=Path, metavar="B.npy", help="B, K x N signed integers")
+    operands.add_argument("--seed", type=_int, metavar="S",
+                          help="random full-range operands from this seed instead")
+    parser.add_argument("-o", "--output", required=True, type=Path, metavar="DIR",
+                        help="output folder (replaced as a whole; never left half-written)")
+    parser.set_defaults(func=run_compile)
+
+
+def parse_gemm(text: str) -> Any:
+    from hwloop.sim.systolic.mapping import Gemm
+
+    parts = text.lower().split("x")
+    try:
+        m, n, k = (int(part) for part in parts)
+    except ValueError:
+        raise ParameterError(f"--gemm: expected MxNxK (three integers), not {text!r}") from None
+    return Gemm(m=m, n=n, k=k)
+
+
+def load_operand(path: Path, flag: str) -> np.ndarray:
+    """A 2-D integer array from a ``.npy`` file (never unpickled)."""
+    try:
+        with open(path, "rb") as file:
+            magic = file.read(6)
+    except OSError as exc:
+        raise InputError(f"{flag}: cannot read {str(path)!r}: "
+                         f"{exc.strerror or exc}") from None
+    if magic[:2] == b"PK":
+        raise InputError(f"{flag}: {str(path)!r} is an .npz archive, not one .npy array")
+    if magic != b"\x93NUMPY":
+        raise InputError(f"{flag}: {str(path)!r} is not a .npy file")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise InputError(f"{flag}: {str(path)!r} holds Python objects: only numeric arrays "
+                             "are read (never unpickled)") from None
+        raise InputError(f"{flag}: {str(path)!r} is not a readable .npy array: "
+                         f"{str(exc).splitlines()[0]}") from None
+    if array.ndim != 2 or array.dtype.kind not in "iu":
+        raise InputError(f"{flag}: {str(path)!r} must hold a 2-D array of integers, not "
+                         f"{array.ndim}-D {array.dtype}")
+    return array.astype(np.int64)
+
+
+def run_compile(args: argparse.Namespace) -> int:
+    params = params_from_args(args)
+    from hwloop import __version__
+    from hwloop.manifest import write_folder_atomically
+    from hwloop.sim.systolic.golden import random_operands, resolve_out_shift, stored_golden
+    from hwloop.sim.systolic.harness import job_images, layout_c, pack_rows, row_bits
+    from hwloop.sim.systolic.mapping import Gemm, default_mapping, out_field_bits, padded_dims
+    from hwloop.sim.systolic.model import model_gemm
+    from hwloop.sim.systolic.program import INSTRUCTION_BITS
+
+    if (args.a is None) != (args.b is None):
+        raise ParameterError("--a and --b go together (A and B)")
+    if args.a is not None and args.seed is not None:
+        raise ParameterError("--seed draws random operands: give it or --a/--b, not both")
+    a = b = None
+    if args.a is not None:
+        a, b = load_operand(args.a, "--a"), load_operand(args.b, "--b")
+    if args.gemm is not None:
+        gemm = parse_gemm(args.gemm)
+    elif a is not None:
+        gemm = Gemm(m=a.shape[0], n=b.shape[1], k=a.shape[1])
+    else:
+        raise ParameterError("--gemm is needed without operands (--a/--b)")
+    if args.seed is not None:
+        a, b = random_operands(gemm, in_bits=params.in_bits,
+                               rng=np.random.default_rng(args.seed))
+    mapping = parse_mapping(args.mapping) or default_mapping(params, gemm)
+    shift = resolve_out_shift(params, gemm, args.out_shift)
+    given = a is not None
+    if not given:  # the program does not depend on the data
+        a = np.zeros((gemm.m, gemm.k), np.int64)
+        b = np.zeros((gemm.k, gemm.n), np.int64)
+    images = job_images(params, gemm, mapping, a, b, out_shift=shift, what="operands")
+    model = model_gemm(params, gemm, images.mapping)
+    layout = images.program.layout
+    bits = row_bits(params)
+    field_bits = {"a": params.in_bits, "b": params.in_bits, "c": out_field_bits(params)}
+    fields = {"a": params.rows, "b": params.cols, "c": params.cols}
+    rows = {"a": layout.a_rows, "b": layout.b_rows, "c": layout.c_rows}
+    memories: dict[str, Any] = {"instr": {
+        "file": "program.hex", "rows": len(images.program.instructions),
+        "row_bits": INSTRUCTION_BITS}}
+    for name in ("a", "b", "c"):
+        memories[name] = {
+            "file": f"{name}.hex" if given else None, "rows": rows[name],
+            "row_bits": bits[name], "fields": fields[name], "field_bits": field_bits[name],
+            "layout": LAYOUTS.get((name, params.dataflow)) or LAYOUTS[(name, None)]}
+    description = {
+        "design": params.name, "params": params.to_dict(),
+        "gemm": {"m": gemm.m, "n": gemm.n, "k": gemm.k},
+        "mapping": images.mapping.to_dict(), "out_shift": shift,
+        "n_instr": len(images.program.instructions),
+        "memories": memories,
+        "run": "load the memories, drive n_instr, pulse start for one cycle; done rises once "
+               "the last C row is written. Read requests are answered in order, one beat of "
+               "as many consecutive rows as fit in bus_bytes, mem_latency + 1 cycles later "
+               "(the timing the model and these cycles assume)",
+        "model": {"cycles": model.cycles, "actions": dict(model.actions)},
+        "hwloop_version": __version__,
+    }
+
+    def fill(folder: Path) -> None:
+        (folder / "program.hex").write_text(images.instr_hex)
+        if given:
+            (folder / "a.hex").write_text(images.a_hex)
+            (folder / "b.hex").write_text(images.b_hex)
+            c = stored_golden(a, b, params, shift=shift)
+            (folder / "c.hex").write_text(
+                pack_rows(layout_c(params, c, padded_dims(params, gemm)), field_bits["c"]))
+        (folder / "program.json").write_text(json.dumps(description, indent=2) + "\n")
+
+    write_folder_atomically(
+        args.output, fill, is_earlier_output=lambda f: (f / "program.json").is_file(),
+        kind="an hwloop compile output (no program.json)")
+    what = "program" + (", a.hex, b.hex, c.hex" if given else " only (no operands)")
+    print(f"wrote {args.output}: {len(images.program.instructions)} instructions for "
+          f"{gemm.m}x{gemm.n}x{gemm.k} on {params.name}, {what}; model: {model.cycles:,} "
+          "cycles")
+    return 0

@@ -1,0 +1,184 @@
+"""``hwloop compile systolic``: program and memory images of a GEMM for the generated IP."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hwloop.hdl.systolic.params import SystolicParams
+from hwloop.sim.systolic.golden import random_operands, stored_golden
+from hwloop.sim.systolic.harness import layout_a, layout_b, pack_rows, unlayout_c, unpack_rows
+from hwloop.sim.systolic.mapping import Gemm, Mapping, padded_dims
+from hwloop.sim.systolic.model import model_gemm
+from tests.core.cli_helpers import run_main
+
+SEED = int(os.environ.get("HWLOOP_SEED", "2468"))
+
+#: The designs of the RTL tests (tests/sim/test_systolic_rtl.py, test_systolic_requant.py):
+#: built there already in a test run
+OS = SystolicParams(rows=2, cols=3, dataflow="os", in_bits=8, acc_bits=32, ifmap_kib=4,
+                    weight_kib=4, acc_kib=4, mem_latency=3)
+WS5 = SystolicParams(rows=3, cols=2, dataflow="ws", in_bits=4, acc_bits=10, ifmap_kib=4,
+                     weight_kib=4, acc_kib=4, bus_bytes=2, mem_latency=5, out_bits=5)
+
+
+def _flags(params: SystolicParams) -> list[str]:
+    flags = []
+    for name, value in params.to_dict().items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            flags += [flag] if value else []
+        elif value is not None:
+            flags += [flag, str(value)]
+    return flags
+
+
+def _c_of(folder: Path, params: SystolicParams, gemm: Gemm) -> np.ndarray:
+    """The C matrix that ``c.hex`` holds, decoded as the co-simulation decodes its dump."""
+    description = json.loads((folder / "program.json").read_text())
+    c = description["memories"]["c"]
+    rows = unpack_rows(folder / "c.hex", c["rows"], c["fields"], c["field_bits"])
+    return unlayout_c(params, rows, gemm.m, gemm.n, padded_dims(params, gemm))
+
+
+@pytest.mark.parametrize("params", [OS, WS5], ids=["os", "ws-o5"])
+def test_the_images_are_the_layouts_and_c_is_what_the_design_writes(tmp_path, capsys, params):
+    gemm = Gemm(m=7, n=5, k=9)
+    a, b = random_operands(gemm, in_bits=params.in_bits, rng=np.random.default_rng(SEED))
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    out = tmp_path / "out"
+    code, stdout, err = run_main(capsys, ["compile", "systolic", *_flags(params), "--a",
+                                          str(tmp_path / "a.npy"), "--b",
+                                          str(tmp_path / "b.npy"), "-o", str(out)])
+    assert (code, err) == (0, ""), err
+    assert sorted(p.name for p in out.iterdir()) == ["a.hex", "b.hex", "c.hex", "program.hex",
+                                                      "program.json"]
+    description = json.loads((out / "program.json").read_text())
+    mapping = Mapping.from_dict(description["mapping"])
+    model = model_gemm(params, gemm, mapping)
+    shift = description["out_shift"]
+    assert description["gemm"] == {"m": 7, "n": 5, "k": 9}
+    assert description["model"] == {"cycles": model.cycles, "actions": model.actions}
+    assert description["n_instr"] == len((out / "program.hex").read_text().splitlines())
+    padded = padded_dims(params, gemm)
+    assert (out / "a.hex").read_text() == pack_rows(layout_a(params, a, padded), params.in_bits)
+    assert (out / "b.hex").read_text() == pack_rows(layout_b(params, b, padded), params.in_bits)
+    assert np.array_equal(_c_of(out, params, gemm), stored_golden(a, b, params, shift=shift))
+    memories = description["memories"]
+    assert memories["a"]["rows"] == len((out / "a.hex").read_text().splitlines())
+    assert memories["c"]["rows"] == len((out / "c.hex").read_text().splitlines())
+    assert f"{model.cycles:,} cycles" in stdout
+
+
+def test_without_operands_the_program_alone(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = run_main(capsys, ["compile", "systolic", "--rows", "4", "--cols", "4",
+                                     "--gemm", "64x64x64", "--mapping",
+                                     "tile_m=32,tile_n=32,tile_k=64", "-o", str(out)])
+    assert (code, err) == (0, "")
+    assert sorted(p.name for p in out.iterdir()) == ["program.hex", "program.json"]
+    description = json.loads((out / "program.json").read_text())
+    assert description["mapping"] == {"tile_m": 32, "tile_n": 32, "tile_k": 64, "order": "mnk"}
+    assert all(m["file"] is None for k, m in description["memories"].items() if k != "instr")
+    # the program does not depend on the data: random operands give the same words
+    again = tmp_path / "again"
+    run_main(capsys, ["compile", "systolic", "--rows", "4", "--cols", "4", "--gemm",
+                      "64x64x64", "--mapping", "tile_m=32,tile_n=32,tile_k=64", "--seed", "1",
+                      "-o", str(again)])
+    assert (again / "program.hex").read_text() == (out / "program.hex").read_text()
+
+
+def _pickled(path: Path) -> Path:
+    np.save(path, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    return path
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--gemm", "64x64"], "--gemm: expected MxNxK (three integers), not '64x64'"),
+    (["--gemm", "4x0x4"], None),  # Gemm's own message
+    ([], "--gemm is needed without operands (--a/--b)"),
+    (["--a", "{tmp}/A.npy"], "--a and --b go together (A and B)"),
+    (["--a", "{tmp}/A.npy", "--b", "{tmp}/B.npy", "--seed", "1"],
+     "--seed draws random operands: give it or --a/--b, not both"),
+    (["--a", "{tmp}/missing.npy", "--b", "{tmp}/B.npy"],
+     "--a: cannot read '{tmp}/missing.npy': No such file or directory"),
+    (["--a", "{tmp}/pickled.npy", "--b", "{tmp}/B.npy"],
+     "--a: '{tmp}/pickled.npy' holds Python objects: only numeric arrays are read (never "
+     "unpickled)"),
+    (["--a", "{tmp}/text.npy", "--b", "{tmp}/B.npy"], "--a: '{tmp}/text.npy' is not a .npy file"),
+    (["--a", "{tmp}/ab.npz", "--b", "{tmp}/B.npy"],
+     "--a: '{tmp}/ab.npz' is an .npz archive, not one .npy array"),
+    (["--a", "{tmp}/cut.npy", "--b", "{tmp}/B.npy"], None),
+    (["--a", "{tmp}/float.npy", "--b", "{tmp}/B.npy"],
+     "--a: '{tmp}/float.npy' must hold a 2-D array of integers, not 2-D float64"),
+    (["--a", "{tmp}/A.npy", "--b", "{tmp}/B.npy", "--gemm", "4x4x5"],
+     "operands: operands (4, 3) x (3, 2) do not match gemm m=4 n=4 k=5"),
+    (["--a", "{tmp}/big.npy", "--b", "{tmp}/B.npy"],
+     "operands: A has values outside the signed 8-bit range -128..127"),
+    (["--gemm", "8x8x8", "--mapping", "tile_m=3"], None),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):
+    np.save(tmp_path / "A.npy", np.ones((4, 3), np.int64))
+    np.save(tmp_path / "B.npy", np.ones((3, 2), np.int8))
+    np.save(tmp_path / "float.npy", np.ones((4, 3)))
+    np.save(tmp_path / "big.npy", np.full((4, 3), 300))
+    (tmp_path / "text.npy").write_text("not an array\n")
+    np.savez(tmp_path / "ab.npz", a=np.ones((4, 3), np.int64))
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "A.npy").read_bytes()[:100])
+    _pickled(tmp_path / "pickled.npy")
+    out = tmp_path / "out"
+    code, stdout, err = run_main(capsys, ["compile", "systolic", "--rows", "2", "--cols", "2",
+                                          *(a.format(tmp=tmp_path) for a in args),
+                                          "-o", str(out)])
+    assert code == 2 and stdout == ""
+    assert len(err.splitlines()) == 1 and err.startswith("hwloop: error: "), err
+    if message is not None:
+        assert err == f"hwloop: error: {message.format(tmp=tmp_path)}\n"
+    assert not out.exists()
+    assert not any(p.name.startswith(".out.") for p in tmp_path.iterdir())
+
+
+def test_pickle_is_never_loaded(tmp_path, capsys, monkeypatch):
+    """An object .npy would run code through pickle: refused before anything is unpickled."""
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("unpickled"))
+    monkeypatch.setattr(pickle, "load", lambda *a, **k: pytest.fail("unpickled"))
+    np.save(tmp_path / "B.npy", np.ones((3, 2), np.int8))
+    code, _, err = run_main(capsys, ["compile", "systolic", "--a",
+                                     str(_pickled(tmp_path / "p.npy")), "--b",
+                                     str(tmp_path / "B.npy"), "-o", str(tmp_path / "out")])
+    assert code == 2 and "holds Python objects" in err
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("params", [
+    pytest.param(OS, id="os", marks=pytest.mark.xdist_group("systolic_os_2x3")),
+    pytest.param(WS5, id="ws-o5", marks=pytest.mark.xdist_group("systolic_ws_3x2_o5")),
+])
+def test_the_files_are_what_the_co_simulation_runs_bit_exact(tmp_path, capsys, params):
+    """The exported images, byte for byte, are the job files of an RTL run of the same GEMM,
+    whose C (bit-exact against the golden model) is the exported c.hex."""
+    from hwloop.sim.systolic.rtl import RtlSimulator
+
+    gemm = Gemm(m=10, n=7, k=11)
+    out = tmp_path / "out"
+    code, _, err = run_main(capsys, ["compile", "systolic", *_flags(params), "--gemm",
+                                     "10x7x11", "--seed", str(SEED), "-o", str(out)])
+    assert (code, err) == (0, "")
+    print(f"HWLOOP_SEED={SEED} design={params.name}")
+    description = json.loads((out / "program.json").read_text())
+    a, b = random_operands(gemm, in_bits=params.in_bits, rng=np.random.default_rng(SEED))
+    work = tmp_path / "sim"
+    run = RtlSimulator(params, workdir=work).run(
+        [(gemm, Mapping.from_dict(description["mapping"]), a, b)],
+        out_shifts=[description["out_shift"]] if params.out_bits else None)[0]
+    for name in ("instr", "a", "b"):
+        exported = "program.hex" if name == "instr" else f"{name}.hex"
+        assert (work / f"job0_{name}.hex").read_text() == (out / exported).read_text(), name
+    assert np.array_equal(run.c, _c_of(out, params, gemm)), SEED
+    assert run.cycles == description["model"]["cycles"]
