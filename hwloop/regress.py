@@ -96,6 +96,13 @@ def _check_config(name: str, module: Any, config: dict[str, Any]) -> None:
             f"--config for {name}: missing {', '.join(missing)}"
             + (f"; not its keys: {', '.join(unknown)}" if unknown else "")
             + " (give a configuration as a failing run prints it)")
+    for key, value in config.items():  # a table where the generator reads one (config["params"])
+        drawn_values = [c[key] for c in drawn if c.get(key) is not None]
+        if drawn_values and all(isinstance(v, dict) for v in drawn_values) \
+                and not isinstance(value, dict) and not (value is None and len(drawn_values)
+                                                         < sum(key in c for c in drawn)):
+            raise ParameterError(f"--config for {name}: {key} must be a JSON object, "
+                                 f"not {value!r}")
     check = getattr(module, "check_config", None)
     if check is not None:  # values the generator rejects are bad input, not a failed run
         try:

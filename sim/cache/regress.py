@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from hwloop.errors import ParameterError
 from hwloop.hdl.cache.params import RTL_POLICIES, CacheConfig
 from hwloop.hdl.cache.prefetcher import PrefetcherConfig
-from hwloop.hdl.cache.table import make_table, save_table
+from hwloop.hdl.cache.table import check_geometry, make_table, save_table
 
 from .patterns import adversarial, gaps
 from .player import check
@@ -84,6 +85,35 @@ def cache_config(config: dict[str, Any], workdir: Path, seed: int) -> CacheConfi
                                                          geo["entries"])))
     keys = ("sets", "ways", "line_bytes", "addr_bits", "policy", "seed")
     return CacheConfig(**{k: config[k] for k in keys}, table=table)
+
+
+def check_geometry_of(config: dict[str, Any], kind: str, owner: str) -> None:
+    """``config["table_geometry"]`` for a table of ``kind`` needed by ``owner`` ("policy
+    'table'"): a ParameterError if it is missing or illegal."""
+    geo = config.get("table_geometry")
+    names = ("entries", "entry_bits", "history")
+    if not isinstance(geo, dict) or any(name not in geo for name in names):
+        raise ParameterError(f"{owner} needs table_geometry {{{', '.join(names)}}}")
+    problem = check_geometry(kind, *(geo[name] for name in names))
+    if problem:
+        raise ParameterError(f"table_geometry: {problem}")
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """Raise the generator's own error for a config it cannot run (a hand-written
+    ``--config``): bad cache parameters, access count or table geometry."""
+    accesses = config["accesses"]
+    if isinstance(accesses, bool) or not isinstance(accesses, int) or accesses < 1:
+        raise ParameterError(f"accesses must be a positive integer, not {accesses!r}")
+    if config["policy"] == "table":
+        check_geometry_of(config, "replacement", "policy 'table'")
+    keys = ("sets", "ways", "line_bytes", "addr_bits", "policy", "seed")
+    # the table file is made by the run: a stand-in name for the check
+    CacheConfig(**{k: config[k] for k in keys},
+                table="table.npz" if config["policy"] == "table" else None)
+    if config["policy"] not in RTL_POLICIES:
+        raise ParameterError(f"policy {config['policy']!r} (Belady) exists only in the model, "
+                             f"not in RTL")
 
 
 def run_case(config: dict[str, Any], prefetch: PrefetcherConfig | None, *, seed: int,

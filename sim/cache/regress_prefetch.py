@@ -7,11 +7,13 @@ from typing import Any
 
 import numpy as np
 
+from hwloop.errors import ParameterError
 from hwloop.hdl.cache.params import RTL_POLICIES
 from hwloop.hdl.cache.prefetcher import PREFETCHERS, PrefetcherConfig
 from hwloop.hdl.cache.table import make_table, save_table
 
-from .regress import ACCESSES, _cache_sample, run_case
+from .regress import ACCESSES, _cache_sample, check_geometry_of, run_case
+from .regress import check_config as check_cache_config
 
 COUNT = {"quick": 3, "full": 9}
 
@@ -33,6 +35,20 @@ def sample_configs(rng: np.random.Generator, level: str) -> list[dict[str, Any]]
                 "entry_bits": int(rng.choice([4, 6, 8])), "history": int(rng.integers(0, 4))}
         out.append(config)
     return out
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """Raise the generator's own error for a config it cannot run (a hand-written
+    ``--config``): bad cache or prefetcher parameters, or table geometry."""
+    check_cache_config(config)
+    spec = dict(config["prefetcher"])
+    spec.pop("table_geometry", None)
+    if "kind" not in spec:
+        raise ParameterError(f"prefetcher needs a kind ({', '.join(PREFETCHERS)})")
+    if spec["kind"] == "table":
+        check_geometry_of(config["prefetcher"], "prefetch", "prefetcher 'table'")
+        spec["table"] = "delta.npz"  # made by the run: a stand-in name for the check
+    PrefetcherConfig.from_dict(spec)
 
 
 def run_config(config: dict[str, Any], *, seed: int, waves: bool,

@@ -205,6 +205,47 @@ def test_a_config_the_generator_cannot_run_is_bad_input(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+_CACHE = {"sets": 64, "ways": 8, "line_bytes": 32, "addr_bits": 32, "policy": "lru",
+          "seed": 5, "accesses": 100, "gaps": True}
+_SYSTOLIC = {"params": {"rows": 2, "cols": 2}, "gemm": {"m": 2, "n": 2, "k": 2}, "mapping": None}
+
+
+@pytest.mark.parametrize("generator, edit, message", [
+    # a TypeError traceback
+    ("systolic", {"params": []}, "params must be a JSON object, not []"),
+    ("systolic", {"gemm": 3}, "gemm must be a JSON object, not 3"),
+    # each ran, failed, and the matrix exited 1 as if the generator were wrong
+    ("cache", {"sets": 3}, "sets must be a power of two, not 3"),
+    ("cache", {"sets": "x"}, "sets must be a power of two, not 'x'"),
+    ("cache", {"policy": "bogus"}, "unknown policy 'bogus' (have lru, plru, srrip, random, "
+                                   "table, opt)"),
+    ("cache", {"accesses": -5}, "accesses must be a positive integer, not -5"),
+    ("cache", {"policy": "table", "table_geometry": {"entries": 3, "entry_bits": 8,
+                                                     "history": 0}},
+     "table_geometry: entries must be a power of two in 1..65536, not 3"),
+    ("cache", {"policy": "table"}, "policy 'table' needs table_geometry {entries, entry_bits, "
+                                   "history}"),
+    ("prefetcher", {"prefetcher": {"kind": "bogus"}},
+     "unknown prefetcher 'bogus' (have nextline, stride, table)"),
+    ("prefetcher", {"prefetcher": {"kind": "nextline", "degree": 9}},
+     "degree must be an integer in 1..4, not 9"),
+    ("prefetcher", {"prefetcher": {"kind": "table"}},
+     "prefetcher 'table' needs table_geometry {entries, entry_bits, history}"),
+    ("prefetcher", {"prefetcher": "x"}, "prefetcher must be a JSON object, not 'x'"),
+    ("prefetcher", {"prefetcher": {}}, "prefetcher needs a kind (nextline, stride, table)"),
+])
+def test_a_config_of_the_wrong_shape_or_values_is_bad_input(tmp_path, capsys, generator, edit,
+                                                             message):
+    config = {**(_SYSTOLIC if generator == "systolic" else _CACHE), **edit}
+    if generator == "prefetcher":
+        config.setdefault("prefetcher", {"kind": "nextline"})
+    code = main(["regress", "--generator", generator, "--config", json.dumps(config),
+                 "--workdir", str(tmp_path / "runs")])
+    assert (code, capsys.readouterr().err) == (
+        2, f"hwloop: error: --config for {generator}: {message}\n")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_unimportable_generator_is_skipped_with_a_note(fake_generators, tmp_path, capsys):
     code = main(["regress", "--generator", "good", "--generator", "missing",
                  "--workdir", str(tmp_path)])
