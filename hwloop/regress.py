@@ -211,6 +211,12 @@ def run_regress(*, level: str = "quick", generators: list[str] | None = None, se
             cases.append((name, REGISTRY[name], index, cfg, case_seed))
     if not cases:
         return report
+    if root is not None:  # made here, after every check, rather than failing every config
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ParameterError(f"--workdir {workdir}: cannot create the folder: "
+                                 f"{exc.strerror or exc}") from None
     with concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(cases))) as pool:
         futures = {
             pool.submit(_run_case, module_name, cfg, case_seed, waves,

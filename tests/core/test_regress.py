@@ -142,6 +142,31 @@ def test_a_workdir_that_is_a_file_is_bad_input(fake_generators, tmp_path, capsys
                                        "a folder\n")
 
 
+def test_a_workdir_that_cannot_be_made_is_bad_input(fake_generators, tmp_path, monkeypatch,
+                                                    capsys):
+    """A --workdir in a folder the user cannot write in (chmod 555) failed every configuration
+    (the worker's mkdir), and the matrix exited 1 as if the generator were wrong."""
+    import errno
+    import os
+
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    real_mkdir = os.mkdir
+
+    def mkdir(path, *args, **kwargs):  # as chmod 555 does, even for root
+        if os.path.dirname(os.path.abspath(path)) == str(locked):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    code = main(["regress", "--generator", "good", "--jobs", "1",
+                 "--workdir", str(locked / "runs")])
+    out, err = capsys.readouterr()
+    assert (code, err) == (2, f"hwloop: error: --workdir {locked / 'runs'}: cannot create the "
+                              f"folder: Permission denied\n")
+    assert "passed" not in out
+
+
 @pytest.mark.parametrize("waves", [False, True])
 def test_without_workdir_only_failures_and_waves_keep_their_folders(
         fake_generators, tmp_path, monkeypatch, capsys, waves):
