@@ -256,8 +256,19 @@ class ResultsDB:
         db.execute("PRAGMA busy_timeout = 30000")
         return db
 
+    @staticmethod
+    def _check_readable(path: Path) -> None:
+        """SQLite says "unable to open database file" of a file it may not read: name why."""
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read the results database: "
+                             f"{exc.strerror or exc}") from None
+
     @classmethod
     def _check_is_db(cls, path: Path) -> sqlite3.Connection:
+        cls._check_readable(path)
         try:
             db = cls._connect(path)
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
@@ -280,6 +291,8 @@ class ResultsDB:
         if path.is_dir():
             raise InputError(f"{path}: is a folder, not a results database")
         new = not path.exists() or path.stat().st_size == 0
+        if path.exists():
+            cls._check_readable(path)
         try:
             db = cls._connect(path)
         except sqlite3.DatabaseError as exc:
