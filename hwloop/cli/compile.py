@@ -57,6 +57,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     operands.add_argument("--b", type=Path, metavar="B.npy", help="B, K x N signed integers")
     operands.add_argument("--seed", type=_int, metavar="S",
                           help="random full-range operands from this seed instead")
+    parser.add_argument("--testbench", action="store_true",
+                        help="also the design's Verilog and tb.v, a self-running testbench "
+                             "(memory model, clock, the GEMM) that writes the C it reads back "
+                             "to c_out.hex, for Verilator --binary --timing or Icarus")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="DIR",
                         help="output folder (replaced as a whole; never left half-written)")
     parser.set_defaults(func=run_compile)
@@ -113,6 +117,8 @@ def run_compile(args: argparse.Namespace) -> int:
         raise ParameterError("--a and --b go together (A and B)")
     if args.a is not None and args.seed is not None:
         raise ParameterError("--seed draws random operands: give it or --a/--b, not both")
+    if args.testbench and args.a is None and args.seed is None:
+        raise ParameterError("--testbench needs operands (--a/--b or --seed)")
     a = b = None
     if args.a is not None:
         a, b = load_operand(args.a, "--a"), load_operand(args.b, "--b")
@@ -159,6 +165,22 @@ def run_compile(args: argparse.Namespace) -> int:
         "model": {"cycles": model.cycles, "actions": dict(model.actions)},
         "hwloop_version": __version__,
     }
+    testbench = None
+    if args.testbench:
+        from hwloop.sim.systolic.harness import STANDALONE_TOP, standalone_testbench
+        from hwloop.sim.systolic.rtl import cached_verilog, settle_cycles
+
+        files = {"instr": "program.hex", "a": "a.hex", "b": "b.hex", "c": "c_out.hex"}
+        testbench = standalone_testbench(
+            params, n_instr=len(images.program.instructions), c_rows=layout.c_rows,
+            max_cycles=2 * model.cycles + 10_000, settle=settle_cycles(params), files=files)
+        verilog = cached_verilog(params)
+        sources = [f"{params.name}.v", "tb.v"]
+        description["testbench"] = {
+            "top": STANDALONE_TOP, "sources": sources, "writes": files["c"],
+            "verilator": f"verilator --binary --timing -Wno-fatal --top-module {STANDALONE_TOP} "
+                         f"{' '.join(sources)} && obj_dir/V{STANDALONE_TOP}",
+            "expect": f"c_out.hex equal to c.hex, {model.cycles} cycles"}
 
     def fill(folder: Path) -> None:
         (folder / "program.hex").write_text(images.instr_hex)
@@ -166,14 +188,23 @@ def run_compile(args: argparse.Namespace) -> int:
             (folder / "a.hex").write_text(images.a_hex)
             (folder / "b.hex").write_text(images.b_hex)
             c = stored_golden(a, b, params, shift=shift)
+            packed = pack_rows(layout_c(params, c, padded_dims(params, gemm)), field_bits["c"])
+            # as $writememh writes the accelerator's C: as many digits as the row has bits
+            # (pack_rows pads rows to whole bytes), so the two files compare equal
+            digits = -(-bits["c"] // 4)
             (folder / "c.hex").write_text(
-                pack_rows(layout_c(params, c, padded_dims(params, gemm)), field_bits["c"]))
+                "".join(f"{line[-digits:]}\n" for line in packed.splitlines()))
+        if testbench is not None:
+            (folder / f"{params.name}.v").write_text(verilog)
+            (folder / "tb.v").write_text(testbench)
         (folder / "program.json").write_text(json.dumps(description, indent=2) + "\n")
 
     write_folder_atomically(
         args.output, fill, is_earlier_output=lambda f: (f / "program.json").is_file(),
         kind="an hwloop compile output (no program.json)")
     what = "program" + (", a.hex, b.hex, c.hex" if given else " only (no operands)")
+    what += f", {params.name}.v and tb.v (program.json says how to run them)" \
+        if testbench is not None else ""
     print(f"wrote {args.output}: {len(images.program.instructions)} instructions for "
           f"{gemm.m}x{gemm.n}x{gemm.k} on {params.name}, {what}; model: {model.cycles:,} "
           "cycles")

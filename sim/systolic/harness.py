@@ -63,7 +63,9 @@ def memory_depths(params: SystolicParams) -> dict[str, int]:
     return depths
 
 
-def harness_verilog(params: SystolicParams) -> str:
+def harness_verilog(params: SystolicParams, *, files: dict[str, str] = FILES) -> str:
+    """The harness top; ``files``: the memory images it loads (``instr``, ``a``, ``b``) and the
+    C it dumps (``c``)."""
     bits = row_bits(params)
     depth = memory_depths(params)
     lat = params.mem_latency
@@ -140,11 +142,11 @@ module {HARNESS_TOP} (
     instr_q <= imem[instr_addr[{INSTR_DEPTH.bit_length() - 2}:0]];
     if (c_wr_valid) cmem[c_wr_addr[{(depth["c"] - 1).bit_length() - 1}:0]] <= c_wr_data;
     if (load) begin
-      $readmemh("{FILES["instr"]}", imem);
-      $readmemh("{FILES["a"]}", amem);
-      $readmemh("{FILES["b"]}", bmem);
+      $readmemh("{files["instr"]}", imem);
+      $readmemh("{files["a"]}", amem);
+      $readmemh("{files["b"]}", bmem);
     end
-    if (dump) $writememh("{FILES["c"]}", cmem, 0, c_rows - 1);
+    if (dump) $writememh("{files["c"]}", cmem, 0, c_rows - 1);
   end
 {pipe("a")}{pipe("b")}
   {params.name} accelerator (
@@ -317,3 +319,54 @@ def job_images(params: SystolicParams, gemm: Gemm, mapping: Mapping, a: np.ndarr
         instr_hex="".join(f"{encode(i):0{width}x}\n" for i in program.instructions),
         a_hex=pack_rows(layout_a(params, a, padded), params.in_bits),
         b_hex=pack_rows(layout_b(params, b, padded), params.in_bits))
+
+
+#: The standalone testbench's top module (``standalone_testbench``).
+STANDALONE_TOP = "hwloop_systolic_tb"
+
+
+def standalone_testbench(params: SystolicParams, *, n_instr: int, c_rows: int, max_cycles: int,
+                         settle: int, files: dict[str, str]) -> str:
+    """A self-running Verilog top for any simulator with timing (Verilator ``--binary
+    --timing``, Icarus): the harness with ``files``, a clock, reset, one GEMM (``n_instr``
+    instructions, ``c_rows`` rows of C), the C dump ``settle`` cycles after ``done``, and the
+    hardware's cycle count printed. Inputs change on falling edges, so no register samples
+    them in the cycle they change."""
+    return harness_verilog(params, files=files) + f"""
+module {STANDALONE_TOP};
+  reg clk = 1'b0;
+  always #5 clk = ~clk;
+  {HARNESS_TOP} harness (.clk(clk));
+  integer waited = 0;
+  initial begin
+    @(negedge clk);
+    harness.n_instr = 32'd{n_instr};
+    harness.c_rows = 32'd{c_rows};
+    @(negedge clk);
+    harness.rst = 1'b0;
+    harness.load = 1'b1;
+    @(negedge clk);
+    harness.load = 1'b0;
+    harness.start = 1'b1;
+    @(negedge clk);
+    harness.start = 1'b0;
+    @(negedge clk);
+    while (!harness.done && waited < {max_cycles}) begin
+      @(negedge clk);
+      waited = waited + 1;
+    end
+    if (!harness.done) begin
+      $display("hwloop tb: no done after %0d cycles", waited);
+      $fatal(1);
+    end
+    $display("hwloop tb: done, cycles %0d (the accelerator's counter)", harness.cnt_cycles);
+    repeat ({settle}) @(negedge clk);
+    harness.dump = 1'b1;
+    @(negedge clk);
+    harness.dump = 1'b0;
+    @(negedge clk);
+    $display("hwloop tb: C written to {files["c"]}");
+    $finish;
+  end
+endmodule
+"""

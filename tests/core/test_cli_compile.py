@@ -182,3 +182,37 @@ def test_the_files_are_what_the_co_simulation_runs_bit_exact(tmp_path, capsys, p
         assert (work / f"job0_{name}.hex").read_text() == (out / exported).read_text(), name
     assert np.array_equal(run.c, _c_of(out, params, gemm)), SEED
     assert run.cycles == description["model"]["cycles"]
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("params", [OS, WS5], ids=["os", "ws-o5"])
+def test_the_standalone_testbench_runs_the_ip_without_hwloop(tmp_path, capsys, params):
+    """--testbench: the design, its memory model and a self-running top, built with plain
+    Verilator (--binary --timing, the command program.json gives): it writes the C of c.hex and
+    counts the model's cycles."""
+    import subprocess
+
+    from hwloop.toolchain import verilator_env
+
+    out = tmp_path / "out"
+    code, _, err = run_main(capsys, ["compile", "systolic", *_flags(params), "--gemm",
+                                     "10x7x11", "--seed", str(SEED), "--testbench",
+                                     "-o", str(out)])
+    assert (code, err) == (0, "")
+    print(f"HWLOOP_SEED={SEED} design={params.name}")
+    bench = json.loads((out / "program.json").read_text())["testbench"]
+    build, run = bench["verilator"].split(" && ")
+    env = verilator_env()
+    subprocess.run(build.split(), cwd=out, env=env, check=True,
+                   capture_output=True)
+    done = subprocess.run([str(out / run)], cwd=out, env=env, check=True, capture_output=True,
+                          text=True)
+    cycles = json.loads((out / "program.json").read_text())["model"]["cycles"]
+    assert f"hwloop tb: done, cycles {cycles} " in done.stdout
+    assert (out / "c_out.hex").read_text() == (out / "c.hex").read_text()
+
+
+def test_the_testbench_needs_operands(tmp_path, capsys):
+    code, _, err = run_main(capsys, ["compile", "systolic", "--gemm", "8x8x8", "--testbench",
+                                     "-o", str(tmp_path / "out")])
+    assert (code, err) == (2, "hwloop: error: --testbench needs operands (--a/--b or --seed)\n")
