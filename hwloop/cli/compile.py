@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--testbench", action="store_true",
                         help="also the design's Verilog and tb.v, a self-running testbench "
                              "(memory model, clock, the GEMM) that writes the C it reads back "
-                             "to c_out.hex, for Verilator --binary --timing or Icarus")
+                             "to c_out.hex (tested with Verilator --binary --timing)")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="DIR",
                         help="output folder (replaced as a whole; never left half-written)")
     parser.set_defaults(func=run_compile)

@@ -327,8 +327,8 @@ STANDALONE_TOP = "hwloop_systolic_tb"
 
 def standalone_testbench(params: SystolicParams, *, n_instr: int, c_rows: int, max_cycles: int,
                          settle: int, files: dict[str, str]) -> str:
-    """A self-running Verilog top for any simulator with timing (Verilator ``--binary
-    --timing``, Icarus): the harness with ``files``, a clock, reset, one GEMM (``n_instr``
+    """A self-running Verilog top for a simulator with timing (tested with Verilator
+    ``--binary --timing``): the harness with ``files``, a clock, reset, one GEMM (``n_instr``
     instructions, ``c_rows`` rows of C), the C dump ``settle`` cycles after ``done``, and the
     hardware's cycle count printed. Inputs change on falling edges, so no register samples
     them in the cycle they change."""
