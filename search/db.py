@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,6 +229,14 @@ def _check_tables(path: Path, db: sqlite3.Connection) -> None:
                 raise InputError(f"{damaged}: table {table} has no column {column!r}")
 
 
+def _not_writable_or_not_a_db(path: Path, exc: sqlite3.DatabaseError) -> InputError:
+    """The error for a DB a sweep cannot open: one it may not write (its folder read-only:
+    SQLite cannot make the file, or its journal beside it), or not a DB at all."""
+    if "readonly" in str(exc) or "unable to open" in str(exc):
+        return InputError(f"{path}: cannot open the results database for writing ({exc})")
+    return InputError(f"{path}: not a hwloop results database ({exc})")
+
+
 @dataclass(frozen=True)
 class Sweep:
     id: int
@@ -250,8 +260,14 @@ class ResultsDB:
 
     # -- opening -------------------------------------------------------------------------
     @staticmethod
-    def _connect(path: Path) -> sqlite3.Connection:
-        db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+    def _connect(path: Path, *, immutable: bool = False) -> sqlite3.Connection:
+        """``immutable``: read the file as it is, without the WAL's ``-shm`` file beside it
+        (SQLite needs to write that file to read a WAL database, even read-only)."""
+        if immutable:
+            uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?immutable=1"
+            db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+        else:
+            db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA busy_timeout = 30000")
         return db
@@ -270,8 +286,18 @@ class ResultsDB:
     def _check_is_db(cls, path: Path) -> sqlite3.Connection:
         cls._check_readable(path)
         try:
-            db = cls._connect(path)
-            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+            try:
+                db = cls._connect(path)
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+            except sqlite3.OperationalError as exc:
+                # A DB in a folder this user cannot write in (another user's, read-only
+                # media): SQLite cannot make the -shm file it needs to read a WAL database.
+                # With no -wal file beside it no writer has it open: read it as it is.
+                if "readonly" not in str(exc) and "unable to open" not in str(exc) \
+                        or Path(f"{path}-wal").exists():
+                    raise
+                db = cls._connect(path, immutable=True)
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
         except sqlite3.DatabaseError as exc:
             raise InputError(f"{path}: not a hwloop results database ({exc})") from None
         if "meta" not in tables or "evaluations" not in tables:
@@ -296,7 +322,7 @@ class ResultsDB:
         try:
             db = cls._connect(path)
         except sqlite3.DatabaseError as exc:
-            raise InputError(f"{path}: not a hwloop results database ({exc})") from None
+            raise _not_writable_or_not_a_db(path, exc) from None
         try:
             if new:
                 cls._enable_wal(db)  # WAL cannot be switched on inside the schema's transaction
@@ -306,7 +332,7 @@ class ResultsDB:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
         except sqlite3.DatabaseError as exc:
             db.close()
-            raise InputError(f"{path}: not a hwloop results database ({exc})") from None
+            raise _not_writable_or_not_a_db(path, exc) from None
         if not tables:  # a new DB, or one whose creator died before its schema was committed
             for statement in _SCHEMA.split(";"):
                 if statement.strip():

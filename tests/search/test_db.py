@@ -297,3 +297,27 @@ def test_a_db_that_cannot_be_read_is_named_as_such(tmp_path, monkeypatch):
         with pytest.raises(InputError) as info:
             opening()
         assert str(info.value) == f"{path}: cannot read the results database: Permission denied"
+
+
+def test_a_db_in_a_folder_the_user_cannot_write_in_is_read(tmp_path, monkeypatch):
+    """best, report and db export of a DB in another user's folder (or on read-only media):
+    SQLite cannot make the -shm file it needs to read a WAL database there, and the DB was
+    refused as 'not a hwloop results database (attempt to write a readonly database)'."""
+    path = _one_row_db(tmp_path / "runs.db")
+    real_connect = ResultsDB._connect
+
+    def connect(db_path, *, immutable=False):  # what SQLite does in a chmod 555 folder
+        if not immutable:
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+        return real_connect(db_path, immutable=True)
+
+    monkeypatch.setattr(ResultsDB, "_connect", staticmethod(connect))
+    with ResultsDB.open_existing(path) as db:
+        assert [r.params for r in db.rows()] == [{"x": 1}, {"x": 2}]
+    with pytest.raises(InputError) as info:  # a sweep writes: refused, and said why
+        _open(path)
+    assert str(info.value) == (f"{path}: cannot open the results database for writing "
+                               f"(attempt to write a readonly database)")
+    (tmp_path / "runs.db-wal").write_bytes(b"")  # a writer may have it open: not read as is
+    with pytest.raises(InputError, match="attempt to write a readonly database"):
+        ResultsDB.open_existing(path)
