@@ -17,6 +17,8 @@ sets ``func``: a callable taking the parsed ``argparse.Namespace`` and returning
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
 import os
 import sys
@@ -126,3 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the interpreter's last flush of stdout would fail again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # a full disk, under stdout or a file being written (which is left untouched: every
+        # output is written aside and renamed into place)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"hwloop: error: {where}cannot write: {exc.strerror}", file=sys.stderr)
+        with contextlib.suppress(OSError, ValueError):  # the last flush of stdout would fail
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -168,3 +169,19 @@ def test_paths_in_a_folder_that_cannot_be_searched_are_one_line_errors(locked, t
         assert err.startswith("hwloop: error: ") and err.count("\n") == 1, (argv, err)
         assert culprit in err and "Permission denied" in err, (argv, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["locked", "t.csv", "t.trace"]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_a_full_disk_is_one_line_not_a_traceback(tmp_path):
+    """stdout on a full disk (here /dev/full) died with an OSError traceback."""
+    from hwloop.traces import write_trace
+
+    trace = tmp_path / "t.trace"
+    write_trace(trace, np.zeros(3, dtype=[("pc", "<u8"), ("addr", "<u8"), ("write", "u1")]))
+    for argv in (["trace", "info", str(trace), "--json"],
+                 ["trace", "export", str(trace), "--format", "csv", "-o", "-"]):
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run([sys.executable, "-m", "hwloop", *argv], stdout=full,
+                                  stderr=subprocess.PIPE, text=True)
+        assert (proc.returncode, proc.stderr) == (
+            1, "hwloop: error: cannot write: No space left on device\n"), argv
