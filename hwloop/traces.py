@@ -261,7 +261,10 @@ def write_trace(path: str | Path, records: np.ndarray | Iterable[np.ndarray]) ->
 # -- reading --------------------------------------------------------------------------------
 
 def _read_exact(handle: BinaryIO, size: int) -> bytes:
-    return handle.read(size)
+    try:
+        return handle.read(size)
+    except OSError as exc:  # a failing disk; a file that is no stream (/proc/self/mem: EIO)
+        raise TraceError(f"{handle.name}: cannot read: {exc.strerror or exc}") from None
 
 
 def read_header(path: str | Path) -> int:

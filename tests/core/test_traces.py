@@ -197,6 +197,18 @@ def test_not_a_trace(tmp_path: Path) -> None:
     assert str(info.value) == f"{tmp_path / 'nope.trace'}: no such trace file"
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/mem"), reason="no /proc/self/mem")
+def test_a_read_error_is_a_trace_error_naming_the_file() -> None:
+    """An I/O error while reading (a failing disk; /proc/self/mem, read at offset 0, gives
+    EIO) was an OSError traceback."""
+    from hwloop.traces import read_header
+
+    for read in (read_trace, read_header):
+        with pytest.raises(TraceError) as info:
+            read("/proc/self/mem")
+        assert str(info.value) == "/proc/self/mem: cannot read: Input/output error"
+
+
 def test_future_version_is_rejected(tmp_path: Path) -> None:
     def bump(data: bytearray) -> bytearray:
         data[8:10] = struct.pack("<H", 7)
