@@ -108,10 +108,24 @@ def run_compile(args: argparse.Namespace) -> int:
     from hwloop import __version__
     from hwloop.manifest import write_folder_atomically
     from hwloop.sim.systolic.golden import random_operands, resolve_out_shift, stored_golden
-    from hwloop.sim.systolic.harness import job_images, layout_c, pack_rows, row_bits
-    from hwloop.sim.systolic.mapping import Gemm, default_mapping, out_field_bits, padded_dims
+    from hwloop.sim.systolic.harness import (
+        INSTR_DEPTH,
+        job_images,
+        layout_c,
+        memory_depths,
+        pack_rows,
+        row_bits,
+    )
+    from hwloop.sim.systolic.mapping import (
+        Gemm,
+        check_mapping,
+        default_mapping,
+        out_field_bits,
+        padded_dims,
+    )
     from hwloop.sim.systolic.model import model_gemm
     from hwloop.sim.systolic.program import INSTRUCTION_BITS
+    from hwloop.sim.systolic.program import layout as memory_layout
 
     if (args.a is None) != (args.b is None):
         raise ParameterError("--a and --b go together (A and B)")
@@ -128,6 +142,15 @@ def run_compile(args: argparse.Namespace) -> int:
         gemm = Gemm(m=a.shape[0], n=b.shape[1], k=a.shape[1])
     else:
         raise ParameterError("--gemm is needed without operands (--a/--b)")
+    if args.testbench:  # before any operand is drawn or laid out
+        needed = memory_layout(params, gemm)
+        depths = memory_depths(params)
+        for name, rows_needed in (("a", needed.a_rows), ("b", needed.b_rows),
+                                  ("c", needed.c_rows)):
+            if rows_needed > depths[name]:
+                raise ParameterError(
+                    f"gemm m={gemm.m} n={gemm.n} k={gemm.k} needs {rows_needed} rows of "
+                    f"external {name.upper()} memory, the testbench's holds {depths[name]}")
     if args.seed is not None:
         a, b = random_operands(gemm, in_bits=params.in_bits,
                                rng=np.random.default_rng(args.seed))
@@ -137,7 +160,23 @@ def run_compile(args: argparse.Namespace) -> int:
     if not given:  # the program does not depend on the data
         a = np.zeros((gemm.m, gemm.k), np.int64)
         b = np.zeros((gemm.k, gemm.n), np.int64)
-    images = job_images(params, gemm, mapping, a, b, out_shift=shift, what="operands")
+    fitted = mapping.fit_to(params, gemm)
+    check_mapping(params, gemm, fitted)
+    # one instruction per tile step and two more (a few more with split ends): refused before
+    # a program of millions of instructions is built
+    pm, pn, pk = padded_dims(params, gemm)
+    m_extent = pm if params.dataflow == "os" else gemm.m
+    steps = (-(-m_extent // fitted.tile_m) * -(-pn // fitted.tile_n)
+             * -(-pk // fitted.tile_k))
+    images = None
+    if steps + 2 <= INSTR_DEPTH:
+        images = job_images(params, gemm, fitted, a, b, out_shift=shift, what="operands")
+    if images is None or len(images.program.instructions) > INSTR_DEPTH:
+        count = steps + 2 if images is None else len(images.program.instructions)
+        raise ParameterError(
+            f"mapping {fitted.to_dict()} needs {'at least ' if images is None else ''}{count} "
+            f"instructions, more than {INSTR_DEPTH} (the testbench's instruction memory): use "
+            "larger tiles")
     model = model_gemm(params, gemm, images.mapping)
     layout = images.program.layout
     bits = row_bits(params)

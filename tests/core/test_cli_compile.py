@@ -122,6 +122,12 @@ def _pickled(path: Path) -> Path:
     (["--a", "{tmp}/big.npy", "--b", "{tmp}/B.npy"],
      "operands: A has values outside the signed 8-bit range -128..127"),
     (["--gemm", "8x8x8", "--mapping", "tile_m=3"], None),
+    (["--gemm", "1024x1024x2", "--mapping", "tile_m=2,tile_n=2,tile_k=2"],
+     "mapping {{'tile_m': 2, 'tile_n': 2, 'tile_k': 2, 'order': 'mnk'}} needs at least "
+     "262146 instructions, more than 65536 (the testbench's instruction memory): use larger tiles"),
+    (["--gemm", "8192x2x8192", "--seed", "1", "--testbench"],
+     "gemm m=8192 n=2 k=8192 needs 33554432 rows of external A memory, the testbench's holds "
+     "4194304"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):
     np.save(tmp_path / "A.npy", np.ones((4, 3), np.int64))
