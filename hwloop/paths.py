@@ -30,6 +30,8 @@ def cache_dir() -> Path:
     path = Path(root) if root else Path(platformdirs.user_cache_dir("hwloop"))
     try:
         path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):  # an existing folder: mkdir said nothing
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
     except OSError as exc:
         where = f"HWLOOP_CACHE={root}" if root else f"the cache folder {path}"
         reason = "it is not a folder" if isinstance(exc, FileExistsError) \

@@ -86,7 +86,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         TimeElapsedColumn,
     )
 
-    from hwloop.paths import check_folder_path
+    from hwloop.paths import cache_dir, check_folder_path
     from hwloop.search.space import load_space
     from hwloop.search.sweep import check_options, run_sweep
 
@@ -99,6 +99,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise InputError(f"--scheduler {args.scheduler}: not a Dask address "
                          f"(like tcp://127.0.0.1:8786)")
     space = load_space(args.space)
+    if args.scheduler is None:  # the local workers' cache: refused before the DB is made
+        cache_dir()
     if args.log_dir is not None:
         check_folder_path(args.log_dir, name=f"--log-dir {args.log_dir}")
         try:

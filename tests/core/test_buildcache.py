@@ -2,6 +2,7 @@ import multiprocessing
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -123,6 +124,35 @@ def test_cache_root_that_is_a_file_is_named(tmp_path, monkeypatch):
         cache_dir()
     assert str(info.value) == (f"HWLOOP_CACHE={afile}: cannot use it as hwloop's cache (it is "
                                "not a folder); set HWLOOP_CACHE to a writable folder")
+
+
+def test_cache_root_that_cannot_be_written_is_named(tmp_path, monkeypatch):
+    """An existing HWLOOP_CACHE the user may not write in (chmod 555): its mkdir passed, and
+    the first cache file died with a PermissionError traceback (sim systolic), or failed
+    every evaluation of a sweep."""
+    import os
+
+    from hwloop.errors import InputError
+    from hwloop.paths import cache_dir
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if str(path) == str(folder)
+                        else real_access(path, mode, **kw))  # as chmod 555 does, even for root
+    monkeypatch.setenv("HWLOOP_CACHE", str(folder))
+    with pytest.raises(InputError) as info:
+        cache_dir()
+    assert str(info.value) == (f"HWLOOP_CACHE={folder}: cannot use it as hwloop's cache "
+                               "(Permission denied); set HWLOOP_CACHE to a writable folder")
+    # a sweep refuses it before it makes its DB (which was left behind, empty)
+    from hwloop.cli import main
+
+    space = Path(__file__).resolve().parents[2] / "constraints" / "tiny.toml"
+    db = tmp_path / "runs.db"
+    assert main(["sweep", "--space", str(space), "--budget", "1", "--db", str(db),
+                 "--quiet", "--workers", "1"]) == 2
+    assert not db.exists()
 
 
 @pytest.mark.parametrize("make", ["mkstemp", "mkdtemp"])
