@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import time
@@ -153,6 +154,8 @@ class Row:
         objective = row["objective"]
         if objective is not None and not isinstance(objective, int | float):
             raise InputError(f"{where}: objective is not a number: {objective!r}")
+        if objective is not None and not math.isfinite(objective):
+            raise InputError(f"{where}: objective is not a finite number: {objective!r}")
         # the plain columns, as their schema types (SQLite stores what it is given)
         for column, kinds, what, optional in (
                 ("method", str, "text", False), ("params_hash", str, "text", False),

@@ -165,6 +165,8 @@ def _one_row_db(path):
     ("finished_at", "yesterday", "finished_at is not a number: 'yesterday'"),
     ("wall_s", "slow", "wall_s is not a number: 'slow'"),
     ("seed", "s", "seed is not an integer: 's'"),
+    # best --json printed it as Infinity: not JSON (a failed row's metrics may be infinite)
+    ("objective", float("inf"), "objective is not a finite number: inf"),
     ("error", b"\x00\xff", "error is not text: b'\\x00\\xff'"),
 ])
 def test_a_damaged_row_is_a_one_line_error_naming_the_db_and_the_row(tmp_path, column, value,
