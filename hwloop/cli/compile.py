@@ -100,6 +100,8 @@ def load_operand(path: Path, flag: str) -> np.ndarray:
     if array.ndim != 2 or array.dtype.kind not in "iu":
         raise InputError(f"{flag}: {str(path)!r} must hold a 2-D array of integers, not "
                          f"{array.ndim}-D {array.dtype}")
+    if array.dtype.kind == "u":  # uint64 past the int64 range would wrap into range
+        array = np.minimum(array, np.iinfo(np.int64).max)
     return array.astype(np.int64)
 
 
@@ -133,6 +135,8 @@ def run_compile(args: argparse.Namespace) -> int:
         raise ParameterError("--seed draws random operands: give it or --a/--b, not both")
     if args.testbench and args.a is None and args.seed is None:
         raise ParameterError("--testbench needs operands (--a/--b or --seed)")
+    if args.seed is not None and args.seed < 0:
+        raise ParameterError(f"--seed must be a non-negative integer, not {args.seed}")
     a = b = None
     if args.a is not None:
         a, b = load_operand(args.a, "--a"), load_operand(args.b, "--b")
@@ -151,15 +155,9 @@ def run_compile(args: argparse.Namespace) -> int:
                 raise ParameterError(
                     f"gemm m={gemm.m} n={gemm.n} k={gemm.k} needs {rows_needed} rows of "
                     f"external {name.upper()} memory, the testbench's holds {depths[name]}")
-    if args.seed is not None:
-        a, b = random_operands(gemm, in_bits=params.in_bits,
-                               rng=np.random.default_rng(args.seed))
     mapping = parse_mapping(args.mapping) or default_mapping(params, gemm)
     shift = resolve_out_shift(params, gemm, args.out_shift)
-    given = a is not None
-    if not given:  # the program does not depend on the data
-        a = np.zeros((gemm.m, gemm.k), np.int64)
-        b = np.zeros((gemm.k, gemm.n), np.int64)
+    given = a is not None or args.seed is not None  # else the program alone: no data
     fitted = mapping.fit_to(params, gemm)
     check_mapping(params, gemm, fitted)
     # one instruction per tile step and two more (a few more with split ends): refused before
@@ -168,9 +166,24 @@ def run_compile(args: argparse.Namespace) -> int:
     m_extent = pm if params.dataflow == "os" else gemm.m
     steps = (-(-m_extent // fitted.tile_m) * -(-pn // fitted.tile_n)
              * -(-pk // fitted.tile_k))
-    images = None
+    images = c_hex = None
     if steps + 2 <= INSTR_DEPTH:
-        images = job_images(params, gemm, fitted, a, b, out_shift=shift, what="operands")
+        try:
+            if args.seed is not None:
+                a, b = random_operands(gemm, in_bits=params.in_bits,
+                                       rng=np.random.default_rng(args.seed))
+            images = job_images(params, gemm, fitted, a, b, out_shift=shift, what="operands")
+            if given:
+                c = stored_golden(a, b, params, shift=shift)
+                packed = pack_rows(layout_c(params, c, padded_dims(params, gemm)),
+                                   out_field_bits(params))
+                # as $writememh writes the accelerator's C: as many digits as the row has
+                # bits (pack_rows pads rows to whole bytes), so the two files compare equal
+                digits = -(-row_bits(params)["c"] // 4)
+                c_hex = "".join(f"{line[-digits:]}\n" for line in packed.splitlines())
+        except MemoryError:
+            raise ParameterError(f"gemm m={gemm.m} n={gemm.n} k={gemm.k}: its operands and "
+                                 "memory images do not fit in this machine's memory") from None
     if images is None or len(images.program.instructions) > INSTR_DEPTH:
         count = steps + 2 if images is None else len(images.program.instructions)
         raise ParameterError(
@@ -226,13 +239,7 @@ def run_compile(args: argparse.Namespace) -> int:
         if given:
             (folder / "a.hex").write_text(images.a_hex)
             (folder / "b.hex").write_text(images.b_hex)
-            c = stored_golden(a, b, params, shift=shift)
-            packed = pack_rows(layout_c(params, c, padded_dims(params, gemm)), field_bits["c"])
-            # as $writememh writes the accelerator's C: as many digits as the row has bits
-            # (pack_rows pads rows to whole bytes), so the two files compare equal
-            digits = -(-bits["c"] // 4)
-            (folder / "c.hex").write_text(
-                "".join(f"{line[-digits:]}\n" for line in packed.splitlines()))
+            (folder / "c.hex").write_text(c_hex)
         if testbench is not None:
             (folder / f"{params.name}.v").write_text(verilog)
             (folder / "tb.v").write_text(testbench)

@@ -285,8 +285,8 @@ class JobImages:
     mapping: Mapping  # fitted to the GEMM
     program: Program
     instr_hex: str  # one INSTRUCTION_BITS-bit word a line
-    a_hex: str
-    b_hex: str
+    a_hex: str | None  # None: the program alone
+    b_hex: str | None
 
 
 def check_operands(params: SystolicParams, gemm: Gemm, a: np.ndarray, b: np.ndarray, *,
@@ -304,11 +304,13 @@ def check_operands(params: SystolicParams, gemm: Gemm, a: np.ndarray, b: np.ndar
                                  f"{params.in_bits}-bit range {lo}..{hi}")
 
 
-def job_images(params: SystolicParams, gemm: Gemm, mapping: Mapping, a: np.ndarray,
-               b: np.ndarray, *, out_shift: int, what: str) -> JobImages:
+def job_images(params: SystolicParams, gemm: Gemm, mapping: Mapping, a: np.ndarray | None,
+               b: np.ndarray | None, *, out_shift: int, what: str) -> JobImages:
     """The program and memory images of ``A @ B`` under ``mapping`` (fitted and checked here);
-    the co-simulation runs exactly these, and ``hwloop compile systolic`` writes them."""
-    check_operands(params, gemm, a, b, what=what)
+    the co-simulation runs exactly these, and ``hwloop compile systolic`` writes them. ``a``
+    and ``b`` None: the program alone (it does not depend on the data)."""
+    if a is not None or b is not None:
+        check_operands(params, gemm, a, b, what=what)
     fitted = mapping.fit_to(params, gemm)
     check_mapping(params, gemm, fitted)
     program = build_program(params, gemm, fitted, out_shift=out_shift)
@@ -317,8 +319,8 @@ def job_images(params: SystolicParams, gemm: Gemm, mapping: Mapping, a: np.ndarr
     return JobImages(
         mapping=fitted, program=program,
         instr_hex="".join(f"{encode(i):0{width}x}\n" for i in program.instructions),
-        a_hex=pack_rows(layout_a(params, a, padded), params.in_bits),
-        b_hex=pack_rows(layout_b(params, b, padded), params.in_bits))
+        a_hex=None if a is None else pack_rows(layout_a(params, a, padded), params.in_bits),
+        b_hex=None if b is None else pack_rows(layout_b(params, b, padded), params.in_bits))
 
 
 #: The standalone testbench's top module (``standalone_testbench``).

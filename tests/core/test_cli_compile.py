@@ -125,6 +125,10 @@ def _pickled(path: Path) -> Path:
     (["--gemm", "1024x1024x2", "--mapping", "tile_m=2,tile_n=2,tile_k=2"],
      "mapping {{'tile_m': 2, 'tile_n': 2, 'tile_k': 2, 'order': 'mnk'}} needs at least "
      "262146 instructions, more than 65536 (the testbench's instruction memory): use larger tiles"),
+    (["--gemm", "4x4x4", "--seed", "-1"], "--seed must be a non-negative integer, not -1"),
+    # uint64 values past the int64 range are out of range too (they wrapped to in-range ones)
+    (["--a", "{tmp}/u64.npy", "--b", "{tmp}/B.npy"],
+     "operands: A has values outside the signed 8-bit range -128..127"),
     (["--gemm", "8192x2x8192", "--seed", "1", "--testbench"],
      "gemm m=8192 n=2 k=8192 needs 33554432 rows of external A memory, the testbench's holds "
      "4194304"),
@@ -134,6 +138,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args,
     np.save(tmp_path / "B.npy", np.ones((3, 2), np.int8))
     np.save(tmp_path / "float.npy", np.ones((4, 3)))
     np.save(tmp_path / "big.npy", np.full((4, 3), 300))
+    np.save(tmp_path / "u64.npy", np.full((4, 3), 2**64 - 1, np.uint64))
     (tmp_path / "text.npy").write_text("not an array\n")
     np.savez(tmp_path / "ab.npz", a=np.ones((4, 3), np.int64))
     (tmp_path / "cut.npy").write_bytes((tmp_path / "A.npy").read_bytes()[:100])
@@ -222,3 +227,33 @@ def test_the_testbench_needs_operands(tmp_path, capsys):
     code, _, err = run_main(capsys, ["compile", "systolic", "--gemm", "8x8x8", "--testbench",
                                      "-o", str(tmp_path / "out")])
     assert (code, err) == (2, "hwloop: error: --testbench needs operands (--a/--b or --seed)\n")
+
+
+#: A GEMM whose operands take 160 GB (as int64), in 16,046 instructions
+BIG = ["compile", "systolic", "--rows", "64", "--cols", "64", "--ifmap-kib", "65536",
+       "--weight-kib", "65536", "--acc-kib", "65536", "--gemm", "100000x100000x100000",
+       "--mapping", "tile_m=2560,tile_n=2560,tile_k=10000"]
+
+
+def test_the_program_alone_never_holds_operands(tmp_path, capsys):
+    """Without operands nothing the size of A or B is made: a GEMM whose operands would take
+    160 GB gives its program (it was a MemoryError traceback, after zero operands were made)."""
+    out = tmp_path / "out"
+    code, stdout, err = run_main(capsys, [*BIG, "-o", str(out)])
+    assert (code, err) == (0, ""), err
+    assert sorted(p.name for p in out.iterdir()) == ["program.hex", "program.json"]
+
+
+def test_operands_that_do_not_fit_in_memory_are_one_line(tmp_path, capsys, monkeypatch):
+    import hwloop.sim.systolic.golden as golden
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 74.5 GiB for an array with shape (100000, 100000)")
+
+    monkeypatch.setattr(golden, "random_operands", no_memory)
+    out = tmp_path / "out"
+    code, stdout, err = run_main(capsys, [*BIG, "--seed", "1", "-o", str(out)])
+    assert (code, stdout) == (2, "")
+    assert err == ("hwloop: error: gemm m=100000 n=100000 k=100000: its operands and memory "
+                   "images do not fit in this machine's memory\n")
+    assert not out.exists()
