@@ -25,8 +25,7 @@ from hwloop.errors import InputError, ParameterError
 LAYOUTS = {
     ("a", "os"): "row mb*K + k holds A[mb*rows + i, k] in field i (m blocks of rows)",
     ("a", "ws"): "row kb*M + m holds A[m, kb*rows + i] in field i (k blocks of rows)",
-    ("b", None): "row nb*Kp + k holds B[k, nb*cols + j] in field j (Kp: K padded for the "
-                 "array)",
+    ("b", None): "row nb*Kp + k holds B[k, nb*cols + j] in field j (Kp: padded k)",
     ("c", None): "row nb*M + m holds C[m, nb*cols + j] in field j",
 }
 
@@ -112,6 +111,7 @@ def run_compile(args: argparse.Namespace) -> int:
     from hwloop.sim.systolic.golden import random_operands, resolve_out_shift, stored_golden
     from hwloop.sim.systolic.harness import (
         INSTR_DEPTH,
+        beat_rows,
         job_images,
         layout_c,
         memory_depths,
@@ -204,16 +204,24 @@ def run_compile(args: argparse.Namespace) -> int:
             "file": f"{name}.hex" if given else None, "rows": rows[name],
             "row_bits": bits[name], "fields": fields[name], "field_bits": field_bits[name],
             "layout": LAYOUTS.get((name, params.dataflow)) or LAYOUTS[(name, None)]}
+        if name != "c":  # each element takes a byte (two above 8 bits) of the bus
+            memories[name]["beat_rows"] = beat_rows(params)[name]
     description = {
         "design": params.name, "params": params.to_dict(),
         "gemm": {"m": gemm.m, "n": gemm.n, "k": gemm.k},
+        # rounded up to the array's granules (the layouts' block counts; Kp)
+        "padded": dict(zip("mnk", padded_dims(params, gemm), strict=True)),
         "mapping": images.mapping.to_dict(), "out_shift": shift,
         "n_instr": len(images.program.instructions),
         "memories": memories,
-        "run": "load the memories, drive n_instr, pulse start for one cycle; done rises once "
-               "the last C row is written. Read requests are answered in order, one beat of "
-               "as many consecutive rows as fit in bus_bytes, mem_latency + 1 cycles later "
-               "(the timing the model and these cycles assume)",
+        "run": "load the memories, hold n_instr, pulse start for one cycle; done rises once "
+               "the last C row is written. instr_data is the word at the instr_addr of the "
+               "cycle before. An A or B read request (req_valid, req_addr: a row) is answered "
+               "in order, mem_latency + 1 cycles later (the timing the model and these cycles "
+               "assume), by one beat (resp_valid, resp_data) of the beat_rows rows from "
+               "req_addr on, the first in the least significant bits (rows past a burst's "
+               "end are ignored). C is written one row in each cycle of c_wr_valid "
+               "(c_wr_addr, c_wr_data)",
         "model": {"cycles": model.cycles, "actions": dict(model.actions)},
         "hwloop_version": __version__,
     }

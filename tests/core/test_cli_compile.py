@@ -257,3 +257,33 @@ def test_operands_that_do_not_fit_in_memory_are_one_line(tmp_path, capsys, monke
     assert err == ("hwloop: error: gemm m=100000 n=100000 k=100000: its operands and memory "
                    "images do not fit in this machine's memory\n")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("params", [
+    SystolicParams(rows=2, cols=3, in_bits=4, acc_bits=8, bus_bytes=4),  # 1-byte element slots
+    SystolicParams(rows=3, cols=2, dataflow="ws", in_bits=12, acc_bits=40, out_bits=20,
+                   bus_bytes=16),
+], ids=["i4", "i12"])
+def test_program_json_gives_the_port_widths(tmp_path, capsys, params):
+    """An integrator drives the ports from program.json: a read beat is ``beat_rows`` rows, as
+    wide as the design's resp_data port. (It said 'as many rows as fit in bus_bytes': an A row
+    of two 4-bit inputs is one byte, yet a 4-byte bus carries 2 rows, not 4: each input takes
+    a byte of the bus.)"""
+    from hwloop.hdl.systolic import ports
+
+    out = tmp_path / "out"
+    code, _, err = run_main(capsys, ["compile", "systolic", *_flags(params), "--gemm", "5x5x5",
+                                     "-o", str(out)])
+    assert (code, err) == (0, ""), err
+    description = json.loads((out / "program.json").read_text())
+    memories = description["memories"]
+    pm, pn, pk = padded_dims(params, Gemm(m=5, n=5, k=5))
+    assert description["padded"] == {"m": pm, "n": pn, "k": pk}
+    assert memories["b"]["rows"] == pn // params.cols * pk  # Kp of the B layout
+    widths = {port["name"]: port["width"] for port in ports(params)}
+    assert memories["instr"]["row_bits"] == widths["instr_data"]
+    for name in ("a", "b"):
+        memory = memories[name]
+        assert memory["row_bits"] == memory["fields"] * memory["field_bits"]
+        assert memory["beat_rows"] * memory["row_bits"] == widths[f"{name}_resp_data"], name
+    assert memories["c"]["row_bits"] == widths["c_wr_data"]
