@@ -143,6 +143,9 @@ def run_compile(args: argparse.Namespace) -> int:
     if args.gemm is not None:
         gemm = parse_gemm(args.gemm)
     elif a is not None:
+        if a.shape[1] != b.shape[0]:
+            raise ParameterError(f"--a is {a.shape[0]} x {a.shape[1]} and --b {b.shape[0]} x "
+                                 f"{b.shape[1]}: B must have as many rows as A has columns")
         gemm = Gemm(m=a.shape[0], n=b.shape[1], k=a.shape[1])
     else:
         raise ParameterError("--gemm is needed without operands (--a/--b)")
@@ -172,7 +175,7 @@ def run_compile(args: argparse.Namespace) -> int:
             if args.seed is not None:
                 a, b = random_operands(gemm, in_bits=params.in_bits,
                                        rng=np.random.default_rng(args.seed))
-            images = job_images(params, gemm, fitted, a, b, out_shift=shift, what="operands")
+            images = job_images(params, gemm, fitted, a, b, out_shift=shift, what="--a/--b")
             if given:
                 c = stored_golden(a, b, params, shift=shift)
                 packed = pack_rows(layout_c(params, c, padded_dims(params, gemm)),

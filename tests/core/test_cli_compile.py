@@ -118,9 +118,12 @@ def _pickled(path: Path) -> Path:
     (["--a", "{tmp}/float.npy", "--b", "{tmp}/B.npy"],
      "--a: '{tmp}/float.npy' must hold a 2-D array of integers, not 2-D float64"),
     (["--a", "{tmp}/A.npy", "--b", "{tmp}/B.npy", "--gemm", "4x4x5"],
-     "operands: operands (4, 3) x (3, 2) do not match gemm m=4 n=4 k=5"),
+     "--a/--b: operands (4, 3) x (3, 2) do not match gemm m=4 n=4 k=5"),
+    # without --gemm: not 'operands: operands (4, 3) x (4, 3) do not match gemm m=4 n=3 k=3'
+    (["--a", "{tmp}/A.npy", "--b", "{tmp}/A.npy"],
+     "--a is 4 x 3 and --b 4 x 3: B must have as many rows as A has columns"),
     (["--a", "{tmp}/big.npy", "--b", "{tmp}/B.npy"],
-     "operands: A has values outside the signed 8-bit range -128..127"),
+     "--a/--b: A has values outside the signed 8-bit range -128..127"),
     (["--gemm", "8x8x8", "--mapping", "tile_m=3"], None),
     (["--gemm", "1024x1024x2", "--mapping", "tile_m=2,tile_n=2,tile_k=2"],
      "mapping {{'tile_m': 2, 'tile_n': 2, 'tile_k': 2, 'order': 'mnk'}} needs at least "
@@ -128,7 +131,7 @@ def _pickled(path: Path) -> Path:
     (["--gemm", "4x4x4", "--seed", "-1"], "--seed must be a non-negative integer, not -1"),
     # uint64 values past the int64 range are out of range too (they wrapped to in-range ones)
     (["--a", "{tmp}/u64.npy", "--b", "{tmp}/B.npy"],
-     "operands: A has values outside the signed 8-bit range -128..127"),
+     "--a/--b: A has values outside the signed 8-bit range -128..127"),
     (["--gemm", "8192x2x8192", "--seed", "1", "--testbench"],
      "gemm m=8192 n=2 k=8192 needs 33554432 rows of external A memory, the testbench's holds "
      "4194304"),
