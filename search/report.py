@@ -12,6 +12,7 @@ import html
 import json
 import math
 import os
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -36,13 +37,19 @@ _ARROW_TYPES = {"id": "int64", "method": "string", "fidelity": "string", "status
 
 
 def export_rows(db_path: str | Path, output: str | Path, *, fmt: str) -> int:
-    """Write every evaluation as one flat record (``param.*``, ``metric.*`` columns).
+    """Write every evaluation as one flat record (``param.*``, ``metric.*`` columns); ``output``
+    ``-`` writes CSV to standard output.
 
     A DB with no evaluations gives the fixed columns and no rows (a CSV header line), so that
     a script reading the export needs no special case."""
-    output = Path(output)
     if fmt not in ("csv", "parquet"):
         raise InputError(f"--format must be csv or parquet, not {fmt!r}")
+    if str(output) == "-" and fmt == "csv":  # standard output
+        with ResultsDB.open_existing(db_path) as db:
+            records = list(db.iter_flat())
+        _write_csv(sys.stdout, records)
+        return len(records)
+    output = Path(output)
     if not output.parent.is_dir():
         raise InputError(f"-o {output}: folder {output.parent} does not exist")
     check_folder_path(output, name=f"-o {output}", parents_only=True)  # unsearchable: EACCES
@@ -60,18 +67,14 @@ def export_rows(db_path: str | Path, output: str | Path, *, fmt: str) -> int:
                              f"name another file")
     with ResultsDB.open_existing(db_path) as db:
         records = list(db.iter_flat())
-    columns = list(FLAT_COLUMNS)
-    for record in records:
-        columns += [k for k in record if k not in columns]
+    columns = _columns(records)
     fd, tmp_name = mkstemp(prefix=f".{output.name}.", dir=output.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         if fmt == "csv":
             with open(tmp, "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=columns)
-                writer.writeheader()
-                writer.writerows(records)
+                _write_csv(handle, records)
         else:
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -84,6 +87,19 @@ def export_rows(db_path: str | Path, output: str | Path, *, fmt: str) -> int:
         tmp.unlink(missing_ok=True)
         raise
     return len(records)
+
+
+def _columns(records: list[dict[str, Any]]) -> list[str]:
+    columns = list(FLAT_COLUMNS)
+    for record in records:
+        columns += [k for k in record if k not in columns]
+    return columns
+
+
+def _write_csv(handle: Any, records: list[dict[str, Any]]) -> None:
+    writer = csv.DictWriter(handle, fieldnames=_columns(records))
+    writer.writeheader()
+    writer.writerows(records)
 
 
 # -- analysis -----------------------------------------------------------------------------

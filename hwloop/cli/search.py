@@ -56,7 +56,8 @@ def register(commands: Any) -> None:
     export.add_argument("--format", choices=("csv", "parquet"), default=None,
                         help="default: from the output file's extension")
     export.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
-                        help="the table to write (.csv or .parquet)")
+                        help="the table to write (.csv or .parquet), or - for standard output "
+                             "(csv)")
     export.set_defaults(func=cmd_db_export)
 
     report = commands.add_parser("report", help="plots and an HTML report of a results DB")
@@ -176,6 +177,12 @@ def cmd_db_export(args: argparse.Namespace) -> int:
     from hwloop.search.report import export_rows
 
     fmt = args.format
+    if str(args.output) == "-":  # standard output, as for trace export
+        if fmt == "parquet":
+            raise InputError("-o -: Parquet is binary; name a .parquet file to write")
+        count = export_rows(args.db, "-", fmt="csv")
+        print(f"wrote {count} evaluations to standard output", file=sys.stderr)
+        return 0
     if fmt is None:
         suffix = args.output.suffix.lower()
         fmt = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(suffix)

@@ -274,3 +274,20 @@ def test_export_does_not_replace_a_device_or_a_pipe(tmp_path):
                            f"export would replace it); name a file\n")
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export.csv", "runs.db"]
+
+
+def test_export_to_standard_output(tmp_path):
+    """-o - wrote a file named '-' (trace export's -o - is standard output)."""
+    db_path = _db(tmp_path / "runs.db")
+    proc = subprocess.run([sys.executable, "-m", "hwloop", "db", "export", "--db", str(db_path),
+                           "-o", "-"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(proc.stdout.splitlines()))
+    assert len(rows) == 12 and rows[0]["id"] == "1"
+    assert proc.stderr == "wrote 12 evaluations to standard output\n"
+    proc = subprocess.run([sys.executable, "-m", "hwloop", "db", "export", "--db", str(db_path),
+                           "-o", "-", "--format", "parquet"], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        2, "", "hwloop: error: -o -: Parquet is binary; name a .parquet file to write\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.db"]
