@@ -126,7 +126,7 @@ def run_compile(args: argparse.Namespace) -> int:
         padded_dims,
     )
     from hwloop.sim.systolic.model import model_gemm
-    from hwloop.sim.systolic.program import INSTRUCTION_BITS
+    from hwloop.sim.systolic.program import FIELD_BITS, INSTRUCTION_BITS
     from hwloop.sim.systolic.program import layout as memory_layout
 
     if (args.a is None) != (args.b is None):
@@ -149,11 +149,17 @@ def run_compile(args: argparse.Namespace) -> int:
         gemm = Gemm(m=a.shape[0], n=b.shape[1], k=a.shape[1])
     else:
         raise ParameterError("--gemm is needed without operands (--a/--b)")
-    if args.testbench:  # before any operand is drawn or laid out
-        needed = memory_layout(params, gemm)
+    needed = memory_layout(params, gemm)  # checked before any operand is drawn or laid out
+    sizes = {"a": needed.a_rows, "b": needed.b_rows, "c": needed.c_rows}
+    for name, rows_needed in sizes.items():
+        if rows_needed > 1 << FIELD_BITS:
+            raise ParameterError(
+                f"gemm m={gemm.m} n={gemm.n} k={gemm.k} needs {rows_needed} rows of external "
+                f"{name.upper()} memory, more than the accelerator's {FIELD_BITS}-bit row "
+                f"addresses reach ({1 << FIELD_BITS})")
+    if args.testbench:
         depths = memory_depths(params)
-        for name, rows_needed in (("a", needed.a_rows), ("b", needed.b_rows),
-                                  ("c", needed.c_rows)):
+        for name, rows_needed in sizes.items():
             if rows_needed > depths[name]:
                 raise ParameterError(
                     f"gemm m={gemm.m} n={gemm.n} k={gemm.k} needs {rows_needed} rows of "

@@ -132,6 +132,11 @@ def _pickled(path: Path) -> Path:
     # uint64 values past the int64 range are out of range too (they wrapped to in-range ones)
     (["--a", "{tmp}/u64.npy", "--b", "{tmp}/B.npy"],
      "--a/--b: A has values outside the signed 8-bit range -128..127"),
+    # was an AssertionError traceback from the instruction encoder
+    (["--rows", "1", "--cols", "1", "--acc-kib", "65536", "--gemm", "70000x70000x1",
+      "--mapping", "tile_m=2800,tile_n=2800,tile_k=1"],
+     "gemm m=70000 n=70000 k=1 needs 4900000000 rows of external C memory, more than the "
+     "accelerator's 32-bit row addresses reach (4294967296)"),
     (["--gemm", "8192x2x8192", "--seed", "1", "--testbench"],
      "gemm m=8192 n=2 k=8192 needs 33554432 rows of external A memory, the testbench's holds "
      "4194304"),
