@@ -96,6 +96,9 @@ def load_operand(path: Path, flag: str) -> np.ndarray:
                              "are read (never unpickled)") from None
         raise InputError(f"{flag}: {str(path)!r} is not a readable .npy array: "
                          f"{str(exc).splitlines()[0]}") from None
+    except MemoryError as exc:  # its header may promise more than the file holds
+        raise InputError(f"{flag}: {str(path)!r} is too large to load: "
+                         f"{str(exc).splitlines()[0]}") from None
     if array.ndim != 2 or array.dtype.kind not in "iu":
         raise InputError(f"{flag}: {str(path)!r} must hold a 2-D array of integers, not "
                          f"{array.ndim}-D {array.dtype}")

@@ -115,6 +115,8 @@ def _pickled(path: Path) -> Path:
     (["--a", "{tmp}/ab.npz", "--b", "{tmp}/B.npy"],
      "--a: '{tmp}/ab.npz' is an .npz archive, not one .npy array"),
     (["--a", "{tmp}/cut.npy", "--b", "{tmp}/B.npy"], None),
+    # a header that says 10^12 elements: was a MemoryError traceback
+    (["--a", "{tmp}/liar.npy", "--b", "{tmp}/B.npy"], None),
     (["--a", "{tmp}/float.npy", "--b", "{tmp}/B.npy"],
      "--a: '{tmp}/float.npy' must hold a 2-D array of integers, not 2-D float64"),
     (["--a", "{tmp}/A.npy", "--b", "{tmp}/B.npy", "--gemm", "4x4x5"],
@@ -149,6 +151,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args,
     np.save(tmp_path / "u64.npy", np.full((4, 3), 2**64 - 1, np.uint64))
     (tmp_path / "text.npy").write_text("not an array\n")
     np.savez(tmp_path / "ab.npz", a=np.ones((4, 3), np.int64))
+    with open(tmp_path / "liar.npy", "wb") as file:
+        np.lib.format.write_array_header_1_0(
+            file, {"descr": "<i8", "fortran_order": False, "shape": (10**6, 10**6)})
     (tmp_path / "cut.npy").write_bytes((tmp_path / "A.npy").read_bytes()[:100])
     _pickled(tmp_path / "pickled.npy")
     out = tmp_path / "out"
