@@ -273,9 +273,11 @@ def write_report(db_path: str | Path, out_dir: str | Path, *, top: int = 10) -> 
     # checked before the plots are made; write_folder_atomically checks again as it replaces
     try:
         empty = not out_dir.is_dir() or not any(out_dir.iterdir())
-    except OSError as exc:  # a folder that cannot be listed (chmod 000)
-        raise InputError(f"-o {out_dir}: cannot read it: {exc.strerror or exc}") from None
-    if not empty and not is_report(out_dir):
+        earlier = not empty and is_report(out_dir)
+    except OSError as exc:  # a folder that cannot be listed, an index.html unreadable (000)
+        what = "it" if exc.filename in (None, str(out_dir)) else exc.filename
+        raise InputError(f"-o {out_dir}: cannot read {what}: {exc.strerror or exc}") from None
+    if not empty and not earlier:
         raise InputError(f"-o {out_dir}: exists and is not an earlier report (it would be "
                          f"replaced as a whole); name a new or empty folder")
 
