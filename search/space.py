@@ -345,6 +345,9 @@ def parse_space(text: str, *, path: str = "<space>") -> Space:
             line = max(len(text.splitlines()), 1)  # the end of the document is its last line
         message = _END_RE.sub("", _LINE_RE.sub("", message)).strip()
         raise ConfigError.at(path, line, f"TOML syntax error: {message}") from None
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise ConfigError.at(path, None, "TOML syntax error: arrays or inline tables nested "
+                                         "too deeply") from None
 
     def fail(message: str) -> ConfigError:
         return ConfigError.at(path, None, message)

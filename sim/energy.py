@@ -54,6 +54,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         line = int(match.group(1)) if match else None
         message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         raise ConfigError.at(path, line, message) from None
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise ConfigError.at(path, None, "arrays or inline tables nested too deeply") from None
 
 
 @dataclass(frozen=True)

@@ -231,6 +231,17 @@ def test_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
     assert str(info.value) == f"{path}:3: TOML syntax error: Invalid value"
 
 
+def test_toml_nested_too_deeply_is_a_config_error(tmp_path: Path) -> None:
+    """tomllib recurses into nested arrays and inline tables: a RecursionError traceback."""
+    path = tmp_path / "deep.toml"
+    for nested in ("[" * 100_000 + "]" * 100_000, "{a=" * 5_000 + "1" + "}" * 5_000):
+        path.write_text(f'name = "t"\nx = {nested}\n')
+        with pytest.raises(ConfigError) as info:
+            load_space(path)
+        assert str(info.value) == (f"{path}: TOML syntax error: arrays or inline tables nested "
+                                   f"too deeply")
+
+
 def test_hardware_values_legal_with_some_other_value_load() -> None:
     space = parse_space('workloads = ["mlp"]\n[hardware]\nin_bits = { values = [4, 8] }\n'
                         'acc_bits = { values = [8, 32] }\nout_bits = { values = [0, 8, 24] }\n')

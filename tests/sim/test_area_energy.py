@@ -360,6 +360,9 @@ def test_bad_energy_table_names_file_and_line(tmp_path):
     path.write_bytes(b"[mac]\n\n# \x80\n")
     with pytest.raises(ConfigError, match=r"e.toml:3: not UTF-8 text \(byte 0x80\)$"):
         load_energy_table(path)
+    path.write_text("x = " + "[" * 100_000 + "]" * 100_000 + "\n")  # a RecursionError traceback
+    with pytest.raises(ConfigError, match=r"e.toml: arrays or inline tables nested too deeply$"):
+        load_energy_table(path)
     path = tmp_path / "f.toml"
     default = open(load_energy_table().source).read()
     path.write_text(default.replace("pj_per_byte = 244.0", "pj_per_byte = -1"))
