@@ -79,6 +79,8 @@ def run_regress(args: argparse.Namespace) -> int:
             config = json.loads(args.config)
         except json.JSONDecodeError as exc:
             raise ParameterError(f"--config is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ParameterError("--config is not valid JSON: nested too deeply") from None
         if not isinstance(config, dict):
             raise ParameterError("--config must be a JSON object")
     console = stdout_console()

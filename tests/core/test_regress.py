@@ -230,6 +230,13 @@ def test_a_config_the_generator_cannot_run_is_bad_input(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_config_nested_too_deeply_is_bad_input(capsys):
+    """json recursed into a RecursionError traceback."""
+    code = main(["regress", "--generator", "cache", "--config", "[" * 5000 + "]" * 5000])
+    assert (code, capsys.readouterr().err) == (
+        2, "hwloop: error: --config is not valid JSON: nested too deeply\n")
+
+
 _CACHE = {"sets": 64, "ways": 8, "line_bytes": 32, "addr_bits": 32, "policy": "lru",
           "seed": 5, "accesses": 100, "gaps": True}
 _SYSTOLIC = {"params": {"rows": 2, "cols": 2}, "gemm": {"m": 2, "n": 2, "k": 2}, "mapping": None}
