@@ -606,11 +606,16 @@ def iter_lackey(path: str | Path, *, block: int = 1 << 17, **options: object
 _CSV_WRITE_FLAGS = {"w": 1, "W": 1, "1": 1, "r": 0, "R": 0, "0": 0}
 
 
+def _shown(text: str) -> str:
+    """A field as an error message shows it: cut at 60 characters (as lackey lines are)."""
+    return repr(text if len(text) <= 60 else text[:57] + "...")
+
+
 def _parse_hex(text: str, path: str | Path, line: int, what: str) -> int:
     token = text.strip()
     digits = token[2:] if token[:2] in ("0x", "0X") else token
     if not digits or len(digits) > 16 or any(c not in "0123456789abcdefABCDEF" for c in digits):
-        raise TraceError(f"{path}:{line}: bad hex {what} {token!r}")
+        raise TraceError(f"{path}:{line}: bad hex {what} {_shown(token)}")
     return int(digits, 16)
 
 
@@ -648,7 +653,7 @@ def iter_csv(path: str | Path, *, block: int = CHUNK_RECORDS) -> Iterator[np.nda
                 flag = _CSV_WRITE_FLAGS.get(fields[2].strip())
                 if flag is None:
                     raise TraceError(f"{path}:{number}: bad access kind "
-                                     f"{fields[2].strip()!r} (want r or w)")
+                                     f"{_shown(fields[2].strip())} (want r or w)")
                 writes.append(flag)
             else:
                 writes.append(0)

@@ -445,6 +445,9 @@ def test_csv_accepts_header_and_bare_hex(tmp_path: Path) -> None:
     ("0x1", "expected 'pc,address' or 'pc,address,r|w', got 1 fields"),
     ("0x1,0x2,x", "bad access kind 'x' (want r or w)"),
     ("0x1,0x11112222333344445", "bad hex address '0x11112222333344445'"),
+    # the whole 200,000-digit field was in the message (as lackey lines, cut at 60)
+    ("0x1," + "1" * 200_000, "bad hex address '" + "1" * 57 + "...'"),
+    ("0x1,0x2," + "w" * 200_000, "bad access kind '" + "w" * 57 + "...' (want r or w)"),
 ])
 def test_csv_bad_lines(tmp_path: Path, line: str, message: str) -> None:
     path = tmp_path / "t.csv"
