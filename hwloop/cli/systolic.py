@@ -67,7 +67,8 @@ def params_from_args(args: argparse.Namespace) -> SystolicParams:
 def register_generate(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("systolic", help="a systolic-array GEMM accelerator",
                             description="Write DIR/<name>.v, DIR/manifest.json and a FuseSoC "
-                                        "DIR/<name>.core.")
+                                        "DIR/<name>.core. What to load into it for a GEMM: "
+                                        "hwloop compile systolic.")
     add_param_arguments(parser)
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="DIR",
                         help="output folder (replaced as a whole; never left half-written)")
