@@ -115,6 +115,7 @@ def run_compile(args: argparse.Namespace) -> int:
     from hwloop.sim.systolic.harness import (
         INSTR_DEPTH,
         beat_rows,
+        check_operands,
         job_images,
         layout_c,
         memory_depths,
@@ -152,6 +153,8 @@ def run_compile(args: argparse.Namespace) -> int:
         gemm = Gemm(m=a.shape[0], n=b.shape[1], k=a.shape[1])
     else:
         raise ParameterError("--gemm is needed without operands (--a/--b)")
+    if a is not None:  # before a mapping is chosen for a GEMM they are not
+        check_operands(params, gemm, a, b, what="--a/--b")
     needed = memory_layout(params, gemm)  # checked before any operand is drawn or laid out
     sizes = {"a": needed.a_rows, "b": needed.b_rows, "c": needed.c_rows}
     for name, rows_needed in sizes.items():

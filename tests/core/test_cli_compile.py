@@ -121,6 +121,9 @@ def _pickled(path: Path) -> Path:
      "--a: '{tmp}/float.npy' must hold a 2-D array of integers, not 2-D float64"),
     (["--a", "{tmp}/A.npy", "--b", "{tmp}/B.npy", "--gemm", "4x4x5"],
      "--a/--b: operands (4, 3) x (3, 2) do not match gemm m=4 n=4 k=5"),
+    # before the mapping: it was 'mapping ... needs at least 477906008 instructions'
+    (["--a", "{tmp}/A.npy", "--b", "{tmp}/B.npy", "--gemm", "100000x100000x100000"],
+     "--a/--b: operands (4, 3) x (3, 2) do not match gemm m=100000 n=100000 k=100000"),
     # without --gemm: not 'operands: operands (4, 3) x (4, 3) do not match gemm m=4 n=3 k=3'
     (["--a", "{tmp}/A.npy", "--b", "{tmp}/A.npy"],
      "--a is 4 x 3 and --b 4 x 3: B must have as many rows as A has columns"),
