@@ -61,7 +61,7 @@ def export_rows(db_path: str | Path, output: str | Path, *, fmt: str) -> int:
     db_path = Path(db_path)
     # the DB and its WAL sidecars: replacing one of them loses the results
     for suffix in ("", "-wal", "-shm"):
-        if same_file(output, db_path.with_name(db_path.name + suffix)):
+        if same_file(output, f"{db_path}{suffix}"):  # (with_name: no name for /)
             what = "the results DB" if not suffix else f"the {suffix[1:]} file of the results DB"
             raise InputError(f"-o {output}: is {what} it reads (--db {db_path}); "
                              f"name another file")

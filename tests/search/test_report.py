@@ -317,3 +317,13 @@ def test_an_earlier_report_whose_index_cannot_be_read_is_named(tmp_path, monkeyp
     assert (code, err) == (2, f"hwloop: error: -o {report}: cannot read {index}: "
                               f"Permission denied\n")
     assert sorted(p.name for p in report.iterdir()) == before
+
+
+def test_export_of_the_root_folder_is_a_one_line_error(tmp_path, capsys):
+    """--db / died with 'ValueError: PosixPath('/') has an empty name' (the check that -o is
+    not the DB's -wal file built its name with with_name)."""
+    from tests.core.cli_helpers import run_main
+
+    code, _, err = run_main(capsys, ["db", "export", "--db", "/", "-o", str(tmp_path / "e.csv")])
+    assert (code, err) == (2, "hwloop: error: /: is a folder, not a results database\n")
+    assert list(tmp_path.iterdir()) == []
