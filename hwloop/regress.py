@@ -190,6 +190,9 @@ def run_regress(*, level: str = "quick", generators: list[str] | None = None, se
     names = list(generators) if generators else list(REGISTRY)
     if config is not None and len(names) != 1:
         raise ParameterError("--config needs exactly one --generator")
+    if config is not None and max_configs is not None:
+        raise ParameterError("--max-configs has no effect with --config (it runs that one "
+                             "configuration)")
     report = RegressReport()
     cases: list[tuple[str, str, int, dict[str, Any], int]] = []
     for name in names:

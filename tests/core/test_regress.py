@@ -230,6 +230,17 @@ def test_a_config_the_generator_cannot_run_is_bad_input(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+def test_max_configs_with_a_config_is_refused(fake_generators, tmp_path, capsys):
+    """--max-configs has no effect with --config (one configuration runs): it was ignored, as
+    sweep refuses options that would be (--workers with --scheduler)."""
+    code = main(["regress", "--generator", "fake", "--config", '{"i": 2, "x": 5}',
+                 "--max-configs", "3", "--workdir", str(tmp_path / "runs")])
+    assert (code, capsys.readouterr().err) == (
+        2, "hwloop: error: --max-configs has no effect with --config (it runs that one "
+           "configuration)\n")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_config_nested_too_deeply_is_bad_input(capsys):
     """json recursed into a RecursionError traceback."""
     code = main(["regress", "--generator", "cache", "--config", "[" * 5000 + "]" * 5000])
