@@ -193,6 +193,9 @@ def _check_meta(path: Path, meta: Mapping[str, str]) -> None:
     damaged = f"{path}: damaged results database"
     if not meta:
         raise InputError(f"{damaged}: its meta table is empty")
+    for key, value in meta.items():
+        if not isinstance(value, str):  # (a blob: SQLite stores what it is given)
+            raise InputError(f"{damaged}: its meta {key} is not text: {value!r:.40}")
     version = meta.get("schema_version")
     if version is None:
         raise InputError(f"{damaged}: its meta table has no schema_version")

@@ -193,6 +193,11 @@ def test_a_damaged_row_is_a_one_line_error_naming_the_db_and_the_row(tmp_path, c
     ("DELETE FROM meta WHERE key = 'space_name'",
      "damaged results database: its meta table has no space_name"),
     ("DELETE FROM meta", "damaged results database: its meta table is empty"),
+    # best --json and report died with TypeErrors (bytes in JSON, in html.escape)
+    ("UPDATE meta SET value = x'ff' WHERE key = 'space_name'",
+     "damaged results database: its meta space_name is not text: b'\\xff'"),
+    ("UPDATE meta SET value = x'ff' WHERE key = 'objective'",
+     "damaged results database: its meta objective is not text: b'\\xff'"),
 ])
 def test_a_db_of_a_newer_schema_or_with_a_damaged_meta_is_refused(tmp_path, edit, message):
     path = _one_row_db(tmp_path / "runs.db")
