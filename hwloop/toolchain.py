@@ -66,6 +66,9 @@ def verilator_env(base: dict[str, str] | None = None) -> dict[str, str]:
         flags = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
     if "CFG_CXXFLAGS_COROUTINES" not in flags:
         flags = f"{flags} CFG_CXXFLAGS_COROUTINES=-fcoroutines"
+    # its makefile runs `python` (verilator_includer), which a machine may not have on PATH
+    if "PYTHON3=" not in flags and not any(c.isspace() for c in sys.executable):
+        flags = f"{flags} PYTHON3={sys.executable}"
     env["MAKEFLAGS"] = flags
     return env
 

@@ -203,7 +203,8 @@ def run_compile(args: argparse.Namespace) -> int:
         count = steps + 2 if images is None else len(images.program.instructions)
         raise ParameterError(
             f"mapping {fitted.to_dict()} needs {'at least ' if images is None else ''}{count} "
-            f"instructions, more than {INSTR_DEPTH} (the testbench's instruction memory): use "
+            f"instructions, more than {INSTR_DEPTH} (the most it writes, as many as the "
+            "testbench's instruction memory holds): use "
             "larger tiles")
     model = model_gemm(params, gemm, images.mapping)
     layout = images.program.layout

@@ -132,7 +132,8 @@ def _pickled(path: Path) -> Path:
     (["--gemm", "8x8x8", "--mapping", "tile_m=3"], None),
     (["--gemm", "1024x1024x2", "--mapping", "tile_m=2,tile_n=2,tile_k=2"],
      "mapping {{'tile_m': 2, 'tile_n': 2, 'tile_k': 2, 'order': 'mnk'}} needs at least "
-     "262146 instructions, more than 65536 (the testbench's instruction memory): use larger tiles"),
+     "262146 instructions, more than 65536 (the most it writes, as many as the testbench's "
+     "instruction memory holds): use larger tiles"),
     (["--gemm", "4x4x4", "--seed", "-1"], "--seed must be a non-negative integer, not -1"),
     # uint64 values past the int64 range are out of range too (they wrapped to in-range ones)
     (["--a", "{tmp}/u64.npy", "--b", "{tmp}/B.npy"],
