@@ -99,7 +99,7 @@ def same_file(a: str | Path, b: str | Path) -> bool:
     try:
         return os.path.samefile(a, b)
     except OSError:  # one of them does not exist (yet): compare the names
-        return a.resolve() == b.resolve()
+        return os.path.realpath(a) == os.path.realpath(b)  # (resolve() raises on a loop)
 
 
 def has_manifest(folder: Path) -> bool:
@@ -119,10 +119,11 @@ def write_folder_atomically(out: Path, fill: Callable[[Path], None], *,
     of the user's by mistake.
     """
     out = Path(out)
+    # else mkdir says "File exists" of a file above it that it would not replace; and a link to
+    # nothing: its target's folder would be made, and the rename onto the link fail
+    check_folder_path(out, name=f"output {str(out)!r}")
     resolved = out.resolve()
     parent = resolved.parent
-    # else mkdir says "File exists" of a file above it that it would not replace
-    check_folder_path(out, name=f"output {str(out)!r}")
     if out.exists():
         if not overwrite:
             raise InputError(f"output folder {str(out)!r} already exists")

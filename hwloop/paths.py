@@ -52,12 +52,15 @@ def check_folder_path(path: str | Path, *, name: str, error: type[InputError] = 
     The messages: ``--log-dir out/x: exists and is a file, not a folder`` (the path itself),
     ``--log-dir out/x: out is a file, not a folder`` (a folder above it); "is not a folder"
     instead for something else (a device, a socket); ``--log-dir out/x: cannot reach it:
-    Permission denied`` when a folder above it cannot be searched."""
+    Permission denied`` when a folder above it cannot be searched; ``--log-dir out/x: is a
+    symbolic link to nothing (target)`` for a dangling link or a loop."""
     path = Path(path)
     try:
         path.exists()
     except OSError as exc:  # a folder above it cannot be searched (chmod 000): EACCES
         raise error(f"{name}: cannot reach it: {exc.strerror or exc}") from None
+    if path.is_symlink() and not path.exists():  # dangling, or a loop: writing it would fail
+        raise error(f"{name}: is a symbolic link to nothing ({os.readlink(path)})")
     for folder in (*(() if parents_only else (path,)), *path.parents):
         if folder.exists():
             if not folder.is_dir():

@@ -282,6 +282,8 @@ def _open(path: str | Path) -> BinaryIO:
         raise TraceError(f"{path}: is a directory, not a trace file") from None
     except PermissionError:
         raise TraceError(f"{path}: permission denied") from None
+    except OSError as exc:  # a symbolic link loop (ELOOP), a name too long, ...
+        raise TraceError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def _check_header(path: str | Path, handle: BinaryIO) -> tuple[int, int]:

@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,3 +186,42 @@ def test_a_full_disk_is_one_line_not_a_traceback(tmp_path):
                                   stderr=subprocess.PIPE, text=True)
         assert (proc.returncode, proc.stderr) == (
             1, "hwloop: error: cannot write: No space left on device\n"), argv
+
+
+def test_outputs_that_are_broken_symbolic_links_are_one_line_errors(tmp_path, monkeypatch,
+                                                                     capsys):
+    """-o naming a symbolic link to nothing (dangling, or a loop): generate made the link's
+    missing target folder and died renaming onto the link (NotADirectoryError); a loop died
+    in Path.resolve (RuntimeError: Symlink loop) in generate, trace import, report and db
+    export, and trace info died on open (ELOOP)."""
+    from hwloop.traces import write_trace
+    from tests.core.cli_helpers import run_main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dang").symlink_to(tmp_path / "gone" / "x")
+    (tmp_path / "loop1").symlink_to("loop2")
+    (tmp_path / "loop2").symlink_to("loop1")
+    trace = tmp_path / "t.trace"
+    write_trace(trace, np.zeros(3, dtype=[("pc", "<u8"), ("addr", "<u8"), ("write", "u1")]))
+    root = Path(__file__).resolve().parents[2]
+    db = tmp_path / "runs.db"
+    assert main(["sweep", "--space", str(root / "constraints" / "tiny.toml"), "--budget", "1",
+                 "--workers", "1", "--db", str(db), "--quiet"]) == 0
+    capsys.readouterr()
+    cache = ["generate", "cache", "--sets", "4", "--ways", "2", "--line-bytes", "16", "-o"]
+    for link, target in (("dang", tmp_path / "gone" / "x"), ("loop1", "loop2")):
+        for argv, name in (
+                ([*cache, link], f"output {link!r}"),
+                (["trace", "import", str(trace), "--format", "csv", "-o", link], link),
+                (["trace", "export", str(trace), "--format", "csv", "-o", link], link),
+                (["report", "--db", str(db), "-o", link], f"-o {link}"),
+                (["db", "export", "--db", str(db), "--format", "csv", "-o", link],
+                 f"-o {link}")):
+            code, _, err = run_main(capsys, argv)
+            assert (code, err) == (2, f"hwloop: error: {name}: is a symbolic link to nothing "
+                                      f"({target})\n"), argv
+    code, _, err = run_main(capsys, ["trace", "info", "loop1"])
+    assert (code, err) == (2, "hwloop: error: loop1: cannot read: Too many levels of symbolic "
+                              "links\n")
+    assert not (tmp_path / "gone").exists()
+    assert (tmp_path / "dang").is_symlink() and (tmp_path / "loop1").is_symlink()
