@@ -330,10 +330,10 @@ def _iter_stored_chunks(path: str | Path) -> Iterator[np.ndarray]:
         chunk_header = _CHUNK if version >= 2 else _CHUNK_V1
         seen = 0
         index = 0
+        offset = _HEADER.size  # counted, not handle.tell(): a pipe cannot tell (ESPIPE)
         while True:
-            offset = handle.tell()
             if seen == count:
-                _check_footer(path, handle, count)
+                _check_footer(path, handle, count, offset)
                 return
             head = _read_exact(handle, chunk_header.size)
             if len(head) < chunk_header.size:
@@ -371,10 +371,12 @@ def _iter_stored_chunks(path: str | Path) -> Iterator[np.ndarray]:
                                  f"its checksum")
             seen += n
             index += 1
+            offset += chunk_header.size + size
             yield decoded
 
 
-def _check_footer(path: str | Path, handle: BinaryIO, count: int) -> None:
+def _check_footer(path: str | Path, handle: BinaryIO, count: int, offset: int) -> None:
+    """The footer at byte ``offset``, and nothing after it."""
     tail = _read_exact(handle, _FOOTER.size)
     if len(tail) < _FOOTER.size:
         raise TraceError(f"{path}: truncated: footer is {len(tail)} of {_FOOTER.size} bytes")
@@ -385,7 +387,8 @@ def _check_footer(path: str | Path, handle: BinaryIO, count: int) -> None:
         raise TraceError(f"{path}: corrupt: header says {count} accesses, "
                          f"footer says {footer_count}")
     if handle.read(1):
-        raise TraceError(f"{path}: corrupt: data after the footer at byte {handle.tell() - 1}")
+        raise TraceError(f"{path}: corrupt: data after the footer at byte "
+                         f"{offset + _FOOTER.size}")
 
 
 def read_trace(path: str | Path) -> np.ndarray:

@@ -197,6 +197,31 @@ def test_not_a_trace(tmp_path: Path) -> None:
     assert str(info.value) == f"{tmp_path / 'nope.trace'}: no such trace file"
 
 
+def test_a_trace_is_read_from_a_pipe(tmp_path: Path) -> None:
+    """A trace on a pipe (stdin, <(...)) died with 'OSError: Illegal seek' (the reader asked
+    the file for its position to name a damaged chunk's byte)."""
+    import subprocess
+    import sys
+
+    records = random_trace(100_000)  # two stored chunks
+    path = tmp_path / "t.trace"
+    write_trace(path, records)
+    data = path.read_bytes()
+    for extra, expected in ((b"", None), (b"x", f"corrupt: data after the footer at byte "
+                                                f"{len(data)}")):
+        reader = subprocess.run(
+            [sys.executable, "-c", "import sys; from hwloop.traces import read_trace; "
+             "r = read_trace('/dev/stdin'); print(len(r), int(r['addr'].sum() % 997))"],
+            input=data + extra, capture_output=True)
+        if expected is None:
+            assert reader.returncode == 0, reader.stderr
+            assert reader.stdout.split() == [b"100000", str(int(records["addr"].sum() % 997)
+                                                            ).encode()]
+        else:
+            assert reader.returncode == 1 and expected.encode() in reader.stderr
+            assert b"Illegal seek" not in reader.stderr
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/mem"), reason="no /proc/self/mem")
 def test_a_read_error_is_a_trace_error_naming_the_file() -> None:
     """An I/O error while reading (a failing disk; /proc/self/mem, read at offset 0, gives
