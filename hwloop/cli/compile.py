@@ -11,7 +11,10 @@ files the co-simulation runs (``hwloop.sim.systolic.harness.job_images``), byte 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +84,9 @@ def load_operand(path: Path, flag: str) -> np.ndarray:
     try:
         with open(path, "rb") as file:
             magic = file.read(6)
+            # a pipe (<(...)) is drained by this read: np.load gets what it holds, in memory
+            source = path if stat.S_ISREG(os.fstat(file.fileno()).st_mode) \
+                else io.BytesIO(magic + file.read())
     except OSError as exc:
         raise InputError(f"{flag}: cannot read {str(path)!r}: "
                          f"{exc.strerror or exc}") from None
@@ -89,7 +95,7 @@ def load_operand(path: Path, flag: str) -> np.ndarray:
     if magic != b"\x93NUMPY":
         raise InputError(f"{flag}: {str(path)!r} is not a .npy file")
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(source, allow_pickle=False)
     except ValueError as exc:
         if "allow_pickle" in str(exc):
             raise InputError(f"{flag}: {str(path)!r} holds Python objects: only numeric arrays "

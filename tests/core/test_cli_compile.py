@@ -304,3 +304,38 @@ def test_program_json_gives_the_port_widths(tmp_path, capsys, params):
         assert memory["row_bits"] == memory["fields"] * memory["field_bits"]
         assert memory["beat_rows"] * memory["row_bits"] == widths[f"{name}_resp_data"], name
     assert memories["c"]["row_bits"] == widths["c_wr_data"]
+
+
+def test_operands_are_read_from_pipes(tmp_path, capsys):
+    """--a <(...) died with 'EOFError: No data left in file': the magic bytes were read from
+    one open of the pipe, then np.load opened it again and found it drained."""
+    import threading
+
+    rng = np.random.default_rng(SEED)
+    a = rng.integers(-128, 128, (5, 4))
+    b = rng.integers(-128, 128, (4, 3))
+    files = tmp_path / "files"
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    code, _, err = run_main(capsys, ["compile", "systolic", "--rows", "2", "--cols", "2", "--a",
+                                     str(tmp_path / "a.npy"), "--b", str(tmp_path / "b.npy"),
+                                     "-o", str(files)])
+    assert (code, err) == (0, "")
+    pipes = []
+    for name in ("a", "b"):
+        read, write = os.pipe()
+        data = (tmp_path / f"{name}.npy").read_bytes()
+        threading.Thread(target=lambda fd=write, d=data: (os.write(fd, d), os.close(fd)),
+                         daemon=True).start()
+        pipes.append(read)
+    piped = tmp_path / "piped"
+    try:
+        code, _, err = run_main(capsys, ["compile", "systolic", "--rows", "2", "--cols", "2",
+                                         "--a", f"/dev/fd/{pipes[0]}", "--b",
+                                         f"/dev/fd/{pipes[1]}", "-o", str(piped)])
+    finally:
+        for fd in pipes:
+            os.close(fd)
+    assert (code, err) == (0, "")
+    for name in ("a.hex", "b.hex", "c.hex", "program.hex"):
+        assert (piped / name).read_text() == (files / name).read_text()
