@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,10 +165,14 @@ def load_table(path: str | Path, *, kind: str, entries: int | None = None,
     try:
         with open(path, "rb") as handle:
             head = handle.read(4)
+            regular = stat.S_ISREG(os.fstat(handle.fileno()).st_mode)
     except FileNotFoundError as exc:
         raise ConfigError.at(path, None, "no such table file") from exc
     except OSError as exc:
         raise ConfigError.at(path, None, f"cannot read table file: {exc.strerror}") from exc
+    if not regular:  # a pipe (<(...)): a zip is read by seeking, and a table more than once
+        raise ConfigError.at(path, None, "is not a regular file (a pipe?); name the table "
+                                         "file itself")
     if head not in (b"PK\x03\x04", b"PK\x05\x06"):
         # np.load would take anything but a zip (an .npz) for a pickle and suggest unpickling it
         raise ConfigError.at(path, None, "not a table file (not an .npz archive)")

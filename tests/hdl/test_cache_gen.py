@@ -137,3 +137,29 @@ def test_table_meta_of_the_wrong_type_is_named(tmp_path, meta, message):
         with pytest.raises(ConfigError) as info:
             load_table(path, kind="replacement")
         assert str(info.value) == f"{path}: meta has no {name!r}"
+
+
+def test_a_table_on_a_pipe_is_refused_as_such(tmp_path):
+    """--table <(...) was 'not a readable table file (File is not a zip file)': the first
+    bytes were read from one open of the pipe and the zip reader found it drained (and a
+    table is loaded more than once: checked, then simulated)."""
+    import os
+    import threading
+
+    from hwloop.errors import ConfigError
+    from hwloop.hdl.cache.table import load_table
+
+    path = tmp_path / "t.npz"
+    save_table(path, make_table(kind="replacement", entry_bits=3, history=1,
+                                values=np.arange(8, dtype=np.int64) % 8))
+    read, write = os.pipe()
+    data = path.read_bytes()
+    threading.Thread(target=lambda: (os.write(write, data), os.close(write)),
+                     daemon=True).start()
+    try:
+        with pytest.raises(ConfigError) as info:
+            load_table(f"/dev/fd/{read}", kind="replacement")
+    finally:
+        os.close(read)
+    assert str(info.value) == (f"/dev/fd/{read}: is not a regular file (a pipe?); name the "
+                               f"table file itself")
