@@ -103,14 +103,27 @@ def same_file(a: str | Path, b: str | Path) -> bool:
 
 
 def has_manifest(folder: Path) -> bool:
-    """``folder`` is an earlier output of ``hwloop generate``."""
-    return (folder / MANIFEST).is_file()
+    """``folder`` is an earlier output of ``hwloop generate``: its manifest and the files that
+    names, nothing else (a file the user added would be deleted with the folder)."""
+    try:
+        data = json.loads((folder / MANIFEST).read_text())
+        names = {p.name for p in folder.iterdir()}
+    except (OSError, ValueError):
+        return False
+    name = data.get("name") if isinstance(data, dict) else None
+    if not isinstance(name, str):
+        return False
+    files = data.get("files")
+    listed = {f.get("path") for f in files if isinstance(f, dict)} \
+        if isinstance(files, list) else set()
+    return names <= {MANIFEST, f"{name}.v", f"{name}.core", *listed}
 
 
 def write_folder_atomically(out: Path, fill: Callable[[Path], None], *,
                             overwrite: bool = True,
                             is_earlier_output: Callable[[Path], bool] = has_manifest,
-                            kind: str = f"an hwloop output folder (no {MANIFEST})") -> None:
+                            kind: str = f"an hwloop output folder (a {MANIFEST} and the files it "
+                                        f"lists alone)") -> None:
     """Make ``out`` by ``fill(tmp)`` on a temporary sibling folder, then rename it into place.
 
     If ``fill`` raises, ``out`` is untouched (an existing folder stays as it was). An existing

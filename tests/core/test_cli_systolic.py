@@ -265,7 +265,8 @@ def test_generate_refuses_a_folder_it_did_not_write(tmp_path, capsys, monkeypatc
     code, _, err = run_main(capsys, ["generate", "systolic", "--rows", "2", "--cols", "2",
                                      "-o", str(mine)])
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "exists and is not an hwloop output folder (no manifest.json)" in err
+    assert "exists and is not an hwloop output folder (a manifest.json and the files it " \
+           "lists alone)" in err
     assert (mine / "sub" / "notes.txt").read_text() == "precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
     # nor the current folder, or one holding it (it cannot be renamed away)
@@ -278,6 +279,25 @@ def test_generate_refuses_a_folder_it_did_not_write(tmp_path, capsys, monkeypatc
                                      "-o", "."])
     assert code == 2 and "is the current folder or holds it" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gen", "mine"]
+
+
+def test_generate_refuses_an_earlier_output_holding_files_of_the_users(tmp_path, capsys):
+    """A file the user put in an earlier output folder (a testbench, notes) was deleted with
+    the folder when it was generated again: any folder with a manifest.json counted."""
+    out = tmp_path / "gen"
+    argv = ["generate", "cache", "--sets", "4", "--ways", "2", "--line-bytes", "16", "-o",
+            str(out)]
+    assert run_main(capsys, argv)[0] == 0
+    before = sorted(p.name for p in out.iterdir())
+    assert run_main(capsys, argv)[0] == 0  # an earlier output alone: replaced
+    assert sorted(p.name for p in out.iterdir()) == before
+    (out / "tb.sv").write_text("my testbench")
+    code, _, err = run_main(capsys, argv)
+    assert (code, err) == (2, f"hwloop: error: output folder {str(out)!r} exists and is not an "
+                              f"hwloop output folder (a manifest.json and the files it lists "
+                              f"alone): it would be replaced as a whole\n")
+    assert (out / "tb.sv").read_text() == "my testbench"
+    assert sorted(p.name for p in out.iterdir()) == sorted([*before, "tb.sv"])
 
 
 def test_sim_waves_need_rtl(capsys):
