@@ -113,6 +113,20 @@ def load_operand(path: Path, flag: str) -> np.ndarray:
     return array.astype(np.int64)
 
 
+def earlier_output(folder: Path) -> bool:
+    """``folder`` holds what ``hwloop compile`` wrote and what running its testbench makes
+    (``obj_dir``, ``c_out.hex``), nothing else: it may be replaced as a whole (a file the user
+    added would be deleted with it)."""
+    try:
+        design = json.loads((folder / "program.json").read_text())["design"]
+        names = {p.name for p in folder.iterdir()}
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+    ours = {"program.json", "program.hex", "a.hex", "b.hex", "c.hex", f"{design}.v", "tb.v",
+            "c_out.hex", "obj_dir"}
+    return isinstance(design, str) and names <= ours
+
+
 def run_compile(args: argparse.Namespace) -> int:
     params = params_from_args(args)
     from hwloop import __version__
@@ -276,8 +290,8 @@ def run_compile(args: argparse.Namespace) -> int:
         (folder / "program.json").write_text(json.dumps(description, indent=2) + "\n")
 
     write_folder_atomically(
-        args.output, fill, is_earlier_output=lambda f: (f / "program.json").is_file(),
-        kind="an hwloop compile output (no program.json)")
+        args.output, fill, is_earlier_output=earlier_output,
+        kind="an hwloop compile output (its files, and what running tb.v makes, alone)")
     what = "program" + (", a.hex, b.hex, c.hex" if given else " only (no operands)")
     what += f", {params.name}.v and tb.v (program.json says how to run them)" \
         if testbench is not None else ""

@@ -339,3 +339,22 @@ def test_operands_are_read_from_pipes(tmp_path, capsys):
     assert (code, err) == (0, "")
     for name in ("a.hex", "b.hex", "c.hex", "program.hex"):
         assert (piped / name).read_text() == (files / name).read_text()
+
+
+def test_an_earlier_output_is_replaced_but_not_with_a_file_of_the_users(tmp_path, capsys):
+    """Running again into the same folder replaces it as a whole (with the testbench's obj_dir
+    and c_out.hex); a file the user added there would be deleted with it, so that is refused."""
+    out = tmp_path / "out"
+    argv = ["compile", "systolic", "--rows", "2", "--cols", "2", "--gemm", "4x4x4", "--seed",
+            "1", "--testbench", "-o", str(out)]
+    assert run_main(capsys, argv)[0] == 0
+    (out / "obj_dir").mkdir()
+    (out / "c_out.hex").write_text("0\n")
+    assert run_main(capsys, argv)[:3:2] == (0, "")
+    assert not (out / "obj_dir").exists()
+    (out / "notes.txt").write_text("mine\n")
+    code, _, err = run_main(capsys, argv)
+    assert (code, err) == (2, f"hwloop: error: output folder {str(out)!r} exists and is not an "
+                              "hwloop compile output (its files, and what running tb.v makes, "
+                              "alone): it would be replaced as a whole\n")
+    assert (out / "notes.txt").read_text() == "mine\n"
