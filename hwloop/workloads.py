@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import csv
 import importlib
+import io
 import math
 import operator
 import os
@@ -166,7 +167,11 @@ def load_workload(spec: str | Workload) -> Workload:
         raise WorkloadError(f"a workload must be a name, a .csv file or module:attr, not {spec!r}")
     if spec in BUILTINS:
         return BUILTINS[spec]()
-    if spec.lower().endswith(".csv") or Path(spec).is_file():
+    try:
+        a_file = Path(spec).is_file()
+    except OSError:  # inside a folder that cannot be searched: not_a_workload_file says so
+        a_file = True
+    if spec.lower().endswith(".csv") or a_file:
         return load_topology_csv(spec)
     if ":" in spec:
         return load_torch_module(spec)
@@ -190,10 +195,13 @@ def _positive(path: Path, line: int, column: str, text: str) -> int:
 
 def not_a_workload_file(path: Path) -> str | None:
     """Why ``path`` names no workload file to read (a folder, nothing), or None."""
-    if path.is_dir():
-        return f"workload file {str(path)!r} is a folder"
-    if not path.is_file():
-        return f"workload file {str(path)!r} does not exist"
+    try:
+        if path.is_dir():
+            return f"workload file {str(path)!r} is a folder"
+        if not path.is_file():
+            return f"workload file {str(path)!r} does not exist"
+    except OSError as exc:  # a folder on the way that cannot be searched
+        return f"workload file {str(path)!r}: cannot read: {exc.strerror or exc}"
     return None
 
 
@@ -204,8 +212,17 @@ def load_topology_csv(path: str | Path) -> Workload:
     if unreadable:
         raise WorkloadError(unreadable)
     text = read_user_text(path, error=WorkloadError)
-    rows = [(number, [cell.strip() for cell in row])
-            for number, row in enumerate(csv.reader(text.splitlines()), start=1)]
+    # numbered by the line each row starts on: a quoted cell may hold a line break, and
+    # characters str.splitlines() would break at (form feed, U+2028) are no line break here
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[tuple[int, list[str]]] = []
+    start = 1
+    try:
+        for row in reader:
+            rows.append((start, [cell.strip() for cell in row]))
+            start = reader.line_num + 1
+    except csv.Error as exc:  # a cell over the csv module's field limit, a NUL byte
+        raise ConfigError.at(path, start, f"not a CSV line: {exc}") from None
     rows = [(number, cells) for number, cells in rows if any(cells)]
     # SCALE-Sim writes a trailing comma on every line: drop the empty last cells
     for _, cells in rows:
@@ -304,6 +321,14 @@ def importable_from_cwd() -> None:
         sys.path.append(cwd)
 
 
+def _failure(exc: BaseException) -> str:
+    """What went wrong in the user's code, for a one-line error. A ``sys.exit()`` there (a
+    script's argparse, say) is a failure too: it would end hwloop with that code, silently."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def load_torch_module(spec: str) -> Workload:
     """Trace the GEMM layers of ``module:attr`` on the meta device (:func:`trace_module`).
 
@@ -320,10 +345,10 @@ def load_torch_module(spec: str) -> Workload:
     importable_from_cwd()
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 — any import failure is the user's module
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 — any failure is the user's module
         raise WorkloadError(
             f"workload {spec!r}: cannot import module {module_name!r}: "
-            f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
+            f"{_failure(exc)}".splitlines()[0]) from None
     target: Any = module
     for part in attr.split("."):
         if not hasattr(target, part):
@@ -343,9 +368,9 @@ def load_torch_module(spec: str) -> Workload:
                 model = target()
             else:
                 model = None
-    except Exception as exc:  # noqa: BLE001
+    except (Exception, SystemExit) as exc:  # noqa: BLE001
         raise WorkloadError(f"workload {spec!r}: building the model failed: "
-                            f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
+                            f"{_failure(exc)}".splitlines()[0]) from None
     if not isinstance(model, nn.Module):
         raise WorkloadError(f"workload {spec!r} is not a torch.nn.Module class, instance or "
                             "factory")
@@ -645,9 +670,9 @@ def trace_module(model: Any, *, name: str, input_shape: Iterable[int] | None = N
         model.eval()
         with torch.no_grad(), Products():
             model(torch.empty(shape, device="meta"))
-    except Exception as exc:  # noqa: BLE001 — the user's forward failed
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 — the user's forward failed
         raise WorkloadError(f"workload {spec!r}: forward pass with input shape {list(shape)} "
-                            f"failed: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+                            f"failed: {_failure(exc)}".splitlines()[0]) from None
     finally:
         for handle in handles:
             handle.remove()

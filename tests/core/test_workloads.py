@@ -1018,3 +1018,68 @@ def test_layer_modules_called_with_their_input_as_a_keyword_are_traced():
         model = Keywords()
     w = trace_module(model, name="kw", input_shape=(2, 3, 8, 8))
     assert [(x.name, x.shape) for x in w.layers] == [("conv", (72, 4, 27)), ("fc", (2, 10, 144))]
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [
+    # a quoted name holding a line break: the next row starts on line 4
+    ('Layer, M, N, K,\n"fc\n1", 4, 4, 4,\nfc2, 4, x, 4,\n', 4, "N must be a positive integer, "
+                                                               "not 'x'"),
+    # a form feed in a cell is no line break (str.splitlines() broke there: line 4 below)
+    ("Layer, M, N, K,\nfc1\x0c, 4, 4, 4,\nfc2, 4, x, 4,\n", 3, "N must be a positive integer, "
+                                                              "not 'x'"),
+    # a cell over the csv module's field limit was a _csv.Error traceback
+    ("Layer, M, N, K,\nfc1" + "x" * 200_000 + ", 4, 4, 4,\n", 2,
+     "not a CSV line: field larger than field limit (131072)"),
+])
+def test_csv_errors_name_the_line_the_row_starts_on(tmp_path, text, line, message):
+    path = tmp_path / "layers.csv"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_workload(str(path))
+    assert str(info.value) == f"{path}:{line}: {message}"
+
+
+def test_a_workload_file_behind_a_folder_that_cannot_be_searched(tmp_path, monkeypatch):
+    """(As root a chmod 000 folder cannot be made unsearchable: the OSError is simulated.)
+    Path.is_dir() raised the PermissionError, a traceback."""
+    from pathlib import Path
+
+    real = Path.is_dir
+
+    def is_dir(self):
+        if self.name == "g.csv":
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(Path, "is_dir", is_dir)
+    monkeypatch.setattr(Path, "is_file", is_dir)
+    with pytest.raises(WorkloadError) as info:
+        load_workload(str(tmp_path / "d" / "g.csv"))
+    assert str(info.value) == (f"workload file '{tmp_path}/d/g.csv': cannot read: Permission "
+                               "denied")
+
+
+@pytest.mark.parametrize(("where", "message"), [
+    ("import", "cannot import module 'exiting_mod': it called sys.exit(2)"),
+    ("build", "building the model failed: it called sys.exit(None)"),
+    ("forward", "forward pass with input shape [1, 4] failed: it called sys.exit(0)"),
+])
+def test_a_model_that_calls_sys_exit_is_a_workload_error(tmp_path, monkeypatch, capsys, where,
+                                                         message):
+    """A module whose code calls sys.exit() (a script's argparse at import) ended hwloop with
+    that exit code and no output: `sim systolic --workload sys:exit` exited 0."""
+    body = {
+        "import": "import sys\nsys.exit(2)\n",
+        "build": "import sys\n\n\ndef Net():\n    sys.exit()\n",
+        "forward": ("import sys\nfrom torch import nn\n\n\nclass Net(nn.Linear):\n"
+                    "    def __init__(self):\n        super().__init__(4, 2)\n\n"
+                    "    def forward(self, x):\n        sys.exit(0)\n"),
+    }[where]
+    (tmp_path / "exiting_mod.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "exiting_mod", raising=False)
+    code, out, err = run_main(capsys, ["sim", "systolic", "--workload", "exiting_mod:Net",
+                                       "--fidelity", "model"])
+    assert (code, out) == (2, "")
+    assert err == f"hwloop: error: workload 'exiting_mod:Net': {message}\n"
+    sys.modules.pop("exiting_mod", None)
