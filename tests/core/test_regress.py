@@ -406,12 +406,13 @@ def test_cache_matrix_writes_fst_waves_and_says_where(tmp_path):
 
 def test_a_configuration_past_the_timeout_fails_and_its_child_is_killed(fake_generators,
                                                                        capsys):
-    code = main(["regress", "--generator", "hang", "--seed", "3", "--timeout", "1.5"])
+    # config #0 returns at once: 4 s leave it room on a loaded machine (1.5 s once failed it)
+    code = main(["regress", "--generator", "hang", "--seed", "3", "--timeout", "4"])
     out = capsys.readouterr().out
     assert code == 1
     assert "1 passed, 1 failed" in out
     seed1 = regress.config_seed(3, 1)
-    assert f"FAILED hang #1 seed {seed1}: timed out after 1.5 s (--timeout)" in out
+    assert f"FAILED hang #1 seed {seed1}: timed out after 4 s (--timeout)" in out
     sleepers = subprocess.run(["pgrep", "-f", "^sleep 60$"], capture_output=True, text=True)
     assert sleepers.stdout == ""
 
