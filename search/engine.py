@@ -113,6 +113,16 @@ def _watch_parent(parent: int) -> None:
             os.killpg(0, signal.SIGKILL)
 
 
+def _reply(stream: BinaryIO, obj: object) -> None:
+    """Write a reply to the driver; if it is gone (``kill -9`` closed the pipe), end this
+    worker's process group as :func:`_watch_parent` would, without a traceback on the
+    terminal the driver shared with it."""
+    try:
+        _write_frame(stream, obj)
+    except OSError:  # BrokenPipeError, or the pipe otherwise unusable
+        os.killpg(0, signal.SIGKILL)
+
+
 def _as_dict(result: Any) -> dict[str, Any]:
     if hasattr(result, "to_dict"):
         return dict(result.to_dict())
@@ -144,9 +154,9 @@ def _worker_main() -> None:
                 evaluator, space = cloudpickle.loads(message[1])
             except BaseException as exc:  # e.g. the evaluator's module is not importable here
                 text = "".join(traceback.format_exception(exc)).strip()
-                _write_frame(replies, ("setup-failed", text))
+                _reply(replies, ("setup-failed", text))
                 return
-            _write_frame(replies, ("ready",))
+            _reply(replies, ("ready",))
             continue
         _, point, fidelity, seed = message
         start = time.time()
@@ -160,7 +170,7 @@ def _worker_main() -> None:
         except BaseException as exc:  # every failure is a result; the sweep goes on
             text = "".join(traceback.format_exception(exc)).strip()
             reply = ("failed", None, text, _log_path_of(exc))
-        _write_frame(replies, (*reply, start, time.time() - start))
+        _reply(replies, (*reply, start, time.time() - start))
 
 
 def _log_path_of(exc: BaseException) -> str | None:

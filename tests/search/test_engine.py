@@ -120,3 +120,18 @@ def test_a_dask_task_of_another_space_gets_a_fresh_worker_even_at_the_same_addre
             cached[1].close()
     assert first["status"] == "done" and first["result"]["budgets"]["area"] == 1.0e9
     assert second["status"] == "done" and second["result"]["budgets"]["area"] == 1.0
+
+
+def test_a_worker_whose_driver_is_gone_ends_without_a_traceback(tmp_path):
+    # kill -9 of the driver closes its end of the reply pipe: the worker finishing an
+    # evaluation then printed a BrokenPipeError traceback on the terminal it shares with it
+    engine = LocalEngine(evaluator=fake_evaluate, space=None, fidelity="model", seed=0,
+                         workers=1, log_dir=tmp_path)
+    worker = engine._spawn()
+    try:
+        worker.stdout.close()
+        worker.send(engine_module._Job("a", {"x": 1, "sleep": 0.2}), "model", 0)
+        worker.proc.wait(timeout=60)
+    finally:
+        worker.kill()
+    assert (tmp_path / "worker-1.log").read_text() == ""
