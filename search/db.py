@@ -15,6 +15,7 @@ killed at any moment (even ``kill -9``) leaves only whole rows behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -420,6 +421,22 @@ class ResultsDB:
     def close(self) -> None:
         self._db.close()
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write SQLite refuses (a full disk, a read-only file, an I/O error, another
+        writer past the busy timeout) as a one-line error: the rows committed before stay."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            raise InputError(f"{self.path}: cannot write ({exc}): the results stored so far "
+                             f"are kept; resume once it can be written") from None
+
+    def _rollback(self) -> None:
+        # SQLite rolls back by itself on some errors (a full disk): a ROLLBACK then fails and
+        # hides the cause; after a COMMIT that went through (an interrupt just after) as well.
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
     def __enter__(self) -> ResultsDB:
         return self
 
@@ -442,11 +459,12 @@ class ResultsDB:
     # -- sweeps --------------------------------------------------------------------------
     def new_sweep(self, *, method: str, seed: int, fidelity: str, budget: int,
                   options: Mapping[str, Any] | None = None) -> Sweep:
-        cur = self._db.execute(
-            "INSERT INTO sweeps (method, seed, fidelity, budget, started_at, options) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (method, seed, fidelity, budget, time.time(), json.dumps(dict(options or {}))),
-        )
+        with self._writing():
+            cur = self._db.execute(
+                "INSERT INTO sweeps (method, seed, fidelity, budget, started_at, options) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (method, seed, fidelity, budget, time.time(), json.dumps(dict(options or {}))),
+            )
         return Sweep(int(cur.lastrowid or 0), method, seed, fidelity, budget)
 
     def find_sweep(self, *, method: str, seed: int, fidelity: str) -> Sweep | None:
@@ -459,13 +477,15 @@ class ResultsDB:
         return Sweep(row["id"], row["method"], row["seed"], row["fidelity"], row["budget"])
 
     def set_budget(self, sweep: Sweep, budget: int) -> Sweep:
-        self._db.execute("UPDATE sweeps SET budget = ? WHERE id = ?", (budget, sweep.id))
+        with self._writing():
+            self._db.execute("UPDATE sweeps SET budget = ? WHERE id = ?", (budget, sweep.id))
         return Sweep(sweep.id, sweep.method, sweep.seed, sweep.fidelity, budget)
 
     def delete_sweep(self, sweep: Sweep) -> None:
         """Remove a sweep that told nothing (it failed before its first result)."""
-        self._db.execute("DELETE FROM sweeps WHERE id = ? AND NOT EXISTS "
-                         "(SELECT 1 FROM trials WHERE sweep_id = ?)", (sweep.id, sweep.id))
+        with self._writing():
+            self._db.execute("DELETE FROM sweeps WHERE id = ? AND NOT EXISTS "
+                             "(SELECT 1 FROM trials WHERE sweep_id = ?)", (sweep.id, sweep.id))
 
     def sweep_options(self, sweep: Sweep) -> dict[str, Any]:
         """The options a sweep was started with; damaged ones are a one-line InputError."""
@@ -520,37 +540,39 @@ class ResultsDB:
         fidelity = sweep.fidelity
         h = params_hash(point)
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.execute(
-                _RECORD_SQL,
-                (self.space_name, self.space_hash, method, canonical_params(point), h, fidelity,
-                 status, int(feasible), result.get("infeasible_kind"), objective,
-                 json.dumps(metrics), json.dumps(dict(result), default=_plain),
-                 error if error is not None else result.get("error"),
-                 log_path if log_path is not None else result.get("log_path"),
-                 wall_s, queued_s, started_at, time.time(),
-                 json.dumps(dict(tool_versions or {})), __version__, seed),
-            )
-            stored = db.execute(
-                "SELECT * FROM evaluations WHERE params_hash = ? AND fidelity = ?",
-                (h, fidelity)).fetchone()
-            self._tell(sweep, stored["id"], reused=False)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        with self._writing():
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(
+                    _RECORD_SQL,
+                    (self.space_name, self.space_hash, method, canonical_params(point), h,
+                     fidelity, status, int(feasible), result.get("infeasible_kind"), objective,
+                     json.dumps(metrics), json.dumps(dict(result), default=_plain),
+                     error if error is not None else result.get("error"),
+                     log_path if log_path is not None else result.get("log_path"),
+                     wall_s, queued_s, started_at, time.time(),
+                     json.dumps(dict(tool_versions or {})), __version__, seed),
+                )
+                stored = db.execute(
+                    "SELECT * FROM evaluations WHERE params_hash = ? AND fidelity = ?",
+                    (h, fidelity)).fetchone()
+                self._tell(sweep, stored["id"], reused=False)
+                db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
         return Row.from_sql(stored, source=self.path)
 
     def reuse(self, sweep: Sweep, row: Row) -> None:
         """Tell ``sweep`` an already stored row (no evaluation was run): one commit."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._tell(sweep, row.id, reused=True)
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+        with self._writing():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._tell(sweep, row.id, reused=True)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
 
     def _tell(self, sweep: Sweep, evaluation_id: int, *, reused: bool) -> None:
         seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM trials WHERE sweep_id = ?",

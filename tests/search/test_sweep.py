@@ -563,3 +563,36 @@ def test_warm_start_counts_a_point_once_at_the_sweeps_fidelity(tmp_path):
         assert len(pairs) == 3
         seen = {result.metrics["cycles"] == 7777 for _, result in pairs}
         assert seen == {cycles == 7777}
+
+
+def test_a_db_that_cannot_be_written_is_a_one_line_error_and_keeps_its_rows(tmp_path):
+    # a full disk (here: a file size limit, which fails SQLite's writes the same way) or a
+    # read-only DB file was a sqlite3.OperationalError traceback, and the ROLLBACK after
+    # SQLite had rolled back itself hid the cause ("cannot rollback - no transaction")
+    import resource
+
+    db_path = tmp_path / "runs.db"
+    args = ["sweep", "--space", str(TINY), "--budget", "2", "--workers", "1", "--db",
+            str(db_path), "--quiet"]
+    evaluator = "tests.search.sweep_fakes:fake_evaluate"
+    assert _run(args, HWLOOP_SWEEP_EVALUATOR=evaluator).returncode == 0
+    limit = db_path.stat().st_size + 8192
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    args[4] = "24"
+    full = subprocess.run([*HWLOOP, *args, "--resume"], capture_output=True, text=True,
+                          cwd=ROOT, env=_env(HWLOOP_SWEEP_EVALUATOR=evaluator), timeout=300,
+                          preexec_fn=small_files)
+    assert full.returncode == 2, full.stderr
+    assert full.stderr.startswith(f"hwloop: error: {db_path}: cannot write (disk I/O error)")
+    assert full.stderr.count("\n") == 1
+    with sqlite3.connect(db_path) as raw:
+        assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        kept = raw.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+    raw.close()
+    assert 2 <= kept < 24
+    resumed = _run([*args, "--resume"], HWLOOP_SWEEP_EVALUATOR=evaluator)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"24/24 told ({24 - kept} evaluated, 0 reused, {kept} resumed)" in resumed.stdout
