@@ -244,6 +244,14 @@ def _not_writable_or_not_a_db(path: Path, exc: sqlite3.DatabaseError) -> InputEr
     return InputError(f"{path}: not a hwloop results database ({exc})")
 
 
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
 @dataclass(frozen=True)
 class Sweep:
     id: int
@@ -264,6 +272,9 @@ class ResultsDB:
     def __init__(self, path: Path, connection: sqlite3.Connection):
         self.path = path
         self._db = connection
+        # SQLite goes on writing to a file deleted or moved away (its folder removed): the
+        # results written after would be lost without a word, so writes check the path first
+        self._identity = _file_identity(path)
 
     # -- opening -------------------------------------------------------------------------
     @staticmethod
@@ -425,6 +436,9 @@ class ResultsDB:
     def _writing(self) -> Iterator[None]:
         """A write SQLite refuses (a full disk, a read-only file, an I/O error, another
         writer past the busy timeout) as a one-line error: the rows committed before stay."""
+        if self._identity is not None and _file_identity(self.path) != self._identity:
+            raise InputError(f"{self.path}: the results database was deleted or moved away "
+                             f"while the sweep ran; nothing more is written to it")
         try:
             yield
         except sqlite3.OperationalError as exc:

@@ -1,4 +1,5 @@
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -596,3 +597,21 @@ def test_a_db_that_cannot_be_written_is_a_one_line_error_and_keeps_its_rows(tmp_
     resumed = _run([*args, "--resume"], HWLOOP_SWEEP_EVALUATOR=evaluator)
     assert resumed.returncode == 0, resumed.stderr
     assert f"24/24 told ({24 - kept} evaluated, 0 reused, {kept} resumed)" in resumed.stdout
+
+
+def test_a_db_deleted_during_the_sweep_stops_it_instead_of_losing_its_results(tmp_path):
+    # SQLite goes on writing to the unlinked file: the sweep said "results in runs.db" of a
+    # file that was gone, every result after the deletion lost
+    folder = tmp_path / "results"
+    folder.mkdir()
+    db_path = folder / "runs.db"
+
+    def delete_the_folder(summary, row):
+        if summary.told == 2:
+            shutil.rmtree(folder)
+
+    with pytest.raises(InputError) as info:
+        run_sweep(load_space(TINY), method="random", budget=8, db_path=db_path, workers=1,
+                  evaluator=fake_evaluate, on_result=delete_the_folder)
+    assert str(info.value) == (f"{db_path}: the results database was deleted or moved away "
+                               f"while the sweep ran; nothing more is written to it")
