@@ -238,8 +238,9 @@ def _check_tables(path: Path, db: sqlite3.Connection) -> None:
 
 def _not_writable_or_not_a_db(path: Path, exc: sqlite3.DatabaseError) -> InputError:
     """The error for a DB a sweep cannot open: one it may not write (its folder read-only:
-    SQLite cannot make the file, or its journal beside it), or not a DB at all."""
-    if "readonly" in str(exc) or "unable to open" in str(exc):
+    SQLite cannot make the file, or its journal beside it; a full disk; an I/O error), or not
+    a DB at all."""
+    if isinstance(exc, sqlite3.OperationalError):
         return InputError(f"{path}: cannot open the results database for writing ({exc})")
     return InputError(f"{path}: not a hwloop results database ({exc})")
 
@@ -317,6 +318,8 @@ class ResultsDB:
                 db = cls._connect(path, immutable=True)
                 tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
         except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):  # an I/O error, not a damaged file
+                raise InputError(f"{path}: cannot read the results database ({exc})") from None
             raise InputError(f"{path}: not a hwloop results database ({exc})") from None
         if "meta" not in tables or "evaluations" not in tables:
             db.close()
@@ -352,17 +355,22 @@ class ResultsDB:
             db.close()
             raise _not_writable_or_not_a_db(path, exc) from None
         if not tables:  # a new DB, or one whose creator died before its schema was committed
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            now = str(time.time())
-            for key, value in (("schema_version", str(SCHEMA_VERSION)),
-                               ("space_name", space_name), ("space_hash", space_hash),
-                               ("objective", objective), ("created_at", now),
-                               ("hwloop_version", __version__), ("prices", prices)):
-                db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
-            db.execute("COMMIT")
-            cls._enable_wal(db)
+            try:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                now = str(time.time())
+                for key, value in (("schema_version", str(SCHEMA_VERSION)),
+                                   ("space_name", space_name), ("space_hash", space_hash),
+                                   ("objective", objective), ("created_at", now),
+                                   ("hwloop_version", __version__), ("prices", prices)):
+                    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                               (key, value))
+                db.execute("COMMIT")
+                cls._enable_wal(db)
+            except sqlite3.DatabaseError as exc:  # closing rolls back what was not committed
+                db.close()
+                raise _not_writable_or_not_a_db(path, exc) from None
             return cls(path, db)
         if "meta" not in tables or "evaluations" not in tables:
             db.execute("ROLLBACK")

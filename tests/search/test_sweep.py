@@ -615,3 +615,27 @@ def test_a_db_deleted_during_the_sweep_stops_it_instead_of_losing_its_results(tm
                   evaluator=fake_evaluate, on_result=delete_the_folder)
     assert str(info.value) == (f"{db_path}: the results database was deleted or moved away "
                                f"while the sweep ran; nothing more is written to it")
+
+
+@pytest.mark.parametrize("kib", [0, 8, 16, 24, 32, 40])
+def test_a_new_db_that_cannot_be_written_is_a_one_line_error(tmp_path, kib):
+    # a full disk while the DB was made: "not a hwloop results database (disk I/O error)" of
+    # a DB hwloop was making, or a traceback when the schema's COMMIT failed
+    import resource
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (kib * 1024, resource.RLIM_INFINITY))
+
+    db_path = tmp_path / "runs.db"
+    made = subprocess.run(
+        [*HWLOOP, "sweep", "--space", str(TINY), "--budget", "2", "--workers", "1", "--db",
+         str(db_path), "--quiet"], capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env=_env(HWLOOP_SWEEP_EVALUATOR="tests.search.sweep_fakes:fake_evaluate"),
+        preexec_fn=small_files)
+    assert made.returncode in (0, 2), made.stderr
+    if made.returncode == 2:
+        # making the DB, or a write of the sweep once it is made
+        assert made.stderr.startswith((
+            f"hwloop: error: {db_path}: cannot open the results database for writing (",
+            f"hwloop: error: {db_path}: cannot write (")), made.stderr
+        assert made.stderr.count("\n") == 1, made.stderr
