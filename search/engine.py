@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import select
 import signal
@@ -480,6 +481,22 @@ def check_address(address: str) -> None:
                       "(distributed.comm.tls.ca-file, distributed.comm.tls.client.cert)")
 
 
+class _LostSchedulerFilter(logging.Filter):
+    """Drops what Dask's client logs about a lost scheduler, with tracebacks (its reconnection
+    giving up or cancelled by close(), a send on the closed connection): the sweep says it in
+    one line instead."""
+
+    LOGGERS = ("distributed.client", "distributed.batched")
+    MESSAGES = ("Failed to reconnect to scheduler", "Batched Comm Closed")
+
+    def __init__(self, engine: DaskEngine):
+        super().__init__()
+        self.engine = engine
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self.engine._gone or record.getMessage().startswith(self.MESSAGES))
+
+
 class DaskEngine:
     """The same interface on a Dask distributed cluster (``tcp://host:port``)."""
 
@@ -498,6 +515,8 @@ class DaskEngine:
         from distributed import Client
 
         check_address(address)
+        self.address = address
+        self._gone = False
         try:
             self.client = Client(address, timeout=connect_timeout, set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:
@@ -518,11 +537,22 @@ class DaskEngine:
             self.client.close()
             raise
         self._futures: dict[Any, _Job] = {}
+        self._quiet = _LostSchedulerFilter(self)
+        for name in self._quiet.LOGGERS:
+            logging.getLogger(name).addFilter(self._quiet)
 
     @property
     def capacity(self) -> int:
-        threads = self.client.nthreads()
+        try:
+            threads = self.client.nthreads()
+        except OSError:  # CommClosedError: the scheduler is gone
+            raise self._lost() from None
         return max(1, sum(threads.values()))
+
+    def _lost(self) -> InputError:
+        self._gone = True
+        return InputError(f"--scheduler {self.address}: lost the connection to the scheduler; "
+                          f"the results so far are kept: resume when it is back")
 
     @property
     def pending(self) -> int:
@@ -538,22 +568,33 @@ class DaskEngine:
 
     def poll(self, wait: float = 0.0) -> list[Outcome]:
         from distributed import wait as dask_wait
+        from distributed.utils import CancelledError
 
         if not self._futures:
             return []
-        with contextlib.suppress(TimeoutError), self.client.as_current():
+        # the client cancels every future when it loses the scheduler (wait raises then)
+        with contextlib.suppress(TimeoutError, CancelledError), self.client.as_current():
             dask_wait(list(self._futures), timeout=max(wait, 0.01), return_when="FIRST_COMPLETED")
+        if any(f.cancelled() for f in self._futures):
+            # only close() cancels: this is no evaluation that failed, and no row to store
+            raise self._lost()
         outcomes = []
         for future in [f for f in self._futures if f.done()]:
             job = self._futures.pop(future)
-            if future.status == "finished":
-                data = future.result()
+            status = future.status
+            if status == "cancelled":  # the connection was lost just now
+                raise self._lost()
+            try:
+                data = future.result() if status == "finished" else None
+                exc = future.exception() if status == "error" else None
+            except (OSError, CancelledError):  # the scheduler died while they were fetched
+                raise self._lost() from None
+            if data is not None:
                 data["queued_s"] = max(0.0, data.get("started_at", 0.0) - job.submitted_at)
                 outcomes.append(Outcome(**data))
             else:
-                exc = future.exception() if future.status == "error" else None
                 reason = (f"{type(exc).__name__}: {exc}" if exc is not None
-                          else f"Dask task {future.status}")
+                          else f"Dask task {status}")
                 outcomes.append(Outcome(job.key, job.point, "failed", error=reason))
         return outcomes
 
@@ -561,7 +602,11 @@ class DaskEngine:
         for future in self._futures:
             future.cancel()
         self._futures.clear()
-        self.client.close()
+        try:
+            self.client.close()
+        finally:
+            for name in self._quiet.LOGGERS:
+                logging.getLogger(name).removeFilter(self._quiet)
 
     def __enter__(self) -> DaskEngine:
         return self

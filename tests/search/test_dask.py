@@ -101,3 +101,61 @@ def test_a_scheduler_without_workers_is_one_line_exit_2_and_writes_nothing(tmp_p
     assert proc.stderr == (f"hwloop: error: --scheduler {address}: the cluster has no workers "
                            f"(start some: dask worker {address})\n")
     assert not (tmp_path / "runs.db").exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.xdist_group("dask")
+def test_a_lost_scheduler_stops_the_sweep_in_one_line_and_records_no_failure(tmp_path):
+    # a scheduler killed mid-sweep was a FuturesCancelledError traceback; a future the client
+    # cancelled for the lost connection is no evaluation that failed, and must not be stored
+    import subprocess
+    import sys
+
+    root = TINY.parents[1]
+    env = dict(os.environ, HWLOOP_SWEEP_EVALUATOR="tests.search.sweep_fakes:slow_evaluate",
+               HWLOOP_FAKE_SLEEP="0.5",
+               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler",
+                                  "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+                                  "--no-dashboard"], **quiet)
+    worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
+                               "--nworkers", "2", "--nthreads", "1", "--no-dashboard"], **quiet)
+    db_path = tmp_path / "runs.db"
+    args = [sys.executable, "-m", "hwloop", "sweep", "--space", str(TINY), "--budget", "24",
+            "--db", str(db_path), "--quiet"]
+    try:
+        sweep = subprocess.Popen([*args, "--scheduler", address], cwd=root, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline and sweep.poll() is None:
+            if db_path.exists():
+                with ResultsDB.open_existing(db_path) as db:
+                    if len(db.rows()) >= 4:
+                        break
+            time.sleep(0.2)
+        scheduler.kill()
+        _, err = sweep.communicate(timeout=120)
+    finally:
+        for proc in (scheduler, worker):
+            proc.kill()
+            proc.wait()
+    assert sweep.returncode == 2, err
+    assert err == (f"hwloop: error: --scheduler {address}: lost the connection to the "
+                   f"scheduler; the results so far are kept: resume when it is back\n")
+    with ResultsDB.open_existing(db_path) as db:
+        rows = db.rows()
+    assert 4 <= len(rows) < 24 and all(r.status == "ok" for r in rows)
+    resumed = subprocess.run([*args, "--resume", "--workers", "2"], cwd=root, env=env,
+                             capture_output=True, text=True, timeout=180)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"24/24 told ({24 - len(rows)} evaluated, 0 reused, {len(rows)} resumed)" \
+        in resumed.stdout
