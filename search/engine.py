@@ -527,9 +527,13 @@ class DaskEngine:
         self.seed = seed
         self.timeout = timeout
         self.retries = retries
+        # The space goes with each task (about 1 KB pickled), not scattered to the workers
+        # once: with every worker that held it gone (restarted, their batch jobs ended) the
+        # cluster would cancel each task of the sweep, however many new workers joined.
+        self._space = space
         try:
-            [self._space] = self.client.scatter([space], broadcast=True, hash=False)
-        except TimeoutError:  # the scheduler's "No valid workers found", after 2 s
+            self.client.wait_for_workers(1, timeout=connect_timeout)
+        except TimeoutError:
             self.client.close()
             raise InputError(f"--scheduler {address}: the cluster has no workers (start some: "
                              f"dask worker {address})") from None
@@ -549,10 +553,13 @@ class DaskEngine:
             raise self._lost() from None
         return max(1, sum(threads.values()))
 
-    def _lost(self) -> InputError:
+    def _lost(self, *, cancelled: bool = False) -> InputError:
         self._gone = True
-        return InputError(f"--scheduler {self.address}: lost the connection to the scheduler; "
-                          f"the results so far are kept: resume when it is back")
+        what = "lost the connection to the scheduler"
+        if cancelled and self.client.status == "running":  # another client, or a restart
+            what = "the scheduler cancelled the sweep's evaluations"
+        return InputError(f"--scheduler {self.address}: {what}; the results so far are kept: "
+                          f"resume when it is back")
 
     @property
     def pending(self) -> int:
@@ -577,13 +584,13 @@ class DaskEngine:
             dask_wait(list(self._futures), timeout=max(wait, 0.01), return_when="FIRST_COMPLETED")
         if any(f.cancelled() for f in self._futures):
             # only close() cancels: this is no evaluation that failed, and no row to store
-            raise self._lost()
+            raise self._lost(cancelled=True)
         outcomes = []
         for future in [f for f in self._futures if f.done()]:
             job = self._futures.pop(future)
             status = future.status
             if status == "cancelled":  # the connection was lost just now
-                raise self._lost()
+                raise self._lost(cancelled=True)
             try:
                 data = future.result() if status == "finished" else None
                 exc = future.exception() if status == "error" else None

@@ -11,7 +11,7 @@ import pytest
 from hwloop.search.db import ResultsDB
 from hwloop.search.space import load_space
 from hwloop.search.sweep import run_sweep
-from tests.search.sweep_fakes import flaky_evaluate
+from tests.search.sweep_fakes import flaky_evaluate, slow_evaluate
 
 distributed = pytest.importorskip("distributed")
 
@@ -61,6 +61,50 @@ def test_a_lost_worker_loses_no_evaluation_and_hung_ones_time_out(tmp_path, monk
     assert statuses.count("timeout") == 4  # the hung 4x2 simulations, killed after 3 s
     assert statuses.count("failed") == 4  # the failed 4x8 builds
     assert statuses.count("ok") == 16  # nothing lost with the killed worker
+
+
+@pytest.mark.xdist_group("dask")
+def test_losing_every_worker_at_once_loses_no_evaluation(tmp_path, monkeypatch):
+    # the space was scattered to the workers once: with all of them gone (restarted, their
+    # batch jobs ended) it was lost for good, and the cluster cancelled every task of the
+    # sweep, a FuturesCancelledError traceback though new workers had joined
+    monkeypatch.setenv("HWLOOP_FAKE_SLEEP", "0.5")
+    space = load_space(TINY)
+    db_path = tmp_path / "runs.db"
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       host="127.0.0.1", dashboard_address="127.0.0.1:0")
+    outcome: dict = {}
+    try:
+        with distributed.Client(cluster.scheduler_address) as client:
+            pids = client.run(os.getpid)
+
+        def sweep() -> None:
+            try:
+                outcome["result"] = run_sweep(
+                    space, method="random", budget=12, db_path=db_path,
+                    scheduler=cluster.scheduler_address, evaluator=slow_evaluate, seed=4)
+            except BaseException as exc:
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=sweep)
+        thread.start()
+        deadline = time.time() + 60
+        while time.time() < deadline and thread.is_alive():
+            if db_path.exists():
+                with ResultsDB.open_existing(db_path) as db:
+                    if len(db.rows()) >= 4:
+                        break
+            time.sleep(0.2)
+        for pid in pids.values():  # the nanny starts new workers
+            os.kill(pid, signal.SIGKILL)
+        thread.join(timeout=240)
+        assert not thread.is_alive()
+    finally:
+        cluster.close()
+    assert "error" not in outcome, outcome["error"]
+    assert outcome["result"].told == 12 and outcome["result"].evaluated == 12
+    with ResultsDB.open_existing(db_path) as db:
+        assert [r.status for r in db.rows()] == ["ok"] * 12
 
 
 @pytest.mark.xdist_group("dask")
@@ -133,6 +177,8 @@ def test_a_lost_scheduler_stops_the_sweep_in_one_line_and_records_no_failure(tmp
     args = [sys.executable, "-m", "hwloop", "sweep", "--space", str(TINY), "--budget", "24",
             "--db", str(db_path), "--quiet"]
     try:
+        with distributed.Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=60)
         sweep = subprocess.Popen([*args, "--scheduler", address], cwd=root, env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 120
