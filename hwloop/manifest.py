@@ -17,7 +17,7 @@ from typing import Any
 
 from hwloop import __version__
 from hwloop.errors import InputError
-from hwloop.paths import check_folder_path, mkdtemp
+from hwloop.paths import check_folder_path, staging_dir
 
 
 def component_ports(component: Any) -> list[dict[str, Any]]:
@@ -155,7 +155,8 @@ def write_folder_atomically(out: Path, fill: Callable[[Path], None], *,
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create {str(parent)!r}: {exc.strerror or exc}") from None
-    tmp = mkdtemp(prefix=f".{out.name}.tmp-", dir=parent)
+    # a process killed mid-write leaves its staging folder: the next one removes it
+    tmp, release = staging_dir(parent, out.name)
     try:
         fill(tmp)
         if out.exists():
@@ -174,6 +175,8 @@ def write_folder_atomically(out: Path, fill: Callable[[Path], None], *,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        release()
 
 
 def write_design(out: Path, *, generator: str, name: str, params: dict[str, Any],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import glob
 import os
 import shutil
 import struct
@@ -270,6 +271,40 @@ def _lock(fd: int) -> bool:
     except BlockingIOError:
         return False
     return True
+
+
+def staging_dir(parent: Path, name: str) -> tuple[Path, Callable[[], None]]:
+    """A hidden folder ``.<name>.tmp-*`` in ``parent`` to build the output ``name`` in before it
+    is renamed into place, and a function that releases it. This process holds a lock on a
+    sibling ``.lock`` file meanwhile; staging folders of ``name`` whose lock nobody holds (their
+    process was killed mid-write) are removed first, once they are a minute old."""
+    now = time.time()
+    # (without flock nothing says a staging folder's process is gone: none is removed)
+    for stale in parent.glob(f".{glob.escape(name)}.tmp-*") if fcntl is not None else ():
+        lock = Path(f"{stale}.lock")
+        if stale.suffix == ".lock" or not stale.is_dir():
+            continue
+        try:
+            if now - stale.stat().st_mtime < _REAP_AFTER_S:
+                continue
+            fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o600)
+        except OSError:  # another process reaped it, or the folder cannot be written
+            continue
+        try:
+            if _lock(fd):
+                shutil.rmtree(stale, ignore_errors=True)
+                lock.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+    path = mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+    lock = Path(f"{path}.lock")
+    fd = os.open(lock, os.O_WRONLY | os.O_CREAT, 0o600)
+    _lock(fd)  # a new file: nobody else holds it
+
+    def release() -> None:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+    return path, release
 
 
 @functools.cache

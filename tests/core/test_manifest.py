@@ -42,3 +42,32 @@ def test_same_file_sees_through_links_and_dots(tmp_path):
     assert same_file(tmp_path / "sub" / ".." / "a", a)  # sub does not exist
     assert same_file(tmp_path / "new", tmp_path / "." / "new")
     assert not same_file(tmp_path / "new", a)
+
+
+def test_a_staging_folder_left_by_a_killed_process_is_removed_by_the_next_write(tmp_path):
+    """An output is built in a hidden `.NAME.tmp-*` sibling and renamed into place; a process
+    killed mid-write (kill -9 of `hwloop report`) left that folder forever. The next write of
+    the same output removes the ones whose lock nobody holds, once a minute old; a live
+    writer's (its lock held: here by this process, through its own open file) stays."""
+    import fcntl
+    import os
+    import time
+
+    old = time.time() - 120
+    dead, live, young = (tmp_path / f".out.tmp-{k}" for k in ("dead", "live", "young"))
+    for folder in (dead, live, young):
+        folder.mkdir()
+        (folder / "half-written").write_text("x")
+        (tmp_path / f"{folder.name}.lock").touch()
+    for folder in (dead, live):
+        os.utime(folder, (old, old))
+    held = os.open(tmp_path / f"{live.name}.lock", os.O_WRONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        write_folder_atomically(tmp_path / "out", lambda f: (f / "a.txt").write_text("a"))
+    finally:
+        os.close(held)
+    assert (tmp_path / "out" / "a.txt").read_text() == "a"
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [".out.tmp-live", ".out.tmp-live.lock", ".out.tmp-young",
+                    ".out.tmp-young.lock", "out"]
