@@ -273,18 +273,10 @@ def test_a_sweep_with_damaged_options_is_a_one_line_error(tmp_path, options, mes
 def test_a_db_that_cannot_be_read_is_named_as_such(tmp_path, monkeypatch):
     """A results DB without read permission (chmod 000) was called 'not a hwloop results
     database (unable to open database file)'."""
-    import builtins
-    import os
+    from tests.unreadable import refuse_opening
 
     path = _one_row_db(tmp_path / "runs.db")
-    real_open = builtins.open
-
-    def refuse(file, *args, **kwargs):  # as chmod 000 does, even for root
-        if isinstance(file, str | os.PathLike) and os.fspath(file) == str(path):
-            raise PermissionError(13, "Permission denied", str(file))
-        return real_open(file, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "open", refuse)
+    refuse_opening(monkeypatch, path)  # as chmod 000 does, even for root
     for opening in (lambda: ResultsDB.open_existing(path), lambda: _open(path)):
         with pytest.raises(InputError) as info:
             opening()

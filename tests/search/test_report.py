@@ -296,22 +296,14 @@ def test_export_to_standard_output(tmp_path):
 def test_an_earlier_report_whose_index_cannot_be_read_is_named(tmp_path, monkeypatch, capsys):
     """-o naming an earlier report whose index.html the user may not read (chmod 000): a
     PermissionError traceback from the check that it is a report."""
-    import builtins
-
     from tests.core.cli_helpers import run_main
+    from tests.unreadable import refuse_opening
 
     db_path = _db(tmp_path / "runs.db")
     report = tmp_path / "report"
     write_report(db_path, report)
     index = report / "index.html"
-    real_open = builtins.open
-
-    def refuse(file, *args, **kwargs):  # as chmod 000 does, even for root
-        if isinstance(file, str | os.PathLike) and os.fspath(file) == str(index):
-            raise PermissionError(13, "Permission denied", str(file))
-        return real_open(file, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "open", refuse)
+    refuse_opening(monkeypatch, index)  # as chmod 000 does, even for root
     before = sorted(p.name for p in report.iterdir())
     code, _, err = run_main(capsys, ["report", "--db", str(db_path), "-o", str(report)])
     assert (code, err) == (2, f"hwloop: error: -o {report}: cannot read {index}: "
