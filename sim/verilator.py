@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hwloop.buildcache import BuildCache, build_key
-from hwloop.errors import BuildError
+from hwloop.errors import BuildError, SimulationError
 from hwloop.toolchain import (
     lz4_header,
     lz4_library,
@@ -253,4 +253,9 @@ def run_testbench(build: Path, *, top: str, testbench: Path, module: str, work: 
                        log_file=log)
     except SystemExit:
         pass
+    except OSError as exc:  # the simulator cannot be started: its build in the cache is damaged
+        raise SimulationError(
+            f"cannot run the simulator {exc.filename or build / 'obj'}: "
+            f"{exc.strerror or exc}; its build may be damaged: remove {build} (a cached build) "
+            "and run again") from None
     return time.perf_counter() - began

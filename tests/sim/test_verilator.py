@@ -176,3 +176,25 @@ def test_the_build_key_holds_the_top_module_and_waves(monkeypatch):
                         flags=list(VERILATOR_LINT_FLAGS), extra={"what": "test-key"},
                         waves=waves)
     assert len(set(keys)) == 3
+
+
+def test_a_damaged_build_is_one_line_naming_it(tmp_path):
+    """A cached simulator that cannot be executed (a file emptied by a full disk or a crash)
+    was an OSError traceback from subprocess; it names the build to remove."""
+    from hwloop.errors import SimulationError
+
+    build = tmp_path / "builds" / "0123abcd"
+    (build / "obj").mkdir(parents=True)
+    binary = build / "obj" / "counter_top"
+    binary.write_bytes(b"")
+    binary.chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    testbench = tmp_path / "tb.py"
+    testbench.write_text("import cocotb\n")
+    with pytest.raises(SimulationError) as info:
+        run_testbench(build, top="counter_top", testbench=testbench, module="tb_mod",
+                      work=work, env={}, log=work / "sim.log")
+    assert str(info.value) == (f"cannot run the simulator {binary}: Exec format error; its "
+                               f"build may be damaged: remove {build} (a cached build) and run "
+                               "again")
