@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import stat
 from pathlib import Path
@@ -150,7 +151,7 @@ def run_compile(args: argparse.Namespace) -> int:
         padded_dims,
     )
     from hwloop.sim.systolic.model import model_gemm
-    from hwloop.sim.systolic.program import FIELD_BITS, INSTRUCTION_BITS
+    from hwloop.sim.systolic.program import FIELD_BITS, INSTRUCTION_BITS, tile_counts
     from hwloop.sim.systolic.program import layout as memory_layout
 
     if (args.a is None) != (args.b is None):
@@ -195,12 +196,9 @@ def run_compile(args: argparse.Namespace) -> int:
     given = a is not None or args.seed is not None  # else the program alone: no data
     fitted = mapping.fit_to(params, gemm)
     check_mapping(params, gemm, fitted)
-    # one instruction per tile step and two more (a few more with split ends): refused before
-    # a program of millions of instructions is built
-    pm, pn, pk = padded_dims(params, gemm)
-    m_extent = pm if params.dataflow == "os" else gemm.m
-    steps = (-(-m_extent // fitted.tile_m) * -(-pn // fitted.tile_n)
-             * -(-pk // fitted.tile_k))
+    # refused before a program of millions of instructions is built
+    steps = math.prod(tile_counts(params, gemm, fitted).values())
+    padded = padded_dims(params, gemm)
     images = c_hex = None
     if steps + 2 <= INSTR_DEPTH:
         try:
@@ -210,8 +208,7 @@ def run_compile(args: argparse.Namespace) -> int:
             images = job_images(params, gemm, fitted, a, b, out_shift=shift, what="--a/--b")
             if given:
                 c = stored_golden(a, b, params, shift=shift)
-                packed = pack_rows(layout_c(params, c, padded_dims(params, gemm)),
-                                   out_field_bits(params))
+                packed = pack_rows(layout_c(params, c, padded), out_field_bits(params))
                 # as $writememh writes the accelerator's C: as many digits as the row has
                 # bits (pack_rows pads rows to whole bytes), so the two files compare equal
                 digits = -(-row_bits(params)["c"] // 4)
@@ -227,26 +224,25 @@ def run_compile(args: argparse.Namespace) -> int:
             "testbench's instruction memory holds): use "
             "larger tiles")
     model = model_gemm(params, gemm, images.mapping)
-    layout = images.program.layout
     bits = row_bits(params)
+    beats = beat_rows(params)
     field_bits = {"a": params.in_bits, "b": params.in_bits, "c": out_field_bits(params)}
     fields = {"a": params.rows, "b": params.cols, "c": params.cols}
-    rows = {"a": layout.a_rows, "b": layout.b_rows, "c": layout.c_rows}
     memories: dict[str, Any] = {"instr": {
         "file": "program.hex", "rows": len(images.program.instructions),
         "row_bits": INSTRUCTION_BITS}}
     for name in ("a", "b", "c"):
         memories[name] = {
-            "file": f"{name}.hex" if given else None, "rows": rows[name],
+            "file": f"{name}.hex" if given else None, "rows": sizes[name],
             "row_bits": bits[name], "fields": fields[name], "field_bits": field_bits[name],
             "layout": LAYOUTS.get((name, params.dataflow)) or LAYOUTS[(name, None)]}
         if name != "c":  # each element takes a byte (two above 8 bits) of the bus
-            memories[name]["beat_rows"] = beat_rows(params)[name]
+            memories[name]["beat_rows"] = beats[name]
     description = {
         "design": params.name, "params": params.to_dict(),
         "gemm": {"m": gemm.m, "n": gemm.n, "k": gemm.k},
         # rounded up to the array's granules (the layouts' block counts; Kp)
-        "padded": dict(zip("mnk", padded_dims(params, gemm), strict=True)),
+        "padded": dict(zip("mnk", padded, strict=True)),
         "mapping": images.mapping.to_dict(), "out_shift": shift,
         "n_instr": len(images.program.instructions),
         "memories": memories,
@@ -268,7 +264,7 @@ def run_compile(args: argparse.Namespace) -> int:
 
         files = {"instr": "program.hex", "a": "a.hex", "b": "b.hex", "c": "c_out.hex"}
         testbench = standalone_testbench(
-            params, n_instr=len(images.program.instructions), c_rows=layout.c_rows,
+            params, n_instr=len(images.program.instructions), c_rows=sizes["c"],
             max_cycles=2 * model.cycles + 10_000, settle=settle_cycles(params), files=files)
         verilog = cached_verilog(params)
         sources = [f"{params.name}.v", "tb.v"]

@@ -14,6 +14,7 @@ multiple of ``rows`` and ``tile_n`` of ``cols``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -237,10 +238,10 @@ def default_mapping(params: Any, gemm: Gemm) -> Mapping:
 def _choose(params: Any, gemm: Gemm, start: int) -> Mapping | None:
     """``default_mapping``'s choice with the ungranular dimension from ``start`` up, or None."""
     from hwloop.sim.systolic.model import model_gemm
+    from hwloop.sim.systolic.program import tile_counts
 
     steps = tile_steps(params)
     pm, pn, pk = padded_dims(params, gemm)
-    m_extent = pm if params.dataflow == "os" else gemm.m  # the program's m steps
     best: tuple[tuple[int, int], Mapping] | None = None
     fallback: tuple[int, Mapping] | None = None
     for tm in _candidates(pm, steps["tile_m"] if steps["tile_m"] > 1 else start):
@@ -249,10 +250,10 @@ def _choose(params: Any, gemm: Gemm, start: int) -> Mapping | None:
                 for order in ORDERS:
                     mapping = Mapping(tile_m=tm, tile_n=tn, tile_k=tk, order=order).fit_to(
                         params, gemm)
-                    if order != ORDERS[0] and (-(-m_extent // mapping.tile_m) == 1
-                                               or -(-pn // mapping.tile_n) == 1):
+                    counts = tile_counts(params, gemm, mapping)
+                    if order != ORDERS[0] and 1 in (counts["m"], counts["n"]):
                         continue  # a single m or n step: the same program as the first order
-                    tiles = -(-pm // tm) * -(-pn // tn) * -(-pk // tk)
+                    tiles = math.prod(counts.values())
                     try:
                         check_mapping(params, gemm, mapping)
                     except ParameterError:

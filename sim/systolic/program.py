@@ -343,6 +343,16 @@ def layout(params, gemm: Gemm) -> Layout:
                   c_rows=(pn // params.cols) * gemm.m)
 
 
+def tile_counts(params, gemm: Gemm, mapping: Mapping) -> dict[str, int]:
+    """Scratchpad tiles of the (fitted) ``mapping`` along m, n and k: the program has one
+    instruction per tile step, their product, and two more (a few more with split ends). m
+    counts the program's m steps: the padded rows on os, the layer's on ws."""
+    pm, pn, pk = padded_dims(params, gemm)
+    m_extent = pm if params.dataflow == "os" else gemm.m
+    return {"m": -(-m_extent // mapping.tile_m), "n": -(-pn // mapping.tile_n),
+            "k": -(-pk // mapping.tile_k)}
+
+
 def build_program(params, gemm: Gemm, mapping: Mapping, *,
                   split_ends: bool | None = None, ahead: bool | None = None,
                   out_shift: int = 0, compact: bool = False) -> Program:
@@ -364,7 +374,7 @@ def build_program(params, gemm: Gemm, mapping: Mapping, *,
     geo = scratchpad_geometry(params)
     a_half, b_half, acc_half = geo.ifmap_rows // 2, geo.weight_rows // 2, geo.acc_rows // 2
 
-    counts = {"m": -(-m_extent // tm), "n": -(-pn // tn), "k": -(-pk // tk)}
+    counts = tile_counts(params, gemm, mapping)
     steps, repeats = _tile_steps(counts, mapping.order, compact)
 
     def extents(step: tuple[int, int, int]) -> tuple[int, int, int, int, int, int]:
