@@ -445,6 +445,26 @@ def conv_macs(output_shape, weight_shape):
     return math.prod(output_shape) * math.prod(weight_shape[1:])
 
 
+def conv_both_ways(dims, in_shape, conv):
+    """The layer an ``nn.Conv<dims>d`` of ``conv`` (out, kernel and its keyword arguments)
+    records, the layer ``F.conv<dims>d`` with the same arguments in a model's code records,
+    and the op's output and weight shapes (on meta tensors)."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F  # noqa: N812
+
+    args = {key: value for key, value in conv.items() if key not in ("out", "kernel")}
+    call = getattr(F, f"conv{dims}d")
+    with torch.device("meta"):
+        module = getattr(nn, f"Conv{dims}d")(in_shape[-dims - 1], conv["out"], conv["kernel"],
+                                             **args)
+    functional = functional_model(lambda x, w: call(x, w, **args), module.weight.shape)
+    [by_module] = trace_module(nn.Sequential(module), name="m", input_shape=in_shape).layers
+    [by_call] = trace_module(functional, name="f", input_shape=in_shape).layers
+    output = call(torch.empty(in_shape, device="meta"), module.weight, **args)
+    return by_module, by_call, output.shape, module.weight.shape
+
+
 def functional_model(call, *weights):
     """A model whose own code is ``call(x, *weights)`` (meta parameters of those shapes)."""
     import torch
@@ -484,20 +504,10 @@ def functional_model(call, *weights):
 def test_f_conv2d_in_a_models_code_is_recorded_as_the_nn_conv2d(in_shape, conv, record):
     """F.conv2d written in a model made no layer (its work was missing): it is now recorded
     field for field as an nn.Conv2d of the same arguments, named OWNER.conv2d."""
-    import torch
-    from torch import nn
-    from torch.nn import functional as F  # noqa: N812
-
-    args = {key: value for key, value in conv.items() if key not in ("out", "kernel")}
-    with torch.device("meta"):
-        module = nn.Conv2d(in_shape[-3], conv["out"], conv["kernel"], **args)
-    functional = functional_model(lambda x, w: F.conv2d(x, w, **args), module.weight.shape)
-    [by_module] = trace_module(nn.Sequential(module), name="m", input_shape=in_shape).layers
-    [by_call] = trace_module(functional, name="f", input_shape=in_shape).layers
+    by_module, by_call, output_shape, weight_shape = conv_both_ways(2, in_shape, conv)
     assert by_call.name == "model.conv2d"  # the module whose code calls it
     assert fields(by_call)[1:] == fields(by_module)[1:] == ("conv", *record)
-    output = F.conv2d(torch.empty(in_shape, device="meta"), module.weight, **args)
-    assert by_call.macs == conv_macs(output.shape, module.weight.shape)
+    assert by_call.macs == conv_macs(output_shape, weight_shape)
 
 
 def test_f_conv2d_positional_arguments_and_an_exact_record():
@@ -790,20 +800,10 @@ GEMM = ("gemm", None, None, None, None, None, None, None)  # kind, then no conv 
 def test_a_conv3d_is_its_im2col_gemm_as_module_or_torch_call(in_shape, conv, gemm):
     """M = output voxels x batch, N = filters (of a group), K = kd x kh x kw x channels (of a
     group), ``repeat`` = groups: a gemm layer, as SCALE-Sim's conv form has no depth."""
-    import torch
-    from torch import nn
-    from torch.nn import functional as F  # noqa: N812
-
-    args = {key: value for key, value in conv.items() if key not in ("out", "kernel")}
-    with torch.device("meta"):
-        module = nn.Conv3d(in_shape[-4], conv["out"], conv["kernel"], **args)
-    functional = functional_model(lambda x, w: F.conv3d(x, w, **args), module.weight.shape)
-    [by_module] = trace_module(nn.Sequential(module), name="m", input_shape=in_shape).layers
-    [by_call] = trace_module(functional, name="f", input_shape=in_shape).layers
+    by_module, by_call, output_shape, weight_shape = conv_both_ways(3, in_shape, conv)
     assert (by_module.name, by_call.name) == ("0", "model.conv3d")
     assert fields(by_call)[1:] == fields(by_module)[1:] == (*GEMM[:1], *gemm, *GEMM[1:])
-    output = F.conv3d(torch.empty(in_shape, device="meta"), module.weight, **args)
-    assert by_call.macs == conv_macs(output.shape, module.weight.shape)
+    assert by_call.macs == conv_macs(output_shape, weight_shape)
 
 
 @pytest.mark.parametrize(("in_shape", "conv", "gemm", "macs"), [
