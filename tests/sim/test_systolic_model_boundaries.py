@@ -1,0 +1,69 @@
+"""Model == RTL exactly on layers that sit on one of the model's timing boundaries, where an
+off-by-one in the model changes the cycles (found by mutating the model: the broader random
+tests did not reach them). Bit-exact against the golden GEMM.
+
+The seed is printed and can be set with HWLOOP_SEED.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from hwloop.hdl.systolic.params import SystolicParams
+from hwloop.sim.systolic import model as model_module
+from hwloop.sim.systolic.golden import gemm_golden, random_operands
+from hwloop.sim.systolic.mapping import Gemm, Mapping
+from hwloop.sim.systolic.model import model_gemm
+from hwloop.sim.systolic.rtl import RtlSimulator
+
+SEED = int(os.environ.get("HWLOOP_SEED", "1234"))
+
+# the default ws test design of test_systolic_rtl.py (same build, same xdist group)
+WS = SystolicParams(rows=3, cols=2, dataflow="ws", in_bits=4, acc_bits=10, ifmap_kib=4,
+                    weight_kib=4, acc_kib=4, bus_bytes=2, mem_latency=5)
+
+# (design, layer, mapping): a weight load written in exactly the cycle the last tile's preload
+# window opens (``preloads_next``: loads_done + 1 == window), so the next compute's weights
+# are preloaded
+PRELOAD_ON_TIME = [
+    (WS, Gemm(m=21, n=4, k=28), Mapping(tile_m=8, tile_n=4, tile_k=12, order="nmk")),
+    (replace(WS, read_ahead=True), Gemm(m=17, n=1, k=26),
+     Mapping(tile_m=11, tile_n=2, tile_k=12, order="nmk")),
+    (replace(WS, read_ahead=True), Gemm(m=25, n=3, k=28),
+     Mapping(tile_m=11, tile_n=4, tile_k=9, order="mnk")),
+]
+
+
+@pytest.mark.rtl
+@pytest.mark.xdist_group("systolic_ws_3x2")
+def test_weights_written_as_the_preload_window_opens_are_preloaded(tmp_path, monkeypatch):
+    print(f"HWLOOP_SEED={SEED}")
+    rng = np.random.default_rng(SEED)
+    on_time = 0
+    real = model_module.preloads_next
+
+    def watch(params, instr, dispatch, loads_done, preloaded, window=None):
+        nonlocal on_time
+        taken = real(params, instr, dispatch, loads_done, preloaded, window)
+        if taken and not instr.preload_next and instr.preload_next_when_loaded:
+            # taken, but not one cycle later: the load was written exactly in time
+            later = real(params, instr, dispatch, loads_done + 1, preloaded, window)
+            on_time += not later
+        return taken
+
+    for params, gemm, mapping in PRELOAD_ON_TIME:
+        where = f"seed={SEED} {params.name} {gemm} {mapping}"
+        on_time = 0
+        with monkeypatch.context() as patch:
+            patch.setattr(model_module, "preloads_next", watch)
+            model = model_gemm(params, gemm, mapping)
+        assert on_time > 0, where  # the layer is on the boundary
+        a, b = random_operands(gemm, in_bits=params.in_bits, rng=rng)
+        (run,) = RtlSimulator(params, workdir=tmp_path / params.name).run(
+            [(gemm, mapping, a, b)])
+        assert np.array_equal(run.c, gemm_golden(a, b, acc_bits=params.acc_bits)), where
+        assert (run.cycles, run.actions) == (model.cycles, model.actions), where
