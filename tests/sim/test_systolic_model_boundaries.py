@@ -17,7 +17,8 @@ from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.sim.systolic import model as model_module
 from hwloop.sim.systolic.golden import gemm_golden, random_operands
 from hwloop.sim.systolic.mapping import Gemm, Mapping
-from hwloop.sim.systolic.model import model_gemm
+from hwloop.sim.systolic.model import model_gemm, program_cycles
+from hwloop.sim.systolic.program import build_program
 from hwloop.sim.systolic.rtl import RtlSimulator
 
 SEED = int(os.environ.get("HWLOOP_SEED", "1234"))
@@ -67,3 +68,23 @@ def test_weights_written_as_the_preload_window_opens_are_preloaded(tmp_path, mon
             [(gemm, mapping, a, b)])
         assert np.array_equal(run.c, gemm_golden(a, b, acc_bits=params.acc_bits)), where
         assert (run.cycles, run.actions) == (model.cycles, model.actions), where
+
+
+def test_walk_jumps_tell_preloaded_states_apart():
+    """The walk jumps only between states equal in everything the following instructions'
+    timing depends on, also whether the weights were preloaded (``_Walk.key``): on this layer
+    two dispatches differ only in that, and the jumping walk still equals the stepwise one."""
+    params = SystolicParams(rows=8, cols=8, dataflow="ws", ifmap_kib=8, weight_kib=8,
+                            acc_kib=8, bus_bytes=16, mem_latency=18)
+    gemm = Gemm(m=175, n=89, k=105)
+    mapping = Mapping(tile_m=32, tile_n=24, tile_k=8, order="mnk").fit_to(params, gemm)
+    instrs = build_program(params, gemm, mapping, split_ends=False).instructions
+    w = model_module._Walk()
+    keys: dict[tuple, set[bool]] = {}
+    for instr in instrs:
+        unloaded = w.copy()
+        unloaded.preloaded = False
+        keys.setdefault(unloaded.key(params), set()).add(w.preloaded)
+        model_module._step(params, instr, w)
+    assert any(len(seen) == 2 for seen in keys.values())  # the layer needs the distinction
+    assert program_cycles(params, instrs)[0] == w.cycles + model_module.DONE_CYCLES == 31698
