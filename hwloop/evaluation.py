@@ -29,6 +29,9 @@ class LayerResult:
     actions: dict[str, int] = field(default_factory=dict)
     repeat: int = 1  # identical layers evaluated once, counted ``repeat`` times
     out_shift: int | None = None  # requantization shift (designs with out_bits), else None
+    #: per resource (compute, read, write), a lower bound on ``cycles`` from its action counts
+    #: (``hwloop.sim.systolic.bounds``)
+    bounds: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -226,6 +226,7 @@ def evaluate(
         raise
     area = area_job.result()
     wall["synthesize_s"] = area.synth_s
+    from hwloop.sim.systolic.bounds import cycle_bounds
 
     results: list[LayerResult] = []
     breakdown = dict.fromkeys(COMPONENTS, 0.0)
@@ -240,7 +241,7 @@ def evaluate(
             utilization=macs / (params.rows * params.cols * max(int(run.cycles), 1)),
             energy_pj=layer_energy, bit_exact=ok, mapping=chosen.to_dict(),
             actions={k: int(v) for k, v in run.actions.items()}, repeat=repeat,
-            out_shift=shift))
+            out_shift=shift, bounds=cycle_bounds(params, run.actions)))
         total_cycles += int(run.cycles) * repeat
         total_macs += macs * repeat
         total_energy += layer_energy * repeat

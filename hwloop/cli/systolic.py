@@ -161,12 +161,15 @@ def stdout_to_stderr() -> Iterator[None]:
 
 
 def evaluation_json(evaluation: Any, *, seed: int) -> dict[str, Any]:
+    from hwloop.sim.systolic.bounds import limiting
+
     layers = []
     for layer in evaluation.layers:
         record = dataclasses.asdict(layer)
-        layers.append({key: record[key] for key in (
+        layers.append({**{key: record[key] for key in (
             "name", "m", "n", "k", "repeat", "cycles", "macs", "utilization", "energy_pj",
-            "bit_exact", "mapping", "actions", "out_shift")})
+            "bit_exact", "mapping", "actions", "out_shift", "bounds")},
+            "limit": limiting(layer.bounds)})
     return {
         "workload": evaluation.workload,
         "fidelity": evaluation.fidelity,
@@ -237,6 +240,15 @@ def _rendered_width(renderable: Any) -> int:
     return max(len(line.rstrip()) for line in capture.get().splitlines())
 
 
+def _limit_cell(layer: Any) -> str:
+    """The resource whose lower bound is the largest, and that bound as a share of the
+    layer's cycles (100%: the layer runs at that resource's full rate)."""
+    from hwloop.sim.systolic.bounds import limiting
+
+    name = limiting(layer.bounds)
+    return f"{name} {layer.bounds[name] / max(layer.cycles, 1):.1%}"
+
+
 def print_table(evaluation: Any, *, seed: int) -> None:
     from rich.table import Table
     from rich.text import Text
@@ -253,13 +265,15 @@ def print_table(evaluation: Any, *, seed: int) -> None:
     marks = {True: "[green]yes[/green]", False: "[red]NO[/red]", None: "-"}
     rows = [[layer.name, f"{layer.m}x{layer.n}x{layer.k}", str(layer.repeat),
              f"{layer.cycles:,}", f"{layer.macs:,}", f"{layer.utilization:.1%}",
-             f"{layer.energy_pj / 1e3:,.1f}", marks[layer.bit_exact],
+             _limit_cell(layer), f"{layer.energy_pj / 1e3:,.1f}", marks[layer.bit_exact],
              *((str(layer.out_shift),) if shifts else ())] for layer in evaluation.layers]
+    bound = sum(max(layer.bounds.values()) * layer.repeat for layer in evaluation.layers)
     total = ["total", "", "", f"{evaluation.cycles:,}", f"{evaluation.macs:,}",
-             f"{evaluation.utilization:.1%}", f"{evaluation.energy_pj / 1e3:,.1f}",
-             marks[evaluation.bit_exact], *(("",) if shifts else ())]
+             f"{evaluation.utilization:.1%}", f"{bound / max(evaluation.cycles, 1):.1%}",
+             f"{evaluation.energy_pj / 1e3:,.1f}", marks[evaluation.bit_exact],
+             *(("",) if shifts else ())]
     table = Table(title=title)
-    for i, column in enumerate(("layer", "M x N x K", "x", "cycles", "MACs", "util",
+    for i, column in enumerate(("layer", "M x N x K", "x", "cycles", "MACs", "util", "limit",
                                 "energy nJ", "bit-exact", *(("shift",) if shifts else ()))):
         width = max(len(column), *(Text.from_markup(row[i]).cell_len for row in (*rows, total)))
         table.add_column(column, justify="left" if column == "layer" else "right",

@@ -107,14 +107,39 @@ def test_sim_model_json_is_exactly_one_object(tmp_path):
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)  # the whole stdout is one JSON document
     assert [x["name"] for x in data["layers"]] == ["first", "second"]
-    for key in ("name", "cycles", "macs", "utilization", "bit_exact"):
+    for key in ("name", "cycles", "macs", "utilization", "bit_exact", "bounds", "limit"):
         assert key in data["layers"][0]
+    first = data["layers"][0]
+    # os on 4x4: 3 x 3 array tiles of the padded 12 x 12 output, each streaming k = 9
+    assert first["bounds"]["compute"] == 3 * 3 * 9
+    assert first["limit"] == max(first["bounds"], key=first["bounds"].get)
     total = data["total"]
     for key in ("cycles", "macs", "utilization", "area_cells", "sram_bits", "energy_pj", "edp"):
         assert key in total
     assert total["macs"] == 12 * 10 * 9 + 7 * 5 * 13
     assert total["cycles"] == sum(x["cycles"] for x in data["layers"])
     assert total["area_cells"] > 0 and total["sram_bits"] > 0
+
+
+def test_sim_table_shows_each_layers_limit(tmp_path, capsys, monkeypatch):
+    """The limit column: the resource with the largest lower bound and that bound's share of
+    the layer's cycles, as the JSON of the same run gives them."""
+    csv = tmp_path / "g.csv"
+    csv.write_text("Layer Name, M, N, K,\ndeep, 8, 8, 300,\nshallow, 64, 16, 1,\n")
+    monkeypatch.setenv("COLUMNS", "200")
+    argv = ["sim", "systolic", "--rows", "4", "--cols", "4", "--ifmap-kib", "4",
+            "--weight-kib", "4", "--acc-kib", "4", "--workload", str(csv), "--fidelity", "model"]
+    code, out, err = run_main(capsys, [*argv, "--json"])
+    assert code == 0, err
+    layers = json.loads(out)["layers"]
+    assert [layer["limit"] for layer in layers] == ["compute", "write"]
+    code, out, err = run_main(capsys, argv)
+    assert code == 0, err
+    assert "limit" in out.splitlines()[2]
+    for layer in layers:
+        share = layer["bounds"][layer["limit"]] / layer["cycles"]
+        line = next(line for line in out.splitlines() if line.startswith(f"│ {layer['name']} "))
+        assert f"{layer['limit']} {share:.1%}" in line
 
 
 def test_sim_json_stdout_holds_only_the_object_when_the_model_prints(tmp_path, capsys,
