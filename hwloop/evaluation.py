@@ -32,6 +32,8 @@ class LayerResult:
     #: per resource (compute, read, write), a lower bound on ``cycles`` from its action counts
     #: (``hwloop.sim.systolic.bounds``)
     bounds: dict[str, int] = field(default_factory=dict)
+    #: ``energy_pj`` per component (mac, pe_reg, the SRAMs, dram), for one copy
+    energy_breakdown: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

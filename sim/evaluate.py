@@ -241,7 +241,8 @@ def evaluate(
             utilization=macs / (params.rows * params.cols * max(int(run.cycles), 1)),
             energy_pj=layer_energy, bit_exact=ok, mapping=chosen.to_dict(),
             actions={k: int(v) for k, v in run.actions.items()}, repeat=repeat,
-            out_shift=shift, bounds=cycle_bounds(params, run.actions)))
+            out_shift=shift, bounds=cycle_bounds(params, run.actions),
+            energy_breakdown=dict(parts)))
         total_cycles += int(run.cycles) * repeat
         total_macs += macs * repeat
         total_energy += layer_energy * repeat

@@ -168,7 +168,7 @@ def evaluation_json(evaluation: Any, *, seed: int) -> dict[str, Any]:
         record = dataclasses.asdict(layer)
         layers.append({**{key: record[key] for key in (
             "name", "m", "n", "k", "repeat", "cycles", "macs", "utilization", "energy_pj",
-            "bit_exact", "mapping", "actions", "out_shift", "bounds")},
+            "energy_breakdown", "bit_exact", "mapping", "actions", "out_shift", "bounds")},
             "limit": limiting(layer.bounds)})
     return {
         "workload": evaluation.workload,

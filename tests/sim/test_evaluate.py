@@ -10,6 +10,7 @@ from hwloop.evaluation import METRICS
 from hwloop.hdl.systolic.params import SystolicParams
 from hwloop.sim import check_design, evaluate
 from hwloop.sim.energy import energy
+from hwloop.sim.systolic.bounds import cycle_bounds
 from hwloop.sim.systolic.mapping import Gemm, Mapping
 from hwloop.sim.systolic.model import model_gemm
 from hwloop.workloads import Layer, Workload
@@ -51,12 +52,17 @@ def test_model_evaluation_sums_distinct_shapes_times_repeat(no_synthesis):
         assert layer.macs == layer.m * layer.n * layer.k
         assert layer.utilization == pytest.approx(layer.macs / (16 * layer.cycles))
         assert layer.energy_pj == pytest.approx(energy(SMALL, run.actions)[0])
+        assert layer.energy_breakdown == energy(SMALL, run.actions)[1]
+        assert layer.bounds == cycle_bounds(SMALL, run.actions)
         assert layer.bit_exact is None
     assert result.cycles == sum(x.cycles * x.repeat for x in result.layers)
     assert result.macs == 2 * 12 * 10 * 9 + 7 * 5 * 13 + 3 * 6 ** 3
     assert result.utilization == pytest.approx(result.macs / (16 * result.cycles))
     assert result.energy_pj == pytest.approx(sum(x.energy_pj * x.repeat for x in result.layers))
     assert result.energy_pj == pytest.approx(sum(result.energy_breakdown.values()))
+    for part, total in result.energy_breakdown.items():
+        assert total == pytest.approx(sum(x.energy_breakdown[part] * x.repeat
+                                          for x in result.layers))
     assert result.edp == pytest.approx(result.energy_pj * result.cycles)
     assert (result.area, result.area_cells, result.sram_bits) == (123.0, 45, 6789)
     assert result.bit_exact is None and result.fidelity == "model"

@@ -90,7 +90,12 @@ def test_no_run_beats_any_of_its_bounds(seed):
     assert limits == set(RESOURCES)  # the draws reach every kind of limit
 
 
-def test_evaluation_layers_carry_their_bounds():
+def test_evaluation_layers_carry_their_bounds(monkeypatch):
+    from hwloop.sim import area
+
+    # bounds come from the run's actions: no synthesis needed
+    monkeypatch.setattr(area, "cached_area", lambda params, **_: area.AreaResult(
+        area=1.0, area_cells=1, sram_bits=1, cell_counts={}, synth_s=0.0, cached=True))
     params = SystolicParams(rows=4, cols=4, dataflow="ws", bus_bytes=4)
     workload = Workload(name="w", layers=[Layer(name="tall", m=64, n=4, k=8),
                                           Layer(name="fc", m=1, n=100, k=128)])
