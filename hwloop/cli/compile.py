@@ -132,6 +132,7 @@ def run_compile(args: argparse.Namespace) -> int:
     params = params_from_args(args)
     from hwloop import __version__
     from hwloop.manifest import write_folder_atomically
+    from hwloop.sim.systolic.bounds import cycle_bounds
     from hwloop.sim.systolic.golden import random_operands, resolve_out_shift, stored_golden
     from hwloop.sim.systolic.harness import (
         INSTR_DEPTH,
@@ -254,7 +255,8 @@ def run_compile(args: argparse.Namespace) -> int:
                "req_addr on, the first in the least significant bits (rows past a burst's "
                "end are ignored). C is written one row in each cycle of c_wr_valid "
                "(c_wr_addr, c_wr_data)",
-        "model": {"cycles": model.cycles, "actions": dict(model.actions)},
+        "model": {"cycles": model.cycles, "actions": dict(model.actions),
+                  "bounds": cycle_bounds(params, model.actions)},
         "hwloop_version": __version__,
     }
     testbench = None

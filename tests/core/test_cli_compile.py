@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from hwloop.hdl.systolic.params import SystolicParams
+from hwloop.sim.systolic.bounds import cycle_bounds
 from hwloop.sim.systolic.golden import random_operands, stored_golden
 from hwloop.sim.systolic.harness import layout_a, layout_b, pack_rows, unlayout_c, unpack_rows
 from hwloop.sim.systolic.mapping import Gemm, Mapping, padded_dims
@@ -64,7 +65,8 @@ def test_the_images_are_the_layouts_and_c_is_what_the_design_writes(tmp_path, ca
     model = model_gemm(params, gemm, mapping)
     shift = description["out_shift"]
     assert description["gemm"] == {"m": 7, "n": 5, "k": 9}
-    assert description["model"] == {"cycles": model.cycles, "actions": model.actions}
+    assert description["model"] == {"cycles": model.cycles, "actions": model.actions,
+                                    "bounds": cycle_bounds(params, model.actions)}
     assert description["n_instr"] == len((out / "program.hex").read_text().splitlines())
     padded = padded_dims(params, gemm)
     assert (out / "a.hex").read_text() == pack_rows(layout_a(params, a, padded), params.in_bits)
