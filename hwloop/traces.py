@@ -24,6 +24,7 @@ corrupt files.
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
@@ -717,10 +718,15 @@ def write_csv_to(handle: TextIO, chunks: Iterable[np.ndarray], *,
 
 # -- statistics -----------------------------------------------------------------------------
 
-def trace_info(path: str | Path, *, line_bytes: int = 64) -> dict[str, int]:
-    """Counts of a trace file: accesses, reads, writes, unique lines and PCs, bytes on disk."""
+def trace_info(path: str | Path, *, line_bytes: int = 64) -> dict[str, int | None]:
+    """Counts of a trace file: accesses, reads, writes, unique lines and PCs, bytes on disk
+    (``file_bytes`` None for a pipe or device, which has no size)."""
     if line_bytes <= 0 or line_bytes & (line_bytes - 1):
         raise ValueError(f"line_bytes must be a power of two, not {line_bytes}")
+    try:
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:  # reading it below says what is wrong with it
+        regular = False
     shift = np.uint64(line_bytes.bit_length() - 1)
     accesses = writes = 0
     lines = np.empty(0, dtype=np.uint64)
@@ -737,7 +743,7 @@ def trace_info(path: str | Path, *, line_bytes: int = 64) -> dict[str, int]:
         "unique_lines": len(lines),
         "unique_pcs": len(pcs),
         "line_bytes": line_bytes,
-        "file_bytes": os.path.getsize(path),
+        "file_bytes": os.path.getsize(path) if regular else None,
     }
 
 

@@ -203,7 +203,6 @@ def run_info(args: argparse.Namespace) -> int:
         print(json.dumps({"path": args.input, **info}, indent=2))
         return 0
     accesses = info["accesses"]
-    per = info["file_bytes"] / accesses if accesses else 0.0
     print(f"{args.input}")
     print(f"  accesses       {accesses}")
     print(f"  reads          {info['reads']}")
@@ -211,7 +210,11 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"  unique lines   {info['unique_lines']} ({line_bytes}-byte lines, "
           f"{info['unique_lines'] * line_bytes / 1024:.0f} KiB footprint)")
     print(f"  unique PCs     {info['unique_pcs']}")
-    print(f"  file           {info['file_bytes']} bytes ({per:.2f} bytes/access)")
+    if info["file_bytes"] is None:
+        print("  file           not a regular file (no size)")
+    else:
+        per = info["file_bytes"] / accesses if accesses else 0.0
+        print(f"  file           {info['file_bytes']} bytes ({per:.2f} bytes/access)")
     return 0
 
 

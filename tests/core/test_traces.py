@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import zlib
 from collections import OrderedDict
 from pathlib import Path
@@ -584,6 +585,31 @@ def test_info_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert '"unique_lines": 3' in capsys.readouterr().out
     assert main(["trace", "info", str(path), "--line-bytes", "48"]) == 2
     assert "--line-bytes must be a power of two, not 48" in capsys.readouterr().err
+
+
+def test_info_of_a_pipe_has_no_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                    ) -> None:
+    """A trace read from a pipe was reported as "0 bytes (0.00 bytes/access)": the size of a
+    FIFO on disk, not of the trace."""
+    path = tmp_path / "t.trace"
+    write_trace(path, random_trace(10))
+    assert trace_info(path)["file_bytes"] == path.stat().st_size
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with open(fifo, "wb") as pipe:
+            pipe.write(path.read_bytes())
+
+    for argv in (["trace", "info", str(fifo)], ["trace", "info", str(fifo), "--json"]):
+        writer = threading.Thread(target=feed)
+        writer.start()
+        assert main(argv) == 0
+        writer.join()
+        out = capsys.readouterr().out
+        assert "accesses       10" in out or '"accesses": 10' in out
+        assert ("file           not a regular file (no size)" in out
+                or '"file_bytes": null' in out)
 
 
 # -- L1 filter ------------------------------------------------------------------------------
