@@ -24,6 +24,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from hwloop import __version__
 from hwloop.errors import HwloopError, HwloopWarning
@@ -56,6 +57,20 @@ def working(message: str):  # -> a context manager
     from rich.console import Console
 
     return Console(stderr=True).status(message)
+
+
+def path_arg(text: str) -> Path:
+    """argparse ``type`` of a path option: an empty one is an error naming the option (as a
+    ``Path`` it would be ``.``, the current folder, and errors would name ``.``)."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path")
+    return Path(text)
+
+
+def path_text(text: str) -> str:
+    """:func:`path_arg` for options kept as text."""
+    path_arg(text)
+    return text
 
 
 class _Parser(argparse.ArgumentParser):

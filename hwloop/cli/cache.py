@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hwloop.cli import path_arg
 from hwloop.errors import ParameterError
 from hwloop.manifest import MANIFEST
 
@@ -24,14 +25,14 @@ def _add_cache_args(p: argparse.ArgumentParser) -> None:
                    help="lru, plru, srrip, random, table, opt (model only)")
     p.add_argument("--seed", type=int, default=None,
                    help="LFSR seed of policy random (1..65535, default 1)")
-    p.add_argument("--table", type=Path, help="table file of policy table (.npz)")
+    p.add_argument("--table", type=path_arg, help="table file of policy table (.npz)")
 
 
 def _add_prefetch_args(p: argparse.ArgumentParser, *, kind_flag: str) -> None:
     p.add_argument(kind_flag, dest="prefetcher", metavar="KIND",
                    help="prefetcher: nextline, stride, table")
     _add_prefetch_options(p, kind_flag=kind_flag)
-    p.add_argument("--prefetch-table", type=Path, help="delta table file of prefetcher table")
+    p.add_argument("--prefetch-table", type=path_arg, help="delta table file of prefetcher table")
 
 
 def _add_prefetch_options(p: argparse.ArgumentParser, *, kind_flag: str) -> None:
@@ -217,21 +218,21 @@ def register_generate(sub) -> None:
     p = sub.add_parser("cache", help="a set-associative cache (Verilog + manifest.json)")
     _add_cache_args(p)
     _add_prefetch_args(p, kind_flag="--prefetcher")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.add_argument("-o", "--output", type=path_arg, required=True, help="output folder")
     p.set_defaults(func=_generate_cache)
 
     p = sub.add_parser("prefetcher", help="a prefetcher alone (Verilog + manifest.json)")
     p.add_argument("--kind", required=True, help="nextline, stride, table")
-    p.add_argument("--table", type=Path, help="delta table file of kind table (.npz)")
+    p.add_argument("--table", type=path_arg, help="delta table file of kind table (.npz)")
     p.add_argument("--line-bits", type=int, default=42, help="line address width (default 42)")
     _add_prefetch_options(p, kind_flag="--kind")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.add_argument("-o", "--output", type=path_arg, required=True, help="output folder")
     p.set_defaults(func=_generate_prefetcher)
 
 
 def register_sim(sub) -> None:
     p = sub.add_parser("cache", help="replay a trace through a cache (model or RTL)")
-    p.add_argument("--trace", type=Path, required=True, help="a .trace file")
+    p.add_argument("--trace", type=path_arg, required=True, help="a .trace file")
     _add_cache_args(p)
     _add_prefetch_args(p, kind_flag="--prefetcher")
     p.add_argument("--fidelity", choices=("model", "rtl"), default="model",

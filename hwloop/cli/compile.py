@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from hwloop.cli import path_arg
 from hwloop.cli.systolic import _int, add_param_arguments, params_from_args, parse_mapping
 from hwloop.errors import InputError, ParameterError
 
@@ -56,15 +57,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="requantization right shift (with --out-bits; default: chosen "
                              "from in_bits, k and out_bits)")
     operands = parser.add_argument_group("operands (optional: without them, the program only)")
-    operands.add_argument("--a", type=Path, metavar="A.npy", help="A, M x K signed integers")
-    operands.add_argument("--b", type=Path, metavar="B.npy", help="B, K x N signed integers")
+    operands.add_argument("--a", type=path_arg, metavar="A.npy", help="A, M x K signed integers")
+    operands.add_argument("--b", type=path_arg, metavar="B.npy", help="B, K x N signed integers")
     operands.add_argument("--seed", type=_int, metavar="S",
                           help="random full-range operands from this seed instead")
     parser.add_argument("--testbench", action="store_true",
                         help="also the design's Verilog and tb.v, a self-running testbench "
                              "(memory model, clock, the GEMM) that writes the C it reads back "
                              "to c_out.hex (tested with Verilator --binary --timing)")
-    parser.add_argument("-o", "--output", required=True, type=Path, metavar="DIR",
+    parser.add_argument("-o", "--output", required=True, type=path_arg, metavar="DIR",
                         help="output folder (replaced as a whole; never left half-written)")
     parser.set_defaults(func=run_compile)
 

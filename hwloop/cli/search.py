@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hwloop.cli import path_arg
 from hwloop.errors import InputError
 
 FIDELITIES = ("rtl", "model")  # hwloop.search.sweep.FIDELITIES (not imported: it loads numpy)
@@ -22,7 +23,7 @@ def register(commands: Any) -> None:
         "sweep", help="search a design space with RTL (or the model) in the loop",
         description="Search a design space: ask a method for points, evaluate them in parallel "
                     "(local workers or a Dask cluster), record every result in a SQLite DB.")
-    sweep.add_argument("--space", required=True, type=Path, help="design space TOML file")
+    sweep.add_argument("--space", required=True, type=path_arg, help="design space TOML file")
     sweep.add_argument("--method", default="random",
                        help="random | bo | cbo | apollo | optuna-tpe (default: random)")
     sweep.add_argument("--budget", required=True, type=int, help="number of evaluations")
@@ -30,10 +31,10 @@ def register(commands: Any) -> None:
                        help="local worker processes (default: one per core)")
     sweep.add_argument("--scheduler", default=None, metavar="URL",
                        help="Dask scheduler address, e.g. tcp://127.0.0.1:8786")
-    sweep.add_argument("--db", type=Path, default=Path("runs.db"), help="results DB (runs.db)")
+    sweep.add_argument("--db", type=path_arg, default=Path("runs.db"), help="results DB (runs.db)")
     sweep.add_argument("--resume", action="store_true",
                        help="continue the sweep of this method/seed/fidelity in --db")
-    sweep.add_argument("--warm-start", type=Path, default=None, metavar="OTHER_DB",
+    sweep.add_argument("--warm-start", type=path_arg, default=None, metavar="OTHER_DB",
                        help="seed the method with the results in another sweep's DB")
     sweep.add_argument("--fidelity", default=None, help="rtl | model (default: the space's)")
     sweep.add_argument("--seed", type=int, default=0)
@@ -42,7 +43,7 @@ def register(commands: Any) -> None:
     sweep.add_argument("--retry-failed", action="store_true",
                        help="evaluate again the proposed points whose stored row is failed or "
                             "timeout (default: reuse every stored row)")
-    sweep.add_argument("--log-dir", type=Path, default=None,
+    sweep.add_argument("--log-dir", type=path_arg, default=None,
                        help="folder for the worker processes' output (default: stderr)")
     sweep.add_argument("--quiet", action="store_true", help="no progress display")
     sweep.set_defaults(func=cmd_sweep)
@@ -52,23 +53,23 @@ def register(commands: Any) -> None:
                                     parser_class=commands._parser_class)
     db_commands.required = True
     export = db_commands.add_parser("export", help="export evaluations as CSV or Parquet")
-    export.add_argument("--db", type=Path, default=Path("runs.db"), help="results DB (runs.db)")
+    export.add_argument("--db", type=path_arg, default=Path("runs.db"), help="results DB (runs.db)")
     export.add_argument("--format", choices=("csv", "parquet"), default=None,
                         help="default: from the output file's extension")
-    export.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
+    export.add_argument("-o", "--output", type=path_arg, required=True, metavar="FILE",
                         help="the table to write (.csv or .parquet), or - for standard output "
                              "(csv)")
     export.set_defaults(func=cmd_db_export)
 
     report = commands.add_parser("report", help="plots and an HTML report of a results DB")
-    report.add_argument("--db", type=Path, default=Path("runs.db"), help="results DB (runs.db)")
-    report.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
+    report.add_argument("--db", type=path_arg, default=Path("runs.db"), help="results DB (runs.db)")
+    report.add_argument("-o", "--output", type=path_arg, required=True, metavar="DIR",
                         help="folder for index.html and the plots: new, empty or an earlier "
                              "report (replaced as a whole)")
     report.set_defaults(func=cmd_report)
 
     best = commands.add_parser("best", help="the best feasible design in a results DB")
-    best.add_argument("--db", type=Path, default=Path("runs.db"), help="results DB (runs.db)")
+    best.add_argument("--db", type=path_arg, default=Path("runs.db"), help="results DB (runs.db)")
     best.add_argument("--fidelity", default=None, choices=FIDELITIES,
                       help="only rows of this fidelity")
     best.add_argument("--json", action="store_true", help="print JSON")

@@ -9,10 +9,9 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-from hwloop.cli import working
+from hwloop.cli import path_arg, working
 from hwloop.errors import ParameterError
 from hwloop.hdl.systolic.params import DATAFLOWS, SystolicParams
 
@@ -70,7 +69,7 @@ def register_generate(sub: argparse._SubParsersAction) -> None:
                                         "DIR/<name>.core. What to load into it for a GEMM: "
                                         "hwloop compile systolic.")
     add_param_arguments(parser)
-    parser.add_argument("-o", "--output", required=True, type=Path, metavar="DIR",
+    parser.add_argument("-o", "--output", required=True, type=path_arg, metavar="DIR",
                         help="output folder (replaced as a whole; never left half-written)")
     parser.set_defaults(func=run_generate)
 
@@ -116,7 +115,7 @@ def register_sim(sub: argparse._SubParsersAction) -> None:
                         help="print exactly one JSON object on stdout")
     parser.add_argument("--no-reuse", dest="reuse", action="store_false",
                         help="simulate again even if this exact evaluation is cached")
-    parser.add_argument("--energy-table", type=Path, metavar="FILE",
+    parser.add_argument("--energy-table", type=path_arg, metavar="FILE",
                         help="energy-per-action TOML (default constraints/energy.toml)")
     parser.set_defaults(func=run_sim)
 

@@ -6,13 +6,12 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from hwloop import toolchain
-from hwloop.cli import stdout_console
+from hwloop.cli import path_arg, stdout_console
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -46,7 +45,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     regress.add_argument("--config", metavar="JSON",
                          help="run just this configuration (as printed by a failure) with "
                               "--seed")
-    regress.add_argument("--workdir", type=Path,
+    regress.add_argument("--workdir", type=path_arg,
                          help="where runs write, one folder per configuration, all kept "
                               "(default: a temporary folder per configuration, removed when it "
                               "passes, kept for a failure or with --waves)")

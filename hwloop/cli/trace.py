@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hwloop.cli import path_text
 from hwloop.errors import InputError, ParameterError
 from hwloop.manifest import same_file
 from hwloop.paths import check_folder_path
@@ -38,7 +39,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                     "(PC, address, read/write) to a .trace file.",
         epilog="example: hwloop trace capture -o gzip.trace --l1 32K:8:64 --max 500000 "
                "-- gzip -c -9 /usr/share/dict/words")
-    cap.add_argument("-o", "--output", required=True, help="the .trace file to write")
+    cap.add_argument("-o", "--output", required=True, type=path_text,
+                     help="the .trace file to write")
     cap.add_argument("--skip", default="auto",
                      help="start-up to drop: auto (main if the program has the symbol, else "
                           "its ELF entry), main, entry, a count N of accesses, main+N, entry+N "
@@ -58,9 +60,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     imp = sub.add_parser("import", help="convert a lackey log or Parrot csv to a .trace file",
                          epilog="example: hwloop trace import gcc.csv --format csv -o gcc.trace")
-    imp.add_argument("input", metavar="FILE")
+    imp.add_argument("input", metavar="FILE", type=path_text)
     imp.add_argument("--format", required=True, choices=("lackey", "csv"))
-    imp.add_argument("-o", "--output", required=True, help="the .trace file to write")
+    imp.add_argument("-o", "--output", required=True, type=path_text,
+                     help="the .trace file to write")
     imp.add_argument("--max", type=int, default=None, metavar="N",
                      help="keep only the first N accesses (after --l1)")
     _add_l1(imp)
@@ -69,9 +72,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     exp = sub.add_parser("export", help="write a .trace file as Parrot csv (pc,address)",
                          epilog="example: hwloop trace export traces/sort.trace --format csv "
                                 "-o sort.csv")
-    exp.add_argument("input", metavar="TRACE")
+    exp.add_argument("input", metavar="TRACE", type=path_text)
     exp.add_argument("--format", required=True, choices=("csv",))
-    exp.add_argument("-o", "--output", required=True,
+    exp.add_argument("-o", "--output", required=True, type=path_text,
                      help="the csv file to write, or - for standard output")
     exp.add_argument("--with-kind", action="store_true",
                      help="add a third column r/w (Parrot's csv has no read/write column)")
@@ -79,7 +82,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     info = sub.add_parser("info", help="accesses, unique lines and PCs, reads/writes",
                           epilog="example: hwloop trace info traces/compress.trace --json")
-    info.add_argument("input", metavar="TRACE")
+    info.add_argument("input", metavar="TRACE", type=path_text)
     info.add_argument("--line-bytes", type=int, default=64,
                       help="line size for counting unique lines (default 64)")
     info.add_argument("--json", action="store_true")
@@ -90,7 +93,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     rec.add_argument("names", nargs="*", metavar="NAME", help="recipes to capture")
     rec.add_argument("--all", action="store_true", help="capture every recipe")
     rec.add_argument("--list", action="store_true", help="list the recipes and exit")
-    rec.add_argument("-o", "--output", default="traces", help="directory (default traces)")
+    rec.add_argument("-o", "--output", default="traces", type=path_text,
+                     help="directory (default traces)")
     rec.add_argument("--l1", default="32K:8:64", metavar="SIZE:WAYS:LINE",
                      help="L1 filter (default 32K:8:64; 'none' for unfiltered traces)")
     rec.add_argument("--max", type=int, default=None, metavar="N",

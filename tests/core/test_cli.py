@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from hwloop.cli import main
+from tests.core.cli_helpers import run_main
 
 
 def test_version(capsys):
@@ -225,3 +226,34 @@ def test_outputs_that_are_broken_symbolic_links_are_one_line_errors(tmp_path, mo
                               "links\n")
     assert not (tmp_path / "gone").exists()
     assert (tmp_path / "dang").is_symlink() and (tmp_path / "loop1").is_symlink()
+
+
+def _path_options(parser, words=()):
+    """(subcommand words, option string or None for a positional, prog) of every path-typed
+    argument of ``parser`` and its subcommands."""
+    import argparse
+
+    from hwloop.cli import path_arg, path_text
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _path_options(sub, (*words, name))
+        elif action.type in (path_arg, path_text):
+            yield words, (action.option_strings[0] if action.option_strings else None), \
+                parser.prog
+
+
+def test_every_path_argument_refuses_an_empty_path(capsys):
+    """An empty path was Path("") == "." and errors named "." (or '' or nothing): "output
+    folder '.' is the current folder", ".: cannot read space file: Is a directory"."""
+    from hwloop.cli import build_parser
+
+    found = list(_path_options(build_parser()))
+    assert len(found) >= 20, found
+    for words, option, prog in found:
+        argv = [*words, *([option] if option else []), ""]
+        code, _, err = run_main(capsys, argv)
+        assert code == 2, argv
+        assert err.startswith(f"{prog}: error: argument ") and err.endswith(
+            ": an empty path\n") and err.count("\n") == 1, (argv, err)
