@@ -129,6 +129,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             f"timeout {summary.timeouts}  {best_text}"))
 
     def on_start(summary: Any) -> None:
+        for row in summary.rows:  # a resumed sweep's rows count toward its best, as its counts
+            best_so_far[0] = _better(best_so_far[0], row)
         progress.start()  # only once the engine is up and the DB accepted: errors stay 1 line
         progress.update(task, completed=summary.told, status=f"resumed {summary.resumed}"
                         if summary.resumed else "running")

@@ -639,3 +639,18 @@ def test_a_new_db_that_cannot_be_written_is_a_one_line_error(tmp_path, kib):
             f"hwloop: error: {db_path}: cannot open the results database for writing (",
             f"hwloop: error: {db_path}: cannot write (")), made.stderr
         assert made.stderr.count("\n") == 1, made.stderr
+
+
+def test_the_progress_best_of_a_resumed_sweep_counts_its_resumed_rows(tmp_path):
+    # The progress line counted the resumed rows (feasible, infeasible, ...) but its "best"
+    # only the rows evaluated after the resume: a worse best than the summary's.
+    args = ["sweep", "--space", str(TINY), "--workers", "1", "--db", str(tmp_path / "r.db")]
+    env = {"HWLOOP_SWEEP_EVALUATOR": "tests.search.sweep_fakes:slow_evaluate",
+           "HWLOOP_FAKE_SLEEP": "0"}
+    first = _run([*args, "--budget", "12", "--quiet"], **env)
+    assert first.returncode == 0, first.stderr
+    resumed = _run([*args, "--budget", "13", "--resume"], **env)  # its one new row: not the best
+    assert resumed.returncode == 0, resumed.stderr
+    summary_best = float(resumed.stdout.split("best edp = ")[1].split(":")[0])
+    progress = [line for line in resumed.stderr.splitlines() if "feasible 13" in line][-1]
+    assert float(progress.split("best ")[-1]) == pytest.approx(summary_best, rel=1e-3)
