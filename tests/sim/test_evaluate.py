@@ -256,4 +256,7 @@ def test_rtl_evaluation_is_bit_exact_and_close_to_the_model():
     for rtl_layer, model_layer in zip(result.layers, model.layers, strict=True):
         assert rtl_layer.actions["mac"] >= rtl_layer.macs  # padding may add MACs
         assert abs(rtl_layer.cycles - model_layer.cycles) <= max(2, 0.05 * model_layer.cycles)
+        # the bounds come from the RTL's own counters, and the hardware respects them
+        assert rtl_layer.bounds == cycle_bounds(SMALL, rtl_layer.actions)
+        assert max(rtl_layer.bounds.values()) <= rtl_layer.cycles
     assert np.isfinite(result.edp) and result.edp > 0
