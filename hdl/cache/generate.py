@@ -14,7 +14,7 @@ from hwloop.errors import ConfigError
 from hwloop.toolchain import yosys_command
 
 from .cache import Cache
-from .params import CacheConfig
+from .params import PREFETCHER_LINE_BITS, CacheConfig
 from .prefetcher import Prefetcher, PrefetcherConfig
 from .table import Table, load_table
 
@@ -66,7 +66,7 @@ def _suffix(kind: str, hashes: dict[str, dict[str, str]]) -> str:
 def _cache_name(config: CacheConfig, prefetch: PrefetcherConfig | None,
                 hashes: dict[str, dict[str, str]]) -> str:
     name = config.name + _suffix("replacement", hashes)
-    return name if prefetch is None else f"{name}_{prefetch.kind}{_suffix('prefetch', hashes)}"
+    return name if prefetch is None else f"{name}_{prefetch.tag}{_suffix('prefetch', hashes)}"
 
 
 def design_name(config: CacheConfig, prefetch: PrefetcherConfig | None = None) -> str:
@@ -76,9 +76,12 @@ def design_name(config: CacheConfig, prefetch: PrefetcherConfig | None = None) -
     return _cache_name(config, prefetch, table_hashes(config, prefetch))
 
 
-def _prefetcher_name(prefetch: PrefetcherConfig, hashes: dict[str, dict[str, str]]) -> str:
-    # a prefetcher alone; a table adds its file's hash, as in a cache
-    return f"prefetcher_{prefetch.kind}{_suffix('prefetch', hashes)}"
+def _prefetcher_name(prefetch: PrefetcherConfig, line_bits: int,
+                     hashes: dict[str, dict[str, str]]) -> str:
+    # a prefetcher alone; its line address width where not the default; a table adds its
+    # file's hash, as in a cache
+    width = "" if line_bits == PREFETCHER_LINE_BITS else f"_lb{line_bits}"
+    return f"prefetcher_{prefetch.tag}{width}{_suffix('prefetch', hashes)}"
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ def prefetcher_design(prefetch: PrefetcherConfig, *, line_bits: int) -> Design:
     """A prefetcher alone for ``hwloop generate prefetcher``, as :func:`cache_design`."""
     top = _prefetcher_top(prefetch, line_bits)
     tables = table_hashes(None, prefetch)
-    return _design(top, _prefetcher_name(prefetch, tables), tables)
+    return _design(top, _prefetcher_name(prefetch, line_bits, tables), tables)
 
 
 def cache_verilog(config: CacheConfig, *, prefetch: PrefetcherConfig | None = None,
@@ -141,4 +144,5 @@ def cache_verilog(config: CacheConfig, *, prefetch: PrefetcherConfig | None = No
 def prefetcher_verilog(prefetch: PrefetcherConfig, *, line_bits: int,
                        name: str | None = None) -> str:
     top = _prefetcher_top(prefetch, line_bits)
-    return _convert(top, name or _prefetcher_name(prefetch, table_hashes(None, prefetch)))
+    return _convert(top, name or _prefetcher_name(prefetch, line_bits,
+                                                    table_hashes(None, prefetch)))

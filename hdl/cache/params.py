@@ -11,6 +11,10 @@ from hwloop.errors import ParameterError
 from hwloop.validate import check_int, check_known, check_pow2, plain_ints
 
 #: Replacement policies. ``opt`` (Belady) exists only in the golden model.
+#: the line address width of a prefetcher generated alone, by default: 48-bit byte addresses
+#: of 64-byte lines (a cache's prefetcher takes its cache's)
+PREFETCHER_LINE_BITS = 42
+
 POLICIES = ("lru", "plru", "srrip", "random", "table", "opt")
 RTL_POLICIES = ("lru", "plru", "srrip", "random", "table")
 
@@ -91,5 +95,10 @@ class CacheConfig:
 
     @property
     def name(self) -> str:
-        """A Verilog-safe module name that says what the design is."""
-        return f"cache_{self.sets}s{self.ways}w{self.line_bytes}b_{self.policy}"
+        """A Verilog-safe module name that says what the design is. Every parameter that
+        changes the Verilog is in it: the address width (``_a<bits>``) and the random
+        policy's LFSR seed (``_seed<n>``) where they differ from the defaults (a table's hash
+        is added by ``generate.design_name``)."""
+        addr = "" if self.addr_bits == 48 else f"_a{self.addr_bits}"
+        seed = f"_seed{self.seed}" if self.policy == "random" and self.seed != 1 else ""
+        return f"cache_{self.sets}s{self.ways}w{self.line_bytes}b_{self.policy}{addr}{seed}"

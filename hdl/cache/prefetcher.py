@@ -77,6 +77,17 @@ class PrefetcherConfig:
         values["table"] = None if self.table is None else str(self.table)
         return values
 
+    @property
+    def tag(self) -> str:
+        """The prefetcher's part of a module name: its kind, then each sizing parameter that
+        differs from its default (``_d`` degree, ``_lat`` latency, ``_q`` queue, ``_e``
+        entries), so differently sized prefetchers never share a module name."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        parts = [f"_{short}{getattr(self, field)}" for field, short in
+                 (("degree", "d"), ("latency", "lat"), ("queue", "q"), ("entries", "e"))
+                 if getattr(self, field) != defaults[field]]
+        return self.kind + "".join(parts)
+
 
 class Prefetcher(wiring.Component):
     """The prefetcher of ``config`` for a cache with ``line_bits``-bit line addresses.

@@ -74,11 +74,18 @@ class SystolicParams:
 
     @property
     def name(self) -> str:
-        """A Verilog-safe module name that says what the design is."""
+        """A Verilog-safe module name that says what the design is. Every parameter that
+        changes the Verilog is in it, so two designs in one flow never share a module name:
+        the scratchpads (``_s<ifmap>_<weight>_<acc>``, KiB) and the bus (``_bus<bytes>``) only
+        where they differ from the defaults. ``mem_latency`` is the harness's, not the
+        accelerator's."""
         out = "" if self.out_bits is None else f"o{self.out_bits}"
         ahead = "_ra" if self.read_ahead else ""
+        spads = (self.ifmap_kib, self.weight_kib, self.acc_kib)
+        sizes = "" if spads == _DEFAULT_SPADS else "_s" + "_".join(map(str, spads))
+        bus = "" if self.bus_bytes == _DEFAULT_BUS else f"_bus{self.bus_bytes}"
         return (f"systolic_{self.rows}x{self.cols}_{self.dataflow}_i{self.in_bits}"
-                f"a{self.acc_bits}{out}{ahead}")
+                f"a{self.acc_bits}{out}{ahead}{sizes}{bus}")
 
     @property
     def params_hash(self) -> str:
@@ -89,3 +96,8 @@ class SystolicParams:
             del values["read_ahead"]
         text = json.dumps(values, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SystolicParams)}
+_DEFAULT_SPADS = (_DEFAULTS["ifmap_kib"], _DEFAULTS["weight_kib"], _DEFAULTS["acc_kib"])
+_DEFAULT_BUS = _DEFAULTS["bus_bytes"]

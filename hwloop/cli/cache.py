@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from hwloop.cli import path_arg
 from hwloop.errors import ParameterError
+from hwloop.hdl.cache.params import PREFETCHER_LINE_BITS
 from hwloop.manifest import MANIFEST
 
 if TYPE_CHECKING:
@@ -224,7 +225,8 @@ def register_generate(sub) -> None:
     p = sub.add_parser("prefetcher", help="a prefetcher alone (Verilog + manifest.json)")
     p.add_argument("--kind", required=True, help="nextline, stride, table")
     p.add_argument("--table", type=path_arg, help="delta table file of kind table (.npz)")
-    p.add_argument("--line-bits", type=int, default=42, help="line address width (default 42)")
+    p.add_argument("--line-bits", type=int, default=PREFETCHER_LINE_BITS,
+                   help=f"line address width (default {PREFETCHER_LINE_BITS})")
     _add_prefetch_options(p, kind_flag="--kind")
     p.add_argument("-o", "--output", type=path_arg, required=True, help="output folder")
     p.set_defaults(func=_generate_prefetcher)

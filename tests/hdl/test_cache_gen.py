@@ -59,12 +59,13 @@ def test_set_word_layout():
 def test_prefetch_ports_and_prefetcher_alone():
     config = CacheConfig(sets=8, ways=2, line_bytes=32, addr_bits=32)
     verilog = cache_verilog(config, prefetch=PrefetcherConfig(kind="nextline"))
-    assert "module cache_8s2w32b_lru_nextline(" in verilog  # not the name without a prefetcher
+    # not the name without a prefetcher; the address width differs from the default
+    assert "module cache_8s2w32b_lru_a32_nextline(" in verilog
     ports = _ports(verilog)
     assert {"pf_requests", "pf_issued", "pf_useful", "pf_late", "pf_evicted_unused",
             "pf_dropped"} <= set(ports)
     verilog = prefetcher_verilog(PrefetcherConfig(kind="stride", entries=16), line_bits=27)
-    assert "module prefetcher_stride" in verilog and "fill_line" in verilog
+    assert "module prefetcher_stride_e16_lb27(" in verilog and "fill_line" in verilog
 
 
 @pytest.mark.parametrize("policy", ["srrip", "table"])

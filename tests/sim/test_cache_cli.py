@@ -190,7 +190,9 @@ def test_generate_prefetcher(tmp_path):
     out = tmp_path / "p"
     assert main(["generate", "prefetcher", "--kind", "stride", "--entries", "64",
                  "--line-bits", "26", "-o", str(out)]) == 0
-    assert "module prefetcher_stride" in (out / "prefetcher_stride.v").read_text()
+    # the entries and line width that differ from the defaults are in the name
+    assert "module prefetcher_stride_e64_lb26(" in (out / "prefetcher_stride_e64_lb26.v"
+                                                    ).read_text()
     proc = _hwloop("generate", "prefetcher", "--kind", "markov", "-o", str(tmp_path / "q"))
     assert proc.returncode == 2
     assert proc.stderr == ("hwloop: error: unknown prefetcher 'markov' "

@@ -216,8 +216,8 @@ def test_an_edp_too_large_to_compute_names_the_energy_table(tmp_path, no_synthes
     path = tmp_path / "big.toml"
     path.write_text(default.replace("pj_per_byte = 244.0", "pj_per_byte = 1e304", 1))
     with pytest.raises(ConfigError, match=(
-            rf"^{re.escape(str(path))}: the energy of systolic_4x4_os_i8a32 on 't' is too large "
-            r"to compute \(energy x cycles\): check the table's values$")):
+            rf"^{re.escape(str(path))}: the energy of systolic_4x4_os_i8a32_s4_4_4 on 't' is too "
+            r"large to compute \(energy x cycles\): check the table's values$")):
         evaluate(SMALL, tiny_workload(), fidelity="model", energy_table=path)
 
 
