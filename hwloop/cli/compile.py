@@ -245,7 +245,9 @@ def run_compile(args: argparse.Namespace) -> int:
         "gemm": {"m": gemm.m, "n": gemm.n, "k": gemm.k},
         # rounded up to the array's granules (the layouts' block counts; Kp)
         "padded": dict(zip("mnk", padded, strict=True)),
-        "mapping": images.mapping.to_dict(), "out_shift": shift,
+        # null for a design that writes raw sums, as sim --json's layers say it
+        "mapping": images.mapping.to_dict(),
+        "out_shift": shift if params.out_bits is not None else None,
         "n_instr": len(images.program.instructions),
         "memories": memories,
         "run": "load the memories, hold n_instr, pulse start for one cycle; done rises once "

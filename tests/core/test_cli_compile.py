@@ -64,6 +64,7 @@ def test_the_images_are_the_layouts_and_c_is_what_the_design_writes(tmp_path, ca
     mapping = Mapping.from_dict(description["mapping"])
     model = model_gemm(params, gemm, mapping)
     shift = description["out_shift"]
+    assert (shift is None) == (params.out_bits is None)  # as sim --json says it
     assert description["gemm"] == {"m": 7, "n": 5, "k": 9}
     assert description["model"] == {"cycles": model.cycles, "actions": model.actions,
                                     "bounds": cycle_bounds(params, model.actions)}
