@@ -64,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--testbench", action="store_true",
                         help="also the design's Verilog and tb.v, a self-running testbench "
                              "(memory model, clock, the GEMM) that writes the C it reads back "
-                             "to c_out.hex (tested with Verilator --binary --timing)")
+                             "to c_out.hex (tested with Verilator --binary --timing and Icarus "
+                             "Verilog -g2005)")
     parser.add_argument("-o", "--output", required=True, type=path_arg, metavar="DIR",
                         help="output folder (replaced as a whole; never left half-written)")
     parser.set_defaults(func=run_compile)
@@ -117,15 +118,15 @@ def load_operand(path: Path, flag: str) -> np.ndarray:
 
 def earlier_output(folder: Path) -> bool:
     """``folder`` holds what ``hwloop compile`` wrote and what running its testbench makes
-    (``obj_dir``, ``c_out.hex``), nothing else: it may be replaced as a whole (a file the user
-    added would be deleted with it)."""
+    (``obj_dir``, ``tb.vvp``, ``c_out.hex``), nothing else: it may be replaced as a whole (a
+    file the user added would be deleted with it)."""
     try:
         design = json.loads((folder / "program.json").read_text())["design"]
         names = {p.name for p in folder.iterdir()}
     except (OSError, ValueError, TypeError, KeyError):
         return False
     ours = {"program.json", "program.hex", "a.hex", "b.hex", "c.hex", f"{design}.v", "tb.v",
-            "c_out.hex", "obj_dir"}
+            "c_out.hex", "obj_dir", "tb.vvp"}
     return isinstance(design, str) and names <= ours
 
 
@@ -277,6 +278,8 @@ def run_compile(args: argparse.Namespace) -> int:
             "top": STANDALONE_TOP, "sources": sources, "writes": files["c"],
             "verilator": f"verilator --binary --timing -Wno-fatal --top-module {STANDALONE_TOP} "
                          f"{' '.join(sources)} && obj_dir/V{STANDALONE_TOP}",
+            "iverilog": f"iverilog -g2005 -s {STANDALONE_TOP} -o tb.vvp {' '.join(sources)} "
+                        "&& vvp -n tb.vvp",
             "expect": f"c_out.hex equal to c.hex, {model.cycles} cycles"}
 
     def fill(folder: Path) -> None:

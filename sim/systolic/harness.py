@@ -330,16 +330,21 @@ STANDALONE_TOP = "hwloop_systolic_tb"
 def standalone_testbench(params: SystolicParams, *, n_instr: int, c_rows: int, max_cycles: int,
                          settle: int, files: dict[str, str]) -> str:
     """A self-running Verilog top for a simulator with timing (tested with Verilator
-    ``--binary --timing``): the harness with ``files``, a clock, reset, one GEMM (``n_instr``
-    instructions, ``c_rows`` rows of C), the C dump ``settle`` cycles after ``done``, and the
-    hardware's cycle count printed. Inputs change on falling edges, so no register samples
-    them in the cycle they change."""
+    ``--binary --timing`` and Icarus Verilog ``-g2005``): the harness with ``files``, a clock,
+    reset, one GEMM (``n_instr`` instructions, ``c_rows`` rows of C), the C dump ``settle``
+    cycles after ``done``, and the hardware's cycle count printed. Inputs change on falling
+    edges, so no register samples them in the cycle they change.
+
+    The top writes C itself, one ``%h`` line per row (zero-padded to the row's width, lower
+    case: the text of ``c.hex`` in every simulator), not through the harness's
+    ``$writememh``, whose text is the simulator's: Icarus adds ``// 0x...`` address lines."""
     return harness_verilog(params, files=files) + f"""
 module {STANDALONE_TOP};
   reg clk = 1'b0;
   always #5 clk = ~clk;
   {HARNESS_TOP} harness (.clk(clk));
   integer waited = 0;
+  integer fd, row;
   initial begin
     @(negedge clk);
     harness.n_instr = 32'd{n_instr};
@@ -362,11 +367,15 @@ module {STANDALONE_TOP};
       $fatal(1);
     end
     $display("hwloop tb: done, cycles %0d (the accelerator's counter)", harness.cnt_cycles);
-    repeat ({settle}) @(negedge clk);
-    harness.dump = 1'b1;
-    @(negedge clk);
-    harness.dump = 1'b0;
-    @(negedge clk);
+    repeat ({settle + 1}) @(negedge clk);
+    fd = $fopen("{files["c"]}", "w");
+    if (fd == 0) begin
+      $display("hwloop tb: cannot write {files["c"]}");
+      $fatal(1);
+    end
+    for (row = 0; row < {c_rows}; row = row + 1)
+      $fwrite(fd, "%h\\n", harness.cmem[row]);
+    $fclose(fd);
     $display("hwloop tb: C written to {files["c"]}");
     $finish;
   end

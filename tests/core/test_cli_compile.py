@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -243,6 +244,49 @@ def test_the_standalone_testbench_runs_the_ip_without_hwloop(tmp_path, capsys, p
     assert (out / "c_out.hex").read_text() == (out / "c.hex").read_text()
 
 
+def test_the_testbench_writes_c_itself_in_the_text_of_c_hex(tmp_path, capsys):
+    """tb.v's top writes C with one ``%h`` line per row (zero-padded, lower case: c.hex's text
+    in any simulator), not with the harness's ``$writememh``, whose text is the simulator's:
+    under Icarus Verilog it adds ``// 0x00000000`` address lines, so ``diff c.hex c_out.hex``
+    failed on the same C (found running tb.v in Icarus 11). program.json gives the Icarus
+    command too."""
+    out = tmp_path / "out"
+    code, _, err = run_main(capsys, ["compile", "systolic", *_flags(OS), "--gemm", "5x4x3",
+                                     "--seed", "1", "--testbench", "-o", str(out)])
+    assert (code, err) == (0, "")
+    top = (out / "tb.v").read_text().split("module hwloop_systolic_tb;")[1]
+    assert "$writememh" not in top and "harness.dump" not in top
+    rows = json.loads((out / "program.json").read_text())["memories"]["c"]["rows"]
+    assert f"for (row = 0; row < {rows}; row = row + 1)" in top
+    assert '$fwrite(fd, "%h\\n", harness.cmem[row]);' in top
+    bench = json.loads((out / "program.json").read_text())["testbench"]
+    assert bench["iverilog"] == ("iverilog -g2005 -s hwloop_systolic_tb -o tb.vvp "
+                                 f"{OS.name}.v tb.v && vvp -n tb.vvp")
+
+
+@pytest.mark.rtl
+@pytest.mark.skipif(shutil.which("iverilog") is None or shutil.which("vvp") is None,
+                    reason="Icarus Verilog (iverilog, vvp) is not installed")
+@pytest.mark.parametrize("params", [OS, WS5], ids=["os", "ws-o5"])
+def test_the_standalone_testbench_runs_in_icarus(tmp_path, capsys, params):
+    """The command program.json gives for Icarus Verilog writes the C of c.hex, byte for byte,
+    and counts the model's cycles (skipped where Icarus is not installed)."""
+    import subprocess
+
+    out = tmp_path / "out"
+    code, _, err = run_main(capsys, ["compile", "systolic", *_flags(params), "--gemm",
+                                     "10x7x11", "--seed", str(SEED), "--testbench",
+                                     "-o", str(out)])
+    assert (code, err) == (0, "")
+    print(f"HWLOOP_SEED={SEED} design={params.name}")
+    description = json.loads((out / "program.json").read_text())
+    build, run = description["testbench"]["iverilog"].split(" && ")
+    subprocess.run(build.split(), cwd=out, check=True, capture_output=True)
+    done = subprocess.run(run.split(), cwd=out, check=True, capture_output=True, text=True)
+    assert f"hwloop tb: done, cycles {description['model']['cycles']} " in done.stdout
+    assert (out / "c_out.hex").read_text() == (out / "c.hex").read_text()
+
+
 def test_the_testbench_needs_operands(tmp_path, capsys):
     code, _, err = run_main(capsys, ["compile", "systolic", "--gemm", "8x8x8", "--testbench",
                                      "-o", str(tmp_path / "out")])
@@ -345,16 +389,18 @@ def test_operands_are_read_from_pipes(tmp_path, capsys):
 
 
 def test_an_earlier_output_is_replaced_but_not_with_a_file_of_the_users(tmp_path, capsys):
-    """Running again into the same folder replaces it as a whole (with the testbench's obj_dir
-    and c_out.hex); a file the user added there would be deleted with it, so that is refused."""
+    """Running again into the same folder replaces it as a whole (with the testbench's obj_dir,
+    tb.vvp and c_out.hex); a file the user added there would be deleted with it, so that is
+    refused."""
     out = tmp_path / "out"
     argv = ["compile", "systolic", "--rows", "2", "--cols", "2", "--gemm", "4x4x4", "--seed",
             "1", "--testbench", "-o", str(out)]
     assert run_main(capsys, argv)[0] == 0
     (out / "obj_dir").mkdir()
     (out / "c_out.hex").write_text("0\n")
+    (out / "tb.vvp").write_text("#! vvp\n")  # what the Icarus command makes
     assert run_main(capsys, argv)[:3:2] == (0, "")
-    assert not (out / "obj_dir").exists()
+    assert not (out / "obj_dir").exists() and not (out / "tb.vvp").exists()
     (out / "notes.txt").write_text("mine\n")
     code, _, err = run_main(capsys, argv)
     assert (code, err) == (2, f"hwloop: error: output folder {str(out)!r} exists and is not an "
