@@ -63,9 +63,12 @@ def memory_depths(params: SystolicParams) -> dict[str, int]:
     return depths
 
 
-def harness_verilog(params: SystolicParams, *, files: dict[str, str] = FILES) -> str:
+def harness_verilog(params: SystolicParams, *, files: dict[str, str] = FILES,
+                    reset_pipes: bool = False) -> str:
     """The harness top; ``files``: the memory images it loads (``instr``, ``a``, ``b``) and the
-    C it dumps (``c``)."""
+    C it dumps (``c``). ``reset_pipes``: the read responses' valid pipelines are cleared while
+    the accelerator is in reset, so a request made before its first reset edge (X where the
+    registers have no initial values, as in a gate-level netlist) is never answered."""
     bits = row_bits(params)
     depth = memory_depths(params)
     lat = params.mem_latency
@@ -86,6 +89,8 @@ def harness_verilog(params: SystolicParams, *, files: dict[str, str] = FILES) ->
         rows = ", ".join(f"{ch}mem[{ch}_req_addr[{abits - 1}:0] + {abits}'d{i}]"
                          for i in reversed(range(beat[ch])))
         valid_in = f"{{{ch}_v[{lat - 1}:0], {ch}_req_valid}}" if lat else f"{ch}_req_valid"
+        if reset_pipes:
+            valid_in = f"rst_q ? {lat + 1}'d0 : {valid_in}"
         return f"""
   reg [{w - 1}:0] {ch}_ring [0:{lat}];
   reg [{lat}:0] {ch}_v = {lat + 1}'d0;
@@ -337,8 +342,9 @@ def standalone_testbench(params: SystolicParams, *, n_instr: int, c_rows: int, m
 
     The top writes C itself, one ``%h`` line per row (zero-padded to the row's width, lower
     case: the text of ``c.hex`` in every simulator), not through the harness's
-    ``$writememh``, whose text is the simulator's: Icarus adds ``// 0x...`` address lines."""
-    return harness_verilog(params, files=files) + f"""
+    ``$writememh``, whose text is the simulator's: Icarus adds ``// 0x...`` address lines.
+    Its memory model answers no request made before the accelerator's first reset edge."""
+    return harness_verilog(params, files=files, reset_pipes=True) + f"""
 module {STANDALONE_TOP};
   reg clk = 1'b0;
   always #5 clk = ~clk;
