@@ -88,3 +88,44 @@ def test_walk_jumps_tell_preloaded_states_apart():
         model_module._step(params, instr, w)
     assert any(len(seen) == 2 for seen in keys.values())  # the layer needs the distinction
     assert program_cycles(params, instrs)[0] == w.cycles + model_module.DONE_CYCLES == 31698
+
+
+# the default os test design of test_systolic_rtl.py
+OS = SystolicParams(rows=2, cols=3, dataflow="os", in_bits=8, acc_bits=32, ifmap_kib=4,
+                    weight_kib=4, acc_kib=4, mem_latency=3)
+
+# (design, layer, mapping): an os compute dispatched less than ``rows - length`` cycles after
+# the previous tile's last feed, whose first tile waits (``feed_stall`` > 0)
+FEED_STALLS = [
+    (OS, Gemm(m=7, n=13, k=7), Mapping(tile_m=8, tile_n=3, tile_k=3, order="nmk")),
+    (OS, Gemm(m=10, n=4, k=11), Mapping(tile_m=6, tile_n=6, tile_k=5, order="nmk")),
+    (replace(OS, read_ahead=True), Gemm(m=15, n=1, k=4),
+     Mapping(tile_m=8, tile_n=3, tile_k=3, order="nmk")),
+]
+
+
+@pytest.mark.rtl
+@pytest.mark.xdist_group("systolic_os_2x3")
+def test_os_feed_stalls_after_a_short_tile(tmp_path, monkeypatch):
+    print(f"HWLOOP_SEED={SEED}")
+    rng = np.random.default_rng(SEED)
+    real = model_module.feed_stall
+    stalls: list[int] = []
+
+    def watch(params, c, since_last):
+        stall = real(params, c, since_last)
+        stalls.append(stall)
+        return stall
+
+    for params, gemm, mapping in FEED_STALLS:
+        where = f"seed={SEED} {params.name} {gemm} {mapping}"
+        stalls.clear()
+        with monkeypatch.context() as patch:
+            patch.setattr(model_module, "feed_stall", watch)
+            model = model_gemm(params, gemm, mapping)
+        assert max(stalls) > 0, where  # the layer stalls a feed
+        a, b = random_operands(gemm, in_bits=params.in_bits, rng=rng)
+        (run,) = RtlSimulator(params, workdir=tmp_path / params.name).run(
+            [(gemm, mapping, a, b)])
+        assert np.array_equal(run.c, gemm_golden(a, b, acc_bits=params.acc_bits)), where
+        assert (run.cycles, run.actions) == (model.cycles, model.actions), where
