@@ -99,6 +99,8 @@ class CacheConfig:
         changes the Verilog is in it: the address width (``_a<bits>``) and the random
         policy's LFSR seed (``_seed<n>``) where they differ from the defaults (a table's hash
         is added by ``generate.design_name``)."""
-        addr = "" if self.addr_bits == 48 else f"_a{self.addr_bits}"
-        seed = f"_seed{self.seed}" if self.policy == "random" and self.seed != 1 else ""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        addr = "" if self.addr_bits == defaults["addr_bits"] else f"_a{self.addr_bits}"
+        seed = (f"_seed{self.seed}" if self.policy == "random" and self.seed != defaults["seed"]
+                else "")
         return f"cache_{self.sets}s{self.ways}w{self.line_bytes}b_{self.policy}{addr}{seed}"
